@@ -1,0 +1,89 @@
+"""The interface every backend implements, built-in or third-party.
+
+A backend turns a :class:`LeaseRequest` into a :class:`~pgcli_jit.lease.Lease`
+and later extends or ends it.  It never touches the shell or the connection:
+reconnecting is the caller's job, so a backend can be tested on its own (the
+contract test in :mod:`pgcli_jit.testing` runs against every backend).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from pgcli_jit.clock import Clock, system_clock
+
+if TYPE_CHECKING:
+    from pgcli_jit.config import Profile
+    from pgcli_jit.lease import Lease
+
+
+@dataclass(frozen=True)
+class LeaseRequest:
+    """What the user asked for: ``ttl`` in seconds, a reason, and who asks."""
+
+    ttl: float
+    reason: str
+    requester: str
+
+
+@dataclass(frozen=True)
+class RoleInfo:
+    """One line of ``\\jit profiles`` that the backend itself knows of (e.g. Vault roles)."""
+
+    name: str
+    default_ttl: float | None = None
+    max_ttl: float | None = None
+    note: str = ""
+
+
+class Backend(ABC):
+    """Mint, extend, inspect and end leases for one profile.
+
+    Subclasses set ``name`` (the entry-point name) and ``OPTIONS`` (the profile
+    keys of their own; config validation rejects any other).  Optional
+    dependencies are imported when first used, never at module import, so a
+    missing one can be reported with the extra to install.
+    """
+
+    name: ClassVar[str] = ""
+    OPTIONS: ClassVar[frozenset[str]] = frozenset()
+    #: False for backends whose credentials can only be replaced, never extended.
+    can_renew: ClassVar[bool] = True
+
+    def __init__(self, profile: Profile, *, clock: Clock = system_clock) -> None:
+        self.profile = profile
+        self.clock = clock
+
+    @classmethod
+    def check_profile(cls, profile: Profile) -> None:
+        """Raise ConfigError for keys that are present but wrong (called at config load)."""
+
+    @abstractmethod
+    def request(self, req: LeaseRequest) -> Lease:
+        """Mint new credentials.  Raise BackendError subclasses on failure."""
+
+    @abstractmethod
+    def renew(self, lease: Lease, ttl: float | None) -> Lease:
+        """Extend ``lease``; raise NotRenewable when it cannot be extended any further."""
+
+    @abstractmethod
+    def revoke(self, lease: Lease) -> None:
+        """End ``lease`` at the source, so its credentials stop working."""
+
+    def lookup(self, lease: Lease) -> Lease:
+        """The lease as the backend sees it now (default: as the client knows it)."""
+        return lease
+
+    def roles(self) -> list[RoleInfo]:
+        """What this backend offers beyond the profile itself (e.g. Vault's role list)."""
+        return []
+
+    def close(self) -> None:
+        """Release sessions or connections the backend holds."""
+
+    def effective_ttl(self, ttl: float | None) -> float:
+        """The TTL to ask for: the request's, else the profile's, capped at max_ttl."""
+        wanted = ttl or self.profile.ttl
+        return min(wanted, self.profile.max_ttl) if self.profile.max_ttl else wanted

@@ -1,0 +1,210 @@
+"""The one place that reads the configuration file and the environment.
+
+Precedence for the file: ``$PGCLI_JIT_CONFIG``, else
+``$XDG_CONFIG_HOME/pgcli-jit/config.toml`` (``~/.config/pgcli-jit/config.toml``).
+The audit log: the ``audit_log`` key, else ``$XDG_STATE_HOME/pgcli-jit/audit.jsonl``
+(``~/.local/state/pgcli-jit/audit.jsonl``).  Everything is read at call time,
+never at import, and the file is never written.  No key ever holds a secret:
+backends take secrets from env vars, token files or libpq's own password files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+import tomllib
+
+from pgcli_jit.durations import parse_duration
+from pgcli_jit.errors import ConfigError
+
+RenewMode = Literal["prompt", "auto", "never"]
+RENEW_MODES: tuple[RenewMode, ...] = ("prompt", "auto", "never")
+COMMON_KEYS = frozenset(
+    {"backend", "ttl", "max_ttl", "renew", "renew_before", "revoke_on_exit",
+     "host", "port", "dbname", "sslmode", "description"}
+)
+TOP_KEYS = frozenset({"default_profile", "audit_log", "profiles"})
+DEFAULT_TTL = 900.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One requestable kind of access.  ``options`` are the backend's own keys."""
+
+    name: str
+    backend: str
+    ttl: float = DEFAULT_TTL
+    max_ttl: float | None = None
+    renew: RenewMode = "prompt"
+    renew_before: float | None = None
+    revoke_on_exit: bool = True
+    host: str | None = None
+    port: int | None = None
+    dbname: str | None = None
+    sslmode: str | None = None
+    description: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+
+    def connection_overrides(self) -> dict[str, str]:
+        """host/port/dbname/sslmode the profile names, as libpq parameters."""
+        pairs = {"host": self.host, "port": self.port, "dbname": self.dbname, "sslmode": self.sslmode}
+        return {k: str(v) for k, v in pairs.items() if v not in (None, "")}
+
+    def error(self, key: str, message: str, hint: str = "") -> ConfigError:
+        """A ConfigError that names this profile's file and key."""
+        return ConfigError(message, path=self.source, key=f"profiles.{self.name}.{key}", hint=hint)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    profiles: Mapping[str, Profile]
+    default_profile: str | None
+    audit_log: Path
+    exists: bool = True
+
+    def profile(self, name: str | None) -> Profile:
+        """The named profile, or the default; an unknown name says which ones exist."""
+        chosen = name or self.default_profile
+        if not chosen:
+            if len(self.profiles) == 1:
+                return next(iter(self.profiles.values()))
+            raise ConfigError(
+                "no profile named and no default_profile set", path=self.path,
+                hint=f"use \\jit request PROFILE; profiles: {self._names()}",
+            )
+        try:
+            return self.profiles[chosen]
+        except KeyError:
+            raise ConfigError(
+                f"no profile {chosen!r}", path=self.path, hint=f"profiles: {self._names()}"
+            ) from None
+
+    def _names(self) -> str:
+        return ", ".join(sorted(self.profiles)) or "none (add [profiles.NAME] to the file)"
+
+
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("PGCLI_JIT_CONFIG"):
+        return Path(env["PGCLI_JIT_CONFIG"]).expanduser()
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "pgcli-jit" / "config.toml"
+
+
+def default_audit_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "pgcli-jit" / "audit.jsonl"
+
+
+def load_config(env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the whole file; a missing file is an empty config."""
+    env = os.environ if env is None else env
+    path = config_path(env)
+    if not path.exists():
+        if env.get("PGCLI_JIT_CONFIG"):
+            raise ConfigError("file not found", path=path, hint="check $PGCLI_JIT_CONFIG")
+        return Config(path, {}, None, default_audit_path(env), exists=False)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", path=path) from None
+    return parse_config(data, path, env)
+
+
+def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> Config:
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        raise ConfigError(
+            "unknown key", path=path, key=unknown[0],
+            hint="top-level keys are default_profile, audit_log and [profiles.NAME] tables",
+        )
+    raw_profiles = data.get("profiles", {})
+    if not isinstance(raw_profiles, Mapping):
+        raise ConfigError("must be a table of [profiles.NAME]", path=path, key="profiles")
+    profiles = {name: parse_profile(name, body, path) for name, body in raw_profiles.items()}
+    default = data.get("default_profile")
+    if default is not None and default not in profiles:
+        raise ConfigError(
+            f"names no profile ({default!r})", path=path, key="default_profile",
+            hint=f"profiles: {', '.join(sorted(profiles)) or 'none'}",
+        )
+    audit = data.get("audit_log")
+    audit_path = Path(os.path.expanduser(str(audit))) if audit else default_audit_path(env)
+    return Config(path, MappingProxyType(profiles), default, audit_path)
+
+
+def parse_profile(name: str, body: Any, path: Path) -> Profile:
+    """Validate one ``[profiles.NAME]`` table against the common keys and its backend's."""
+    from pgcli_jit.backends import backend_class  # late: loading backends reads entry points
+
+    where = f"profiles.{name}"
+    if not isinstance(body, Mapping):
+        raise ConfigError("must be a table", path=path, key=where)
+    if "backend" not in body:
+        raise ConfigError(
+            "missing", path=path, key=f"{where}.backend",
+            hint='every profile names its backend, for example backend = "postgres"',
+        )
+    backend = str(body["backend"])
+    cls = backend_class(backend, path=path, key=f"{where}.backend")
+    own = {k: v for k, v in body.items() if k not in COMMON_KEYS}
+    for key in sorted(own):
+        if key not in cls.OPTIONS:
+            allowed = ", ".join(sorted(COMMON_KEYS | cls.OPTIONS))
+            raise ConfigError(
+                f"unknown key for the {backend} backend", path=path, key=f"{where}.{key}",
+                hint=f"allowed: {allowed}",
+            )
+    common = _common_keys(body, path, where)
+    profile = Profile(name=name, backend=backend, options=own, source=path, **common)
+    cls.check_profile(profile)
+    return profile
+
+
+def _common_keys(body: Mapping[str, Any], path: Path, where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("ttl", "max_ttl", "renew_before"):
+        if key in body:
+            try:
+                out[key] = parse_duration(body[key])
+            except ValueError as exc:
+                raise ConfigError(str(exc), path=path, key=f"{where}.{key}") from None
+    if "max_ttl" in out:
+        if out["max_ttl"] < out.get("ttl", 0):
+            raise ConfigError("is shorter than ttl", path=path, key=f"{where}.max_ttl")
+        out.setdefault("ttl", min(DEFAULT_TTL, out["max_ttl"]))
+    if "renew" in body:
+        if body["renew"] not in RENEW_MODES:
+            raise ConfigError(
+                f"is {body['renew']!r}", path=path, key=f"{where}.renew",
+                hint='use "prompt", "auto" or "never"',
+            )
+        out["renew"] = body["renew"]
+    if "revoke_on_exit" in body:
+        if not isinstance(body["revoke_on_exit"], bool):
+            raise ConfigError("must be true or false", path=path, key=f"{where}.revoke_on_exit")
+        out["revoke_on_exit"] = body["revoke_on_exit"]
+    if "port" in body:
+        port = body["port"]
+        if not (isinstance(port, int) and 0 < port < 65536):
+            raise ConfigError("must be a port number", path=path, key=f"{where}.port")
+        out["port"] = port
+    for key in ("host", "dbname", "sslmode", "description"):
+        if key in body:
+            if not isinstance(body[key], str):
+                raise ConfigError("must be a string", path=path, key=f"{where}.{key}")
+            out[key] = body[key]
+    return out

@@ -1,0 +1,71 @@
+"""The error tree of pgcli-jit.
+
+Every error the user can see is a :class:`JitError`: ``str(err)`` is one line
+that says what went wrong and, where there is one, what to do next.  The shell
+prints that line and nothing else, so no traceback (and no psycopg exception
+internals, which can carry a password) ever reaches the terminal.
+"""
+
+from __future__ import annotations
+
+
+class JitError(Exception):
+    """Base class: a message plus an optional hint on what to do next."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(JitError):
+    """A ``\\jit`` command line that cannot be parsed."""
+
+
+class ConfigError(JitError):
+    """A configuration file, profile or key that is wrong."""
+
+    def __init__(self, message: str, *, path: object = None, key: str = "", hint: str = "") -> None:
+        where = ": ".join(str(p) for p in (path, key) if p)
+        super().__init__(f"{where}: {message}" if where else message, hint)
+        self.path = path
+        self.key = key
+
+
+class BackendError(JitError):
+    """A backend failed to mint, renew, look up or revoke credentials."""
+
+    def __init__(
+        self, message: str, *, backend: str = "", profile: str = "", status: int | None = None,
+        hint: str = "",
+    ) -> None:
+        prefix = f"{backend} backend" if backend else "backend"
+        if profile:
+            prefix += f" (profile {profile})"
+        super().__init__(f"{prefix}: {message}", hint)
+        self.backend = backend
+        self.profile = profile
+        self.status = status
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot be reached (refused, timed out, sealed, missing dependency)."""
+
+
+class PermissionDenied(BackendError):
+    """The backend answered, and said no."""
+
+
+class NotRenewable(BackendError):
+    """The lease cannot be extended (max TTL reached, lease gone): rotate instead."""
+
+
+class LeaseExpired(JitError):
+    """An operation needs a live lease and the lease is over."""
+
+
+class ConnectionSwitchError(JitError):
+    """The session could not be switched to new credentials; the old connection stays."""
