@@ -1,0 +1,94 @@
+"""HTTP plumbing shared by the vault and http backends.
+
+One table maps HTTP status codes to error classes (hvac's habit), every
+request has a timeout, TLS is verified by default, and plain ``http://`` is
+accepted only to a loopback address unless the profile explicitly allows it:
+a bearer token must never cross a network in clear text by accident.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from pgcli_jit.errors import BackendError, BackendUnavailable, NotRenewable, PermissionDenied
+
+DEFAULT_TIMEOUT = 10.0
+
+#: status -> (error class, hint); anything else >= 400 is a plain BackendError.
+STATUS_ERRORS: dict[int, tuple[type[BackendError], str]] = {
+    400: (BackendError, "the server rejected the request"),
+    401: (PermissionDenied, "the token is missing or invalid: log in again"),
+    403: (PermissionDenied, "the token is not allowed to do this: check its policy"),
+    404: (BackendError, "no such path, or the token may not see it"),
+    429: (BackendUnavailable, "rate limited: try again shortly"),
+    500: (BackendError, "the server failed: see its log"),
+    502: (BackendUnavailable, "a proxy could not reach the server"),
+    503: (BackendUnavailable, "the server is sealed, in standby or down"),
+    504: (BackendUnavailable, "a proxy timed out reaching the server"),
+}
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str, *, allow_http: bool) -> str | None:
+    """None if ``url`` is acceptable, else what is wrong with it (for a ConfigError)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http(s):// URL"
+    if parts.scheme == "http" and not allow_http and not is_loopback(parts.hostname):
+        return "plain http:// is only allowed to a loopback address (set allow_http = true to override)"
+    return None
+
+
+def error_from_response(resp: requests.Response, *, backend: str, profile: str,
+                        messages: list[str] | None = None) -> BackendError:
+    """The one place a non-2xx answer becomes an exception."""
+    cls, hint = STATUS_ERRORS.get(resp.status_code, (BackendError, ""))
+    text = "; ".join(messages or []) or resp.reason or "no message"
+    if resp.status_code == 400 and "lease not found" in text:
+        cls, hint = NotRenewable, "the lease is gone (past its max TTL or revoked)"
+    return cls(f"HTTP {resp.status_code}: {text}", backend=backend, profile=profile,
+               status=resp.status_code, hint=hint)
+
+
+def send(session: requests.Session, method: str, url: str, *, backend: str, profile: str,
+         timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> requests.Response:
+    """``session.request`` with a timeout; network failures become BackendUnavailable."""
+    try:
+        return session.request(method, url, timeout=timeout, **kwargs)
+    except requests.exceptions.SSLError as exc:
+        reason = f"TLS verification failed for {_origin(url)}: {_short(exc)}"
+        hint = "set ca_cert (or VAULT_CACERT) to the server's CA bundle"
+    except requests.exceptions.ConnectTimeout:
+        reason, hint = f"timed out connecting to {_origin(url)}", "is the server up and reachable?"
+    except requests.exceptions.Timeout:
+        reason, hint = f"no answer from {_origin(url)} within {timeout:g}s", "the server may be overloaded"
+    except requests.exceptions.ConnectionError:
+        reason, hint = f"cannot connect to {_origin(url)}", "is the server running at that address?"
+    except requests.exceptions.RequestException as exc:
+        reason, hint = f"request to {_origin(url)} failed: {_short(exc)}", ""
+    raise BackendUnavailable(reason, backend=backend, profile=profile, hint=hint)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _short(exc: BaseException) -> str:
+    """First line of an exception's text: never headers, never the request body."""
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
