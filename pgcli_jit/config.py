@@ -72,6 +72,11 @@ class Config:
     audit_log: Path
     exists: bool = True
 
+    @classmethod
+    def empty(cls, env: Mapping[str, str] | None = None) -> Config:
+        """No profiles: a session whose config is missing or unreadable still runs pgcli."""
+        return cls(config_path(env), MappingProxyType({}), None, default_audit_path(env), exists=False)
+
     def profile(self, name: str | None) -> Profile:
         """The named profile, or the default; an unknown name says which ones exist."""
         chosen = name or self.default_profile
@@ -114,7 +119,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     if not path.exists():
         if env.get("PGCLI_JIT_CONFIG"):
             raise ConfigError("file not found", path=path, hint="check $PGCLI_JIT_CONFIG")
-        return Config(path, {}, None, default_audit_path(env), exists=False)
+        return Config.empty(env)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

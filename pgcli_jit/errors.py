@@ -69,3 +69,11 @@ class LeaseExpired(JitError):
 
 class ConnectionSwitchError(JitError):
     """The session could not be switched to new credentials; the old connection stays."""
+
+
+def db_error_line(exc: BaseException) -> str:
+    """The server's own message, one line: never ``repr`` of psycopg internals (they may hold a password)."""
+    diag = getattr(exc, "diag", None)
+    text = getattr(diag, "message_primary", None) or str(exc)
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -25,6 +25,7 @@ from pgcli_jit.errors import (
     BackendUnavailable,
     NotRenewable,
     PermissionDenied,
+    db_error_line,
 )
 from pgcli_jit.lease import Credentials, Lease
 
@@ -74,17 +75,17 @@ class PostgresBackend(Backend):
         try:
             conn = psycopg.connect(str(self.profile.options["admin_dsn"]), **kwargs)
         except psycopg.OperationalError as exc:
-            raise self._error(BackendUnavailable, f"cannot connect the broker: {_first_line(exc)}",
+            raise self._error(BackendUnavailable, f"cannot connect the broker: {db_error_line(exc)}",
                               "check admin_dsn and the broker's password source") from None
         try:
             with conn:
                 yield conn
         except psycopg.errors.InsufficientPrivilege as exc:
-            raise self._error(PermissionDenied, _first_line(exc),
+            raise self._error(PermissionDenied, db_error_line(exc),
                               "the broker needs CREATEROLE and ADMIN OPTION on the grant roles"
                               " (pgcli-jit-admin setup)") from None
         except psycopg.Error as exc:
-            raise self._error(BackendError, _first_line(exc)) from None
+            raise self._error(BackendError, db_error_line(exc)) from None
 
     def _error(self, cls: type[BackendError], message: str, hint: str = "") -> BackendError:
         return cls(message, backend=self.name, profile=self.profile.name, hint=hint)
@@ -151,11 +152,3 @@ class PostgresBackend(Backend):
             "max_expires": pg_roles._ts(lease.max_expires_at) if lease.max_expires_at else None,
             "renewals": lease.renewals,
         }
-
-
-def _first_line(exc: BaseException) -> str:
-    """The server's message only: never ``repr`` of psycopg internals, which may hold a password."""
-    diag = getattr(exc, "diag", None)
-    primary = getattr(diag, "message_primary", None)
-    text = primary or str(exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

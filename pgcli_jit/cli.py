@@ -1,0 +1,110 @@
+"""The ``pgcli-jit`` console script: pgcli's own command line plus ``--jit`` and ``--demo``.
+
+pgcli has no plugin system, but its ``cli()`` builds the shell from the
+module-level name ``PGCli`` at call time.  So the entry point (never an
+import) points that name at :class:`~pgcli_jit.shell.JitShell` and runs
+pgcli's own ``cli`` callback with every pgcli option untouched.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from pgcli_jit.durations import parse_duration
+from pgcli_jit.errors import JitError
+
+JIT_OPTIONS = [
+    click.Option(["--jit", "jit_profile"], metavar="PROFILE",
+                 help="Request credentials from PROFILE before connecting, and connect as them."),
+    click.Option(["--jit-ttl"], metavar="DUR", help="Lease length for --jit (90s, 15m, 1h30m)."),
+    click.Option(["--jit-reason"], metavar="TEXT", default="", help="Why you need access (audited)."),
+    click.Option(["--demo"], is_flag=True,
+                 help="Start a throwaway PostgreSQL with demo data and profiles, and connect via --jit."),
+]
+
+
+def build_command() -> click.Command:
+    from pgcli import main as pgmain
+
+    base: click.Command = pgmain.cli
+    return click.Command(
+        name="pgcli-jit", params=[*base.params, *JIT_OPTIONS], callback=_callback,
+        help=(base.help or "") + "\n\npgcli-jit adds \\jit commands and --jit PROFILE.",
+        context_settings=base.context_settings,
+    )
+
+
+def _callback(**kwargs: Any) -> None:
+    profile = kwargs.pop("jit_profile")
+    ttl_text, reason = kwargs.pop("jit_ttl"), kwargs.pop("jit_reason")
+    if kwargs.pop("demo"):
+        from pgcli_jit import demo
+
+        demo.run(kwargs)
+        return
+    run_pgcli(kwargs, profile, _ttl(ttl_text), reason)
+
+
+def run_pgcli(kwargs: dict[str, Any], profile: str | None, ttl: float | None = None,
+              reason: str = "") -> None:
+    """pgcli's cli() with the JIT shell in place of PGCli; restored afterwards."""
+    from pgcli import main as pgmain
+
+    from pgcli_jit.shell import JitShell, Startup
+
+    if profile:
+        JitShell.jit_startup = Startup(profile, ttl, reason)
+        _apply_profile_defaults(kwargs, profile)
+    original = pgmain.PGCli
+    pgmain.PGCli = JitShell
+    _exit_on_hangup()
+    try:
+        pgmain.cli.callback(**kwargs)
+    finally:
+        pgmain.PGCli = original
+        JitShell.jit_startup = None
+
+
+def _exit_on_hangup() -> None:
+    """A closed terminal or a ``kill`` unwinds normally, so the lease is revoked on the way out."""
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
+
+
+def _apply_profile_defaults(kwargs: dict[str, Any], name: str) -> None:
+    """The profile's host/port/dbname, unless given on the command line (which wins)."""
+    from pgcli_jit.config import load_config
+
+    try:
+        profile = load_config().profile(name)
+    except JitError as exc:
+        raise click.ClickException(str(exc)) from None
+    ctx = click.get_current_context(silent=True)
+
+    def from_cli(param: str) -> bool:
+        return ctx is not None and ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE
+
+    if profile.host and not from_cli("host"):
+        kwargs["host"] = profile.host
+    if profile.port and not from_cli("port"):
+        kwargs["port"] = profile.port
+    if profile.dbname and not (from_cli("dbname") or from_cli("dbname_opt")):
+        kwargs["dbname"], kwargs["dbname_opt"] = profile.dbname, None
+
+
+def _ttl(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--jit-ttl") from None
+
+
+def main() -> None:
+    build_command()(prog_name="pgcli-jit")

@@ -1,0 +1,267 @@
+"""What the ``\\jit`` commands and the live lease *do* to a session, without pgcli.
+
+The controller joins the :class:`LeaseManager` (credentials) to a
+:class:`Connector` (the session's connection).  The shell implements the
+connector over pgcli's ``PGExecute``; tests can implement it over a plain
+psycopg connection.  The rules that protect the user live here:
+
+- a connection is switched only outside a transaction, new one first, and a
+  failed switch keeps the old connection (and revokes the unused lease);
+- background renewals never touch the connection: their results are applied on
+  the main thread, before a statement or while idle (:meth:`apply_pending`);
+- at expiry the connection is closed and its secret scrubbed, so nothing (not
+  pgcli's auto-reconnect either) can log back in with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol
+
+from pgcli_jit.config import Config, Profile
+from pgcli_jit.durations import format_clock
+from pgcli_jit.errors import ConnectionSwitchError, JitError
+from pgcli_jit.lease import Lease
+from pgcli_jit.manager import LeaseManager, Renewal
+from pgcli_jit.policy import Phase
+from pgcli_jit.report import local_time
+
+log = logging.getLogger(__name__)
+Say = Callable[[str], None]
+
+EXPIRED = "JIT access expired: \\jit request to continue"
+REVOKED = "JIT access revoked: \\jit request to continue"
+IN_TRANSACTION = "a transaction is open: COMMIT or ROLLBACK first (pgcli-jit never rolls it back for you)"
+
+
+class Connector(Protocol):
+    """The session's connection, as the controller needs it."""
+
+    def in_transaction(self) -> bool: ...
+
+    def switch(self, lease: Lease, overrides: dict[str, str]) -> None:
+        """Connect as ``lease`` (new connection first); raise ConnectionSwitchError and keep the old."""
+
+    def update_secret(self, lease: Lease) -> None:
+        """Same user, new password: store it for reconnects without reconnecting."""
+
+    def restore(self) -> str | None:
+        """Go back to the identity used before the first switch; its user name, or None."""
+
+    def close(self) -> None:
+        """Close the JIT connection and forget its secret."""
+
+
+class Controller:
+    def __init__(self, manager: LeaseManager, connector: Connector, say: Say) -> None:
+        self.manager = manager
+        self.connector = connector
+        self.say = say
+        self.ended: str | None = None  # why statements are refused: EXPIRED or REVOKED
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgcli-jit")
+        self._inflight: Future[Renewal] | None = None
+        self._waiting_rotation: Renewal | None = None
+        self._said_waiting = False
+
+    @property
+    def config(self) -> Config:
+        return self.manager.config
+
+    @property
+    def lease(self) -> Lease | None:
+        return self.manager.lease
+
+    # -- commands -------------------------------------------------------------
+
+    def request(self, profile_name: str | None, ttl: float | None, reason: str) -> str:
+        if self.connector.in_transaction():
+            raise JitError(f"\\jit request refused: {IN_TRANSACTION}")
+        profile = self.config.profile(profile_name)
+        lease = self.manager.mint(profile, ttl, reason)
+        self._switch_or_discard(lease, profile)
+        old = self.manager.adopt(lease, profile)
+        self.ended = None
+        if old is not None:
+            self._revoke_quietly(old)
+        return f"Connected as {lease.username} until {local_time(lease.expires_at)} ({profile.name})"
+
+    def renew(self, ttl: float | None) -> str:
+        renewal = self.manager.renew(ttl)
+        return self._apply(renewal)
+
+    def revoke(self) -> str:
+        lease = self.lease
+        if lease is None:
+            return "No JIT lease to revoke."
+        if self.connector.in_transaction():
+            raise JitError(f"\\jit revoke refused: {IN_TRANSACTION}")
+        back_to = self.connector.restore()
+        self._cancel_waiting()
+        try:
+            self.manager.release("revoke", expected=lease)
+        finally:
+            self.ended = None if back_to else REVOKED
+        where = f"back to {back_to}" if back_to else "no identity to return to: \\jit request to continue"
+        return f"Revoked {lease.username} ({lease.profile}); {where}."
+
+    def ended_word(self) -> str:
+        """For the toolbar: "expired", "revoked" or "" while access has not ended."""
+        return {EXPIRED: "expired", REVOKED: "revoked"}.get(self.ended or "", "")
+
+    # -- the live lease ------------------------------------------------------
+
+    def gate(self) -> str | None:
+        """Before a statement: apply what is pending, enforce expiry; a message blocks it."""
+        self.apply_pending()
+        self.enforce_expiry()
+        return self.ended
+
+    def enforce_expiry(self) -> None:
+        lease = self.lease
+        now = self.manager.clock()
+        if lease is None or not lease.is_expired(now):
+            return
+        self.connector.close()
+        self._cancel_waiting()
+        self.ended = EXPIRED
+        self.say(EXPIRED)
+        self._worker.submit(self._release_expired, lease)
+
+    def _release_expired(self, lease: Lease) -> None:
+        try:
+            self.manager.release("expire", expected=lease)
+        except JitError as exc:
+            log.warning("revoking the expired lease failed: %s", exc)
+
+    def auto_renew_due(self) -> bool:
+        profile = self.manager.profile
+        return (profile is not None and profile.renew == "auto" and self._inflight is None
+                and self.manager.due(self.manager.clock()))
+
+    def start_background_renewal(self) -> None:
+        """Renew in the worker thread; the result is applied later by :meth:`apply_pending`."""
+        lease = self.lease
+        if lease is None or self._inflight is not None:
+            return
+        self._inflight = self._worker.submit(self.manager.renew, None, lease)
+
+    def apply_pending(self) -> None:
+        """Main thread only: take a finished background renewal, or a rotation that waited."""
+        future = self._inflight
+        if future is not None and future.done():
+            self._inflight = None
+            try:
+                self.say(self._apply(future.result()))
+            except JitError as exc:
+                self._report_failure(exc)
+        if self._waiting_rotation is not None:
+            waiting, self._waiting_rotation = self._waiting_rotation, None
+            message = self._apply(waiting)
+            if self._waiting_rotation is None:
+                self.say(message)
+
+    def question(self) -> str | None:
+        """The renewal question, when ``renew = "prompt"`` and one is due."""
+        lease, profile = self.lease, self.manager.profile
+        now = self.manager.clock()
+        if lease is None or profile is None or profile.renew != "prompt" or not self.manager.due(now):
+            return None
+        if self._inflight is not None or self._waiting_rotation is not None:
+            return None
+        left = format_clock(lease.remaining(now))
+        rotate = "" if lease.renewable and self.manager.backend_for(profile).can_renew else (
+            " (new credentials: the session will reconnect)")
+        return f"Lease for {profile.name} ends in {left}. Renew{rotate}? [Y/n]"
+
+    def answer(self, yes: bool) -> None:
+        if not yes:
+            self.manager.decline()
+            self.say("Not renewing: \\jit renew still works until the lease ends.")
+            return
+        try:
+            self.say(self.renew(None))
+        except JitError as exc:
+            self._report_failure(exc)
+
+    def shutdown(self) -> str | None:
+        """On exit: revoke unless the profile says ``revoke_on_exit = false``."""
+        self._worker.shutdown(wait=True, cancel_futures=True)
+        lease, profile = self.lease, self.manager.profile
+        message = None
+        if lease is not None and profile is not None:
+            if profile.revoke_on_exit:
+                self.connector.close()
+                self.manager.release("revoke", expected=lease)
+                message = f"Revoked {lease.username} ({profile.name})."
+            else:
+                until = local_time(lease.expires_at)
+                message = f"Kept {lease.username} until {until} (revoke_on_exit = false)."
+        self.manager.close()
+        return message
+
+    # -- internals ---------------------------------------------------------------
+
+    def _apply(self, renewal: Renewal) -> str:
+        profile = self.manager.profile
+        if renewal.kind == "superseded":
+            return f"Already renewed: {renewal.lease.username} until {local_time(renewal.lease.expires_at)}."
+        if renewal.kind == "extended":
+            if renewal.new_secret:
+                self.connector.update_secret(renewal.lease)
+            note = "".join(f" ({w})" for w in renewal.lease.warnings)
+            return f"Renewed {renewal.lease.username} until {local_time(renewal.lease.expires_at)}{note}."
+        assert profile is not None
+        return self._rotate(renewal, profile)
+
+    def _rotate(self, renewal: Renewal, profile: Profile) -> str:
+        if self.lease is not renewal.base:
+            self.manager.discard(renewal.lease, profile)  # a newer lease won the race
+            return "Renewal superseded by a newer lease."
+        if self.connector.in_transaction():
+            self._waiting_rotation = renewal
+            if not self._said_waiting:
+                self._said_waiting = True
+                return (f"New credentials are ready ({renewal.reason}); the session will reconnect "
+                        "when the open transaction ends.")
+            return ""
+        self._said_waiting = False
+        self._switch_or_discard(renewal.lease, profile)
+        old = self.manager.adopt(renewal.lease, profile, event="rotate")
+        if old is not None:
+            self._revoke_quietly(old)
+        return (f"Rotated to {renewal.lease.username} until {local_time(renewal.lease.expires_at)}"
+                f" ({renewal.reason}).")
+
+    def _switch_or_discard(self, lease: Lease, profile: Profile) -> None:
+        overrides = {**profile.connection_overrides(), **lease.conninfo}
+        try:
+            self.connector.switch(lease, overrides)
+        except ConnectionSwitchError:
+            self.manager.discard(lease, profile)
+            raise
+
+    def _revoke_quietly(self, old: Lease) -> None:
+        profile = self.config.profiles.get(old.profile)
+        if profile is None:
+            return
+        try:
+            self.manager.backend_for(profile).revoke(old)
+        except JitError as exc:
+            self.say(f"The previous lease {old.username} was not revoked: {exc}")
+
+    def _cancel_waiting(self) -> None:
+        waiting, self._waiting_rotation = self._waiting_rotation, None
+        if waiting is not None and self.manager.profile is not None:
+            self.manager.discard(waiting.lease, self.manager.profile)
+
+    def _report_failure(self, exc: JitError) -> None:
+        lease = self.lease
+        if lease is None or not self.manager.first_failure_report():
+            return
+        if self.manager.phase() is Phase.FINAL:
+            self.say(f"Renewal failed: {exc}. JIT access ends at {local_time(lease.expires_at)}.")
+        else:
+            self.say(f"Renewal failed: {exc}. Keeping the current lease until "
+                     f"{local_time(lease.expires_at)}; will retry.")

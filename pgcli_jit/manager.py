@@ -1,0 +1,226 @@
+"""The lease state machine: one current lease, renewals that never overlap, paced retries.
+
+No connection lives here.  A renewal either *extends* the lease (same user;
+maybe a new secret, as with RDS tokens) or needs a *rotation* (new user): the
+manager then mints the replacement and hands it back, and the caller switches
+the connection before calling :meth:`LeaseManager.adopt`.  Everything takes an
+injected clock, so windows, pacing and expiry are tested by moving time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from pgcli_jit.audit import AuditLog
+from pgcli_jit.backends import backend_class
+from pgcli_jit.backends.base import Backend, LeaseRequest
+from pgcli_jit.clock import Clock, system_clock
+from pgcli_jit.config import Config, Profile
+from pgcli_jit.errors import BackendError, JitError, LeaseExpired, NotRenewable
+from pgcli_jit.lease import Lease
+from pgcli_jit.policy import Phase, phase
+
+RETRY_INTERVAL = 60.0
+BackendFactory = Callable[[Profile, Clock], Backend]
+
+
+def load_backend(profile: Profile, clock: Clock) -> Backend:
+    return backend_class(profile.backend, path=profile.source)(profile, clock=clock)
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """What a renewal produced.  ``kind`` says what the caller must do with the connection."""
+
+    kind: Literal["extended", "rotate", "superseded"]
+    lease: Lease
+    base: Lease  # the lease this renewal started from
+    reason: str = ""  # why a rotation was needed
+
+    @property
+    def new_secret(self) -> bool:
+        """Same user, new password (an RDS token): reconnects must use the new one."""
+        return self.kind == "extended" and self.lease.credentials != self.base.credentials
+
+
+@dataclass
+class _Held:
+    lease: Lease
+    profile: Profile
+    backend: Backend
+    declined: bool = False
+    last_failure: float | None = None
+    failure_said: bool = False
+
+
+class LeaseManager:
+    def __init__(self, config: Config, audit: AuditLog, requester: str, *,
+                 clock: Clock = system_clock, backend_factory: BackendFactory = load_backend) -> None:
+        self.config = config
+        self.audit = audit
+        self.requester = requester
+        self.clock = clock
+        self._factory = backend_factory
+        self._backends: dict[str, Backend] = {}
+        self._held: _Held | None = None
+        self._lock = threading.RLock()
+
+    # -- reading ---------------------------------------------------------------
+
+    @property
+    def lease(self) -> Lease | None:
+        held = self._held
+        return held.lease if held else None
+
+    @property
+    def profile(self) -> Profile | None:
+        held = self._held
+        return held.profile if held else None
+
+    def backend_for(self, profile: Profile) -> Backend:
+        if profile.name not in self._backends:
+            self._backends[profile.name] = self._factory(profile, self.clock)
+        return self._backends[profile.name]
+
+    def phase(self, now: float | None = None) -> Phase | None:
+        held = self._held
+        if held is None:
+            return None
+        return phase(held.lease, held.profile.renew_before, self.clock() if now is None else now)
+
+    # -- minting -----------------------------------------------------------------
+
+    def mint(self, profile: Profile, ttl: float | None, reason: str) -> Lease:
+        """New credentials from ``profile``'s backend; not yet the current lease."""
+        req = LeaseRequest(ttl=ttl or profile.ttl, reason=reason, requester=self.requester)
+        try:
+            lease = self.backend_for(profile).request(req)
+        except JitError as exc:
+            self.audit.record("failure", None, action="request", profile=profile.name,
+                              backend=profile.backend, requester=self.requester, reason=reason,
+                              error=str(exc))
+            raise
+        self._reject_expired(lease, "request")
+        return lease
+
+    def adopt(self, lease: Lease, profile: Profile, event: str = "request") -> Lease | None:
+        """Make ``lease`` current (after the connection switched); returns the lease it replaces."""
+        with self._lock:
+            old = self._held.lease if self._held else None
+            self._held = _Held(lease, profile, self.backend_for(profile))
+        self.audit.record(event, lease, ttl=round(lease.lifetime),
+                          replaced=old.username if old else None)
+        return old
+
+    def discard(self, lease: Lease, profile: Profile) -> None:
+        """Revoke a lease that never became current (its connection switch failed)."""
+        try:
+            self.backend_for(profile).revoke(lease)
+        except JitError as exc:
+            self.audit.record("failure", lease, action="discard", error=str(exc))
+
+    # -- renewing ------------------------------------------------------------------
+
+    def renew(self, ttl: float | None = None, expected: Lease | None = None) -> Renewal:
+        """Extend the current lease, or mint its replacement when it cannot be extended.
+
+        Only one renewal runs at a time; a renewal that finds the lease already
+        replaced (``expected`` no longer current) returns ``superseded``
+        instead of renewing twice.  A failure is recorded for retry pacing
+        and re-raised.
+        """
+        with self._lock:
+            held = self._require()
+            if expected is not None and held.lease is not expected:
+                return Renewal("superseded", held.lease, expected)
+            try:
+                return self._renew_locked(held, ttl)
+            except JitError as exc:
+                held.last_failure = self.clock()
+                self.audit.record("failure", held.lease, action="renew", error=str(exc))
+                raise
+
+    def _renew_locked(self, held: _Held, ttl: float | None) -> Renewal:
+        if held.lease.is_expired(self.clock()):
+            raise LeaseExpired("the lease has expired", "\\jit request to continue")
+        backend = held.backend
+        try:
+            if not (backend.can_renew and held.lease.renewable):
+                raise NotRenewable("the backend cannot extend this lease", backend=backend.name)
+            renewed = backend.renew(held.lease, ttl)
+        except NotRenewable as exc:
+            fresh = self.mint(held.profile, ttl, held.lease.reason)
+            return Renewal("rotate", dataclasses.replace(fresh, requester=self.requester), held.lease,
+                           exc.message)
+        self._reject_expired(renewed, "renew")
+        base = held.lease
+        held.lease, held.last_failure, held.failure_said, held.declined = renewed, None, False, False
+        self.audit.record("renew", renewed, ttl=round(renewed.expires_at - self.clock()))
+        return Renewal("extended", renewed, base)
+
+    def _reject_expired(self, lease: Lease, action: str) -> None:
+        if lease.expires_at <= self.clock():
+            raise BackendError(f"{action} returned a lease that has already expired",
+                               backend=lease.backend, profile=lease.profile)
+
+    def _require(self) -> _Held:
+        if self._held is None:
+            raise JitError("no JIT lease is held", "\\jit request first")
+        return self._held
+
+    # -- pacing and prompting --------------------------------------------------------------
+
+    def due(self, now: float) -> bool:
+        """Whether a background renewal (or the renewal question) is due now."""
+        held = self._held
+        if held is None or held.declined or held.profile.renew == "never":
+            return False
+        if self.phase(now) not in (Phase.WINDOW, Phase.FINAL):
+            return False
+        return held.last_failure is None or now - held.last_failure >= RETRY_INTERVAL
+
+    def decline(self) -> None:
+        """The user said no: don't ask again for this lease (the countdown stays)."""
+        if self._held:
+            self._held.declined = True
+
+    def first_failure_report(self) -> bool:
+        """True once per run of failures, so a failing renewal is said once, not every minute."""
+        held = self._held
+        if held is None or held.failure_said:
+            return False
+        held.failure_said = True
+        return True
+
+    # -- ending ------------------------------------------------------------------------------
+
+    def release(self, event: Literal["revoke", "expire"], *, revoke: bool = True,
+                expected: Lease | None = None) -> Lease | None:
+        """Forget the current lease, revoking it at the backend first when asked.
+
+        With ``expected``, only that lease is released: a late expiry must not
+        end a lease requested in the meantime.
+        """
+        with self._lock:
+            held = self._held
+            if held is None or (expected is not None and held.lease is not expected):
+                return None
+            self._held = None
+        error = None
+        if revoke:
+            try:
+                held.backend.revoke(held.lease)
+            except JitError as exc:
+                error = str(exc)
+        self.audit.record(event, held.lease, revoked=revoke and error is None, error=error)
+        if error:
+            raise JitError(f"revoke failed: {error}", "the credentials end at their expiry anyway")
+        return held.lease
+
+    def close(self) -> None:
+        for backend in self._backends.values():
+            backend.close()

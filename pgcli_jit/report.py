@@ -1,0 +1,75 @@
+"""Tables and times as ``\\jit status`` and ``\\jit profiles`` show them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pgcli_jit.backends.base import Backend
+from pgcli_jit.config import Config, Profile
+from pgcli_jit.durations import format_clock, format_duration
+from pgcli_jit.errors import JitError
+from pgcli_jit.lease import Lease
+
+Rows = list[tuple[str, str]]
+
+
+def local_time(ts: float) -> str:
+    """Expiry as people read it: local wall-clock time, with the date only when not today."""
+    when = datetime.fromtimestamp(ts).astimezone()
+    if when.date() == datetime.now().astimezone().date():
+        return when.strftime("%H:%M:%S")
+    return when.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def status_rows(lease: Lease, profile: Profile, now: float, source: str) -> Rows:
+    """One (field, value) row per fact; ``source`` says whether the backend confirmed it."""
+    remaining = lease.remaining(now)
+    hard = local_time(lease.max_expires_at) if lease.max_expires_at else "unknown"
+    return [
+        ("profile", profile.name),
+        ("backend", lease.backend),
+        ("database user", lease.username),
+        ("issued", local_time(lease.issued_at)),
+        ("expires", local_time(lease.expires_at)),
+        ("remaining", format_clock(remaining) if remaining > 0 else "expired"),
+        ("renewable", "yes" if lease.renewable else "no (renew issues new credentials)"),
+        ("hard limit", hard),
+        ("renewals", str(lease.renewals)),
+        ("renew mode", f"{profile.renew} (window {_window(profile)})"),
+        ("reason", lease.reason or "-"),
+        ("lease id", lease.short_id() or "-"),
+        ("as of", source),
+    ]
+
+
+def _window(profile: Profile) -> str:
+    return f"last {format_duration(profile.renew_before)}" if profile.renew_before else "last third"
+
+
+def profile_rows(config: Config, backends: dict[str, Backend]) -> list[tuple[str, str, str, str, str]]:
+    """Every profile, and under a Vault-style profile the roles its backend lists."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    for name in sorted(config.profiles):
+        profile = config.profiles[name]
+        default = " (default)" if name == config.default_profile else ""
+        rows.append((name + default, profile.backend, format_duration(profile.ttl),
+                     format_duration(profile.max_ttl) if profile.max_ttl else "-",
+                     profile.description or profile.renew))
+        backend = backends.get(name)
+        if backend is None:
+            continue
+        try:
+            roles = backend.roles()
+        except JitError as exc:
+            rows.append((f"  {name}: roles", "", "", "", f"not listed: {exc}"))
+            continue
+        rows.extend(
+            (f"  {name}: role {r.name}", profile.backend,
+             format_duration(r.default_ttl) if r.default_ttl else "-",
+             format_duration(r.max_ttl) if r.max_ttl else "-", r.note)
+            for r in roles
+        )
+    return rows
+
+
+PROFILE_HEADERS = ["profile", "backend", "ttl", "max ttl", "renew / note"]

@@ -1,0 +1,406 @@
+"""The pgcli subclass: the one module that touches pgcli's internals.
+
+Everything else in pgcli-jit is plain Python; this module adapts it to pgcli.
+Private pgcli symbols used here, checked on pgcli 4.7.1 / pgspecial 2.2.1 /
+prompt_toolkit 3.0.53 (see docs/internals.md for why each is needed):
+
+- ``PGCli.connect``, ``execute_command``, ``register_special_commands``,
+  ``run_cli``, ``_build_cli``, ``_handle_server_closed_connection``,
+  ``refresh_completions``, ``completion_refresher``, ``prompt_app``
+- ``PGExecute.connect``, ``._conn_params``, ``.conn``, ``valid_transaction``,
+  ``failed_transaction``
+- ``pgcli.main.MetaQuery``, ``OutputSettings``, ``format_output``,
+  ``PgCliQuitError``; ``pgcli.auth.keyring``;
+  ``pgcli.completion_refresher.CompletionRefresher._bg_refresh``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import click
+import psycopg
+from pgcli import auth
+from pgcli.completion_refresher import CompletionRefresher
+from pgcli.main import MetaQuery, OutputSettings, PGCli, PgCliQuitError, format_output
+from pgspecial.main import PARSED_QUERY
+from prompt_toolkit.application import get_app, in_terminal, run_in_terminal
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion, ThreadedCompleter
+from prompt_toolkit.document import Document
+from prompt_toolkit.styles import Style, merge_styles
+from psycopg.conninfo import make_conninfo
+
+from pgcli_jit import commands, toolbar
+from pgcli_jit.audit import AuditLog
+from pgcli_jit.config import Config, load_config
+from pgcli_jit.controller import Controller
+from pgcli_jit.errors import ConfigError, ConnectionSwitchError, JitError, db_error_line
+from pgcli_jit.lease import Lease
+from pgcli_jit.manager import LeaseManager
+from pgcli_jit.report import PROFILE_HEADERS, profile_rows, status_rows
+
+log = logging.getLogger(__name__)
+QUIT_WORDS = {"\\q", ":q", "quit", "exit"}
+
+
+@dataclass(frozen=True)
+class Startup:
+    """``--jit PROFILE``: credentials to request before the first connection."""
+
+    profile: str
+    ttl: float | None = None
+    reason: str = ""
+
+
+class SafeCompletionRefresher(CompletionRefresher):  # type: ignore[misc]
+    """pgcli's refresher, but a refused connection is logged, not a thread traceback."""
+
+    def _bg_refresh(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super()._bg_refresh(*args, **kwargs)
+        except Exception as exc:
+            log.warning("completion refresh failed: %s", type(exc).__name__)
+
+
+class PgcliConnector:
+    """:class:`~pgcli_jit.controller.Connector` over pgcli's ``PGExecute``."""
+
+    def __init__(self, shell: JitShell) -> None:
+        self.shell = shell
+        self.previous: dict[str, Any] | None = None
+        self.active = False  # the session runs on JIT credentials
+
+    @property
+    def executor(self) -> Any:
+        return self.shell.pgexecute
+
+    def in_transaction(self) -> bool:
+        ex = self.executor
+        if ex is None or ex.conn is None or ex.conn.closed:
+            return False
+        return bool(ex.valid_transaction() or ex.failed_transaction())
+
+    def switch(self, lease: Lease, overrides: dict[str, str]) -> None:
+        ex = self.executor
+        if not self.active:
+            self.previous = dict(ex._conn_params)
+        params = {"database" if k == "dbname" else k: v for k, v in overrides.items()}
+        try:
+            ex.connect(user=lease.username, password=lease.credentials.password, **params)
+        except psycopg.Error as exc:
+            raise ConnectionSwitchError(
+                f"could not connect as {lease.username}: {db_error_line(exc)}",
+                "the current connection was kept",
+            ) from None
+        self.active = True
+        self.shell.after_reconnect()
+
+    def update_secret(self, lease: Lease) -> None:
+        self.executor._conn_params["password"] = lease.credentials.password
+
+    def restore(self) -> str | None:
+        previous, self.previous, self.active = self.previous, None, False
+        if not previous:
+            self.close()
+            return None
+        ex = self.executor
+        ex._conn_params = dict(previous)
+        try:
+            ex.connect()
+        except psycopg.Error as exc:
+            self.close()
+            self.shell.jit_say(f"Could not reconnect as {previous.get('user')}: {db_error_line(exc)}")
+            return None
+        self.shell.after_reconnect()
+        return str(ex.user)
+
+    def close(self) -> None:
+        ex = self.executor
+        if ex is None:
+            return
+        if ex.conn is not None:
+            ex.conn.close()
+        ex._conn_params.pop("password", None)
+        ex.password = None
+
+
+class JitCompleter(Completer):
+    """``\\jit`` subcommands, options and profile names; everything else goes to pgcli's completer."""
+
+    def __init__(self, inner: Completer, shell: JitShell) -> None:
+        self.inner = inner
+        self.shell = shell
+
+    def get_completions(self, document: Document, event: CompleteEvent) -> Iterator[Completion]:
+        line = document.text_before_cursor
+        if commands.is_jit(line):
+            profiles = sorted(self.shell.jit_config.profiles) if self.shell.jit_config else []
+            current = "" if line.endswith((" ", "\t")) else line.split()[-1]
+            for word in commands.completions(line, profiles):
+                yield Completion(word, start_position=-len(current))
+            return
+        yield from self.inner.get_completions(document, event)
+
+
+class JitShell(PGCli):  # type: ignore[misc]
+    #: set by the console script before pgcli's cli() builds the shell
+    jit_startup: ClassVar[Startup | None] = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.jit_config_error: str | None = None
+        try:
+            config: Config | None = load_config()
+        except ConfigError as exc:
+            config, self.jit_config_error = None, str(exc)
+        self.jit_config = config
+        cfg = config or Config.empty()
+        manager = LeaseManager(cfg, AuditLog(cfg.audit_log if config else None), getpass.getuser())
+        self.jit_connector = PgcliConnector(self)
+        self.jit = Controller(manager, self.jit_connector, self.jit_say)
+        self.completion_refresher = SafeCompletionRefresher()
+        self._asking = False
+
+    # -- registering and running \jit -------------------------------------------
+
+    def register_special_commands(self) -> None:
+        super().register_special_commands()
+        self.pgspecial.register(
+            self._jit_from_pgspecial, "\\jit", "\\jit [request|status|renew|revoke|profiles]",
+            "Just-in-time credentials: request, status, renew, revoke, profiles.",
+            arg_type=PARSED_QUERY, case_sensitive=False,
+        )
+
+    def _jit_from_pgspecial(self, pattern: str = "", **_: Any) -> list[tuple[Any, ...]]:
+        """Reached only if a \\jit line got past :meth:`execute_command` (e.g. inside \\i)."""
+        return list(self.jit_results("\\jit " + pattern))
+
+    def execute_command(self, text: str, handle_closed_connection: bool = True) -> Any:
+        if commands.is_jit(text):
+            return self._run_jit(text)
+        self._ask_before_statement()
+        blocked = self.jit.gate()
+        if blocked:
+            if text.strip().rstrip(";").lower() in QUIT_WORDS:
+                raise PgCliQuitError
+            click.secho(blocked, err=True, fg="red")
+            return MetaQuery(query=text, successful=False)
+        return super().execute_command(text, handle_closed_connection)
+
+    def _run_jit(self, text: str) -> Any:
+        try:
+            results = list(self.jit_results(text))
+        except JitError as exc:
+            click.secho(str(exc), err=True, fg="red")
+            return MetaQuery(query=text, successful=False)
+        output: list[str] = []
+        for title, rows, headers, status in results:
+            output.extend(format_output(title, rows, headers, status, self._output_settings()))
+        if output:
+            self.echo_via_pager("\n".join(output))
+        return MetaQuery(query=text, successful=True, is_special=True)
+
+    def jit_results(self, text: str) -> Iterable[tuple[Any, ...]]:
+        """Run one \\jit line; yields pgspecial-style (title, rows, headers, status)."""
+        cmd = commands.parse(text)
+        if self.jit_config_error and cmd.action not in ("help", "status"):
+            raise JitError(self.jit_config_error)
+        if cmd.action == "help":
+            yield (None, None, None, commands.USAGE)
+        elif cmd.action == "request":
+            yield (None, None, None, self.jit.request(cmd.profile, cmd.ttl, cmd.reason))
+        elif cmd.action == "renew":
+            yield (None, None, None, self.jit.renew(cmd.ttl))
+        elif cmd.action == "revoke":
+            yield (None, None, None, self.jit.revoke())
+        elif cmd.action == "status":
+            yield self._status()
+        elif cmd.action == "profiles":
+            yield self._profiles()
+
+    def _status(self) -> tuple[Any, ...]:
+        manager = self.jit.manager
+        lease, profile = manager.lease, manager.profile
+        if lease is None or profile is None:
+            return (None, None, None, self.jit.ended or "No JIT lease: \\jit request [PROFILE] to get one.")
+        source = "backend"
+        try:
+            lease = manager.backend_for(profile).lookup(lease)
+        except JitError as exc:
+            source = f"client (lookup failed: {exc})"
+        return (None, status_rows(lease, profile, manager.clock(), source), ["field", "value"], None)
+
+    def _profiles(self) -> tuple[Any, ...]:
+        manager = self.jit.manager
+        cfg = manager.config
+        if not cfg.profiles:
+            return (None, None, None, f"No profiles: add [profiles.NAME] to {cfg.path}")
+        backends = {}
+        for name, profile in cfg.profiles.items():
+            with contextlib.suppress(JitError):
+                backends[name] = manager.backend_for(profile)
+        return (None, profile_rows(cfg, backends), PROFILE_HEADERS, None)
+
+    def _output_settings(self) -> Any:
+        return OutputSettings(table_format=self.table_format, missingval=self.null_string,
+                              style_output=self.style_output, max_field_width=self.max_field_width)
+
+    # -- connecting -------------------------------------------------------------
+
+    def connect(self, database: str = "", host: str = "", user: str = "", port: Any = "",
+                passwd: str = "", dsn: str = "", **kwargs: Any) -> None:
+        startup, type(self).jit_startup = type(self).jit_startup, None
+        if startup is None:
+            super().connect(database, host, user, port, passwd, dsn, **kwargs)
+            return
+        self._connect_with_jit(startup, database, host, port, dsn, kwargs)
+
+    def _connect_with_jit(self, startup: Startup, database: str, host: str, port: Any, dsn: str,
+                          kwargs: dict[str, Any]) -> None:
+        """``--jit``: mint first, connect as the lease, never prompt, never touch the keyring."""
+        if self.jit_config_error:
+            fail(self.jit_config_error)
+        try:
+            profile = self.jit.config.profile(startup.profile)
+            lease = self.jit.manager.mint(profile, startup.ttl, startup.reason)
+        except JitError as exc:
+            fail(str(exc))
+        extra = {k: v for k, v in {**profile.connection_overrides(), **lease.conninfo}.items()
+                 if k not in ("host", "port", "dbname")}
+        if dsn:
+            dsn = make_conninfo(dsn, user=lease.username, **extra)
+        saved: tuple[Any, Any, Any] = (auth.keyring, self.never_passwd_prompt, self.force_passwd_prompt)
+        auth.keyring, self.never_passwd_prompt, self.force_passwd_prompt = None, True, False
+        try:
+            super().connect(database, host, lease.username, port, lease.credentials.password, dsn,
+                            **{**kwargs, **extra})
+        except SystemExit:
+            self.jit.manager.discard(lease, profile)
+            raise
+        finally:
+            auth.keyring, self.never_passwd_prompt, self.force_passwd_prompt = saved
+        self.jit_connector.active = True
+        self.jit.manager.adopt(lease, profile)
+
+    def after_reconnect(self) -> None:
+        """A new identity sees other objects: refresh completions (interactive only)."""
+        if self.prompt_app is not None:
+            self.refresh_completions(persist_priorities="keywords")
+
+    def _handle_server_closed_connection(self, text: str) -> None:
+        """pgcli's auto-reconnect, unless the lease is over: never log in with ended credentials."""
+        self.jit.enforce_expiry()
+        if self.jit.ended:
+            click.secho(self.jit.ended, err=True, fg="red")
+            return
+        super()._handle_server_closed_connection(text)
+
+    # -- the live lease in the prompt -------------------------------------------
+
+    def _build_cli(self, history: Any) -> Any:
+        session = super()._build_cli(history)
+        session.completer = ThreadedCompleter(JitCompleter(session.completer, self))
+        if self.show_bottom_toolbar and session.bottom_toolbar is not None:
+            pgcli_tokens = session.bottom_toolbar
+            session.bottom_toolbar = lambda: [*pgcli_tokens(), *self.toolbar_tokens()]
+            session.style = merge_styles([session.style, Style.from_dict(
+                {k: v for k, v in toolbar.STYLE_RULES.items() if k not in self.cli_style})])
+        session.refresh_interval = 1.0
+        original_prompt = session.prompt
+
+        def prompt(*args: Any, **kw: Any) -> Any:
+            kw.setdefault("pre_run", self._start_ticker)
+            return original_prompt(*args, **kw)
+
+        session.prompt = prompt
+        return session
+
+    def toolbar_tokens(self) -> list[tuple[str, str]]:
+        manager = self.jit.manager
+        profile = manager.profile
+        return toolbar.segment(manager.lease, profile.renew_before if profile else None,
+                               manager.clock(), ended=self.jit.ended_word())
+
+    def _start_ticker(self) -> None:
+        get_app().create_background_task(self._ticker())
+
+    async def _ticker(self) -> None:
+        """While the prompt is idle: apply renewals, end expired access, start or ask renewals."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self._tick()
+            except JitError as exc:
+                self.jit_say(str(exc))
+
+    async def _tick(self) -> None:
+        self.jit.apply_pending()
+        self.jit.enforce_expiry()
+        if self.jit.auto_renew_due():
+            self.jit.start_background_renewal()
+        question = self.jit.question()
+        if question and not self._asking:
+            self._asking = True
+            try:
+                async with in_terminal():
+                    yes = ask_yes_no(question)
+                self.jit.answer(yes)
+            finally:
+                self._asking = False
+
+    def _ask_before_statement(self) -> None:
+        self.jit.apply_pending()
+        if self.jit.auto_renew_due():
+            self.jit.start_background_renewal()
+        question = self.jit.question()
+        if question and sys.stdin.isatty():
+            self.jit.answer(ask_yes_no(question))
+
+    def jit_say(self, text: str) -> None:
+        """One line of notice; above the prompt when it is up, so the input line survives."""
+        if not text:
+            return
+        app = self.prompt_app.app if self.prompt_app is not None else None
+        if app is not None and app.is_running:
+            run_in_terminal(lambda: click.secho(text, fg="yellow"))
+        else:
+            click.secho(text, fg="yellow", err=True)
+
+    def run_cli(self) -> None:
+        try:
+            super().run_cli()
+        finally:
+            self._jit_shutdown()
+
+    def _jit_shutdown(self) -> None:
+        try:
+            message = self.jit.shutdown()
+        except JitError as exc:
+            message = str(exc)
+        if message and not self.less_chatty:
+            click.secho(message, err=True)
+
+
+def ask_yes_no(question: str) -> bool:
+    """``[Y/n]``: Enter means yes; EOF or Ctrl-C means no."""
+    while True:
+        try:
+            answer = input(question + " ").strip().lower()
+        except (EOFError, KeyboardInterrupt):
+            return False
+        if answer in ("", "y", "yes"):
+            return True
+        if answer in ("n", "no"):
+            return False
+
+
+def fail(message: str) -> Any:
+    click.secho(message, err=True, fg="red")
+    raise SystemExit(1)
