@@ -46,6 +46,7 @@ class BackendError(JitError):
         if profile:
             prefix += f" (profile {profile})"
         super().__init__(f"{prefix}: {message}", hint)
+        self.reason = message  # without the backend/profile prefix, for composed messages
         self.backend = backend
         self.profile = profile
         self.status = status

@@ -155,7 +155,7 @@ class LeaseManager:
         except NotRenewable as exc:
             fresh = self.mint(held.profile, ttl, held.lease.reason)
             return Renewal("rotate", dataclasses.replace(fresh, requester=self.requester), held.lease,
-                           exc.message)
+                           exc.reason)
         self._reject_expired(renewed, "renew")
         base = held.lease
         held.lease, held.last_failure, held.failure_said, held.declined = renewed, None, False, False

@@ -152,6 +152,9 @@ class JitCompleter(Completer):
 class JitShell(PGCli):  # type: ignore[misc]
     #: set by the console script before pgcli's cli() builds the shell
     jit_startup: ClassVar[Startup | None] = None
+    # set by PGCli.__init__; declared so the type checker knows them
+    never_passwd_prompt: bool
+    force_passwd_prompt: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -276,7 +279,7 @@ class JitShell(PGCli):  # type: ignore[misc]
                  if k not in ("host", "port", "dbname")}
         if dsn:
             dsn = make_conninfo(dsn, user=lease.username, **extra)
-        saved: tuple[Any, Any, Any] = (auth.keyring, self.never_passwd_prompt, self.force_passwd_prompt)
+        saved = (auth.keyring, self.never_passwd_prompt, self.force_passwd_prompt)
         auth.keyring, self.never_passwd_prompt, self.force_passwd_prompt = None, True, False
         try:
             super().connect(database, host, lease.username, port, lease.credentials.password, dsn,

@@ -10,12 +10,16 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from psycopg import sql
 
 from pgcli_jit.backends import pg_roles
 from pgcli_jit.cluster import Cluster, start_cluster
+
+if TYPE_CHECKING:
+    from tests.shell_fixtures import Session
 
 BROKER = "jit_broker"
 BROKER_PW_ENV = "PGCLI_JIT_TEST_BROKER_PW"
@@ -71,6 +75,19 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var in ("PGPASSWORD", "PGUSER", "PGHOST", "PGPORT", "PGDATABASE", "PGSERVICE"):
         monkeypatch.delenv(var, raising=False)
     return home
+
+
+@pytest.fixture
+def session(home: Path, cluster: Cluster, admin_dsn: str) -> Iterator[Session]:
+    """A pgcli-jit user's world: HOME, a config file, terminals that are closed afterwards."""
+    from tests.shell_fixtures import Session
+
+    world = Session(home, cluster, admin_dsn)
+    try:
+        yield world
+    finally:
+        for term in world.terminals:
+            term.close()
 
 
 def postgres_profile_toml(name: str, admin_dsn: str, cluster: Cluster, **extra: object) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import tomllib
 
 from pgcli_jit.backends import pg_roles
 from pgcli_jit.backends.base import LeaseRequest
@@ -17,8 +18,6 @@ from pgcli_jit.errors import ConfigError, NotRenewable
 from pgcli_jit.lease import Lease
 from pgcli_jit.testing import BackendContract
 from tests.conftest import postgres_profile_toml
-
-import tomllib
 
 
 def make_backend(cluster: Cluster, admin_dsn: str, **extra: object) -> PostgresBackend:

@@ -31,6 +31,9 @@ STATUS_ERRORS: dict[int, tuple[type[BackendError], str]] = {
     504: (BackendUnavailable, "a proxy timed out reaching the server"),
 }
 
+#: Vault's words (400) for a lease that no longer exists: renew says the first, lookup the second.
+LEASE_GONE = ("lease not found", "invalid lease")
+
 
 def is_loopback(host: str | None) -> bool:
     if not host:
@@ -58,8 +61,8 @@ def error_from_response(resp: requests.Response, *, backend: str, profile: str,
     """The one place a non-2xx answer becomes an exception."""
     cls, hint = STATUS_ERRORS.get(resp.status_code, (BackendError, ""))
     text = "; ".join(messages or []) or resp.reason or "no message"
-    if resp.status_code == 400 and "lease not found" in text:
-        cls, hint = NotRenewable, "the lease is gone (past its max TTL or revoked)"
+    if resp.status_code == 400 and any(m in text for m in LEASE_GONE):
+        cls, hint = NotRenewable, "the lease is gone: past its max TTL, or revoked"
     return cls(f"HTTP {resp.status_code}: {text}", backend=backend, profile=profile,
                status=resp.status_code, hint=hint)
 

@@ -14,7 +14,7 @@ import json
 import re
 import secrets
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -153,7 +153,7 @@ def terminate_sessions(conn: Conn, name: str) -> int:
     return sum(1 for (ok,) in rows if ok)
 
 
-def setup_statements(broker: str, grants: dict[str, Sequence[str]]) -> list[sql.Composable]:
+def setup_statements(broker: str, grants: Mapping[str, Sequence[str]]) -> list[sql.Composed]:
     """The least-privilege broker (CREATEROLE, not superuser) and the grant roles it may hand out.
 
     ``grants`` maps each grant role to the roles it is a member of (for
@@ -161,16 +161,45 @@ def setup_statements(broker: str, grants: dict[str, Sequence[str]]) -> list[sql.
     OPTION on exactly those grant roles and ``pg_signal_backend`` to end the
     sessions of the roles it drops.  Its password is set separately.
     """
-    out: list[sql.Composable] = [
-        sql.SQL("CREATE ROLE {} LOGIN CREATEROLE").format(sql.Identifier(broker)),
-        sql.SQL("GRANT pg_signal_backend TO {}").format(sql.Identifier(broker)),
-    ]
+    return [stmt for step in setup_steps(broker, grants) for stmt in (step.create, *step.grants)]
+
+
+@dataclass(frozen=True)
+class SetupStep:
+    """One role of the setup: its CREATE ROLE, then the GRANTs that belong to it.
+
+    Kept apart so ``pgcli-jit-admin setup --apply`` can skip the CREATE of a
+    role that already exists and still re-apply its (idempotent) GRANTs.
+    """
+
+    role: str
+    create: sql.Composed
+    grants: tuple[sql.Composed, ...]
+
+
+def setup_steps(broker: str, grants: Mapping[str, Sequence[str]]) -> list[SetupStep]:
+    """:func:`setup_statements`, grouped by the role each statement creates or grants to."""
+    ident = sql.Identifier(broker)
+    steps = [SetupStep(broker, sql.SQL("CREATE ROLE {} LOGIN CREATEROLE").format(ident),
+                       (sql.SQL("GRANT pg_signal_backend TO {}").format(ident),))]
     for role, members_of in grants.items():
-        out.append(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
-        out.extend(
+        parents = tuple(
             sql.SQL("GRANT {} TO {}").format(sql.Identifier(parent), sql.Identifier(role))
             for parent in members_of
         )
-        out.append(sql.SQL("GRANT {} TO {} WITH ADMIN OPTION").format(
-            sql.Identifier(role), sql.Identifier(broker)))
-    return out
+        admin = sql.SQL("GRANT {} TO {} WITH ADMIN OPTION").format(sql.Identifier(role), ident)
+        steps.append(SetupStep(role, sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)),
+                               (*parents, admin)))
+    return steps
+
+
+def existing_roles(conn: Conn, names: Sequence[str]) -> set[str]:
+    """Which of ``names`` already exist (roles are cluster-wide, not per database)."""
+    rows = conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(names),))
+    return {name for (name,) in rows.fetchall()}
+
+
+def set_password(conn: Conn, name: str, password: str) -> None:
+    """ALTER ROLE ... PASSWORD with a verifier computed here: the plaintext never reaches the server."""
+    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+        sql.Identifier(name), sql.Literal(scram_verifier(conn, name, password))))

@@ -116,7 +116,10 @@ class PostgresBackend(Backend):
         wanted = now + self.effective_ttl(ttl)
         new_expiry = min(wanted, lease.max_expires_at) if lease.max_expires_at else wanted
         if new_expiry <= lease.expires_at + 1:
-            raise self._error(NotRenewable, "max TTL reached", "\\jit renew will issue a new role")
+            if new_expiry < wanted:
+                raise self._error(NotRenewable, "max TTL reached", "\\jit renew will issue a new role")
+            self._live_role_check(lease)
+            return lease.extended(lease.expires_at, warnings=("already valid for longer than asked",))
         capped = ("renewal capped at max_ttl",) if new_expiry < wanted else ()
         renewed = lease.extended(new_expiry, warnings=capped)
         with self._broker() as conn:
@@ -136,6 +139,10 @@ class PostgresBackend(Backend):
         if role.valid_until is None:
             return lease
         return dataclasses.replace(lease, expires_at=role.valid_until.timestamp())
+
+    def _live_role_check(self, lease: Lease) -> None:
+        with self._broker() as conn:
+            self._live_role(conn, lease)
 
     def _live_role(self, conn: pg_roles.Conn, lease: Lease) -> pg_roles.JitRole:
         roles = pg_roles.jit_roles(conn, lease.username)

@@ -1,0 +1,180 @@
+"""Vault and OpenBao: dynamic credentials from the database secrets engine.
+
+``GET <mount>/creds/<role>`` mints a user whose lease Vault tracks; renew,
+look up and revoke go through ``sys/leases/*``, so Vault stays the authority on
+expiry (``lookup`` reads it from the server, not the client clock).
+
+The creds endpoint takes no TTL: every lease starts at the role's
+``default_ttl``.  When the requested TTL differs, the lease is renewed right
+after issue with ``increment`` = the requested TTL.  Checked on OpenBao 2.7:
+an increment counts from now and may *shorten* the lease (the engine's renew
+statements move ``VALID UNTIL`` along), and one past the role's ``max_ttl`` is
+capped with a warning.  So a shorter ``--ttl`` is honoured exactly and a longer
+one up to the role's ``max_ttl``.  Later renewals never ask for less than what
+is left, so ``\\jit renew`` cannot shorten a lease by accident.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any, ClassVar
+
+import requests
+
+from pgcli_jit.backends import httputil
+from pgcli_jit.backends.base import Backend, LeaseRequest, RoleInfo
+from pgcli_jit.backends.vault_client import VaultClient
+from pgcli_jit.clock import Clock, parse_timestamp, system_clock
+from pgcli_jit.config import Profile
+from pgcli_jit.durations import format_duration, parse_duration
+from pgcli_jit.errors import BackendError, NotRenewable
+from pgcli_jit.lease import Credentials, Lease
+
+log = logging.getLogger(__name__)
+
+#: A renewal that moves the expiry by less than this has not extended anything.
+SLACK = 1.0
+STRING_KEYS = ("addr", "mount", "role", "namespace", "ca_cert")
+
+
+class VaultBackend(Backend):
+    name: ClassVar[str] = "vault"
+    OPTIONS: ClassVar[frozenset[str]] = frozenset(
+        {"addr", "mount", "role", "namespace", "ca_cert", "allow_http", "timeout"}
+    )
+
+    def __init__(self, profile: Profile, *, clock: Clock = system_clock,
+                 session: requests.Session | None = None) -> None:
+        super().__init__(profile, clock=clock)
+        self.mount = str(profile.options.get("mount", "database")).strip("/")
+        self.role = str(profile.options.get("role", ""))
+        self.client = VaultClient(profile.options, backend=self.name, profile=profile.name,
+                                  session=session or requests.Session())
+
+    def __repr__(self) -> str:
+        return f"VaultBackend(profile={self.profile.name!r}, mount={self.mount!r}, role={self.role!r})"
+
+    @classmethod
+    def check_profile(cls, profile: Profile) -> None:
+        opts = profile.options
+        for key in STRING_KEYS:
+            if key in opts and not (isinstance(opts[key], str) and opts[key].strip("/")):
+                raise profile.error(key, "must be a non-empty string")
+        if "role" not in opts:
+            raise profile.error("role", "missing", 'the database engine role, e.g. role = "readonly"')
+        allow_http = opts.get("allow_http", False)
+        if not isinstance(allow_http, bool):
+            raise profile.error("allow_http", "must be true or false")
+        if "addr" in opts:
+            problem = httputil.check_url(str(opts["addr"]), allow_http=allow_http)
+            if problem:
+                raise profile.error("addr", problem)
+        if "timeout" in opts:
+            try:
+                parse_duration(opts["timeout"])
+            except ValueError as exc:
+                raise profile.error("timeout", str(exc)) from None
+
+    # -- the Backend interface ----------------------------------------------
+
+    def request(self, req: LeaseRequest) -> Lease:
+        now = self.clock()
+        body = self.client.call("GET", f"{self.mount}/creds/{self.role}")
+        data = body.get("data") or {}
+        if not data.get("username") or not data.get("password"):
+            raise self.client.error("the creds answer has no username/password",
+                                    f"is {self.mount}/ a database secrets engine?")
+        max_ttl = self._role_ttls(self.role)[1]
+        lease = Lease(
+            profile=self.profile.name, backend=self.name,
+            credentials=Credentials(str(data["username"]), str(data["password"])),
+            issued_at=now, expires_at=now + float(body.get("lease_duration") or 0),
+            lease_id=str(body.get("lease_id") or ""), renewable=bool(body.get("renewable")),
+            max_expires_at=now + max_ttl if max_ttl else None, reason=req.reason,
+            requester=req.requester, warnings=tuple(body.get("warnings") or ()),
+        )
+        log.info("vault lease %s issued for %s", lease.lease_id, lease.username)
+        return self._fit_ttl(lease, self.effective_ttl(req.ttl))
+
+    def renew(self, lease: Lease, ttl: float | None) -> Lease:
+        if not lease.renewable or not lease.lease_id:
+            raise self.client.error("the lease is not renewable", "\\jit renew will request new credentials",
+                                    NotRenewable)
+        now = self.clock()
+        increment = max(self.effective_ttl(ttl), lease.expires_at - now)
+        body = self._renew_call(lease, increment)
+        duration = float(body.get("lease_duration") or 0)
+        if now + duration <= lease.expires_at + SLACK and duration < increment - SLACK:
+            raise self.client.error("max TTL reached", "\\jit renew will request new credentials",
+                                    NotRenewable)
+        return lease.extended(now + duration, renewable=bool(body.get("renewable")),
+                              warnings=tuple(body.get("warnings") or ()))
+
+    def revoke(self, lease: Lease) -> None:
+        if lease.lease_id:
+            self.client.call("PUT", "sys/leases/revoke", {"lease_id": lease.lease_id})
+            log.info("vault lease %s revoked", lease.lease_id)
+
+    def lookup(self, lease: Lease) -> Lease:
+        if not lease.lease_id:
+            return lease
+        body = self.client.call("PUT", "sys/leases/lookup", {"lease_id": lease.lease_id})
+        data = body.get("data") or {}
+        expires = parse_timestamp(data["expire_time"]) if data.get("expire_time") else lease.expires_at
+        return dataclasses.replace(lease, expires_at=expires, renewable=bool(data.get("renewable")))
+
+    def roles(self) -> list[RoleInfo]:
+        body = self.client.call("LIST", f"{self.mount}/roles", empty_on_404=True)
+        names = (body.get("data") or {}).get("keys") or []
+        return [self._role_info(str(name)) for name in names]
+
+    def close(self) -> None:
+        self.client.session.close()
+
+    # -- helpers --------------------------------------------------------------
+
+    def _renew_call(self, lease: Lease, increment: float) -> dict[str, Any]:
+        return self.client.call("PUT", "sys/leases/renew",
+                                {"lease_id": lease.lease_id, "increment": math.ceil(increment)})
+
+    def _fit_ttl(self, lease: Lease, wanted: float) -> Lease:
+        """Bring a fresh lease from the role's default_ttl to the requested TTL (see the module doc)."""
+        if abs(lease.lifetime - wanted) < SLACK:
+            return lease
+        if not lease.renewable:
+            return self._warn(lease, f"the role's TTL {format_duration(lease.lifetime)} applies"
+                                     " (the lease is not renewable)")
+        now = self.clock()
+        try:
+            body = self._renew_call(lease, wanted)
+        except BackendError as exc:
+            return self._warn(lease, f"TTL left at the role's {format_duration(lease.lifetime)}: {exc}")
+        expires = now + float(body.get("lease_duration") or 0)
+        warnings = lease.warnings + tuple(body.get("warnings") or ())
+        return dataclasses.replace(lease, expires_at=expires, warnings=warnings)
+
+    def _warn(self, lease: Lease, text: str) -> Lease:
+        return dataclasses.replace(lease, warnings=(*lease.warnings, text))
+
+    def _role_info(self, name: str) -> RoleInfo:
+        default_ttl, max_ttl = self._role_ttls(name)
+        note = "" if default_ttl is not None else "TTLs not readable with this token"
+        return RoleInfo(name, default_ttl, max_ttl, note)
+
+    def _role_ttls(self, name: str) -> tuple[float | None, float | None]:
+        """Best effort: (default_ttl, max_ttl) if the token may read the role; 0 means unset."""
+        try:
+            data = self.client.call("GET", f"{self.mount}/roles/{name}").get("data") or {}
+        except BackendError as exc:
+            log.debug("vault role %s not readable: %s", name, exc)
+            return None, None
+        return _seconds(data.get("default_ttl")), _seconds(data.get("max_ttl"))
+
+
+def _seconds(value: object) -> float | None:
+    """Vault's TTL fields are seconds; 0 or absent means "the mount's default", i.e. unknown here."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) or None

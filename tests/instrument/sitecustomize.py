@@ -1,0 +1,23 @@
+"""Test-only instrumentation, loaded by pgcli-jit processes the tests start (via PYTHONPATH).
+
+To prove that no password reaches a file, a log or the history, the tests
+must know the passwords: this records every password the postgres backend
+mints into the file named by $PGCLI_JIT_TEST_SECRETS, which the tests then
+search for everywhere else.  Nothing in the package knows about this file.
+"""
+
+import os
+
+_path = os.environ.get("PGCLI_JIT_TEST_SECRETS")
+if _path:
+    from pgcli_jit.backends import pg_roles
+
+    _mint = pg_roles.new_password
+
+    def _recorded() -> str:
+        password = _mint()
+        with open(_path, "a", encoding="utf-8") as fh:
+            fh.write(password + "\n")
+        return password
+
+    pg_roles.new_password = _recorded

@@ -1,0 +1,164 @@
+"""pgcli-jit as a user drives it: the real console script in a pseudo-terminal, a real cluster."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.shell_fixtures import Session
+from tests.terminal import pgcli_jit_executable
+
+pytestmark = pytest.mark.pty
+JIT_USER = r"jit_[a-z0-9_]+_[a-z0-9]{8}"
+
+
+def current_user(term, expect: str = JIT_USER) -> str:  # type: ignore[no-untyped-def]
+    screen = term.run("select current_user as whoami;", r"SELECT 1")
+    return re.findall(expect, screen)[-1]
+
+
+def test_jit_startup_status_renew_profiles_help(session: Session) -> None:
+    session.profile("read", ttl="5m", max_ttl="20m", renew="never")
+    session.profile("write", grant=["jit_write"], ttl="2m")
+    term = session.open("--jit", "read", "--jit-reason", "first look")
+    term.wait_for(r"app>")
+    user = current_user(term)
+    term.wait_toolbar(rf"JIT read as {user} [45]:\d\d")
+
+    screen = term.run(r"\jit status", r"as of")
+    for field in ("profile", "backend", "database user", "issued", "expires", "remaining",
+                  "renewable", "hard limit", "renewals", "lease id"):
+        assert field in screen
+    assert user in screen and "first look" in screen
+
+    before = session.valid_until(user)
+    term.run(r"\JIT RENEW --ttl 15m", rf"Renewed {user} until")
+    assert session.valid_until(user) > before + 500
+    term.run(r"\jit status", r"renewals\s+\|\s+1")
+
+    screen = term.run(r"\jit profiles", r"write")
+    assert re.search(r"read\s+\|\s+postgres\s+\|\s+5m\s+\|\s+20m", screen)
+    term.run(r"\jit", r"\\jit request \[PROFILE\]")
+    term.run(r"\?", r"\\jit \[request\|status")
+    term.run(r"\jit frobnicate", r"unknown subcommand 'frobnicate'")
+
+
+def test_request_reconnects_and_revoke_returns_to_previous_identity(session: Session) -> None:
+    session.profile("write", grant=["jit_write"], ttl="2m")
+    cluster = session.cluster
+    term = session.open("-h", cluster.host, "-p", str(cluster.port), "-U", "postgres", "app",
+                        PGPASSWORD=cluster.superpassword)
+    term.wait_for(r"app>")
+    term.run(r'\jit request write --ttl 90s --reason "INC-123 hotfix"', r"Connected as " + JIT_USER)
+    user = current_user(term)
+    assert session.role_exists(user)
+    term.run("insert into accounts values (77, 'jit', 1);", r"INSERT 0 1")
+    term.run(r"\jit revoke", r"Revoked .* back to postgres")
+    assert current_user(term, r"postgres") == "postgres"
+    assert not session.role_exists(user)
+    events = [json.loads(line) for line in session.audit_log.read_text().splitlines()]
+    assert [e["event"] for e in events] == ["request", "revoke"]
+    assert events[0]["reason"] == "INC-123 hotfix" and events[0]["db_user"] == user
+    with cluster.connect("app") as conn:
+        conn.execute("delete from accounts where id = 77")
+
+
+def test_request_inside_a_transaction_is_refused_and_the_transaction_kept(session: Session) -> None:
+    session.profile("read", ttl="2m")
+    cluster = session.cluster
+    term = session.open("-h", cluster.host, "-p", str(cluster.port), "-U", "postgres", "app",
+                        PGPASSWORD=cluster.superpassword)
+    term.wait_for(r"app>")
+    term.run("begin;", r"BEGIN")
+    term.run("insert into accounts values (78, 'tx', 1);", r"INSERT 0 1")
+    term.run(r"\jit request read", r"refused: a transaction is open")
+    term.run("commit;", r"COMMIT")
+    with cluster.connect("app") as conn:
+        assert conn.execute("select owner from accounts where id = 78").fetchone() == ("tx",)
+        conn.execute("delete from accounts where id = 78")
+
+
+def test_failed_request_keeps_the_current_connection(session: Session) -> None:
+    session.profile("nodb", ttl="2m", dbname="no_such_db")
+    cluster = session.cluster
+    term = session.open("-h", cluster.host, "-p", str(cluster.port), "-U", "postgres", "app",
+                        PGPASSWORD=cluster.superpassword)
+    term.wait_for(r"app>")
+    term.run(r"\jit request nodb", r"could not connect as[\s\S]*kept")
+    assert current_user(term, "postgres") == "postgres"
+    with cluster.connect() as conn:
+        left = conn.execute("select count(*) from pg_roles where rolname like 'jit\\_%' "
+                            "and shobj_description(oid, 'pg_authid') like '%nodb%'").fetchone()
+    assert left == (0,)
+
+
+def test_quit_revokes_unless_the_profile_keeps_it(session: Session) -> None:
+    session.profile("read", ttl="2m")
+    session.profile("keep", ttl="2m", revoke_on_exit=False)
+    term = session.open("--jit", "read")
+    term.wait_for(r"app>")
+    user = current_user(term)
+    term.child.send("\\q\r")
+    term.wait_for(rf"Revoked {user}")
+    assert term.close() == 0
+    assert not session.role_exists(user)
+
+    kept = session.open("--jit", "keep")
+    kept.wait_for(r"app>")
+    kept_user = current_user(kept)
+    kept.child.sendcontrol("d")
+    kept.wait_for(r"revoke_on_exit = false")
+    kept.close()
+    assert session.role_exists(kept_user)
+
+
+def test_non_interactive_run_connects_and_revokes(session: Session) -> None:
+    session.profile("read", ttl="2m")
+    proc = subprocess.run(
+        [pgcli_jit_executable(), "--jit", "read", "-c", "select current_user as who"],
+        env=session.env(), cwd=session.home, capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    [user] = re.findall(JIT_USER, proc.stdout)
+    assert not session.role_exists(user)
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_config_is_one_line_not_a_traceback(session: Session) -> None:
+    session.config.write_text('[profiles.x]\nbackend = "postgres"\nttl = "soon"\n')
+    proc = subprocess.run(
+        [pgcli_jit_executable(), "--jit", "x", "-c", "select 1"], env=session.env(),
+        cwd=session.home, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert "profiles.x.ttl" in proc.stderr and str(session.config) in proc.stderr
+
+
+def test_no_secret_in_history_logs_audit_or_server_log(session: Session) -> None:
+    session.profile("read", ttl="2m", max_ttl="3m")
+    term = session.open("--jit", "read")
+    term.wait_for(r"app>")
+    term.run(r"\jit renew", r"Renewed")
+    term.run(r"\jit renew", r"Renewed|Rotated")
+    term.run(r'\jit request read --reason "again"', r"Connected as")
+    term.run("select 1/0;", r"division by zero")
+    term.run(r"\jit revoke", r"Revoked")
+    term.child.send("\\q\r")
+    term.close()
+    secrets = session.minted()
+    assert len(secrets) >= 2
+    files = [p for p in Path(session.home).rglob("*") if p.is_file() and p != session.secrets_file]
+    assert any(p.name == "history" for p in files) and session.audit_log in files
+    for path in files:
+        content = path.read_bytes().decode(errors="replace")
+        for secret in secrets:
+            assert secret not in content, f"a password leaked into {path}"
+    log = session.cluster.server_log()
+    for secret in secrets:
+        assert secret not in log
