@@ -1,0 +1,95 @@
+"""The live lease as a user sees it: countdown, renewal prompt, auto-renewal, rotation, expiry.
+
+Real pgcli-jit in a pseudo-terminal, real cluster, short TTLs: these are the
+few tests that must watch real seconds pass.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.shell_fixtures import Session
+from tests.terminal import Terminal
+
+pytestmark = pytest.mark.pty
+JIT_USER = r"jit_[a-z0-9_]+_[a-z0-9]{8}"
+
+
+def start(session: Session, profile: str) -> tuple[Terminal, str]:
+    term = session.open("--jit", profile)
+    term.wait_for(r"app>")
+    screen = term.run("select current_user as whoami;", r"SELECT 1")
+    return term, re.findall(JIT_USER, screen)[-1]
+
+
+def test_countdown_ticks_while_idle(session: Session) -> None:
+    session.profile("read", ttl="5m", renew="never")
+    term, user = start(session, "read")
+    first = term.wait_toolbar(rf"JIT read as {user} \d:\d\d")
+    later = term.wait_toolbar(rf"JIT read as {user} (?!{first[-4:]})\d:\d\d", timeout=5)
+    assert later != first  # changed with no key pressed
+
+
+def test_prompt_yes_renews_and_keeps_what_was_typed(session: Session) -> None:
+    session.profile("p", ttl="12s", renew_before="10s", renew="prompt", max_ttl="5m")
+    term, user = start(session, "p")
+    before = session.valid_until(user)
+    term.type("select 40 + 2 as answer")  # typed, not yet sent
+    term.wait_for(r"Lease for p ends in 0:0\d\. Renew\? \[Y/n\]", timeout=12)
+    term.type("y\r")
+    term.wait_for(rf"Renewed {user} until")
+    assert session.valid_until(user) >= before + 2  # now + ttl, asked ~4 s after issue
+    screen = term.run(";", r"SELECT 1")
+    assert re.search(r"\|\s+42\s+\|", screen)
+
+
+def test_prompt_no_lets_the_lease_expire_and_access_ends(session: Session) -> None:
+    session.profile("p", ttl="10s", renew_before="8s", renew="prompt")
+    term, user = start(session, "p")
+    before = session.valid_until(user)
+    term.wait_for(r"Renew\? \[Y/n\]", timeout=10)
+    term.type("n\r")
+    term.wait_for(r"Not renewing")
+    assert session.valid_until(user) == pytest.approx(before, abs=1)  # not moved
+    term.wait_toolbar(r"JIT expired", timeout=15)
+    assert "Renew?" not in term.text().split("Not renewing")[-1]  # asked once only
+    term.run("select 1;", r"JIT access expired: \\jit request to continue")
+    assert not session.role_exists(user)  # the client revoked it at expiry
+    term.run(r"\jit status", r"JIT access expired")
+    term.child.send("\\q\r")
+    assert term.close() == 0
+
+
+def test_auto_renews_in_the_background_without_asking(session: Session) -> None:
+    session.profile("a", ttl="10s", renew_before="6s", renew="auto", max_ttl="5m")
+    term, user = start(session, "a")
+    before = session.valid_until(user)
+    term.wait_for(rf"Renewed {user} until", timeout=12)
+    assert "Renew?" not in term.text()
+    assert session.valid_until(user) >= before + 3
+    term.run("select current_user as still;", user)
+
+
+def test_rotation_waits_for_the_open_transaction(session: Session) -> None:
+    # max_ttl == ttl: the lease cannot be extended, so renewal means a new role
+    session.profile("w", grant=["jit_write"], ttl="20s", max_ttl="20s", renew_before="12s", renew="auto")
+    term, old = start(session, "w")
+    term.run("begin;", r"BEGIN")
+    term.run("insert into accounts values (91, 'held open', 1);", r"INSERT 0 1")
+    term.wait_for(r"reconnect when the open transaction ends", timeout=15)
+    assert session.role_exists(old)
+    term.run("commit;", r"COMMIT")
+    screen = term.wait_for(r"Rotated to " + JIT_USER, timeout=5)
+    new = re.findall(r"Rotated to (" + JIT_USER + ")", screen)[-1]
+    assert new != old
+    term.run("select current_user as whoami;", new)
+    with session.cluster.connect("app") as conn:
+        assert conn.execute("select owner from accounts where id = 91").fetchone() == ("held open",)
+        conn.execute("delete from accounts where id = 91")
+    deadline = time.monotonic() + 5
+    while session.role_exists(old) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not session.role_exists(old)
