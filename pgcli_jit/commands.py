@@ -67,7 +67,7 @@ def _parse_args(action: str, words: list[str]) -> JitCommand:
                 raise UsageError(f"\\jit {action}: unknown option {name}",
                                  f"options: {', '.join(allowed) or 'none'}")
             value = inline if eq else next(it, None)
-            if value is None:
+            if value is None or (not eq and value.startswith("--")):
                 raise UsageError(f"\\jit {action}: {name} needs a value")
             opts[name.lower()] = value
         elif action == "request" and profile is None:
@@ -93,14 +93,28 @@ def completions(line: str, profiles: list[str]) -> list[str]:
     words = line.split()
     current = "" if line.endswith((" ", "\t")) else words[-1]
     position = len(words) - (0 if current == "" else 1)
+    if position == 0:
+        return []  # still typing "\jit" itself: pgcli completes command names
     if position == 1:
         pool = list(SUBCOMMANDS)
     else:
         action = words[1].lower()
-        previous = words[position - 1] if position - 1 < len(words) else ""
-        if previous.lower() in ("--ttl", "--reason"):
+        if words[position - 1].lower() in ("--ttl", "--reason"):
             return []
         pool = list(OPTIONS.get(action, ()))
-        if action == "request":
+        if action == "request" and not _has_profile(words[2:position]):
             pool = profiles + pool
     return [c for c in pool if c.lower().startswith(current.lower())]
+
+
+def _has_profile(words: list[str]) -> bool:
+    """Whether a profile name already stands among ``request``'s arguments (option values aside)."""
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word.startswith("--"):
+            skip = "=" not in word
+        else:
+            return True
+    return False

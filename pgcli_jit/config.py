@@ -126,6 +126,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"not valid TOML: {exc}", path=path) from None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", path=path) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", path=path, hint="save the file as UTF-8") from None
     return parse_config(data, path, env)
 
 
@@ -141,6 +143,8 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         raise ConfigError("must be a table of [profiles.NAME]", path=path, key="profiles")
     profiles = {name: parse_profile(name, body, path) for name, body in raw_profiles.items()}
     default = data.get("default_profile")
+    if default is not None and not isinstance(default, str):
+        raise ConfigError("must be a profile name (a string)", path=path, key="default_profile")
     if default is not None and default not in profiles:
         raise ConfigError(
             f"names no profile ({default!r})", path=path, key="default_profile",
@@ -204,7 +208,7 @@ def _common_keys(body: Mapping[str, Any], path: Path, where: str) -> dict[str, A
         out["revoke_on_exit"] = body["revoke_on_exit"]
     if "port" in body:
         port = body["port"]
-        if not (isinstance(port, int) and 0 < port < 65536):
+        if not (isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536):
             raise ConfigError("must be a port number", path=path, key=f"{where}.port")
         out["port"] = port
     for key in ("host", "dbname", "sslmode", "description"):

@@ -138,7 +138,7 @@ class Controller:
     def auto_renew_due(self) -> bool:
         profile = self.manager.profile
         return (profile is not None and profile.renew == "auto" and self._inflight is None
-                and self.manager.due(self.manager.clock()))
+                and self._waiting_rotation is None and self.manager.due(self.manager.clock()))
 
     def start_background_renewal(self) -> None:
         """Renew in the worker thread; the result is applied later by :meth:`apply_pending`."""
@@ -158,7 +158,11 @@ class Controller:
                 self._report_failure(exc)
         if self._waiting_rotation is not None:
             waiting, self._waiting_rotation = self._waiting_rotation, None
-            message = self._apply(waiting)
+            try:
+                message = self._apply(waiting)
+            except JitError as exc:
+                self._report_failure(exc)
+                return
             if self._waiting_rotation is None:
                 self.say(message)
 
@@ -186,8 +190,13 @@ class Controller:
             self._report_failure(exc)
 
     def shutdown(self) -> str | None:
-        """On exit: revoke unless the profile says ``revoke_on_exit = false``."""
+        """On exit: revoke unless the profile says ``revoke_on_exit = false``.
+
+        Nothing minted may outlive the session: a replacement waiting for a
+        transaction, or one a background renewal just finished, is revoked too.
+        """
         self._worker.shutdown(wait=True, cancel_futures=True)
+        self._discard_unapplied()
         lease, profile = self.lease, self.manager.profile
         message = None
         if lease is not None and profile is not None:
@@ -220,6 +229,8 @@ class Controller:
             self.manager.discard(renewal.lease, profile)  # a newer lease won the race
             return "Renewal superseded by a newer lease."
         if self.connector.in_transaction():
+            if self._waiting_rotation is not None and self._waiting_rotation.lease is not renewal.lease:
+                self.manager.discard(self._waiting_rotation.lease, profile)
             self._waiting_rotation = renewal
             if not self._said_waiting:
                 self._said_waiting = True
@@ -250,6 +261,14 @@ class Controller:
             self.manager.backend_for(profile).revoke(old)
         except JitError as exc:
             self.say(f"The previous lease {old.username} was not revoked: {exc}")
+
+    def _discard_unapplied(self) -> None:
+        future, self._inflight = self._inflight, None
+        if future is not None and future.done() and not future.cancelled() and future.exception() is None:
+            renewal = future.result()
+            if renewal.kind == "rotate" and self._waiting_rotation is None:
+                self._waiting_rotation = renewal
+        self._cancel_waiting()
 
     def _cancel_waiting(self) -> None:
         waiting, self._waiting_rotation = self._waiting_rotation, None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -23,8 +24,8 @@ def parse_duration(text: str | int | float) -> float:
             seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(value))
         else:
             raise ValueError(f"{text!r} is not a duration: write 90s, 15m, 1h30m or seconds")
-    if seconds <= 0:
-        raise ValueError(f"{text!r} is not a duration: it must be longer than zero")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{text!r} is not a duration: it must be a finite time longer than zero")
     return seconds
 
 

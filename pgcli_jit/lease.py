@@ -48,6 +48,8 @@ class Lease:
     renewable: bool = True
     max_expires_at: float | None = None
     renewals: int = 0
+    #: when the current term began (the last renewal); windows are fractions of the term
+    renewed_at: float | None = None
     reason: str = ""
     requester: str = ""
     conninfo: Mapping[str, str] = field(default_factory=dict)
@@ -64,7 +66,9 @@ class Lease:
 
     @property
     def lifetime(self) -> float:
-        return max(0.0, self.expires_at - self.issued_at)
+        """Length of the current term: from issue, or from the last renewal."""
+        start = self.issued_at if self.renewed_at is None else self.renewed_at
+        return max(0.0, self.expires_at - start)
 
     def remaining(self, now: float) -> float:
         return self.expires_at - now
@@ -77,9 +81,11 @@ class Lease:
         lid = self.lease_id
         return lid if len(lid) <= 24 else f"{lid[:10]}…{lid[-10:]}"
 
-    def extended(self, expires_at: float, **changes: Any) -> Lease:
-        """The same grant with a new expiry: one more renewal."""
-        return dataclasses.replace(self, expires_at=expires_at, renewals=self.renewals + 1, **changes)
+    def extended(self, expires_at: float, *, renewed_at: float | None = None, **changes: Any) -> Lease:
+        """The same grant with a new expiry: one more renewal, a new term from ``renewed_at``."""
+        start = self.renewed_at if renewed_at is None else renewed_at
+        return dataclasses.replace(self, expires_at=expires_at, renewals=self.renewals + 1,
+                                   renewed_at=start, **changes)
 
     def audit_fields(self) -> dict[str, Any]:
         """What the audit trail may record of a lease: everything but the password."""

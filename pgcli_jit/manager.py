@@ -55,6 +55,7 @@ class _Held:
     declined: bool = False
     last_failure: float | None = None
     failure_said: bool = False
+    pending: Lease | None = None  # a replacement minted for rotation, not yet switched to
 
 
 class LeaseManager:
@@ -104,7 +105,12 @@ class LeaseManager:
                               backend=profile.backend, requester=self.requester, reason=reason,
                               error=str(exc))
             raise
-        self._reject_expired(lease, "request")
+        try:
+            self._reject_expired(lease, "request")
+        except JitError as exc:
+            self.discard(lease, profile)
+            self.audit.record("failure", lease, action="request", error=str(exc))
+            raise
         return lease
 
     def adopt(self, lease: Lease, profile: Profile, event: str = "request") -> Lease | None:
@@ -118,6 +124,9 @@ class LeaseManager:
 
     def discard(self, lease: Lease, profile: Profile) -> None:
         """Revoke a lease that never became current (its connection switch failed)."""
+        held = self._held
+        if held is not None and held.pending is lease:
+            held.pending = None
         try:
             self.backend_for(profile).revoke(lease)
         except JitError as exc:
@@ -147,15 +156,17 @@ class LeaseManager:
     def _renew_locked(self, held: _Held, ttl: float | None) -> Renewal:
         if held.lease.is_expired(self.clock()):
             raise LeaseExpired("the lease has expired", "\\jit request to continue")
+        if held.pending is not None:  # one replacement per lease, however many ask
+            return Renewal("rotate", held.pending, held.lease, "new credentials are waiting")
         backend = held.backend
         try:
             if not (backend.can_renew and held.lease.renewable):
                 raise NotRenewable("the backend cannot extend this lease", backend=backend.name)
             renewed = backend.renew(held.lease, ttl)
         except NotRenewable as exc:
-            fresh = self.mint(held.profile, ttl, held.lease.reason)
-            return Renewal("rotate", dataclasses.replace(fresh, requester=self.requester), held.lease,
-                           exc.reason)
+            held.pending = self.mint(held.profile, ttl, held.lease.reason)
+            return Renewal("rotate", held.pending, held.lease, exc.reason)
+        renewed = dataclasses.replace(renewed, renewed_at=self.clock())
         self._reject_expired(renewed, "renew")
         base = held.lease
         held.lease, held.last_failure, held.failure_said, held.declined = renewed, None, False, False

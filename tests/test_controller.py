@@ -1,0 +1,427 @@
+"""The Controller against the real cluster: real roles, real connections, a fake clock only for time."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import psycopg
+import pytest
+import tomllib
+from psycopg.conninfo import make_conninfo
+from psycopg.pq import TransactionStatus
+
+from pgcli_jit.audit import AuditLog
+from pgcli_jit.backends import pg_roles
+from pgcli_jit.cluster import Cluster
+from pgcli_jit.config import Config, parse_profile
+from pgcli_jit.controller import EXPIRED, REVOKED, Controller
+from pgcli_jit.errors import ConnectionSwitchError, JitError, db_error_line
+from pgcli_jit.lease import Lease
+from pgcli_jit.manager import LeaseManager
+from pgcli_jit.testing import FakeClock
+from tests.conftest import postgres_profile_toml
+
+
+class PsycopgConnector:
+    """The Connector protocol over one plain psycopg connection (autocommit; BEGIN opens a transaction)."""
+
+    def __init__(self, params: dict[str, str] | None, base: dict[str, str] | None = None) -> None:
+        self.params: dict[str, str] = dict(params or base or {})
+        self.previous: dict[str, str] | None = None
+        self.active = False
+        self.conn: psycopg.Connection[Any] | None = self._open(self.params) if params else None
+
+    @staticmethod
+    def _open(params: dict[str, str]) -> psycopg.Connection[Any]:
+        return psycopg.connect(make_conninfo(**params), autocommit=True, connect_timeout=5)
+
+    def in_transaction(self) -> bool:
+        if self.conn is None or self.conn.closed:
+            return False
+        return self.conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+
+    def switch(self, lease: Lease, overrides: dict[str, str]) -> None:
+        params = {**self.params, **overrides, "user": lease.username, "password": lease.credentials.password}
+        try:
+            new = self._open(params)
+        except psycopg.Error as exc:
+            raise ConnectionSwitchError(f"could not connect as {lease.username}: {db_error_line(exc)}",
+                                        "the current connection was kept") from None
+        if not self.active:
+            self.previous = dict(self.params)
+        old, self.conn, self.params, self.active = self.conn, new, params, True
+        if old is not None:
+            old.close()
+
+    def update_secret(self, lease: Lease) -> None:
+        self.params["password"] = lease.credentials.password
+
+    def restore(self) -> str | None:
+        previous, self.previous, self.active = self.previous, None, False
+        if not previous or "user" not in previous:
+            self.close()
+            return None
+        new = self._open(previous)
+        if self.conn is not None:
+            self.conn.close()
+        self.conn, self.params = new, previous
+        return previous["user"]
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.params.pop("password", None)
+
+    def query(self, text: str) -> Any:
+        assert self.conn is not None
+        cur = self.conn.execute(text.encode())
+        row = cur.fetchone() if cur.description else None
+        return row[0] if row else None
+
+
+class Harness:
+    def __init__(self, cluster: Cluster, admin_dsn: str, tmp_path: Path, *, start_as_superuser: bool = True,
+                 **profile_keys: object) -> None:
+        self.cluster = cluster
+        self.name = f"ctl_{secrets.token_hex(4)}"
+        body = tomllib.loads(postgres_profile_toml(self.name, admin_dsn, cluster, **profile_keys))
+        self.profile = parse_profile(self.name, body["profiles"][self.name], tmp_path / "config.toml")
+        self.audit_path = tmp_path / "audit.jsonl"
+        config = Config(tmp_path / "config.toml", MappingProxyType({self.name: self.profile}), None,
+                        self.audit_path)
+        self.clock = FakeClock(time.time())
+        self.manager = LeaseManager(config, AuditLog(self.audit_path, clock=self.clock), "ctltest",
+                                    clock=self.clock)
+        base = {"host": cluster.host, "port": str(cluster.port), "dbname": "app"}
+        initial = {**base, "user": cluster.superuser, "password": cluster.superpassword}
+        self.connector = PsycopgConnector(initial if start_as_superuser else None, base)
+        self.said: list[str] = []
+        self.controller = Controller(self.manager, self.connector, self.said.append)
+        self.leases: list[Lease] = []
+        original_mint = self.manager.mint
+
+        def mint(*args: Any, **kwargs: Any) -> Lease:
+            lease = original_mint(*args, **kwargs)
+            self.leases.append(lease)
+            return lease
+
+        self.manager.mint = mint  # type: ignore[method-assign]
+
+    def roles(self) -> list[str]:
+        """Names of the live JIT roles of this harness's profile."""
+        with self.cluster.connect("app") as conn:
+            return sorted(r.name for r in pg_roles.jit_roles(conn) if r.metadata.get("profile") == self.name)
+
+    def user(self) -> str:
+        return str(self.connector.query("select current_user"))
+
+    def cleanup(self) -> None:
+        self.controller._worker.shutdown(wait=True)
+        self.connector.close()
+        with self.cluster.connect("app") as conn:
+            for role in pg_roles.jit_roles(conn):
+                if role.metadata.get("profile") == self.name:
+                    pg_roles.drop_role(conn, role.name)
+
+
+@pytest.fixture
+def make(cluster: Cluster, admin_dsn: str, tmp_path: Path) -> Iterator[Any]:
+    made: list[Harness] = []
+
+    def factory(**kwargs: Any) -> Harness:
+        h = Harness(cluster, admin_dsn, tmp_path / f"h{len(made)}", **kwargs)
+        made.append(h)
+        return h
+
+    yield factory
+    for h in made:
+        h.cleanup()
+
+
+def test_request_switches_to_the_jit_role(make: Any) -> None:
+    h = make(ttl="5m")
+    assert h.user() == "postgres"
+    message = h.controller.request(None, None, "INC-1 check")
+    lease = h.controller.lease
+    assert lease is not None and message.startswith(f"Connected as {lease.username} until ")
+    assert h.user() == lease.username
+    assert h.connector.query("select count(*) from accounts") == 2
+    assert h.roles() == [lease.username]
+    assert lease.expires_at == pytest.approx(h.clock() + 300)
+
+
+def test_second_request_replaces_and_drops_the_first_role(make: Any) -> None:
+    h = make()
+    h.controller.request(None, None, "one")
+    first = h.controller.lease
+    h.controller.request(None, None, "two")
+    second = h.controller.lease
+    assert first is not None and second is not None and first.username != second.username
+    assert h.user() == second.username
+    assert h.roles() == [second.username]
+
+
+def test_request_inside_a_transaction_is_refused_and_the_transaction_kept(make: Any) -> None:
+    h = make()
+    h.connector.query("begin")
+    xid = h.connector.query("select pg_current_xact_id()::text")
+    h.connector.query("create temp table t_keep (x int)")
+    h.connector.query("insert into t_keep values (1)")
+    with pytest.raises(JitError, match="transaction is open"):
+        h.controller.request(None, None, "")
+    assert h.controller.lease is None and h.leases == [] and h.roles() == []
+    assert h.connector.in_transaction()
+    assert h.connector.query("select pg_current_xact_id()::text") == xid
+    h.connector.query("commit")
+    assert h.connector.query("select count(*) from t_keep") == 1
+
+
+def test_renew_extends_the_role(make: Any) -> None:
+    h = make(ttl="2m")
+    h.controller.request(None, None, "")
+    lease = h.controller.lease
+    h.clock.advance(90)
+    message = h.controller.renew(None)
+    renewed = h.controller.lease
+    assert renewed is not None and lease is not None
+    assert message.startswith(f"Renewed {lease.username} until ")
+    assert renewed.username == lease.username and renewed.renewals == 1
+    assert renewed.expires_at == pytest.approx(h.clock() + 120)
+    with h.cluster.connect("app") as conn:
+        [role] = pg_roles.jit_roles(conn, lease.username)
+    assert role.valid_until is not None
+    assert abs(role.valid_until.timestamp() - renewed.expires_at) < 1
+    assert h.user() == lease.username  # same connection, no reconnect
+
+
+def test_renew_past_max_ttl_rotates_and_drops_the_old_role(make: Any) -> None:
+    h = make(ttl="1m", max_ttl="1m")
+    h.controller.request(None, None, "INC-5")
+    old = h.controller.lease
+    assert old is not None
+    h.clock.advance(30)  # asking for another minute now would pass max_ttl
+    message = h.controller.renew(None)
+    new = h.controller.lease
+    assert new is not None and new.username != old.username
+    assert message.startswith(f"Rotated to {new.username}") and "max TTL" in message
+    assert h.user() == new.username
+    assert h.roles() == [new.username]
+    events = [line for line in h.audit_path.read_text().splitlines() if '"rotate"' in line]
+    assert len(events) == 1
+
+
+def test_rotation_waits_for_the_open_transaction(make: Any) -> None:
+    h = make(ttl="1m", max_ttl="1m")
+    h.controller.request(None, None, "")
+    old = h.controller.lease
+    assert old is not None
+    h.connector.query("begin")
+    xid = h.connector.query("select pg_current_xact_id()::text")
+    h.connector.query("create temp table t_rot (x int)")
+    h.connector.query("insert into t_rot values (1)")
+    h.clock.advance(30)
+    message = h.controller.renew(None)
+    assert "when the open transaction ends" in message
+    assert h.controller.lease is old and h.user() == old.username
+    h.controller.apply_pending()  # still inside the transaction: nothing happens
+    assert h.controller.lease is old
+    assert h.connector.query("select pg_current_xact_id()::text") == xid
+    h.connector.query("commit")
+    assert h.connector.query("select count(*) from t_rot") == 1
+    h.controller.apply_pending()
+    new = h.controller.lease
+    assert new is not None and new.username != old.username
+    assert any(s.startswith(f"Rotated to {new.username}") for s in h.said)
+    assert h.user() == new.username
+    assert h.roles() == [new.username]
+
+
+def test_revoke_restores_the_previous_identity(make: Any) -> None:
+    h = make()
+    h.controller.request(None, None, "")
+    lease = h.controller.lease
+    assert lease is not None
+    message = h.controller.revoke()
+    assert message == f"Revoked {lease.username} ({h.name}); back to postgres."
+    assert h.user() == "postgres"
+    assert h.controller.lease is None and h.roles() == []
+    assert h.controller.gate() is None
+    assert h.controller.revoke() == "No JIT lease to revoke."
+
+
+def test_revoke_after_two_requests_goes_back_to_the_first_identity(make: Any) -> None:
+    h = make()
+    h.controller.request(None, None, "")
+    h.controller.request(None, None, "")
+    h.controller.revoke()
+    assert h.user() == "postgres"
+
+
+def test_revoke_without_a_previous_identity_ends_access(make: Any) -> None:
+    h = make(start_as_superuser=False)
+    h.controller.request(None, None, "")
+    lease = h.controller.lease
+    assert lease is not None and h.user() == lease.username
+    message = h.controller.revoke()
+    assert "no identity to return to" in message
+    assert h.connector.conn is not None and h.connector.conn.closed
+    assert h.controller.gate() == REVOKED
+    assert h.controller.ended_word() == "revoked"
+    assert h.roles() == []
+
+
+def test_revoke_inside_a_transaction_is_refused(make: Any) -> None:
+    h = make()
+    h.controller.request(None, None, "")
+    h.connector.query("begin")
+    with pytest.raises(JitError, match="transaction is open"):
+        h.controller.revoke()
+    assert h.controller.lease is not None and h.connector.in_transaction()
+    h.connector.query("rollback")
+
+
+def test_expiry_closes_the_connection_and_blocks_statements(make: Any) -> None:
+    h = make(ttl="2m")
+    h.controller.request(None, None, "")
+    lease = h.controller.lease
+    assert lease is not None
+    assert h.controller.gate() is None
+    h.clock.set(lease.expires_at + 1)
+    assert h.controller.gate() == EXPIRED
+    assert EXPIRED in h.said
+    assert h.connector.conn is not None and h.connector.conn.closed
+    assert "password" not in h.connector.params
+    assert h.controller.ended_word() == "expired"
+    assert h.controller.shutdown() is None  # waits for the background release
+    assert h.controller.lease is None and h.roles() == []
+    assert '"expire"' in h.audit_path.read_text()
+
+
+def test_request_after_expiry_reopens_access(make: Any) -> None:
+    h = make(ttl="2m")
+    h.controller.request(None, None, "")
+    h.clock.advance(121)
+    assert h.controller.gate() == EXPIRED
+    h.controller.request(None, None, "again")
+    assert h.controller.gate() is None
+    lease = h.controller.lease
+    assert lease is not None and h.user() == lease.username
+
+
+def test_real_short_ttl_expires(make: Any) -> None:
+    """One real-seconds check: the server itself refuses the role after VALID UNTIL."""
+    h = make(ttl="2s")
+    h.controller.request(None, None, "")
+    lease = h.controller.lease
+    assert lease is not None
+    time.sleep(2.5)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(h.cluster.conninfo("app", user=lease.username, password=lease.credentials.password))
+
+
+def test_failing_switch_keeps_the_old_connection_and_drops_the_unused_role(make: Any) -> None:
+    h = make(dbname="no_such_db_jit_ctl")
+    with pytest.raises(ConnectionSwitchError, match="could not connect"):
+        h.controller.request(None, None, "")
+    assert h.user() == "postgres"
+    assert h.controller.lease is None
+    assert len(h.leases) == 1
+    assert h.roles() == []
+
+
+def test_shutdown_revokes(make: Any) -> None:
+    h = make()
+    h.controller.request(None, None, "")
+    lease = h.controller.lease
+    assert lease is not None
+    assert h.controller.shutdown() == f"Revoked {lease.username} ({h.name})."
+    assert h.roles() == []
+    assert h.connector.conn is not None and h.connector.conn.closed
+
+
+def test_shutdown_keeps_the_lease_with_revoke_on_exit_false(make: Any) -> None:
+    h = make(revoke_on_exit=False)
+    h.controller.request(None, None, "")
+    lease = h.controller.lease
+    assert lease is not None
+    message = h.controller.shutdown()
+    assert message is not None and message.startswith(f"Kept {lease.username} until ")
+    assert h.roles() == [lease.username]
+    psycopg.connect(h.cluster.conninfo("app", user=lease.username,
+                                       password=lease.credentials.password)).close()
+
+
+def test_shutdown_without_a_lease(make: Any) -> None:
+    assert make().controller.shutdown() is None
+
+
+def test_password_never_in_audit_file_or_server_log(make: Any) -> None:
+    h = make(ttl="1m", max_ttl="1m")
+    h.controller.request(None, None, "INC-9 audit")
+    h.clock.advance(30)
+    assert h.controller.renew(None).startswith("Rotated")
+    h.controller.revoke()
+    assert len(h.leases) == 2
+    audit = h.audit_path.read_text()
+    log = h.cluster.server_log()
+    for lease in h.leases:
+        assert lease.username in audit and lease.username in log
+        assert lease.credentials.password not in audit
+        assert lease.credentials.password not in log
+
+
+# -- bugs ---------------------------------------------------------------------------------------
+
+
+def _tick(h: Harness) -> None:
+    """What the shell's idle ticker does every second."""
+    h.controller.apply_pending()
+    h.controller.enforce_expiry()
+    if h.controller.auto_renew_due():
+        h.controller.start_background_renewal()
+        inflight = h.controller._inflight
+        assert inflight is not None
+        inflight.result(10)
+
+
+def test_waiting_rotation_is_not_minted_again_every_tick(make: Any) -> None:
+    h = make(ttl="3m", max_ttl="3m", renew="auto")
+    h.controller.request(None, None, "")
+    h.connector.query("begin")
+    h.clock.advance(150)  # inside the window; max_ttl reached, so renewal means rotation
+    for _ in range(4):
+        _tick(h)
+    assert len(h.roles()) <= 2  # the current lease and one waiting replacement
+    assert len(h.leases) <= 2
+    h.connector.query("rollback")
+
+
+def test_shutdown_discards_a_waiting_rotation(make: Any) -> None:
+    h = make(ttl="1m", max_ttl="1m")
+    h.controller.request(None, None, "")
+    h.connector.query("begin")
+    h.clock.advance(30)
+    assert "when the open transaction ends" in h.controller.renew(None)
+    assert len(h.leases) == 2
+    h.controller.shutdown()
+    assert h.roles() == []
+
+
+def test_failed_waiting_rotation_does_not_break_the_gate(make: Any) -> None:
+    h = make(ttl="2m", max_ttl="2m")
+    h.controller.request(None, None, "")
+    old = h.controller.lease
+    assert old is not None
+    h.connector.query("begin")
+    h.clock.advance(30)
+    assert "when the open transaction ends" in h.controller.renew(None)
+    with h.cluster.connect("app") as conn:  # the replacement can no longer log in
+        pg_roles.drop_role(conn, h.leases[-1].username)
+    h.connector.query("commit")
+    assert h.controller.gate() is None  # the statement still runs on the current lease
+    assert h.controller.lease is old and h.user() == old.username
