@@ -175,9 +175,13 @@ class Controller:
         if self._inflight is not None or self._waiting_rotation is not None:
             return None
         left = format_clock(lease.remaining(now))
-        rotate = "" if lease.renewable and self.manager.backend_for(profile).can_renew else (
-            " (new credentials: the session will reconnect)")
+        rotate = " (new credentials: the session will reconnect)" if self._will_rotate(lease, profile) else ""
         return f"Lease for {profile.name} ends in {left}. Renew{rotate}? [Y/n]"
+
+    def _will_rotate(self, lease: Lease, profile: Profile) -> bool:
+        """Renewal cannot extend: the backend never does, or the hard limit is (nearly) reached."""
+        at_cap = lease.max_expires_at is not None and lease.expires_at >= lease.max_expires_at - 1
+        return at_cap or not lease.renewable or not self.manager.backend_for(profile).can_renew
 
     def answer(self, yes: bool) -> None:
         if not yes:

@@ -203,6 +203,11 @@ class JitShell(PGCli):  # type: ignore[misc]
         except JitError as exc:
             click.secho(str(exc), err=True, fg="red")
             return MetaQuery(query=text, successful=False)
+        except Exception as exc:  # a bug must not end the session with a traceback
+            log.exception("\\jit failed")
+            click.secho(f"\\jit failed unexpectedly: {type(exc).__name__} (details in pgcli's log)",
+                        err=True, fg="red")
+            return MetaQuery(query=text, successful=False)
         output: list[str] = []
         for title, rows, headers, status in results:
             output.extend(format_output(title, rows, headers, status, self._output_settings()))
@@ -342,6 +347,9 @@ class JitShell(PGCli):  # type: ignore[misc]
                 await self._tick()
             except JitError as exc:
                 self.jit_say(str(exc))
+            except Exception as exc:  # never an event-loop traceback over the prompt
+                log.exception("pgcli-jit idle tick failed")
+                self.jit_say(f"pgcli-jit: {type(exc).__name__} in the background (see pgcli's log)")
 
     async def _tick(self) -> None:
         self.jit.apply_pending()

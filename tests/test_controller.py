@@ -425,3 +425,22 @@ def test_failed_waiting_rotation_does_not_break_the_gate(make: Any) -> None:
     h.connector.query("commit")
     assert h.controller.gate() is None  # the statement still runs on the current lease
     assert h.controller.lease is old and h.user() == old.username
+
+
+def test_the_renewal_question_says_when_renewal_means_new_credentials(make: Any) -> None:
+    h = make(ttl="1m", max_ttl="1m", renew="prompt")
+    h.controller.request(None, None, "INC-7")
+    h.clock.advance(45)  # inside the window (last third)
+    question = h.controller.question()
+    assert question is not None and question.startswith(f"Lease for {h.name} ends in 0:1")
+    assert "new credentials: the session will reconnect" in question
+
+
+def test_the_renewal_question_for_an_extendable_lease(make: Any) -> None:
+    h = make(ttl="1m", max_ttl="10m", renew="prompt")
+    h.controller.request(None, None, "INC-8")
+    assert h.controller.question() is None  # fresh: not yet
+    h.clock.advance(45)
+    assert h.controller.question() == f"Lease for {h.name} ends in 0:15. Renew? [Y/n]"
+    h.controller.answer(False)
+    assert h.controller.question() is None  # no is final for this lease
