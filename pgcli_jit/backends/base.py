@@ -49,8 +49,12 @@ class Backend(ABC):
 
     name: ClassVar[str] = ""
     OPTIONS: ClassVar[frozenset[str]] = frozenset()
-    #: False for backends whose credentials can only be replaced, never extended.
-    can_renew: ClassVar[bool] = True
+    #: False for backends whose credentials can only be replaced, never extended
+    #: (an instance attribute: a backend may decide per profile).
+    can_renew: bool = True
+    #: True when every new connection needs a fresh secret (IAM tokens): pgcli's
+    #: automatic reconnect then gets one from :meth:`renew` first.
+    fresh_secret_per_connection: ClassVar[bool] = False
 
     def __init__(self, profile: Profile, *, clock: Clock = system_clock) -> None:
         self.profile = profile

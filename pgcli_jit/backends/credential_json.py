@@ -1,0 +1,153 @@
+"""The credential JSON that the ``command`` and ``http`` backends read.
+
+One format for both, modelled on AWS's ``credential_process``::
+
+    {"version": 1, "username": "...", "password": "...",
+     "expires_at": "2026-01-01T12:00:00Z"  or  "ttl": 900,
+     "lease_id": "...", "renewable": true,
+     "max_expires_at": "..."  or  "max_ttl": 28800}
+
+Every error is one line that names the field and never quotes the raw text:
+the output of a credential program may well hold a password, and error lines
+end up on the terminal and in the audit log.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pgcli_jit.clock import parse_timestamp
+from pgcli_jit.lease import Credentials
+
+VERSION = 1
+
+
+class CredentialFormatError(ValueError):
+    """The output is not valid credential JSON; the message is safe to show."""
+
+
+@dataclass(frozen=True)
+class ParsedCredential:
+    """What a credential source said, with times already turned into POSIX seconds."""
+
+    credentials: Credentials
+    expires_at: float
+    lease_id: str = ""
+    renewable: bool = True
+    max_expires_at: float | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def parse_text(text: str, *, now: float, current: Credentials | None = None) -> ParsedCredential:
+    """Parse program output; ``current`` fills a missing username/password (renewals)."""
+    if not text.strip():
+        raise CredentialFormatError("printed nothing (expected the credential JSON on stdout)")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        # exc.msg/lineno/colno only: str(exc) is safe too, but never add exc.doc.
+        raise CredentialFormatError(
+            f"output is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from None
+    return parse_object(data, now=now, current=current)
+
+
+def parse_object(data: Any, *, now: float, current: Credentials | None = None) -> ParsedCredential:
+    """Validate already-decoded JSON (the http backend decodes it from the response)."""
+    if not isinstance(data, Mapping):
+        raise CredentialFormatError(f"expected a JSON object, got {_json_type(data)}")
+    _check_version(data.get("version"))
+    expires_at = _expiry(data, "expires_at", "ttl", now)
+    if expires_at is None:
+        raise CredentialFormatError('has neither "expires_at" (ISO-8601) nor "ttl" (seconds)')
+    if expires_at <= now:
+        raise CredentialFormatError('"expires_at" is already in the past (is a clock wrong?)')
+    return ParsedCredential(
+        credentials=_credentials(data, current),
+        expires_at=expires_at,
+        lease_id=_optional_str(data, "lease_id"),
+        renewable=_optional_bool(data, "renewable", default=True),
+        max_expires_at=_expiry(data, "max_expires_at", "max_ttl", now),
+        warnings=_warnings(data),
+    )
+
+
+def _check_version(version: Any) -> None:
+    if version is None:
+        raise CredentialFormatError(f'"version" is missing (expected {VERSION})')
+    if isinstance(version, bool) or version != VERSION:
+        shown = repr(version) if isinstance(version, int | float) else _json_type(version)
+        raise CredentialFormatError(f'"version" is {shown}; this pgcli-jit reads version {VERSION}')
+
+
+def _credentials(data: Mapping[str, Any], current: Credentials | None) -> Credentials:
+    username = _secret_or_name(data, "username", current.username if current else None)
+    password = _secret_or_name(data, "password", current.password if current else None)
+    return Credentials(username, password)
+
+
+def _secret_or_name(data: Mapping[str, Any], key: str, fallback: str | None) -> str:
+    """A required non-empty string; the value itself is never quoted in the error."""
+    value = data.get(key)
+    if value is None and fallback is not None:
+        return fallback
+    if not isinstance(value, str) or not value:
+        what = "missing" if value is None else "empty" if value == "" else f"a {_json_type(value)}"
+        raise CredentialFormatError(f'"{key}" is {what} (expected a non-empty string)')
+    return value
+
+
+def _expiry(data: Mapping[str, Any], at_key: str, ttl_key: str, now: float) -> float | None:
+    """``at_key`` (ISO-8601) wins over ``ttl_key`` (seconds from now) when both are given."""
+    if data.get(at_key) is not None:
+        value = data[at_key]
+        if not isinstance(value, str):
+            raise CredentialFormatError(f'"{at_key}" must be an ISO-8601 string, not a {_json_type(value)}')
+        try:
+            return parse_timestamp(value)
+        except ValueError:
+            raise CredentialFormatError(f'"{at_key}" is not an ISO-8601 time') from None
+    if data.get(ttl_key) is not None:
+        ttl = data[ttl_key]
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) or ttl <= 0:
+            raise CredentialFormatError(f'"{ttl_key}" must be a positive number of seconds')
+        return now + float(ttl)
+    return None
+
+
+def _optional_str(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise CredentialFormatError(f'"{key}" must be a string, not a {_json_type(value)}')
+    return value
+
+
+def _optional_bool(data: Mapping[str, Any], key: str, *, default: bool) -> bool:
+    value = data.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise CredentialFormatError(f'"{key}" must be true or false')
+    return value
+
+
+def _warnings(data: Mapping[str, Any]) -> tuple[str, ...]:
+    value = data.get("warnings")
+    if value is None:
+        return ()
+    if not (isinstance(value, list) and all(isinstance(w, str) for w in value)):
+        raise CredentialFormatError('"warnings" must be a list of strings')
+    return tuple(w.strip().splitlines()[0][:200] for w in value if w.strip())
+
+
+def _json_type(value: Any) -> str:
+    """JSON's name for a value's type, for messages that must not show the value."""
+    names = {bool: "boolean", int: "number", float: "number", str: "string",
+             list: "array", dict: "object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)

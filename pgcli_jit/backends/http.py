@@ -1,0 +1,204 @@
+"""A generic HTTPS credential broker: the protocol is in docs/backends/http.md.
+
+For teams whose access broker is an in-house web service: three POSTs
+(``/credentials``, ``/renew``, ``/revoke``), JSON in, the shared credential
+JSON out.  The bearer token is read from its env var or file for every call,
+so rotating it needs no restart, and it never appears in a log, an error or
+``repr``.  Redirects are not followed: a broker that moves must be
+reconfigured, never followed blindly with a token attached.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import requests
+
+from pgcli_jit.backends import credential_json, httputil
+from pgcli_jit.backends.base import Backend, LeaseRequest
+from pgcli_jit.clock import Clock, system_clock
+from pgcli_jit.config import Profile
+from pgcli_jit.durations import parse_duration
+from pgcli_jit.errors import BackendError, NotRenewable, PermissionDenied
+from pgcli_jit.lease import Credentials, Lease
+
+log = logging.getLogger(__name__)
+
+#: Answers to /renew meaning "this lease cannot be extended": rotate instead.
+NOT_RENEWABLE = frozenset({409, 410})
+#: Answers to /revoke meaning "no such lease": it is already over, which is what was asked.
+ALREADY_GONE = frozenset({404, 410})
+
+
+class HttpBackend(Backend):
+    name: ClassVar[str] = "http"
+    OPTIONS: ClassVar[frozenset[str]] = frozenset(
+        {"url", "token_env", "token_file", "ca_cert", "allow_http", "timeout"}
+    )
+
+    def __init__(self, profile: Profile, *, clock: Clock = system_clock,
+                 session: requests.Session | None = None) -> None:
+        super().__init__(profile, clock=clock)
+        self.session = session or requests.Session()
+        self.url = str(profile.options["url"]).rstrip("/")
+        self.timeout = parse_duration(profile.options.get("timeout", httputil.DEFAULT_TIMEOUT))
+
+    def __repr__(self) -> str:
+        return f"HttpBackend(profile={self.profile.name!r}, url={self.url!r})"
+
+    @classmethod
+    def check_profile(cls, profile: Profile) -> None:
+        opts = profile.options
+        allow_http = opts.get("allow_http", False)
+        if not isinstance(allow_http, bool):
+            raise profile.error("allow_http", "must be true or false")
+        _check_url(profile, allow_http)
+        for key in ("token_env", "token_file", "ca_cert"):
+            if key in opts and not (isinstance(opts[key], str) and opts[key]):
+                raise profile.error(key, "must be a non-empty string")
+        if "token_env" in opts and "token_file" in opts:
+            raise profile.error("token_file", "token_env and token_file are both set", "keep one")
+        if "timeout" in opts:
+            try:
+                parse_duration(opts["timeout"])
+            except ValueError as exc:
+                raise profile.error("timeout", str(exc)) from None
+
+    # -- the Backend interface ----------------------------------------------
+
+    def request(self, req: LeaseRequest) -> Lease:
+        now = self.clock()
+        body = {"profile": self.profile.name, "ttl": math.ceil(self.effective_ttl(req.ttl)),
+                "reason": req.reason, "requester": req.requester}
+        parsed = self._parse(self._post("credentials", body), now)
+        max_at = parsed.max_expires_at
+        if max_at is None and self.profile.max_ttl:
+            max_at = now + self.profile.max_ttl
+        return Lease(
+            profile=self.profile.name, backend=self.name, credentials=parsed.credentials,
+            issued_at=now, expires_at=parsed.expires_at, lease_id=parsed.lease_id,
+            renewable=parsed.renewable, max_expires_at=max_at, reason=req.reason,
+            requester=req.requester, warnings=parsed.warnings,
+        )
+
+    def renew(self, lease: Lease, ttl: float | None) -> Lease:
+        now = self.clock()
+        body = {"lease_id": lease.lease_id, "username": lease.username,
+                "ttl": math.ceil(self.effective_ttl(ttl))}
+        resp = self._post("renew", body, not_renewable=NOT_RENEWABLE)
+        parsed = self._parse(resp, now, lease.credentials)
+        if parsed.credentials.username != lease.username:
+            raise self._error("/renew answered with a different username",
+                              "a renewal keeps the user; the broker should answer 409 instead")
+        return lease.extended(
+            parsed.expires_at, credentials=parsed.credentials, renewable=parsed.renewable,
+            lease_id=parsed.lease_id or lease.lease_id, warnings=parsed.warnings,
+            max_expires_at=parsed.max_expires_at or lease.max_expires_at,
+        )
+
+    def revoke(self, lease: Lease) -> None:
+        self._post("revoke", {"lease_id": lease.lease_id, "username": lease.username},
+                   ok_statuses=ALREADY_GONE)
+        log.info("http broker revoked lease %s (%s)", lease.lease_id, lease.username)
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- helpers --------------------------------------------------------------
+
+    def _post(self, path: str, body: dict[str, Any], *, not_renewable: frozenset[int] = frozenset(),
+              ok_statuses: frozenset[int] = frozenset()) -> requests.Response:
+        token = self._token()
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        resp = httputil.send(
+            self.session, "POST", f"{self.url}/{path}", backend=self.name, profile=self.profile.name,
+            timeout=self.timeout, json=body, headers=headers, verify=self._verify(),
+            allow_redirects=False,
+        )
+        log.debug("http broker POST /%s -> %s", path, resp.status_code)
+        if 200 <= resp.status_code < 300 or resp.status_code in ok_statuses:
+            return resp
+        messages = [m.replace(token, "***") if token else m for m in error_messages(resp)]
+        if resp.status_code in not_renewable:
+            raise NotRenewable(f"HTTP {resp.status_code}: {'; '.join(messages) or 'not renewable'}",
+                               backend=self.name, profile=self.profile.name,
+                               status=resp.status_code, hint="\\jit renew will request new credentials")
+        raise httputil.error_from_response(resp, backend=self.name, profile=self.profile.name,
+                                           messages=messages)
+
+    def _parse(self, resp: requests.Response, now: float,
+               current: Credentials | None = None) -> credential_json.ParsedCredential:
+        try:
+            data = resp.json()
+        except ValueError:
+            raise self._error(f"HTTP {resp.status_code}: the answer is not JSON",
+                              "is url the broker's base URL?") from None
+        try:
+            return credential_json.parse_object(data, now=now, current=current)
+        except credential_json.CredentialFormatError as exc:
+            raise self._error(f"the broker's answer {exc}") from None
+
+    def _token(self) -> str | None:
+        """The bearer token, read now (so a rotated token applies at once); never kept."""
+        opts = self.profile.options
+        if opts.get("token_env"):
+            token = os.environ.get(str(opts["token_env"]), "").strip()
+            if not token:
+                raise self._error(f"${opts['token_env']} (token_env) is not set", cls=PermissionDenied)
+            return token
+        if opts.get("token_file"):
+            return self._token_from_file(Path(os.path.expanduser(str(opts["token_file"]))))
+        return None
+
+    def _token_from_file(self, path: Path) -> str:
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise self._error(f"cannot read token_file {path}: {exc.strerror}",
+                              cls=PermissionDenied) from None
+        if not token:
+            raise self._error(f"token_file {path} is empty", cls=PermissionDenied)
+        return token
+
+    def _verify(self) -> bool | str:
+        ca_cert = self.profile.options.get("ca_cert")
+        return os.path.expanduser(str(ca_cert)) if ca_cert else True
+
+    def _error(self, message: str, hint: str = "", cls: type[BackendError] = BackendError) -> BackendError:
+        return cls(message, backend=self.name, profile=self.profile.name, hint=hint)
+
+
+def error_messages(resp: requests.Response) -> list[str]:
+    """``{"errors": [...]}`` or ``{"error": "..."}`` as single lines; anything else gives none."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return []
+    if not isinstance(data, dict):
+        return []
+    raw = data.get("errors") or ([data["error"]] if data.get("error") else [])
+    if not isinstance(raw, list):
+        raw = [raw]
+    lines = (str(item).strip().splitlines() for item in raw)
+    return [first[0][:300] for first in lines if first]
+
+
+def _check_url(profile: Profile, allow_http: bool) -> None:
+    url = profile.options.get("url")
+    if not isinstance(url, str) or not url:
+        raise profile.error("url", "missing" if url is None else "must be a string",
+                            'the broker\'s base URL, e.g. url = "https://jit.example.com/v1"')
+    problem = httputil.check_url(url, allow_http=allow_http)
+    if problem:
+        raise profile.error("url", problem)
+    parts = urlsplit(url)
+    if parts.username or parts.password or parts.query:
+        raise profile.error("url", "must not hold credentials or a query string",
+                            "put the token in token_env or token_file")

@@ -1,0 +1,1 @@
+"""Small real brokers the command and http backend tests talk to."""
