@@ -135,6 +135,18 @@ class Controller:
         except JitError as exc:
             log.warning("revoking the expired lease failed: %s", exc)
 
+    def refresh_for_reconnect(self) -> None:
+        """Before pgcli reconnects on its own: a backend whose secrets are per-connection
+        (an IAM token) gets a fresh one, so the reconnect never uses a stale token."""
+        profile = self.manager.profile
+        if self.lease is None or profile is None:
+            return
+        if self.manager.backend_for(profile).fresh_secret_per_connection:
+            try:
+                self.say(self._apply(self.manager.renew(None)))
+            except JitError as exc:
+                self.say(f"No fresh credentials for the reconnect: {exc}")
+
     def auto_renew_due(self) -> bool:
         profile = self.manager.profile
         return (profile is not None and profile.renew == "auto" and self._inflight is None

@@ -308,6 +308,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         if self.jit.ended:
             click.secho(self.jit.ended, err=True, fg="red")
             return
+        self.jit.refresh_for_reconnect()
         super()._handle_server_closed_connection(text)
 
     # -- the live lease in the prompt -------------------------------------------

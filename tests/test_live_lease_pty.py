@@ -93,3 +93,14 @@ def test_rotation_waits_for_the_open_transaction(session: Session) -> None:
     while session.role_exists(old) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not session.role_exists(old)
+
+
+def test_ctrl_d_after_expiry_exits_cleanly(session: Session) -> None:
+    session.profile("short", ttl="4s", renew="never")
+    term, user = start(session, "short")
+    term.wait_toolbar(r"JIT expired", timeout=10)
+    term.wait_for(r"JIT access expired")  # said once, above the prompt
+    term.child.sendcontrol("d")
+    term.wait_for(r"Goodbye!")
+    assert term.close() == 0
+    assert not session.role_exists(user)
