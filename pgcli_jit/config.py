@@ -59,6 +59,13 @@ class Profile:
         pairs = {"host": self.host, "port": self.port, "dbname": self.dbname, "sslmode": self.sslmode}
         return {k: str(v) for k, v in pairs.items() if v not in (None, "")}
 
+    def duration_option(self, key: str, default: float) -> float:
+        """A backend's own duration key (e.g. ``timeout``); a bad value names the key."""
+        try:
+            return parse_duration(self.options.get(key, default))
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
+
     def error(self, key: str, message: str, hint: str = "") -> ConfigError:
         """A ConfigError that names this profile's file and key."""
         return ConfigError(message, path=self.source, key=f"profiles.{self.name}.{key}", hint=hint)

@@ -12,11 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psycopg
 import pytest
 from psycopg import sql
 
 from pgcli_jit.backends import pg_roles
 from pgcli_jit.cluster import Cluster, start_cluster
+from pgcli_jit.lease import Lease
 
 if TYPE_CHECKING:
     from tests.shell_fixtures import Session
@@ -88,6 +90,16 @@ def session(home: Path, cluster: Cluster, admin_dsn: str) -> Iterator[Session]:
     finally:
         for term in world.terminals:
             term.close()
+
+
+def can_login(cluster: Cluster, lease: Lease, dbname: str = "app") -> bool:
+    """Whether the lease's credentials open a session now (scram: a real password check)."""
+    try:
+        psycopg.connect(cluster.conninfo(dbname, user=lease.username,
+                                         password=lease.credentials.password)).close()
+    except psycopg.OperationalError:
+        return False
+    return True
 
 
 def postgres_profile_toml(name: str, admin_dsn: str, cluster: Cluster, **extra: object) -> str:

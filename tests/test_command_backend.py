@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from pgcli_jit.backends import command, pg_roles
@@ -20,6 +19,7 @@ from pgcli_jit.config import parse_profile
 from pgcli_jit.errors import BackendError, BackendUnavailable, ConfigError, NotRenewable
 from pgcli_jit.lease import Lease
 from pgcli_jit.testing import BackendContract
+from tests.conftest import can_login
 
 BROKER = str(Path(__file__).parent / "brokers" / "pg_broker.py")
 PY = sys.executable
@@ -45,14 +45,6 @@ def python(code: str) -> list[str]:
 def ask(b: CommandBackend, ttl: float = 60, reason: str = "contract") -> Lease:
     return b.request(LeaseRequest(ttl=ttl, reason=reason, requester="alice"))
 
-
-def can_login(cluster: Cluster, lease: Lease) -> bool:
-    try:
-        psycopg.connect(cluster.conninfo("app", user=lease.username,
-                                         password=lease.credentials.password)).close()
-    except psycopg.OperationalError:
-        return False
-    return True
 
 
 @pytest.fixture

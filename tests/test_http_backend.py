@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from pgcli_jit.backends.base import LeaseRequest
@@ -25,6 +24,7 @@ from pgcli_jit.errors import (
 from pgcli_jit.lease import Lease
 from pgcli_jit.testing import BackendContract
 from tests.brokers import http_broker
+from tests.conftest import can_login
 
 TOKEN = "tok-SUPER-secret-bearer-0123456789"
 TOKEN_ENV = "PGCLI_JIT_TEST_HTTP_TOKEN"
@@ -49,14 +49,6 @@ def backend(url: str, **options: Any) -> HttpBackend:
 def ask(b: HttpBackend, ttl: float = 60) -> Lease:
     return b.request(LeaseRequest(ttl=ttl, reason="INC-7 look", requester="alice"))
 
-
-def can_login(cluster: Cluster, lease: Lease) -> bool:
-    try:
-        psycopg.connect(cluster.conninfo("app", user=lease.username,
-                                         password=lease.credentials.password)).close()
-    except psycopg.OperationalError:
-        return False
-    return True
 
 
 class TestContract(BackendContract):

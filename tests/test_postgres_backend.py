@@ -17,7 +17,7 @@ from pgcli_jit.config import parse_profile
 from pgcli_jit.errors import ConfigError, NotRenewable
 from pgcli_jit.lease import Lease
 from pgcli_jit.testing import BackendContract
-from tests.conftest import postgres_profile_toml
+from tests.conftest import can_login, postgres_profile_toml
 
 
 def make_backend(cluster: Cluster, admin_dsn: str, **extra: object) -> PostgresBackend:
@@ -30,13 +30,6 @@ def login(cluster: Cluster, lease: Lease, dbname: str = "app") -> psycopg.Connec
     return psycopg.connect(cluster.conninfo(dbname, user=lease.username,
                                             password=lease.credentials.password))
 
-
-def can_login(cluster: Cluster, lease: Lease) -> bool:
-    try:
-        login(cluster, lease).close()
-    except psycopg.OperationalError:
-        return False
-    return True
 
 
 class TestContract(BackendContract):

@@ -23,7 +23,7 @@ from pgcli_jit.errors import BackendError, BackendUnavailable, ConfigError, NotR
 from pgcli_jit.lease import Lease
 from pgcli_jit.testing import BackendContract
 from tests import openbao
-from tests.conftest import _toml
+from tests.conftest import _toml, can_login
 
 pytestmark = pytest.mark.vault
 BAO = openbao.bao_binary()
@@ -96,13 +96,6 @@ def login(cluster: Cluster, lease: Lease) -> psycopg.Connection[Any]:
     return psycopg.connect(cluster.conninfo("app", user=lease.username, password=lease.credentials.password),
                            autocommit=True)
 
-
-def can_login(cluster: Cluster, lease: Lease) -> bool:
-    try:
-        login(cluster, lease).close()
-    except psycopg.OperationalError:
-        return False
-    return True
 
 
 def valid_until(cluster: Cluster, username: str) -> float:

@@ -28,7 +28,7 @@ from pgcli_jit.backends import credential_json
 from pgcli_jit.backends.base import Backend, LeaseRequest
 from pgcli_jit.clock import Clock, system_clock
 from pgcli_jit.config import Profile
-from pgcli_jit.durations import format_duration, parse_duration
+from pgcli_jit.durations import format_duration
 from pgcli_jit.errors import BackendError, BackendUnavailable, NotRenewable
 from pgcli_jit.lease import Credentials, Lease
 
@@ -106,7 +106,7 @@ class CommandBackend(Backend):
                  runner: Runner = run_program) -> None:
         super().__init__(profile, clock=clock)
         self.runner = runner
-        self.timeout = parse_duration(profile.options.get("timeout", DEFAULT_TIMEOUT))
+        self.timeout = profile.duration_option("timeout", DEFAULT_TIMEOUT)
         if profile.options.get("renew_command"):
             self.can_renew = True
 
@@ -123,11 +123,7 @@ class CommandBackend(Backend):
         for key in ("renew_command", "revoke_command"):
             if key in opts:
                 _check_argv(profile, key, LEASE_FIELDS)
-        if "timeout" in opts:
-            try:
-                parse_duration(opts["timeout"])
-            except ValueError as exc:
-                raise profile.error("timeout", str(exc)) from None
+        profile.duration_option("timeout", DEFAULT_TIMEOUT)
         env = opts.get("env", {})
         if not (isinstance(env, Mapping) and all(isinstance(v, str) for v in env.values())):
             raise profile.error("env", "must be a table of strings", 'e.g. env = { AWS_PROFILE = "prod" }')
@@ -156,14 +152,11 @@ class CommandBackend(Backend):
                               "\\jit renew will request new credentials")
         now = self.clock()
         parsed = self._call("renew_command", self._lease_values(lease, ttl), now, lease.credentials)
-        if parsed.credentials.username != lease.username:
-            raise self._error(BackendError, "renew_command returned a different username",
-                              "a renewal must keep the user; print a new lease from command instead")
-        return lease.extended(
-            parsed.expires_at, credentials=parsed.credentials, renewable=parsed.renewable,
-            lease_id=parsed.lease_id or lease.lease_id, warnings=parsed.warnings,
-            max_expires_at=parsed.max_expires_at or lease.max_expires_at,
-        )
+        try:
+            return credential_json.renewed_lease(lease, parsed)
+        except credential_json.CredentialFormatError as exc:
+            raise self._error(BackendError, f"renew_command: {exc}",
+                              "a renewal keeps the user; print a new lease from command instead") from None
 
     def revoke(self, lease: Lease) -> None:
         """Run revoke_command if there is one; without it the credentials simply run out."""

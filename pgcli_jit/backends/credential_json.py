@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgcli_jit.clock import parse_timestamp
-from pgcli_jit.lease import Credentials
+from pgcli_jit.lease import Credentials, Lease
 
 VERSION = 1
 
@@ -151,3 +151,14 @@ def _json_type(value: Any) -> str:
     names = {bool: "boolean", int: "number", float: "number", str: "string",
              list: "array", dict: "object", type(None): "null"}
     return names.get(type(value), type(value).__name__)
+
+
+def renewed_lease(lease: Lease, parsed: ParsedCredential) -> Lease:
+    """``lease`` extended as a renewal answer says; a renewal never changes the user."""
+    if parsed.credentials.username != lease.username:
+        raise CredentialFormatError("the renewal answered with a different username")
+    return lease.extended(
+        parsed.expires_at, credentials=parsed.credentials, renewable=parsed.renewable,
+        lease_id=parsed.lease_id or lease.lease_id, warnings=parsed.warnings,
+        max_expires_at=parsed.max_expires_at or lease.max_expires_at,
+    )

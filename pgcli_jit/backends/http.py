@@ -23,7 +23,6 @@ from pgcli_jit.backends import credential_json, httputil
 from pgcli_jit.backends.base import Backend, LeaseRequest
 from pgcli_jit.clock import Clock, system_clock
 from pgcli_jit.config import Profile
-from pgcli_jit.durations import parse_duration
 from pgcli_jit.errors import BackendError, NotRenewable, PermissionDenied
 from pgcli_jit.lease import Credentials, Lease
 
@@ -46,7 +45,7 @@ class HttpBackend(Backend):
         super().__init__(profile, clock=clock)
         self.session = session or requests.Session()
         self.url = str(profile.options["url"]).rstrip("/")
-        self.timeout = parse_duration(profile.options.get("timeout", httputil.DEFAULT_TIMEOUT))
+        self.timeout = profile.duration_option("timeout", httputil.DEFAULT_TIMEOUT)
 
     def __repr__(self) -> str:
         return f"HttpBackend(profile={self.profile.name!r}, url={self.url!r})"
@@ -63,11 +62,7 @@ class HttpBackend(Backend):
                 raise profile.error(key, "must be a non-empty string")
         if "token_env" in opts and "token_file" in opts:
             raise profile.error("token_file", "token_env and token_file are both set", "keep one")
-        if "timeout" in opts:
-            try:
-                parse_duration(opts["timeout"])
-            except ValueError as exc:
-                raise profile.error("timeout", str(exc)) from None
+        profile.duration_option("timeout", httputil.DEFAULT_TIMEOUT)
 
     # -- the Backend interface ----------------------------------------------
 
@@ -92,14 +87,11 @@ class HttpBackend(Backend):
                 "ttl": math.ceil(self.effective_ttl(ttl))}
         resp = self._post("renew", body, not_renewable=NOT_RENEWABLE)
         parsed = self._parse(resp, now, lease.credentials)
-        if parsed.credentials.username != lease.username:
-            raise self._error("/renew answered with a different username",
-                              "a renewal keeps the user; the broker should answer 409 instead")
-        return lease.extended(
-            parsed.expires_at, credentials=parsed.credentials, renewable=parsed.renewable,
-            lease_id=parsed.lease_id or lease.lease_id, warnings=parsed.warnings,
-            max_expires_at=parsed.max_expires_at or lease.max_expires_at,
-        )
+        try:
+            return credential_json.renewed_lease(lease, parsed)
+        except credential_json.CredentialFormatError as exc:
+            raise self._error(f"/renew: {exc}",
+                              "a renewal keeps the user; the broker should answer 409 instead") from None
 
     def revoke(self, lease: Lease) -> None:
         self._post("revoke", {"lease_id": lease.lease_id, "username": lease.username},

@@ -28,7 +28,7 @@ from pgcli_jit.backends.base import Backend, LeaseRequest, RoleInfo
 from pgcli_jit.backends.vault_client import VaultClient
 from pgcli_jit.clock import Clock, parse_timestamp, system_clock
 from pgcli_jit.config import Profile
-from pgcli_jit.durations import format_duration, parse_duration
+from pgcli_jit.durations import format_duration
 from pgcli_jit.errors import BackendError, NotRenewable
 from pgcli_jit.lease import Credentials, Lease
 
@@ -71,11 +71,7 @@ class VaultBackend(Backend):
             problem = httputil.check_url(str(opts["addr"]), allow_http=allow_http)
             if problem:
                 raise profile.error("addr", problem)
-        if "timeout" in opts:
-            try:
-                parse_duration(opts["timeout"])
-            except ValueError as exc:
-                raise profile.error("timeout", str(exc)) from None
+        profile.duration_option("timeout", httputil.DEFAULT_TIMEOUT)
 
     # -- the Backend interface ----------------------------------------------
 
