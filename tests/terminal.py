@@ -74,6 +74,15 @@ class Terminal:
         lines = [line.rstrip() for line in self.screen.display if "[F2]" in line]
         return lines[-1] if lines else ""
 
+    def style_of(self, text: str) -> tuple[str, bool] | None:
+        """(background colour, bold) of the first character of ``text`` on screen, if shown."""
+        for y, line in enumerate(self.screen.display):
+            x = line.find(text)
+            if x >= 0:
+                char = self.screen.buffer[y][x]
+                return char.bg, char.bold
+        return None
+
     def wait_for(self, what: str | Callable[[str], bool], timeout: float = 15.0) -> str:
         """Wait until the screen contains ``what`` (a regex) or satisfies it; return the screen."""
         test = what if callable(what) else (lambda s: re.search(what, s) is not None)

@@ -31,6 +31,8 @@ def test_countdown_ticks_while_idle(session: Session) -> None:
     first = term.wait_toolbar(rf"JIT read as {user} \d:\d\d")
     later = term.wait_toolbar(rf"JIT read as {user} (?!{first[-4:]})\d:\d\d", timeout=5)
     assert later != first  # changed with no key pressed
+    style = term.style_of(f"JIT read as {user}")
+    assert style is not None and not style[1] and style[0][2:] != "0000"  # fresh: plain, not red
 
 
 def test_prompt_yes_renews_and_keeps_what_was_typed(session: Session) -> None:
@@ -104,3 +106,21 @@ def test_ctrl_d_after_expiry_exits_cleanly(session: Session) -> None:
     term.wait_for(r"Goodbye!")
     assert term.close() == 0
     assert not session.role_exists(user)
+
+
+def test_toolbar_alarm_style_and_show_bottom_toolbar_off(session: Session) -> None:
+    session.profile("short", ttl="50s", renew="never")
+    term, user = start(session, "short")
+    term.wait_toolbar(rf"JIT short as {user} 0:\d\d")
+    style = term.style_of(f"JIT short as {user}")
+    assert style is not None
+    bg, bold = style  # the last minute: alarm, white on red (#aa0000, 256-colour af0000)
+    assert bold and int(bg[:2], 16) >= 0xA0 and bg[2:] == "0000", style
+
+    pgclirc = session.home / "pgclirc"
+    pgclirc.write_text("[main]\nshow_bottom_toolbar = False\n")
+    plain = session.open("--jit", "short", "--pgclirc", str(pgclirc))
+    plain.wait_for(r"app>")
+    plain.run("select 1 as one;", r"SELECT 1")
+    plain.pump(1.5)
+    assert "[F2]" not in plain.text() and "JIT short" not in plain.text()
