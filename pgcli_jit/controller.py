@@ -15,6 +15,7 @@ psycopg connection.  The rules that protect the user live here:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,6 +34,8 @@ Say = Callable[[str], None]
 
 EXPIRED = "JIT access expired: \\jit request to continue"
 REVOKED = "JIT access revoked: \\jit request to continue"
+#: how long a user command waits for a background renewal to finish (backends time out sooner)
+SETTLE_TIMEOUT = 60.0
 IN_TRANSACTION = "a transaction is open: COMMIT or ROLLBACK first (pgcli-jit never rolls it back for you)"
 
 
@@ -75,7 +78,17 @@ class Controller:
 
     # -- commands -------------------------------------------------------------
 
+    def settle(self) -> None:
+        """Before a user command: let a background renewal finish and apply its result,
+        so the command acts on the current lease and never races the worker."""
+        future = self._inflight
+        if future is not None:
+            with contextlib.suppress(Exception):
+                future.result(timeout=SETTLE_TIMEOUT)
+        self.apply_pending()
+
     def request(self, profile_name: str | None, ttl: float | None, reason: str) -> str:
+        self.settle()
         if self.connector.in_transaction():
             raise JitError(f"\\jit request refused: {IN_TRANSACTION}")
         profile = self.config.profile(profile_name)
@@ -88,10 +101,14 @@ class Controller:
         return f"Connected as {lease.username} until {local_time(lease.expires_at)} ({profile.name})"
 
     def renew(self, ttl: float | None) -> str:
+        self.settle()
+        if self.ended and self.lease is None:
+            raise JitError(self.ended)
         renewal = self.manager.renew(ttl)
-        return self._apply(renewal)
+        return self._apply(renewal, explicit=True)
 
     def revoke(self) -> str:
+        self.settle()
         lease = self.lease
         if lease is None:
             return "No JIT lease to revoke."
@@ -112,6 +129,15 @@ class Controller:
 
     # -- the live lease ------------------------------------------------------
 
+    def step(self) -> str | None:
+        """One beat of the live lease, while idle or before a statement: apply finished work,
+        end expired access, start a due auto-renewal; returns the renewal question if one is due."""
+        self.apply_pending()
+        self.enforce_expiry()
+        if self.auto_renew_due():
+            self.start_background_renewal()
+        return self.question()
+
     def gate(self) -> str | None:
         """Before a statement: apply what is pending, enforce expiry; a message blocks it."""
         self.apply_pending()
@@ -121,7 +147,7 @@ class Controller:
     def enforce_expiry(self) -> None:
         lease = self.lease
         now = self.manager.clock()
-        if lease is None or not lease.is_expired(now):
+        if lease is None or self.ended is not None or not lease.is_expired(now):
             return
         self.connector.close()
         self._cancel_waiting()
@@ -165,9 +191,12 @@ class Controller:
         if future is not None and future.done():
             self._inflight = None
             try:
-                self.say(self._apply(future.result()))
+                renewal = future.result()
             except JitError as exc:
-                self._report_failure(exc)
+                if self.ended is None:
+                    self._report_failure(exc)
+            else:
+                self._take(renewal)
         if self._waiting_rotation is not None:
             waiting, self._waiting_rotation = self._waiting_rotation, None
             try:
@@ -228,7 +257,17 @@ class Controller:
 
     # -- internals ---------------------------------------------------------------
 
-    def _apply(self, renewal: Renewal) -> str:
+    def _take(self, renewal: Renewal) -> None:
+        """A background result: applied, or dropped when access ended while it was running
+        (an extension is then revoked by the expiry's release, queued behind it)."""
+        if self.ended is None:
+            self.say(self._apply(renewal))
+        elif renewal.kind == "rotate":
+            profile = self.config.profiles.get(renewal.lease.profile)
+            if profile is not None:
+                self.manager.discard(renewal.lease, profile)
+
+    def _apply(self, renewal: Renewal, explicit: bool = False) -> str:
         profile = self.manager.profile
         if renewal.kind == "superseded":
             return f"Already renewed: {renewal.lease.username} until {local_time(renewal.lease.expires_at)}."
@@ -238,17 +277,20 @@ class Controller:
             note = "".join(f" ({w})" for w in renewal.lease.warnings)
             return f"Renewed {renewal.lease.username} until {local_time(renewal.lease.expires_at)}{note}."
         assert profile is not None
-        return self._rotate(renewal, profile)
+        return self._rotate(renewal, profile, explicit)
 
-    def _rotate(self, renewal: Renewal, profile: Profile) -> str:
-        if self.lease is not renewal.base:
+    def _rotate(self, renewal: Renewal, profile: Profile, explicit: bool = False) -> str:
+        current = self.lease
+        if current is not None and current.same_grant(renewal.lease):
+            return ""  # this rotation has already been applied
+        if current is None or not current.same_grant(renewal.base):
             self.manager.discard(renewal.lease, profile)  # a newer lease won the race
             return "Renewal superseded by a newer lease."
         if self.connector.in_transaction():
             if self._waiting_rotation is not None and self._waiting_rotation.lease is not renewal.lease:
                 self.manager.discard(self._waiting_rotation.lease, profile)
             self._waiting_rotation = renewal
-            if not self._said_waiting:
+            if explicit or not self._said_waiting:
                 self._said_waiting = True
                 return (f"New credentials are ready ({renewal.reason}); the session will reconnect "
                         "when the open transaction ends.")
@@ -287,6 +329,7 @@ class Controller:
         self._cancel_waiting()
 
     def _cancel_waiting(self) -> None:
+        self._said_waiting = False
         waiting, self._waiting_rotation = self._waiting_rotation, None
         if waiting is not None and self.manager.profile is not None:
             self.manager.discard(waiting.lease, self.manager.profile)

@@ -76,6 +76,10 @@ class Lease:
     def is_expired(self, now: float) -> bool:
         return now >= self.expires_at
 
+    def same_grant(self, other: Lease | None) -> bool:
+        """The same grant, renewed or not: renewals replace the object, never the id or user."""
+        return other is not None and (other.lease_id, other.username) == (self.lease_id, self.username)
+
     def short_id(self) -> str:
         """A lease id short enough for a status line, still enough to find it in logs."""
         lid = self.lease_id

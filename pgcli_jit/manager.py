@@ -218,7 +218,7 @@ class LeaseManager:
         """
         with self._lock:
             held = self._held
-            if held is None or (expected is not None and held.lease is not expected):
+            if held is None or (expected is not None and not held.lease.same_grant(expected)):
                 return None
             self._held = None
         error = None

@@ -17,6 +17,7 @@ prompt_toolkit 3.0.53 (see docs/internals.md for why each is needed):
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import getpass
 import logging
@@ -35,7 +36,7 @@ from prompt_toolkit.application import get_app, in_terminal, run_in_terminal
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, ThreadedCompleter
 from prompt_toolkit.document import Document
 from prompt_toolkit.styles import Style, merge_styles
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgcli_jit import commands, toolbar
 from pgcli_jit.audit import AuditLog
@@ -128,6 +129,10 @@ class PgcliConnector:
         if ex.conn is not None:
             ex.conn.close()
         ex._conn_params.pop("password", None)
+        if ex._conn_params.get("dsn"):  # pgcli folds the password into a DSN
+            params = conninfo_to_dict(ex._conn_params["dsn"])
+            params.pop("password", None)
+            ex._conn_params["dsn"] = make_conninfo("", **params)
         ex.password = None
 
 
@@ -170,6 +175,10 @@ class JitShell(PGCli):  # type: ignore[misc]
         self.jit = Controller(manager, self.jit_connector, self.jit_say)
         self.completion_refresher = SafeCompletionRefresher()
         self._asking = False
+        self._shut_down = False
+        _share_pgcli_log()
+        # pgcli's cli() may sys.exit() before run_cli (-l, --ping): revoke on that way out too
+        atexit.register(self._jit_shutdown)
 
     # -- registering and running \jit -------------------------------------------
 
@@ -182,16 +191,24 @@ class JitShell(PGCli):  # type: ignore[misc]
         )
 
     def _jit_from_pgspecial(self, pattern: str = "", **_: Any) -> list[tuple[Any, ...]]:
-        """Reached only if a \\jit line got past :meth:`execute_command` (e.g. inside \\i)."""
+        """Reached only from a \\i file: pgcli has stripped ``--`` options there, and the
+        file runs on the connection these actions would switch, so they are refused."""
+        cmd = commands.parse("\\jit " + pattern)
+        if cmd.action in ("request", "renew", "revoke"):
+            raise JitError(f"\\jit {cmd.action} cannot run from a \\i file",
+                           "pgcli strips its --options there: type it at the prompt, or use -f FILE")
         return list(self.jit_results("\\jit " + pattern))
 
     def execute_command(self, text: str, handle_closed_connection: bool = True) -> Any:
         if commands.is_jit(text):
             return self._run_jit(text)
-        self._ask_before_statement()
+        quitting = text.strip().rstrip(";").lower() in QUIT_WORDS
+        question = self.jit.step()
+        if question and not quitting and sys.stdin.isatty():
+            self.jit.answer(ask_yes_no(question))
         blocked = self.jit.gate()
         if blocked:
-            if text.strip().rstrip(";").lower() in QUIT_WORDS:
+            if quitting:
                 raise PgCliQuitError
             click.secho(blocked, err=True, fg="red")
             return MetaQuery(query=text, successful=False)
@@ -353,11 +370,7 @@ class JitShell(PGCli):  # type: ignore[misc]
                 self.jit_say(f"pgcli-jit: {type(exc).__name__} in the background (see pgcli's log)")
 
     async def _tick(self) -> None:
-        self.jit.apply_pending()
-        self.jit.enforce_expiry()
-        if self.jit.auto_renew_due():
-            self.jit.start_background_renewal()
-        question = self.jit.question()
+        question = self.jit.step()
         if question and not self._asking:
             self._asking = True
             try:
@@ -366,14 +379,6 @@ class JitShell(PGCli):  # type: ignore[misc]
                 self.jit.answer(yes)
             finally:
                 self._asking = False
-
-    def _ask_before_statement(self) -> None:
-        self.jit.apply_pending()
-        if self.jit.auto_renew_due():
-            self.jit.start_background_renewal()
-        question = self.jit.question()
-        if question and sys.stdin.isatty():
-            self.jit.answer(ask_yes_no(question))
 
     def jit_say(self, text: str) -> None:
         """One line of notice; above the prompt when it is up, so the input line survives."""
@@ -392,12 +397,23 @@ class JitShell(PGCli):  # type: ignore[misc]
             self._jit_shutdown()
 
     def _jit_shutdown(self) -> None:
+        if self._shut_down:
+            return
+        self._shut_down = True
         try:
             message = self.jit.shutdown()
         except JitError as exc:
             message = str(exc)
         if message and not self.less_chatty:
             click.secho(message, err=True)
+
+
+def _share_pgcli_log() -> None:
+    """Our log lines go where pgcli's go (~/.config/pgcli/log), never to the terminal."""
+    ours, theirs = logging.getLogger("pgcli_jit"), logging.getLogger("pgcli")
+    ours.handlers = list(theirs.handlers) or [logging.NullHandler()]
+    ours.setLevel(theirs.level or logging.WARNING)
+    ours.propagate = False
 
 
 def ask_yes_no(question: str) -> bool:

@@ -97,3 +97,29 @@ def faulty_profile(name: str = "fake", **keys: object) -> Profile:
                                  "source": Path("config.toml")}
     fields.update(keys)
     return Profile(**fields)  # type: ignore[arg-type]
+
+
+class RecordingConnector:
+    """Records what the controller asks of the connection; faults and time are all it fakes."""
+
+    def __init__(self) -> None:
+        self.secrets: list[str] = []
+        self.users: list[str] = []
+        self.closed = 0
+        self.transaction = False
+
+    def in_transaction(self) -> bool:
+        return self.transaction
+
+    def switch(self, lease: Lease, overrides: dict[str, str]) -> None:
+        self.secrets.append(lease.credentials.password)
+        self.users.append(lease.username)
+
+    def update_secret(self, lease: Lease) -> None:
+        self.secrets.append(lease.credentials.password)
+
+    def restore(self) -> str | None:
+        return None
+
+    def close(self) -> None:
+        self.closed += 1

@@ -379,13 +379,10 @@ def test_password_never_in_audit_file_or_server_log(make: Any) -> None:
 
 
 def _tick(h: Harness) -> None:
-    """What the shell's idle ticker does every second."""
-    h.controller.apply_pending()
-    h.controller.enforce_expiry()
-    if h.controller.auto_renew_due():
-        h.controller.start_background_renewal()
-        inflight = h.controller._inflight
-        assert inflight is not None
+    """What the shell's idle ticker does every second, waiting for any renewal it started."""
+    h.controller.step()
+    inflight = h.controller._inflight
+    if inflight is not None:
         inflight.result(10)
 
 
@@ -396,8 +393,10 @@ def test_waiting_rotation_is_not_minted_again_every_tick(make: Any) -> None:
     h.clock.advance(150)  # inside the window; max_ttl reached, so renewal means rotation
     for _ in range(4):
         _tick(h)
-    assert len(h.roles()) <= 2  # the current lease and one waiting replacement
-    assert len(h.leases) <= 2
+    assert len(h.roles()) == 2  # the current lease and exactly one waiting replacement
+    assert len(h.leases) == 2
+    assert h.controller._waiting_rotation is not None
+    assert any("reconnect when the open transaction ends" in s for s in h.said)
     h.connector.query("rollback")
 
 

@@ -208,3 +208,13 @@ def test_good_profiles() -> None:
     assert profile(url="http://[::1]:8080/v1").options["url"] == "http://[::1]:8080/v1"
     p = profile(url="https://jit.example.com", ca_cert="~/ca.pem", timeout="5s", token_file="~/t")
     assert HttpBackend(p).timeout == 5
+
+
+def test_a_token_with_a_line_break_is_refused_without_quoting_it(
+        broker: http_broker.Broker, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("SECRET-first-line\nSECRET-second-line\n")
+    b = HttpBackend(profile(url=broker.url, token_file=str(token_file)))
+    with pytest.raises(PermissionDenied, match="spaces or control characters") as info:
+        ask(b)
+    assert "SECRET" not in str(info.value)

@@ -8,36 +8,13 @@ from typing import ClassVar
 from pgcli_jit.audit import AuditLog
 from pgcli_jit.config import Config
 from pgcli_jit.controller import Controller
-from pgcli_jit.lease import Lease
 from pgcli_jit.manager import LeaseManager
 from pgcli_jit.testing import FakeClock
-from tests.fakes import FaultyBackend, faulty_profile
+from tests.fakes import FaultyBackend, RecordingConnector, faulty_profile
 
 
 class TokenBackend(FaultyBackend):
     fresh_secret_per_connection: ClassVar[bool] = True
-
-
-class RecordingConnector:
-    """Records what the controller asks of the connection; faults and time are all it fakes."""
-
-    def __init__(self) -> None:
-        self.secrets: list[str] = []
-
-    def in_transaction(self) -> bool:
-        return False
-
-    def switch(self, lease: Lease, overrides: dict[str, str]) -> None:
-        self.secrets.append(lease.credentials.password)
-
-    def update_secret(self, lease: Lease) -> None:
-        self.secrets.append(lease.credentials.password)
-
-    def restore(self) -> str | None:
-        return None
-
-    def close(self) -> None:
-        pass
 
 
 def make(backend_cls: type[FaultyBackend]) -> tuple[Controller, RecordingConnector, FakeClock]:

@@ -162,3 +162,26 @@ def test_no_secret_in_history_logs_audit_or_server_log(session: Session) -> None
     log = session.cluster.server_log()
     for secret in secrets:
         assert secret not in log
+
+
+def test_jit_with_ping_revokes_on_the_way_out(session: Session) -> None:
+    """pgcli's cli() exits before run_cli for --ping/-l: the lease must not outlive it."""
+    session.profile("read", ttl="2m")
+    proc = subprocess.run(
+        [pgcli_jit_executable(), "--jit", "read", "--ping"], env=session.env(), cwd=session.home,
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0 and "PONG" in proc.stdout, proc.stderr
+    events = [json.loads(line)["event"] for line in session.audit_log.read_text().splitlines()]
+    assert events == ["request", "revoke"]
+
+
+def test_jit_request_from_an_include_file_is_refused(session: Session) -> None:
+    session.profile("read", ttl="2m")
+    script = session.home / "include.sql"
+    script.write_text("\\jit request read --ttl 1m --reason from-a-file\n")
+    term = session.open("--jit", "read")
+    term.wait_for(r"app>")
+    term.run(f"\\i {script}", r"cannot run from a \\i file")
+    events = [json.loads(line)["event"] for line in session.audit_log.read_text().splitlines()]
+    assert events == ["request"]  # only the startup lease

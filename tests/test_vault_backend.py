@@ -416,3 +416,11 @@ def test_settings_precedence_without_a_server() -> None:
     assert resolve_settings({"addr": "https://p", "ca_cert": "/p.pem"}, env).verify == "/p.pem"
     assert resolve_settings({}, {**env, "BAO_SKIP_VERIFY": "true"}).verify is False
     assert resolve_settings({}, {}).addr == "https://127.0.0.1:8200"
+
+
+def test_a_token_with_a_line_break_is_refused_without_quoting_it(
+        env: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULT_TOKEN", "hvs.SECRETTOKEN\nhvs.other")
+    with pytest.raises(BackendError, match="spaces or control characters") as info:
+        request(make_backend(env.cluster))
+    assert "SECRET" not in str(info.value)

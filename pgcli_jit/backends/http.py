@@ -108,6 +108,10 @@ class HttpBackend(Backend):
         token = self._token()
         headers = {"Accept": "application/json"}
         if token:
+            if not httputil.header_safe(token):
+                raise self._error("the bearer token contains spaces or control characters",
+                                  "the token_env variable or token_file must hold one token",
+                                  cls=PermissionDenied)
             headers["Authorization"] = f"Bearer {token}"
         resp = httputil.send(
             self.session, "POST", f"{self.url}/{path}", backend=self.name, profile=self.profile.name,

@@ -46,6 +46,11 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+def header_safe(value: str) -> bool:
+    """A token must be one printable word: anything else would end up quoted in an error."""
+    return bool(value) and value.isprintable() and not any(c.isspace() for c in value)
+
+
 def check_url(url: str, *, allow_http: bool) -> str | None:
     """None if ``url`` is acceptable, else what is wrong with it (for a ConfigError)."""
     parts = urlsplit(url)
@@ -82,7 +87,8 @@ def send(session: requests.Session, method: str, url: str, *, backend: str, prof
     except requests.exceptions.ConnectionError:
         reason, hint = f"cannot connect to {_origin(url)}", "is the server running at that address?"
     except requests.exceptions.RequestException as exc:
-        reason, hint = f"request to {_origin(url)} failed: {_short(exc)}", ""
+        # never the exception text: for a bad header requests quotes the header's value (a token)
+        reason, hint = f"request to {_origin(url)} failed: {type(exc).__name__}", ""
     raise BackendUnavailable(reason, backend=backend, profile=profile, hint=hint)
 
 

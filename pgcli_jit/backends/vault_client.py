@@ -154,6 +154,9 @@ class VaultClient:
         token = read_token(os.environ)
         if not token:
             raise self.error("no token", "set BAO_TOKEN or VAULT_TOKEN, or log in with bao/vault login")
+        if not httputil.header_safe(token):
+            raise self.error("the token contains spaces or control characters",
+                             "check BAO_TOKEN/VAULT_TOKEN or ~/.vault-token (one line, one token)")
         headers = {"X-Vault-Token": token, "X-Vault-Request": "true"}
         if settings.namespace:
             headers["X-Vault-Namespace"] = settings.namespace

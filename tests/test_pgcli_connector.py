@@ -1,0 +1,71 @@
+"""PgcliConnector over pgcli's real PGExecute and a real cluster (no terminal needed)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from pgcli.pgexecute import PGExecute
+
+from pgcli_jit.backends.base import LeaseRequest
+from pgcli_jit.backends.postgres import PostgresBackend
+from pgcli_jit.cluster import Cluster
+from pgcli_jit.errors import ConnectionSwitchError
+from pgcli_jit.lease import Lease
+from pgcli_jit.shell import PgcliConnector
+from tests.test_postgres_backend import make_backend
+
+
+@pytest.fixture
+def jit(cluster: Cluster, admin_dsn: str) -> tuple[PostgresBackend, Lease]:
+    backend = make_backend(cluster, admin_dsn)
+    lease = backend.request(LeaseRequest(ttl=60, reason="connector", requester="alice"))
+    yield backend, lease
+    backend.revoke(lease)
+
+
+def connector_over(executor: PGExecute) -> PgcliConnector:
+    shell = SimpleNamespace(pgexecute=executor, after_reconnect=lambda: None, jit_say=lambda _t: None)
+    return PgcliConnector(shell)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("with_dsn", [False, True])
+def test_switch_restore_and_close_forget_every_password(cluster: Cluster, jit: tuple[PostgresBackend, Lease],
+                                                        with_dsn: bool) -> None:
+    _backend, lease = jit
+    if with_dsn:  # pgcli folds the password into the DSN when it was given one
+        ex = PGExecute(dsn=cluster.conninfo("app"))
+    else:
+        ex = PGExecute("app", cluster.superuser, cluster.superpassword, cluster.host, str(cluster.port))
+    connector = connector_over(ex)
+    connector.switch(lease, {"dbname": "app"})
+    assert ex.user == lease.username and ex.dbname == "app"
+    assert connector.restore() == cluster.superuser
+    connector.switch(lease, {})
+    connector.close()
+    assert ex.conn.closed
+    remembered = repr(ex._conn_params)
+    assert lease.credentials.password not in remembered
+    assert "password" not in remembered
+
+
+def test_failed_switch_keeps_the_connection(cluster: Cluster, jit: tuple[PostgresBackend, Lease]) -> None:
+    _backend, lease = jit
+    ex = PGExecute("app", cluster.superuser, cluster.superpassword, cluster.host, str(cluster.port))
+    connector = connector_over(ex)
+    with pytest.raises(ConnectionSwitchError, match="kept"):
+        connector.switch(lease, {"dbname": "no_such_db"})
+    assert ex.user == cluster.superuser
+    assert next(iter(ex.run("select current_user")))[1].fetchall() == [(cluster.superuser,)]
+
+
+def test_in_transaction_sees_open_and_failed_transactions(cluster: Cluster) -> None:
+    ex = PGExecute("app", cluster.superuser, cluster.superpassword, cluster.host, str(cluster.port))
+    connector = connector_over(ex)
+    assert not connector.in_transaction()
+    list(ex.run("begin"))
+    assert connector.in_transaction()
+    list(ex.run("select 1/0", exception_formatter=str))
+    assert connector.in_transaction()  # failed, still open: never rolled back for the user
+    list(ex.run("rollback"))
+    assert not connector.in_transaction()
