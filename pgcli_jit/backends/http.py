@@ -121,7 +121,7 @@ class HttpBackend(Backend):
         log.debug("http broker POST /%s -> %s", path, resp.status_code)
         if 200 <= resp.status_code < 300 or resp.status_code in ok_statuses:
             return resp
-        messages = [m.replace(token, "***") if token else m for m in error_messages(resp)]
+        messages = [m.replace(token, "***") if token else m for m in httputil.error_messages(resp)]
         if resp.status_code in not_renewable:
             raise NotRenewable(f"HTTP {resp.status_code}: {'; '.join(messages) or 'not renewable'}",
                                backend=self.name, profile=self.profile.name,
@@ -169,21 +169,6 @@ class HttpBackend(Backend):
 
     def _error(self, message: str, hint: str = "", cls: type[BackendError] = BackendError) -> BackendError:
         return cls(message, backend=self.name, profile=self.profile.name, hint=hint)
-
-
-def error_messages(resp: requests.Response) -> list[str]:
-    """``{"errors": [...]}`` or ``{"error": "..."}`` as single lines; anything else gives none."""
-    try:
-        data = resp.json()
-    except ValueError:
-        return []
-    if not isinstance(data, dict):
-        return []
-    raw = data.get("errors") or ([data["error"]] if data.get("error") else [])
-    if not isinstance(raw, list):
-        raw = [raw]
-    lines = (str(item).strip().splitlines() for item in raw)
-    return [first[0][:300] for first in lines if first]
 
 
 def _check_url(profile: Profile, allow_http: bool) -> None:

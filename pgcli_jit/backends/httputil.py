@@ -61,6 +61,21 @@ def check_url(url: str, *, allow_http: bool) -> str | None:
     return None
 
 
+def error_messages(resp: requests.Response) -> list[str]:
+    """The server's own words, one line each: ``{"errors": [...]}`` (Vault, also its
+    "1 error occurred:\\n\\t* permission denied" form) or ``{"error": "..."}``."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return []
+    if not isinstance(data, dict):
+        return []
+    raw = data.get("errors") or ([data["error"]] if data.get("error") else [])
+    items = raw if isinstance(raw, list) else [raw]
+    lines = (line.strip().lstrip("*").strip() for item in items for line in str(item).splitlines())
+    return [line[:300] for line in lines if line and not line.endswith("occurred:")]
+
+
 def error_from_response(resp: requests.Response, *, backend: str, profile: str,
                         messages: list[str] | None = None) -> BackendError:
     """The one place a non-2xx answer becomes an exception."""

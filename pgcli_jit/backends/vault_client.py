@@ -101,16 +101,6 @@ def _client_cert(env: Mapping[str, str]) -> tuple[str, str] | str | None:
     return os.path.expanduser(cert[1]) if cert else None
 
 
-def error_messages(resp: requests.Response) -> list[str]:
-    """Vault's ``errors`` as single lines ("1 error occurred:\\n\\t* permission denied" too)."""
-    try:
-        errors = resp.json().get("errors") or []
-    except (ValueError, AttributeError):
-        return []
-    lines = (line.strip().lstrip("*").strip() for err in errors for line in str(err).splitlines())
-    return [line for line in lines if line and not line.endswith("occurred:")]
-
-
 class VaultClient:
     """One profile's view of the server: ``call`` returns the JSON body or raises BackendError."""
 
@@ -134,7 +124,7 @@ class VaultClient:
             json=body, verify=settings.verify, cert=settings.cert,
         )
         log.debug("vault %s %s -> %s", method, path, resp.status_code)
-        messages = error_messages(resp)
+        messages = httputil.error_messages(resp)
         if empty_on_404 and resp.status_code == 404 and not messages:
             return {}
         if resp.status_code >= 400:
