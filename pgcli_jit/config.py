@@ -11,13 +11,12 @@ backends take secrets from env vars, token files or libpq's own password files.
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
-
-import tomllib
 
 from pgcli_jit.durations import parse_duration
 from pgcli_jit.errors import ConfigError

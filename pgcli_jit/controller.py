@@ -149,10 +149,11 @@ class Controller:
         now = self.manager.clock()
         if lease is None or self.ended is not None or not lease.is_expired(now):
             return
+        lost = self.connector.in_transaction()
         self.connector.close()
         self._cancel_waiting()
         self.ended = EXPIRED
-        self.say(EXPIRED)
+        self.say(EXPIRED + ("; the open transaction was rolled back by the server" if lost else ""))
         self._worker.submit(self._release_expired, lease)
 
     def _release_expired(self, lease: Lease) -> None:
@@ -315,10 +316,9 @@ class Controller:
         profile = self.config.profiles.get(old.profile)
         if profile is None:
             return
-        try:
-            self.manager.backend_for(profile).revoke(old)
-        except JitError as exc:
-            self.say(f"The previous lease {old.username} was not revoked: {exc}")
+        error = self.manager.discard(old, profile, why="replaced")
+        if error:
+            self.say(f"The previous lease {old.username} was not revoked: {error}")
 
     def _discard_unapplied(self) -> None:
         future, self._inflight = self._inflight, None

@@ -52,9 +52,10 @@ class _Held:
     lease: Lease
     profile: Profile
     backend: Backend
+    ttl: float  # default length of a renewal: the lease's first term
     declined: bool = False
     last_failure: float | None = None
-    failure_said: bool = False
+    failure_said: Phase | None = None  # the phase a failure was last reported in
     pending: Lease | None = None  # a replacement minted for rotation, not yet switched to
 
 
@@ -114,23 +115,34 @@ class LeaseManager:
         return lease
 
     def adopt(self, lease: Lease, profile: Profile, event: str = "request") -> Lease | None:
-        """Make ``lease`` current (after the connection switched); returns the lease it replaces."""
+        """Make ``lease`` current (after the connection switched); returns the lease it replaces.
+
+        Its first term becomes the default length of later renewals, so a lease
+        requested with ``--ttl 45s`` is renewed for 45 s, not for the profile's ttl.
+        """
         with self._lock:
             old = self._held.lease if self._held else None
-            self._held = _Held(lease, profile, self.backend_for(profile))
+            self._held = _Held(lease, profile, self.backend_for(profile), ttl=lease.lifetime)
         self.audit.record(event, lease, ttl=round(lease.lifetime),
                           replaced=old.username if old else None)
         return old
 
-    def discard(self, lease: Lease, profile: Profile) -> None:
-        """Revoke a lease that never became current (its connection switch failed)."""
+    def discard(self, lease: Lease, profile: Profile, why: str = "never used") -> str | None:
+        """Revoke a lease that is not (or no longer) current: replaced, or never switched to.
+
+        Never raises: this runs on the way out of other failures.  Returns the
+        error, if the backend refused; either way the audit trail records it.
+        """
         held = self._held
         if held is not None and held.pending is lease:
             held.pending = None
         try:
             self.backend_for(profile).revoke(lease)
         except JitError as exc:
-            self.audit.record("failure", lease, action="discard", error=str(exc))
+            self.audit.record("failure", lease, action="revoke", note=why, error=str(exc))
+            return str(exc)
+        self.audit.record("revoke", lease, note=why)
+        return None
 
     # -- renewing ------------------------------------------------------------------
 
@@ -154,6 +166,8 @@ class LeaseManager:
                 raise
 
     def _renew_locked(self, held: _Held, ttl: float | None) -> Renewal:
+        held.ttl = ttl or held.ttl  # an explicit --ttl also shapes later renewals
+        ttl = held.ttl
         if held.lease.is_expired(self.clock()):
             raise LeaseExpired("the lease has expired", "\\jit request to continue")
         if held.pending is not None:  # one replacement per lease, however many ask
@@ -169,7 +183,7 @@ class LeaseManager:
         renewed = dataclasses.replace(renewed, renewed_at=self.clock())
         self._reject_expired(renewed, "renew")
         base = held.lease
-        held.lease, held.last_failure, held.failure_said, held.declined = renewed, None, False, False
+        held.lease, held.last_failure, held.failure_said, held.declined = renewed, None, None, False
         self.audit.record("renew", renewed, ttl=round(renewed.expires_at - self.clock()))
         return Renewal("extended", renewed, base)
 
@@ -200,11 +214,13 @@ class LeaseManager:
             self._held.declined = True
 
     def first_failure_report(self) -> bool:
-        """True once per run of failures, so a failing renewal is said once, not every minute."""
+        """True once per run of failures and phase: said once, not every minute, and said
+        again when the final part begins, where a failure means access will end."""
         held = self._held
-        if held is None or held.failure_said:
+        where = self.phase()
+        if held is None or held.failure_said is where:
             return False
-        held.failure_said = True
+        held.failure_said = where
         return True
 
     # -- ending ------------------------------------------------------------------------------

@@ -13,12 +13,12 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-import tomllib
 from click.testing import CliRunner, Result
 
 from pgcli_jit.admin import main

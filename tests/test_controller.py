@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from types import MappingProxyType
@@ -11,7 +12,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import tomllib
 from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
 
@@ -443,3 +443,12 @@ def test_the_renewal_question_for_an_extendable_lease(make: Any) -> None:
     assert h.controller.question() == f"Lease for {h.name} ends in 0:15. Renew? [Y/n]"
     h.controller.answer(False)
     assert h.controller.question() is None  # no is final for this lease
+
+
+def test_expiry_says_when_it_ends_an_open_transaction(make: Any) -> None:
+    h = make(ttl="1m", renew="never")
+    h.controller.request(None, None, "INC-9")
+    h.connector.query("begin")
+    h.clock.advance(61)
+    assert h.controller.gate() == EXPIRED
+    assert any("the open transaction was rolled back" in s for s in h.said)

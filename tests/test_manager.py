@@ -114,7 +114,7 @@ def test_rejected_expired_lease_is_revoked_and_audited(env: Env) -> None:
     with pytest.raises(BackendError):
         env.manager.mint(env.profiles["fake"], None, "")
     assert backend.revoked == backend.requests
-    assert [e["event"] for e in env.events()] == ["failure"]
+    assert [e["event"] for e in env.events()] == ["revoke", "failure"]
 
 
 # -- renew ---------------------------------------------------------------------------------
@@ -339,11 +339,12 @@ def test_release_whose_revoke_fails_still_forgets_and_says_so(env: Env) -> None:
 
 def test_discard_revokes_a_lease_that_never_became_current(env: Env) -> None:
     lease = env.manager.mint(env.profiles["fake"], None, "")
-    env.manager.discard(lease, env.profiles["fake"])
+    assert env.manager.discard(lease, env.profiles["fake"]) is None
     assert env.backend().revoked == [lease]
+    assert env.events()[-1]["event"] == "revoke" and env.events()[-1]["note"] == "never used"
     env.backend().fail_revoke = True
-    env.manager.discard(lease, env.profiles["fake"])  # a failure is audited, not raised
-    assert env.events()[-1]["action"] == "discard"
+    assert env.manager.discard(lease, env.profiles["fake"])  # a failure is audited and returned, not raised
+    assert env.events()[-1]["event"] == "failure" and env.events()[-1]["action"] == "revoke"
 
 
 # -- the race: background and foreground renewals -----------------------------------------------------
@@ -414,3 +415,29 @@ def test_audit_trail_of_a_whole_life_has_no_password(env: Env) -> None:
                 "lease_id"} <= set(e)
     assert events[0]["reason"] == "INC-42 hotfix" and events[0]["requester"] == "alice"
     assert events[0]["db_user"] == first.username and events[0]["lease_id"] == first.lease_id
+
+
+def test_renewals_keep_the_ttl_the_lease_was_requested_with(env: Env) -> None:
+    profile = env.profiles["fake"]
+    lease = env.manager.mint(profile, 120, "short one")
+    env.manager.adopt(lease, profile)
+    env.clock.advance(100)
+    renewed = env.manager.renew().lease
+    assert renewed.expires_at == pytest.approx(env.clock() + 120)  # not the profile's 900 s
+    env.manager.renew(300)
+    env.clock.advance(250)
+    assert env.manager.renew().lease.expires_at == pytest.approx(env.clock() + 300)  # --ttl sticks
+
+
+def test_a_failure_is_said_again_when_the_final_part_begins(env: Env) -> None:
+    env.start()
+    env.backend().fail_renew = True
+    env.clock.advance(650)  # the advisory window
+    with pytest.raises(BackendError):
+        env.manager.renew()
+    assert env.manager.first_failure_report()
+    assert not env.manager.first_failure_report()
+    env.clock.advance(200)  # now in the final minute
+    with pytest.raises(BackendError):
+        env.manager.renew()
+    assert env.manager.first_failure_report()

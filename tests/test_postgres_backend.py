@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
+import tomllib
 from pathlib import Path
 
 import psycopg
 import pytest
-import tomllib
 
 from pgcli_jit.backends import pg_roles
 from pgcli_jit.backends.base import LeaseRequest

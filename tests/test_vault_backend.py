@@ -6,6 +6,7 @@ import logging
 import socket
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +14,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import tomllib
 
 from pgcli_jit.backends.base import LeaseRequest
 from pgcli_jit.backends.vault import VaultBackend
