@@ -84,9 +84,11 @@ class LeaseManager:
         return held.profile if held else None
 
     def backend_for(self, profile: Profile) -> Backend:
-        if profile.name not in self._backends:
-            self._backends[profile.name] = self._factory(profile, self.clock)
-        return self._backends[profile.name]
+        """One backend per profile, shared by the main thread and the renewal worker."""
+        with self._lock:
+            if profile.name not in self._backends:
+                self._backends[profile.name] = self._factory(profile, self.clock)
+            return self._backends[profile.name]
 
     def phase(self, now: float | None = None) -> Phase | None:
         held = self._held
