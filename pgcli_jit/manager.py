@@ -70,6 +70,7 @@ class LeaseManager:
         self._backends: dict[str, Backend] = {}
         self._held: _Held | None = None
         self._lock = threading.RLock()
+        self._cache_lock = threading.Lock()
 
     # -- reading ---------------------------------------------------------------
 
@@ -84,8 +85,12 @@ class LeaseManager:
         return held.profile if held else None
 
     def backend_for(self, profile: Profile) -> Backend:
-        """One backend per profile, shared by the main thread and the renewal worker."""
-        with self._lock:
+        """One backend per profile, shared by the main thread and the renewal worker.
+
+        Its own lock: the renewal lock is held across slow backend calls, and the
+        idle ticker (which must never block typing) asks for backends every second.
+        """
+        with self._cache_lock:
             if profile.name not in self._backends:
                 self._backends[profile.name] = self._factory(profile, self.clock)
             return self._backends[profile.name]

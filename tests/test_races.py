@@ -92,3 +92,24 @@ def test_expiry_while_a_renewal_is_running_ends_access_once_and_drops_the_result
     assert w.controller.gate() == EXPIRED
     assert w.controller.lease is None
     assert lease is not None and any(lease.same_grant(r) for r in w.backend.revoked)
+
+
+def test_ticks_and_backend_lookups_never_wait_for_a_slow_renewal() -> None:
+    """The ticker runs on prompt_toolkit's loop (blocking it freezes typing), and \\jit status
+    looks up its backend: neither may wait for a background renewal to finish."""
+    w = World()
+    profile = w.manager.profile
+    gate = w.start_gated_renewal()
+    try:
+        done = threading.Event()
+
+        def tick_and_look_up() -> None:
+            w.controller.step()
+            assert profile is not None
+            w.manager.backend_for(profile)
+            done.set()
+
+        threading.Thread(target=tick_and_look_up, daemon=True).start()
+        assert done.wait(2), "blocked on the renewal in progress"
+    finally:
+        gate.set()
