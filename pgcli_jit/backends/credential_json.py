@@ -18,10 +18,14 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgcli_jit.clock import parse_timestamp
 from pgcli_jit.lease import Credentials, Lease
+
+if TYPE_CHECKING:
+    from pgcli_jit.backends.base import LeaseRequest
+    from pgcli_jit.config import Profile
 
 VERSION = 1
 
@@ -151,6 +155,21 @@ def _json_type(value: Any) -> str:
     names = {bool: "boolean", int: "number", float: "number", str: "string",
              list: "array", dict: "object", type(None): "null"}
     return names.get(type(value), type(value).__name__)
+
+
+def new_lease(parsed: ParsedCredential, profile: Profile, backend: str, now: float,
+              req: LeaseRequest, renewable: bool = True) -> Lease:
+    """The lease a credential answer describes; the profile's max_ttl is the hard limit
+    when the answer names none."""
+    max_at = parsed.max_expires_at
+    if max_at is None and profile.max_ttl:
+        max_at = now + profile.max_ttl
+    return Lease(
+        profile=profile.name, backend=backend, credentials=parsed.credentials,
+        issued_at=now, expires_at=parsed.expires_at, lease_id=parsed.lease_id,
+        renewable=parsed.renewable and renewable, max_expires_at=max_at,
+        reason=req.reason, requester=req.requester, warnings=parsed.warnings,
+    )
 
 
 def renewed_lease(lease: Lease, parsed: ParsedCredential) -> Lease:

@@ -71,15 +71,7 @@ class HttpBackend(Backend):
         body = {"profile": self.profile.name, "ttl": math.ceil(self.effective_ttl(req.ttl)),
                 "reason": req.reason, "requester": req.requester}
         parsed = self._parse(self._post("credentials", body), now)
-        max_at = parsed.max_expires_at
-        if max_at is None and self.profile.max_ttl:
-            max_at = now + self.profile.max_ttl
-        return Lease(
-            profile=self.profile.name, backend=self.name, credentials=parsed.credentials,
-            issued_at=now, expires_at=parsed.expires_at, lease_id=parsed.lease_id,
-            renewable=parsed.renewable, max_expires_at=max_at, reason=req.reason,
-            requester=req.requester, warnings=parsed.warnings,
-        )
+        return credential_json.new_lease(parsed, self.profile, self.name, now, req)
 
     def renew(self, lease: Lease, ttl: float | None) -> Lease:
         now = self.clock()
