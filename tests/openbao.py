@@ -150,3 +150,18 @@ def create_token(server: BaoServer, policy_name: str, policy: str) -> str:
     body = server.ok("POST", "auth/token/create",
                      json={"policies": [policy_name], "no_default_policy": True, "ttl": "1h"})
     return str(body["auth"]["client_token"])
+
+
+class Vault:
+    """The session's server, with the engine set up and a user's token (not root)."""
+
+    def __init__(self, server: BaoServer, cluster: Cluster) -> None:
+        self.server, self.cluster = server, cluster
+        configure_database(server, cluster)
+        create_role(server, "ro", default_ttl="60s", max_ttl="10m")
+        create_role(server, "short", default_ttl="3s", max_ttl="6s")
+        server.ok("POST", "sys/mounts/emptydb", json={"type": "database"})
+        self.user_token = create_token(server, "jit-user", USER_POLICY)
+        self.weak_token = create_token(server, "creds-only", CREDS_ONLY_POLICY)
+        list_only = CREDS_ONLY_POLICY + 'path "database/roles" { capabilities = ["list"] }'
+        self.list_token = create_token(server, "list-only", list_only)

