@@ -15,6 +15,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from pgcli_jit import __version__
 from pgcli_jit.durations import parse_duration
 from pgcli_jit.errors import JitError
 
@@ -42,6 +43,8 @@ def build_command() -> click.Command:
 def _callback(**kwargs: Any) -> None:
     profile = kwargs.pop("jit_profile")
     ttl_text, reason = kwargs.pop("jit_ttl"), kwargs.pop("jit_reason")
+    if kwargs.get("version"):
+        click.echo(f"pgcli-jit {__version__}")  # pgcli then prints its own version and exits
     if kwargs.pop("demo"):
         from pgcli_jit import demo
 
