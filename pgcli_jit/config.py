@@ -19,16 +19,21 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from pgcli_jit.durations import parse_duration
-from pgcli_jit.errors import ConfigError
+from pgcli_jit.errors import ConfigError, UsageError
+from pgcli_jit.limits import MAX_NAME
+from pgcli_jit.permissions import fix_hint, ownership_problem
+from pgcli_jit.sanitize import check_text
 
 RenewMode = Literal["prompt", "auto", "never"]
 RENEW_MODES: tuple[RenewMode, ...] = ("prompt", "auto", "never")
 COMMON_KEYS = frozenset(
     {"backend", "ttl", "max_ttl", "renew", "renew_before", "revoke_on_exit",
-     "host", "port", "dbname", "sslmode", "description"}
+     "host", "port", "dbname", "sslmode", "description", "audit_required"}
 )
 TOP_KEYS = frozenset({"default_profile", "audit_log", "profiles"})
 DEFAULT_TTL = 900.0
+#: A config file is a few KiB; anything past this is not one.
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,8 @@ class Profile:
     renew: RenewMode = "prompt"
     renew_before: float | None = None
     revoke_on_exit: bool = True
+    #: False lets access go on when the audit trail cannot be written (default: refuse)
+    audit_required: bool = True
     host: str | None = None
     port: int | None = None
     dbname: str | None = None
@@ -127,7 +134,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             raise ConfigError("file not found", path=path, hint="check $PGCLI_JIT_CONFIG")
         return Config.empty(env)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(_read_own_file(path))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", path=path) from None
     except OSError as exc:
@@ -135,6 +142,21 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 text", path=path, hint="save the file as UTF-8") from None
     return parse_config(data, path, env)
+
+
+def _read_own_file(path: Path) -> str:
+    """The file's text, if only its owner (the user or root) can change it, as ssh insists.
+
+    Checked on the open descriptor, so the file read is the file checked.
+    """
+    with open(path, "rb") as fh:
+        problem = ownership_problem(os.fstat(fh.fileno()))
+        if problem:
+            raise ConfigError(problem, path=path, hint=fix_hint(path))
+        raw = fh.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"is larger than {MAX_CONFIG_BYTES // 1024} KiB", path=path)
+    return raw.decode("utf-8")
 
 
 def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> Config:
@@ -156,16 +178,35 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
             f"names no profile ({default!r})", path=path, key="default_profile",
             hint=f"profiles: {', '.join(sorted(profiles)) or 'none'}",
         )
+    return Config(path, MappingProxyType(profiles), default, _audit_path(data, path, env))
+
+
+def _audit_path(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> Path:
+    """``audit_log`` must be a path (``audit_log = true`` once wrote a file named ``True``)."""
     audit = data.get("audit_log")
-    audit_path = Path(os.path.expanduser(str(audit))) if audit else default_audit_path(env)
-    return Config(path, MappingProxyType(profiles), default, audit_path)
+    if audit is None:
+        return default_audit_path(env)
+    if not isinstance(audit, str) or not audit.strip():
+        raise ConfigError("must be a file path (a non-empty string)", path=path, key="audit_log",
+                          hint='e.g. audit_log = "~/.local/state/pgcli-jit/audit.jsonl"')
+    _check_string(audit, path, "audit_log")
+    return Path(os.path.expanduser(audit))
+
+
+def _check_string(value: str, path: Path, key: str, limit: int = 4096) -> None:
+    """No control characters (a NUL cuts C strings short) and no megabytes, in any string key."""
+    try:
+        check_text(value, "the value", limit=limit)
+    except UsageError as exc:
+        raise ConfigError(exc.message, path=path, key=key) from None
 
 
 def parse_profile(name: str, body: Any, path: Path) -> Profile:
     """Validate one ``[profiles.NAME]`` table against the common keys and its backend's."""
     from pgcli_jit.backends import backend_class  # late: loading backends reads entry points
 
-    where = f"profiles.{name}"
+    where = f"profiles.{_safe_name(name)}"
+    _check_string(name, path, where, MAX_NAME)
     if not isinstance(body, Mapping):
         raise ConfigError("must be a table", path=path, key=where)
     if "backend" not in body:
@@ -173,10 +214,14 @@ def parse_profile(name: str, body: Any, path: Path) -> Profile:
             "missing", path=path, key=f"{where}.backend",
             hint='every profile names its backend, for example backend = "postgres"',
         )
-    backend = str(body["backend"])
+    backend = body["backend"]
+    if not isinstance(backend, str):
+        raise ConfigError("must be a string", path=path, key=f"{where}.backend")
+    _check_string(backend, path, f"{where}.backend", MAX_NAME)
     cls = backend_class(backend, path=path, key=f"{where}.backend")
     own = {k: v for k, v in body.items() if k not in COMMON_KEYS}
     for key in sorted(own):
+        _check_string(key, path, where, MAX_NAME)
         if key not in cls.OPTIONS:
             allowed = ", ".join(sorted(COMMON_KEYS | cls.OPTIONS))
             raise ConfigError(
@@ -187,6 +232,11 @@ def parse_profile(name: str, body: Any, path: Path) -> Profile:
     profile = Profile(name=name, backend=backend, options=own, source=path, **common)
     cls.check_profile(profile)
     return profile
+
+
+def _safe_name(name: str) -> str:
+    """A profile name as an error message may show it: control characters escaped."""
+    return name if name.isprintable() and len(name) <= MAX_NAME else repr(name)[:MAX_NAME]
 
 
 def _common_keys(body: Mapping[str, Any], path: Path, where: str) -> dict[str, Any]:
@@ -202,16 +252,17 @@ def _common_keys(body: Mapping[str, Any], path: Path, where: str) -> dict[str, A
             raise ConfigError("is shorter than ttl", path=path, key=f"{where}.max_ttl")
         out.setdefault("ttl", min(DEFAULT_TTL, out["max_ttl"]))
     if "renew" in body:
-        if body["renew"] not in RENEW_MODES:
+        if not (isinstance(body["renew"], str) and body["renew"] in RENEW_MODES):
             raise ConfigError(
-                f"is {body['renew']!r}", path=path, key=f"{where}.renew",
+                f"is {repr(body['renew'])[:40]}", path=path, key=f"{where}.renew",
                 hint='use "prompt", "auto" or "never"',
             )
         out["renew"] = body["renew"]
-    if "revoke_on_exit" in body:
-        if not isinstance(body["revoke_on_exit"], bool):
-            raise ConfigError("must be true or false", path=path, key=f"{where}.revoke_on_exit")
-        out["revoke_on_exit"] = body["revoke_on_exit"]
+    for key in ("revoke_on_exit", "audit_required"):
+        if key in body:
+            if not isinstance(body[key], bool):
+                raise ConfigError("must be true or false", path=path, key=f"{where}.{key}")
+            out[key] = body[key]
     if "port" in body:
         port = body["port"]
         if not (isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536):
@@ -221,5 +272,6 @@ def _common_keys(body: Mapping[str, Any], path: Path, where: str) -> dict[str, A
         if key in body:
             if not isinstance(body[key], str):
                 raise ConfigError("must be a string", path=path, key=f"{where}.{key}")
+            _check_string(body[key], path, f"{where}.{key}")
             out[key] = body[key]
     return out

@@ -78,3 +78,15 @@ def db_error_line(exc: BaseException) -> str:
     text = getattr(diag, "message_primary", None) or str(exc)
     lines = text.strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+class DurationError(JitError, ValueError):
+    """A duration or time that is not one, or is out of range.
+
+    Also a ``ValueError``, so callers written against the old contract of
+    :func:`~pgcli_jit.durations.parse_duration` keep catching it.
+    """
+
+
+class AuditError(JitError):
+    """The audit trail cannot be written: new access is refused (fail closed)."""

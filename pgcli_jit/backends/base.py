@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from pgcli_jit.clock import Clock, system_clock
+from pgcli_jit.durations import parse_duration
+from pgcli_jit.errors import UsageError
+from pgcli_jit.limits import MAX_NAME, MAX_REASON
+from pgcli_jit.sanitize import check_text
 
 if TYPE_CHECKING:
     from pgcli_jit.config import Profile
@@ -21,11 +25,26 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class LeaseRequest:
-    """What the user asked for: ``ttl`` in seconds, a reason, and who asks."""
+    """What the user asked for: ``ttl`` in seconds, a reason, and who asks.
+
+    Checked on construction, the one point every request passes through
+    (``\\jit request``, ``--jit``, renew-by-rotation, every backend): no control
+    character in the reason or the requester, a reason of at most
+    :data:`~pgcli_jit.limits.MAX_REASON` characters, a bounded TTL.
+    """
 
     ttl: float
     reason: str
     requester: str
+
+    def __post_init__(self) -> None:
+        check_text(self.reason, "the reason", limit=MAX_REASON)
+        check_text(self.requester, "the requester name", limit=MAX_NAME)
+        if self.ttl:  # 0 means "the profile's ttl" (Backend.effective_ttl)
+            try:
+                parse_duration(self.ttl)
+            except ValueError as exc:
+                raise UsageError(f"the TTL: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,12 @@ One format for both, modelled on AWS's ``credential_process``::
 Every error is one line that names the field and never quotes the raw text:
 the output of a credential program may well hold a password, and error lines
 end up on the terminal and in the audit log.
+
+Times are bounded: a ``ttl`` or an expiry more than
+:data:`~pgcli_jit.limits.MAX_DURATION` (366 days) away is refused, because a
+lease that long is a broker bug, and one far enough out (``"ttl": 1e12``)
+cannot even be written to the audit trail.  Names hold no control characters
+and the password no NUL (libpq would cut it short).
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pgcli_jit.clock import parse_timestamp
+from pgcli_jit.durations import format_duration
 from pgcli_jit.lease import Credentials, Lease
+from pgcli_jit.limits import MAX_DURATION, MAX_NAME
+from pgcli_jit.sanitize import clean, first_unsafe
 
 if TYPE_CHECKING:
     from pgcli_jit.backends.base import LeaseRequest
@@ -57,6 +66,8 @@ def parse_text(text: str, *, now: float, current: Credentials | None = None) -> 
         raise CredentialFormatError(
             f"output is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
         ) from None
+    except (ValueError, RecursionError):  # a number of 5,000 digits; arrays nested 100,000 deep
+        raise CredentialFormatError("output is not credential JSON (a number or nesting too big)") from None
     return parse_object(data, now=now, current=current)
 
 
@@ -70,13 +81,14 @@ def parse_object(data: Any, *, now: float, current: Credentials | None = None) -
         raise CredentialFormatError('has neither "expires_at" (ISO-8601) nor "ttl" (seconds)')
     if expires_at <= now:
         raise CredentialFormatError('"expires_at" is already in the past (is a clock wrong?)')
+    credentials = _credentials(data, current)
     return ParsedCredential(
-        credentials=_credentials(data, current),
+        credentials=credentials,
         expires_at=expires_at,
         lease_id=_optional_str(data, "lease_id"),
         renewable=_optional_bool(data, "renewable", default=True),
         max_expires_at=_expiry(data, "max_expires_at", "max_ttl", now),
-        warnings=_warnings(data),
+        warnings=_warnings(data, credentials.password),
     )
 
 
@@ -102,25 +114,46 @@ def _secret_or_name(data: Mapping[str, Any], key: str, fallback: str | None) -> 
     if not isinstance(value, str) or not value:
         what = "missing" if value is None else "empty" if value == "" else f"a {_json_type(value)}"
         raise CredentialFormatError(f'"{key}" is {what} (expected a non-empty string)')
+    if "\0" in value or (key == "username" and (first_unsafe(value) or len(value) > MAX_NAME)):
+        raise CredentialFormatError(f'"{key}" holds a control character or is too long')
     return value
 
 
 def _expiry(data: Mapping[str, Any], at_key: str, ttl_key: str, now: float) -> float | None:
     """``at_key`` (ISO-8601) wins over ``ttl_key`` (seconds from now) when both are given."""
     if data.get(at_key) is not None:
-        value = data[at_key]
-        if not isinstance(value, str):
-            raise CredentialFormatError(f'"{at_key}" must be an ISO-8601 string, not a {_json_type(value)}')
-        try:
-            return parse_timestamp(value)
-        except ValueError:
-            raise CredentialFormatError(f'"{at_key}" is not an ISO-8601 time') from None
+        at = _timestamp(data[at_key], at_key)
+        if at - now > MAX_DURATION:
+            raise CredentialFormatError(f'"{at_key}" is more than {_limit()} away (the limit)')
+        return at
     if data.get(ttl_key) is not None:
-        ttl = data[ttl_key]
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) or ttl <= 0:
-            raise CredentialFormatError(f'"{ttl_key}" must be a positive number of seconds')
-        return now + float(ttl)
+        return now + _ttl(data[ttl_key], ttl_key)
     return None
+
+
+def _timestamp(value: Any, key: str) -> float:
+    if not isinstance(value, str):
+        raise CredentialFormatError(f'"{key}" must be an ISO-8601 string, not a {_json_type(value)}')
+    try:
+        return parse_timestamp(value[:64])
+    except (ValueError, OverflowError, OSError):
+        raise CredentialFormatError(f'"{key}" is not an ISO-8601 time') from None
+
+
+def _ttl(value: Any, key: str) -> float:
+    """Seconds, positive and at most MAX_DURATION; huge ints must not overflow on the way."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CredentialFormatError(f'"{key}" must be a positive number of seconds')
+    seconds = float(value) if not isinstance(value, int) or value.bit_length() < 64 else math.inf
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise CredentialFormatError(f'"{key}" must be a positive number of seconds')
+    if seconds > MAX_DURATION:
+        raise CredentialFormatError(f'"{key}" is longer than {_limit()} (the limit)')
+    return seconds
+
+
+def _limit() -> str:
+    return f"{MAX_DURATION / 86400:g} days ({format_duration(MAX_DURATION)})"
 
 
 def _optional_str(data: Mapping[str, Any], key: str) -> str:
@@ -129,6 +162,8 @@ def _optional_str(data: Mapping[str, Any], key: str) -> str:
         return ""
     if not isinstance(value, str):
         raise CredentialFormatError(f'"{key}" must be a string, not a {_json_type(value)}')
+    if first_unsafe(value) or len(value) > 1024:
+        raise CredentialFormatError(f'"{key}" holds a control character or is longer than 1024')
     return value
 
 
@@ -141,13 +176,15 @@ def _optional_bool(data: Mapping[str, Any], key: str, *, default: bool) -> bool:
     return value
 
 
-def _warnings(data: Mapping[str, Any]) -> tuple[str, ...]:
+def _warnings(data: Mapping[str, Any], password: str) -> tuple[str, ...]:
+    """At most 10, each one safe line (no controls, no secret, 200 characters)."""
     value = data.get("warnings")
     if value is None:
         return ()
     if not (isinstance(value, list) and all(isinstance(w, str) for w in value)):
         raise CredentialFormatError('"warnings" must be a list of strings')
-    return tuple(w.strip().splitlines()[0][:200] for w in value if w.strip())
+    lines = (clean(w.strip().splitlines()[0], [password], limit=200) for w in value[:10] if w.strip())
+    return tuple(line for line in lines if line)
 
 
 def _json_type(value: Any) -> str:
