@@ -115,6 +115,7 @@ class LeaseManager:
             raise
         try:
             self._reject_expired(lease, "request")
+            self.audit.ensure_writable(lease, required=profile.audit_required)  # fail closed
         except JitError as exc:
             self.discard(lease, profile)
             self.audit.record("failure", lease, action="request", error=str(exc))
