@@ -110,4 +110,7 @@ def _ttl(text: str | None) -> float | None:
 
 
 def main() -> None:
+    from pgcli_jit.procsafety import harden_process
+
+    harden_process()  # before any credential exists: no core dumps, not ptrace-able
     build_command()(prog_name="pgcli-jit")
