@@ -77,7 +77,7 @@ class HttpBackend(Backend):
         now = self.clock()
         body = {"lease_id": lease.lease_id, "username": lease.username,
                 "ttl": math.ceil(self.effective_ttl(ttl))}
-        resp = self._post("renew", body, not_renewable=NOT_RENEWABLE)
+        resp = self._post("renew", body, not_renewable=NOT_RENEWABLE, secret=lease.credentials.password)
         parsed = self._parse(resp, now, lease.credentials)
         try:
             return credential_json.renewed_lease(lease, parsed)
@@ -87,7 +87,7 @@ class HttpBackend(Backend):
 
     def revoke(self, lease: Lease) -> None:
         self._post("revoke", {"lease_id": lease.lease_id, "username": lease.username},
-                   ok_statuses=ALREADY_GONE)
+                   ok_statuses=ALREADY_GONE, secret=lease.credentials.password)
         log.info("http broker revoked lease %s (%s)", lease.lease_id, lease.username)
 
     def close(self) -> None:
@@ -96,7 +96,9 @@ class HttpBackend(Backend):
     # -- helpers --------------------------------------------------------------
 
     def _post(self, path: str, body: dict[str, Any], *, not_renewable: frozenset[int] = frozenset(),
-              ok_statuses: frozenset[int] = frozenset()) -> requests.Response:
+              ok_statuses: frozenset[int] = frozenset(), secret: str | None = None) -> requests.Response:
+        """POST ``body``; an error answer becomes one clean line, with the token and
+        ``secret`` (the lease's password) redacted should the broker echo them."""
         token = self._token()
         headers = {"Accept": "application/json"}
         if token:
@@ -113,7 +115,7 @@ class HttpBackend(Backend):
         log.debug("http broker POST /%s -> %s", path, resp.status_code)
         if 200 <= resp.status_code < 300 or resp.status_code in ok_statuses:
             return resp
-        messages = [m.replace(token, "***") if token else m for m in httputil.error_messages(resp)]
+        messages = httputil.error_messages(resp, [token, secret])
         if resp.status_code in not_renewable:
             raise NotRenewable(f"HTTP {resp.status_code}: {'; '.join(messages) or 'not renewable'}",
                                backend=self.name, profile=self.profile.name,
@@ -125,7 +127,7 @@ class HttpBackend(Backend):
                current: Credentials | None = None) -> credential_json.ParsedCredential:
         try:
             data = resp.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise self._error(f"HTTP {resp.status_code}: the answer is not JSON",
                               "is url the broker's base URL?") from None
         try:

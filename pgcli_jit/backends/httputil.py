@@ -4,17 +4,27 @@ One table maps HTTP status codes to error classes (hvac's habit), every
 request has a timeout, TLS is verified by default, and plain ``http://`` is
 accepted only to a loopback address unless the profile explicitly allows it:
 a bearer token must never cross a network in clear text by accident.
+
+Every answer is read in full here, up to :data:`~pgcli_jit.limits.MAX_OUTPUT`
+(4 MiB, counted after decompression, within the timeout as a whole, not per
+read): a broker or proxy that streams forever fails with one line instead of
+filling memory.  Error text from a server passes through
+:func:`~pgcli_jit.sanitize.clean` before anyone sees it.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import time
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
 from pgcli_jit.errors import BackendError, BackendUnavailable, NotRenewable, PermissionDenied
+from pgcli_jit.limits import MAX_OUTPUT
+from pgcli_jit.sanitize import clean
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -61,26 +71,29 @@ def check_url(url: str, *, allow_http: bool) -> str | None:
     return None
 
 
-def error_messages(resp: requests.Response) -> list[str]:
-    """The server's own words, one line each: ``{"errors": [...]}`` (Vault, also its
-    "1 error occurred:\\n\\t* permission denied" form) or ``{"error": "..."}``."""
+def error_messages(resp: requests.Response, secrets: Iterable[str | None] = ()) -> list[str]:
+    """The server's own words, one clean line each (at most 5): ``{"errors": [...]}`` (Vault,
+    also its "1 error occurred:\\n\\t* permission denied" form) or ``{"error": "..."}``.
+    ``secrets`` (the token, a password) are redacted wherever they appear."""
     try:
         data = resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return []
     if not isinstance(data, dict):
         return []
     raw = data.get("errors") or ([data["error"]] if data.get("error") else [])
-    items = raw if isinstance(raw, list) else [raw]
-    lines = (line.strip().lstrip("*").strip() for item in items for line in str(item).splitlines())
-    return [line[:300] for line in lines if line and not line.endswith("occurred:")]
+    items = raw[:20] if isinstance(raw, list) else [raw]
+    known = list(secrets)
+    lines = (line.strip().lstrip("*").strip() for item in items for line in str(item)[:4096].splitlines())
+    cleaned = (clean(line, known) for line in lines if line and not line.endswith("occurred:"))
+    return [line for line in cleaned if line][:5]
 
 
 def error_from_response(resp: requests.Response, *, backend: str, profile: str,
                         messages: list[str] | None = None) -> BackendError:
     """The one place a non-2xx answer becomes an exception."""
     cls, hint = STATUS_ERRORS.get(resp.status_code, (BackendError, ""))
-    text = "; ".join(messages or []) or resp.reason or "no message"
+    text = "; ".join(messages or []) or clean(str(resp.reason or "")) or "no message"
     if resp.status_code == 400 and any(m in text for m in LEASE_GONE):
         cls, hint = NotRenewable, "the lease is gone: past its max TTL, or revoked"
     return cls(f"HTTP {resp.status_code}: {text}", backend=backend, profile=profile,
@@ -89,9 +102,17 @@ def error_from_response(resp: requests.Response, *, backend: str, profile: str,
 
 def send(session: requests.Session, method: str, url: str, *, backend: str, profile: str,
          timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> requests.Response:
-    """``session.request`` with a timeout; network failures become BackendUnavailable."""
+    """``session.request`` with a timeout, the body read (capped); network failures
+    become BackendUnavailable."""
     try:
-        return session.request(method, url, timeout=timeout, **kwargs)
+        resp = session.request(method, url, timeout=timeout, stream=True, **kwargs)
+        _read_capped(resp, time.monotonic() + timeout)
+        return resp
+    except _TooSlow:
+        reason, hint = f"no complete answer from {_origin(url)} within {timeout:g}s", "the server is too slow"
+    except _TooLarge:
+        raise BackendError(f"the answer from {_origin(url)} is larger than {MAX_OUTPUT // 2**20} MiB",
+                           backend=backend, profile=profile, hint="is the URL the right server?") from None
     except requests.exceptions.SSLError as exc:
         reason = f"TLS verification failed for {_origin(url)}: {_short(exc)}"
         hint = "set ca_cert (or VAULT_CACERT) to the server's CA bundle"
@@ -105,6 +126,33 @@ def send(session: requests.Session, method: str, url: str, *, backend: str, prof
         # never the exception text: for a bad header requests quotes the header's value (a token)
         reason, hint = f"request to {_origin(url)} failed: {type(exc).__name__}", ""
     raise BackendUnavailable(reason, backend=backend, profile=profile, hint=hint)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _TooSlow(Exception):
+    pass
+
+
+def _read_capped(resp: requests.Response, deadline: float) -> None:
+    """Read the body into ``resp`` (so ``.json()``/``.content`` work as usual), at most
+    MAX_OUTPUT bytes and before ``deadline``; the connection is released either way."""
+    try:
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > MAX_OUTPUT:
+            raise _TooLarge
+        body = bytearray()
+        for chunk in resp.iter_content(65536):
+            body.extend(chunk)
+            if len(body) > MAX_OUTPUT:
+                raise _TooLarge
+            if time.monotonic() > deadline:
+                raise _TooSlow
+        resp._content = bytes(body)  # requests' own cache of the body
+    finally:
+        resp.close()
 
 
 def _origin(url: str) -> str:

@@ -12,6 +12,11 @@ statements move ``VALID UNTIL`` along), and one past the role's ``max_ttl`` is
 capped with a warning.  So a shorter ``--ttl`` is honoured exactly and a longer
 one up to the role's ``max_ttl``.  Later renewals never ask for less than what
 is left, so ``\\jit renew`` cannot shorten a lease by accident.
+
+Every field of an answer is checked before use (:class:`Answer`): a proxy or a
+fake server answering ``"lease_duration": "soon"`` or ``"data": []`` gets one
+line naming the field, never a traceback, and durations past
+:data:`~pgcli_jit.limits.MAX_DURATION` are refused like any other backend's.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from pgcli_jit.config import Profile
 from pgcli_jit.durations import format_duration
 from pgcli_jit.errors import BackendError, NotRenewable
 from pgcli_jit.lease import Credentials, Lease
+from pgcli_jit.limits import MAX_DURATION, MAX_NAME
+from pgcli_jit.sanitize import clean, first_unsafe
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +85,20 @@ class VaultBackend(Backend):
     def request(self, req: LeaseRequest) -> Lease:
         now = self.clock()
         body = self.client.call("GET", f"{self.mount}/creds/{self.role}")
-        data = body.get("data") or {}
-        if not data.get("username") or not data.get("password"):
-            raise self.client.error("the creds answer has no username/password",
-                                    f"is {self.mount}/ a database secrets engine?")
+        try:
+            answer = Answer(body)
+            credentials = answer.credentials()
+            lease_id, duration, renewable = answer.lease_id(), answer.duration(), answer.renewable()
+            warnings = answer.warnings(credentials.password)
+        except AnswerError as exc:
+            raise self.client.error(f"the creds answer {exc}",
+                                    f"is {self.mount}/ a database secrets engine?") from None
         max_ttl = self._role_ttls(self.role)[1]
         lease = Lease(
-            profile=self.profile.name, backend=self.name,
-            credentials=Credentials(str(data["username"]), str(data["password"])),
-            issued_at=now, expires_at=now + float(body.get("lease_duration") or 0),
-            lease_id=str(body.get("lease_id") or ""), renewable=bool(body.get("renewable")),
+            profile=self.profile.name, backend=self.name, credentials=credentials,
+            issued_at=now, expires_at=now + duration, lease_id=lease_id, renewable=renewable,
             max_expires_at=now + max_ttl if max_ttl else None, reason=req.reason,
-            requester=req.requester, warnings=tuple(body.get("warnings") or ()),
+            requester=req.requester, warnings=warnings,
         )
         log.info("vault lease %s issued for %s", lease.lease_id, lease.username)
         return self._fit_ttl(lease, self.effective_ttl(req.ttl))
@@ -100,13 +109,13 @@ class VaultBackend(Backend):
                                     NotRenewable)
         now = self.clock()
         increment = max(self.effective_ttl(ttl), lease.expires_at - now)
-        body = self._renew_call(lease, increment)
-        duration = float(body.get("lease_duration") or 0)
+        answer = self._checked(self._renew_call(lease, increment), "renew")
+        duration = answer.duration()
         if now + duration <= lease.expires_at + SLACK and duration < increment - SLACK:
             raise self.client.error("max TTL reached", "\\jit renew will request new credentials",
                                     NotRenewable)
-        return lease.extended(now + duration, renewable=bool(body.get("renewable")),
-                              warnings=tuple(body.get("warnings") or ()))
+        return lease.extended(now + duration, renewable=answer.renewable(),
+                              warnings=answer.warnings(lease.credentials.password))
 
     def revoke(self, lease: Lease) -> None:
         if lease.lease_id:
@@ -117,14 +126,19 @@ class VaultBackend(Backend):
         if not lease.lease_id:
             return lease
         body = self.client.call("PUT", "sys/leases/lookup", {"lease_id": lease.lease_id})
-        data = body.get("data") or {}
-        expires = parse_timestamp(data["expire_time"]) if data.get("expire_time") else lease.expires_at
+        data = self._checked(body, "lookup").data()
+        try:
+            expires = _expire_time(data.get("expire_time"), self.clock()) or lease.expires_at
+        except AnswerError as exc:
+            raise self.client.error(f"the lookup answer {exc}") from None
         return dataclasses.replace(lease, expires_at=expires, renewable=bool(data.get("renewable")))
 
     def roles(self) -> list[RoleInfo]:
         body = self.client.call("LIST", f"{self.mount}/roles", empty_on_404=True)
-        names = (body.get("data") or {}).get("keys") or []
-        return [self._role_info(str(name)) for name in names]
+        names = self._checked(body, "roles list").data().get("keys") or []
+        if not (isinstance(names, list) and all(isinstance(n, str) and _is_name(n) for n in names)):
+            raise self.client.error('the roles list answer: "keys" must be a list of names')
+        return [self._role_info(name) for name in names]
 
     def close(self) -> None:
         self.client.session.close()
@@ -147,9 +161,19 @@ class VaultBackend(Backend):
             body = self._renew_call(lease, wanted)
         except BackendError as exc:
             return self._warn(lease, f"TTL left at the role's {format_duration(lease.lifetime)}: {exc}")
-        expires = now + float(body.get("lease_duration") or 0)
-        warnings = lease.warnings + tuple(body.get("warnings") or ())
-        return dataclasses.replace(lease, expires_at=expires, warnings=warnings)
+        answer = self._checked(body, "renew")
+        warnings = lease.warnings + answer.warnings(lease.credentials.password)
+        return dataclasses.replace(lease, expires_at=now + answer.duration(), warnings=warnings)
+
+    def _checked(self, body: dict[str, Any], what: str) -> Answer:
+        """``body`` as an Answer whose ``data`` and durations are known to be sane."""
+        try:
+            answer = Answer(body)
+            answer.data()
+            answer.duration()
+        except AnswerError as exc:
+            raise self.client.error(f"the {what} answer {exc}") from None
+        return answer
 
     def _warn(self, lease: Lease, text: str) -> Lease:
         return dataclasses.replace(lease, warnings=(*lease.warnings, text))
@@ -162,7 +186,7 @@ class VaultBackend(Backend):
     def _role_ttls(self, name: str) -> tuple[float | None, float | None]:
         """Best effort: (default_ttl, max_ttl) if the token may read the role; 0 means unset."""
         try:
-            data = self.client.call("GET", f"{self.mount}/roles/{name}").get("data") or {}
+            data = self._checked(self.client.call("GET", f"{self.mount}/roles/{name}"), "role").data()
         except BackendError as exc:
             log.debug("vault role %s not readable: %s", name, exc)
             return None, None
@@ -170,7 +194,74 @@ class VaultBackend(Backend):
 
 
 def _seconds(value: object) -> float | None:
-    """Vault's TTL fields are seconds; 0 or absent means "the mount's default", i.e. unknown here."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """Vault's TTL fields are seconds; 0, absent or absurd means unknown here."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_DURATION:
         return None
-    return float(value) or None
+    return float(value)
+
+
+class AnswerError(ValueError):
+    """A field of a Vault answer is missing or wrong; the message names it, never its value."""
+
+
+class Answer:
+    """One decoded Vault answer, read field by field with the checks each field needs."""
+
+    def __init__(self, body: object) -> None:
+        if not isinstance(body, dict):
+            raise AnswerError("is not a JSON object")
+        self.body = body
+
+    def data(self) -> dict[str, Any]:
+        data = self.body.get("data") or {}
+        if not isinstance(data, dict):
+            raise AnswerError('has a "data" that is not an object')
+        return data
+
+    def credentials(self) -> Credentials:
+        data = self.data()
+        user, password = data.get("username"), data.get("password")
+        if not (isinstance(user, str) and user and isinstance(password, str) and password):
+            raise AnswerError("has no username/password")
+        if not _is_name(user) or "\0" in password:
+            raise AnswerError("has a username or password with control characters")
+        return Credentials(user, password)
+
+    def duration(self) -> float:
+        value = self.body.get("lease_duration") or 0
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_DURATION:
+            raise AnswerError(f'has a "lease_duration" that is not 0 to {MAX_DURATION:.0f} seconds')
+        return float(value)
+
+    def lease_id(self) -> str:
+        value = self.body.get("lease_id") or ""
+        if not (isinstance(value, str) and len(value) <= 1024 and not first_unsafe(value)):
+            raise AnswerError('has a "lease_id" that is not a plain string')
+        return value
+
+    def renewable(self) -> bool:
+        return self.body.get("renewable") is True
+
+    def warnings(self, secret: str) -> tuple[str, ...]:
+        value = self.body.get("warnings") or []
+        if not (isinstance(value, list) and all(isinstance(w, str) for w in value)):
+            raise AnswerError('has "warnings" that are not a list of strings')
+        return tuple(w for w in (clean(w, [secret], limit=200) for w in value[:10]) if w)
+
+
+def _is_name(text: str) -> bool:
+    return 0 < len(text) <= MAX_NAME and not first_unsafe(text)
+
+
+def _expire_time(value: object, now: float) -> float | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise AnswerError('has an "expire_time" that is not a string')
+    try:
+        at = parse_timestamp(value[:64])
+    except (ValueError, OverflowError, OSError):
+        raise AnswerError('has an "expire_time" that is not an ISO-8601 time') from None
+    if at - now > MAX_DURATION:
+        raise AnswerError('has an "expire_time" more than 366 days away')
+    return at

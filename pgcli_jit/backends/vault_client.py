@@ -118,13 +118,14 @@ class VaultClient:
              *, empty_on_404: bool = False) -> dict[str, Any]:
         """One request to ``/v1/<path>``; a 404 without errors is ``{}`` when asked (LIST)."""
         settings = self.settings()
+        headers = self._headers(settings)
         resp = httputil.send(
             self.session, method, f"{settings.addr}/v1/{path}", backend=self.backend,
-            profile=self.profile, timeout=settings.timeout, headers=self._headers(settings),
+            profile=self.profile, timeout=settings.timeout, headers=headers,
             json=body, verify=settings.verify, cert=settings.cert,
         )
         log.debug("vault %s %s -> %s", method, path, resp.status_code)
-        messages = httputil.error_messages(resp)
+        messages = httputil.error_messages(resp, [headers["X-Vault-Token"]])
         if empty_on_404 and resp.status_code == 404 and not messages:
             return {}
         if resp.status_code >= 400:
@@ -157,7 +158,7 @@ class VaultClient:
             return {}
         try:
             data = resp.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         if not isinstance(data, dict):
             raise self.error(f"HTTP {resp.status_code}: the answer is not a JSON object",
