@@ -28,8 +28,17 @@ from psycopg.conninfo import make_conninfo
 SERVER_USER = "postgres"
 
 
+BINDIR_ENV = "PGCLI_JIT_PG_BINDIR"
+
+
 def find_bindir() -> Path:
-    """Where initdb lives: PATH, else ``pg_config --bindir``, else Debian's layout."""
+    """Where initdb lives: ``$PGCLI_JIT_PG_BINDIR`` (to pick a version, as CI does for 18),
+    else PATH, else ``pg_config --bindir``, else Debian's layout."""
+    chosen = os.environ.get(BINDIR_ENV)
+    if chosen:
+        if not (Path(chosen) / "initdb").exists():
+            raise RuntimeError(f"${BINDIR_ENV} is {chosen}, which has no initdb")
+        return Path(chosen)
     found = shutil.which("initdb")
     if found:
         return Path(found).parent

@@ -47,6 +47,8 @@ class Profile:
     renew: RenewMode = "prompt"
     renew_before: float | None = None
     revoke_on_exit: bool = True
+    #: the file set ``ttl`` (else ``ttl`` is the default, and a server may apply its own)
+    ttl_given: bool = False
     #: False lets access go on when the audit trail cannot be written (default: refuse)
     audit_required: bool = True
     host: str | None = None
@@ -107,8 +109,22 @@ class Config:
                 f"no profile {chosen!r}", path=self.path, hint=f"profiles: {self._names()}"
             ) from None
 
+    def requestable(self, name: str | None) -> Profile:
+        """The named profile; a name this file does not define is asked of the server the
+        session is connected to (the postgres backend's server profile of that name), so a
+        user needs no config file at all: ``pgcli-jit --jit read -h db -U alice``."""
+        if name and name not in self.profiles:
+            return server_side_profile(name, self.path)
+        return self.profile(name)
+
     def _names(self) -> str:
         return ", ".join(sorted(self.profiles)) or "none (add [profiles.NAME] to the file)"
+
+
+def server_side_profile(name: str, source: Path | None = None) -> Profile:
+    """A profile that exists only on the server: the postgres backend, nothing else set."""
+    return Profile(name=name, backend="postgres", options={"server_profile": name},
+                   description="asked of the connected server", source=source)
 
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -163,7 +179,7 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
     unknown = sorted(set(data) - TOP_KEYS)
     if unknown:
         raise ConfigError(
-            "unknown key", path=path, key=unknown[0],
+            "unknown key", path=path, key=_safe_name(unknown[0]),
             hint="top-level keys are default_profile, audit_log and [profiles.NAME] tables",
         )
     raw_profiles = data.get("profiles", {})
@@ -240,7 +256,7 @@ def _safe_name(name: str) -> str:
 
 
 def _common_keys(body: Mapping[str, Any], path: Path, where: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"ttl_given": "ttl" in body}
     for key in ("ttl", "max_ttl", "renew_before"):
         if key in body:
             try:

@@ -16,7 +16,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgcli_jit.backends import pg_roles
+from pgcli_jit import server
+from pgcli_jit.backends.scram import scram_verifier
 from pgcli_jit.cluster import Cluster, start_cluster
 from pgcli_jit.lease import Lease
 
@@ -26,11 +27,25 @@ if TYPE_CHECKING:
 
 BROKER = "jit_broker"
 BROKER_PW_ENV = "PGCLI_JIT_TEST_BROKER_PW"
-GRANTS = {"jit_read": ["pg_read_all_data"], "jit_write": ["jit_read", "pg_write_all_data"]}
+#: the requester login the postgres backend's tests ask as (member of jit_requester)
+REQUESTER = "alice"
+#: grant roles scoped to the app database's public schema (never pg_read_all_data)
+GRANT_ROLES = """
+CREATE ROLE jit_read NOLOGIN;
+GRANT USAGE ON SCHEMA public TO jit_read;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO jit_read;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO jit_read;
+CREATE ROLE jit_write NOLOGIN IN ROLE jit_read;
+GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO jit_write;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT INSERT, UPDATE, DELETE ON TABLES TO jit_write;
+GRANT jit_read, jit_write TO jit_owner WITH ADMIN OPTION;
+"""
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The cluster with the jit schema in database ``app``, grant roles, and a requester login
+    whose password libpq finds in a pgpass file (as a user's would)."""
     c = start_cluster()
     try:
         c.execute("CREATE DATABASE app")
@@ -39,21 +54,44 @@ def cluster() -> Iterator[Cluster]:
             "INSERT INTO accounts VALUES (1, 'alice', 100), (2, 'bob', 250);",
             dbname="app",
         )
+        with c.connect("app") as conn:
+            server.apply(conn)
+            conn.execute(GRANT_ROLES.encode())
+        passfile = tmp_path_factory.mktemp("pgpass") / "pgpass"
+        passfile.touch(mode=0o600)
+        os.environ["PGPASSFILE"] = str(passfile)
+        make_login(c, REQUESTER, member_of="jit_requester")
         yield c
     finally:
         c.stop()
 
 
-@pytest.fixture(scope="session")
-def broker_password(cluster: Cluster) -> str:
-    """Create the least-privilege broker exactly as `pgcli-jit-admin setup` prints it."""
+def make_login(cluster: Cluster, name: str, member_of: str = "") -> str:
+    """A LOGIN role with a random password (sent as a SCRAM verifier), its line added to the
+    pgpass file that ``$PGPASSFILE`` names, as a user's own ``~/.pgpass`` would hold it."""
     password = secrets.token_urlsafe(18)
     with cluster.connect() as conn:
-        for stmt in pg_roles.setup_statements(BROKER, GRANTS):
-            conn.execute(stmt)
-        verifier = pg_roles.scram_verifier(conn, BROKER, password)
-        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-            sql.Identifier(BROKER), sql.Literal(verifier)))
+        stmt = sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+            sql.Identifier(name), sql.Literal(scram_verifier(conn, password)))
+        if member_of:
+            stmt += sql.SQL(" IN ROLE {}").format(sql.Identifier(member_of))
+        conn.execute(stmt)
+    with open(os.environ["PGPASSFILE"], "a", encoding="utf-8") as fh:
+        fh.write(f"{cluster.host}:{cluster.port}:*:{name}:{password}\n")
+    return password
+
+
+@pytest.fixture(scope="session")
+def broker_password(cluster: Cluster) -> str:
+    """The test suite's *external* broker (behind the command and http backends): a
+    CREATEROLE login with ADMIN OPTION on the grant roles, as a third-party service has."""
+    password = secrets.token_urlsafe(18)
+    with cluster.connect() as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD {}").format(
+            sql.Identifier(BROKER), sql.Literal(scram_verifier(conn, password))))
+        conn.execute(sql.SQL("GRANT pg_signal_backend TO {}").format(sql.Identifier(BROKER)))
+        conn.execute(sql.SQL("GRANT jit_read, jit_write TO {} WITH ADMIN OPTION").format(
+            sql.Identifier(BROKER)))
     os.environ[BROKER_PW_ENV] = password
     return password
 
@@ -118,14 +156,51 @@ def can_login(cluster: Cluster, lease: Lease, dbname: str = "app") -> bool:
     return True
 
 
-def postgres_profile_toml(name: str, admin_dsn: str, cluster: Cluster, **extra: object) -> str:
-    """A [profiles.NAME] table for the postgres backend against the test cluster."""
-    keys: dict[str, object] = {
-        "backend": "postgres", "admin_dsn": admin_dsn, "admin_password_env": BROKER_PW_ENV,
-        "grant": ["jit_read"], "host": cluster.host, "port": cluster.port, "dbname": "app",
-    }
-    keys.update(extra)
+#: keys that describe the server profile (declared with jit.profile_set), not the client's
+SERVER_KEYS = ("grant", "ttl", "max_ttl", "reason_required", "owner", "requesters")
+
+
+def postgres_profile_toml(name: str, _unused: object, cluster: Cluster, **extra: object) -> str:
+    """A [profiles.NAME] table for the postgres backend against the test cluster, asking as
+    ``alice``.  The server profile of the same name is declared (or changed) to match:
+    ``grant`` (default jit_read), ``ttl`` and ``max_ttl`` (default 1 day) go to the server,
+    everything else stays on the client."""
+    declare_server_profile(cluster, name, **{k: extra[k] for k in SERVER_KEYS if k in extra})
+    keys: dict[str, object] = {"backend": "postgres", "host": cluster.host, "port": cluster.port,
+                               "dbname": "app", "user": REQUESTER}
+    keys.update({k: v for k, v in extra.items() if k not in ("grant", "reason_required", "owner",
+                                                           "requesters")})
     return f"[profiles.{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in keys.items())
+
+
+def declare_server_profile(cluster: Cluster, name: str, *, grant: list[str] | None = None,
+                           ttl: object = "15m", max_ttl: object = "1d", reason_required: bool = False,
+                           owner: str | None = None, requesters: str = "jit_requester") -> None:
+    from pgcli_jit.durations import parse_duration
+
+    seconds = parse_duration(ttl)  # type: ignore[arg-type]
+    longest = max(seconds, parse_duration(max_ttl))  # type: ignore[arg-type]
+    with cluster.connect("app") as conn:
+        conn.execute(
+            "SELECT jit.profile_set(%s, %s, make_interval(secs => %s), make_interval(secs => %s),"
+            " %s, %s, %s, '')",
+            (name, grant or ["jit_read"], seconds, longest, requesters, reason_required, owner or ""))
+
+
+def live_jit_roles(cluster: Cluster, profile: str | None = None) -> list[str]:
+    """Temporary roles that still exist, by the server's own lease table."""
+    with cluster.connect("app") as conn:
+        rows = conn.execute("SELECT rolname FROM jit.leases WHERE dropped_at IS NULL"
+                            " AND (%s::text IS NULL OR profile = %s) ORDER BY id", (profile, profile))
+        return [name for (name,) in rows.fetchall()]
+
+
+def end_jit_roles(cluster: Cluster, profile: str | None = None) -> None:
+    """Revoke and drop what a test left behind (the superuser is a member of jit_admin)."""
+    with cluster.connect("app") as conn:
+        for name in live_jit_roles(cluster, profile):
+            conn.execute("SELECT jit.revoke(%s)", (name,))
+            conn.execute("SELECT jit.finish(%s)", (name,))
 
 
 def _toml(value: object) -> str:

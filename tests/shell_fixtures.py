@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pgcli_jit.cluster import Cluster
@@ -33,7 +34,9 @@ class Session:
 
     def env(self, **extra: str) -> dict[str, str]:
         return isolated_env(self.home, self.config, {
-            "PYTHONPATH": str(INSTRUMENT), "PGCLI_JIT_TEST_SECRETS": str(self.secrets_file), **extra})
+            "PYTHONPATH": str(INSTRUMENT), "PGCLI_JIT_TEST_SECRETS": str(self.secrets_file),
+            # the requester's own password, where libpq finds it (as in ~/.pgpass)
+            "PGPASSFILE": os.environ["PGPASSFILE"], **extra})
 
     def open(self, *args: str, **env: str) -> Terminal:
         term = Terminal(list(args), self.env(**env), self.home)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pgcli_jit.backends import command, pg_roles
+from pgcli_jit.backends import command
 from pgcli_jit.backends.base import LeaseRequest
 from pgcli_jit.backends.command import CommandBackend, RunResult
 from pgcli_jit.cluster import Cluster
@@ -19,6 +19,7 @@ from pgcli_jit.config import parse_profile
 from pgcli_jit.errors import BackendError, BackendUnavailable, ConfigError, NotRenewable
 from pgcli_jit.lease import Lease
 from pgcli_jit.testing import BackendContract
+from tests.brokers import roles as pg_roles
 from tests.conftest import can_login
 
 BROKER_PW_ENV = "PGCLI_JIT_TEST_BROKER_PW"

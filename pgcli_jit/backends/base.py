@@ -19,6 +19,9 @@ from pgcli_jit.limits import MAX_NAME, MAX_REASON
 from pgcli_jit.sanitize import check_text
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pgcli_jit.backends.pg_login import Login
     from pgcli_jit.config import Profile
     from pgcli_jit.lease import Lease
 
@@ -74,6 +77,9 @@ class Backend(ABC):
     #: True when every new connection needs a fresh secret (IAM tokens): pgcli's
     #: automatic reconnect then gets one from :meth:`renew` first.
     fresh_secret_per_connection: ClassVar[bool] = False
+    #: True when the backend asks as the user's own database login (postgres): the shell
+    #: then hands it the session's login through :meth:`use_session`
+    uses_session_login: ClassVar[bool] = False
 
     def __init__(self, profile: Profile, *, clock: Clock = system_clock) -> None:
         self.profile = profile
@@ -105,6 +111,9 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release sessions or connections the backend holds."""
+
+    def use_session(self, login: Callable[[], Login | None]) -> None:
+        """Receive the session's own login (see ``uses_session_login``); others ignore it."""
 
     def effective_ttl(self, ttl: float | None) -> float:
         """The TTL to ask for: the request's, else the profile's, capped at max_ttl."""

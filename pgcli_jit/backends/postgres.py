@@ -1,25 +1,28 @@
-"""The embedded default: PostgreSQL itself mints the credentials.
+"""The embedded default: PostgreSQL itself decides, mints and ends the credentials.
 
-A broker connection (``admin_dsn``) creates a temporary LOGIN role per lease.
-The broker's own password never sits in the config: libpq finds it in
-``.pgpass``/``PGPASSFILE``/a service file, or the profile names an env var
-(``admin_password_env``) that holds it.
+The client holds no broker secret.  It asks the ``jit`` schema's functions
+(installed by ``pgcli-jit-admin setup``, see ``pgcli_jit/server/sql``) over the
+user's own login; the server takes the requester from ``session_user``, applies
+the server profile's grants and TTL caps, builds the role, writes the audit row
+and ends the role at expiry.  The client contributes only a wish (profile name,
+TTL, reason) and a SCRAM verifier of a password it generated: the plaintext never
+leaves this process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-from collections.abc import Iterator
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
-from pgcli_jit.backends import pg_roles
-from pgcli_jit.backends.base import Backend, LeaseRequest
+from pgcli_jit.backends import scram
+from pgcli_jit.backends.base import Backend, LeaseRequest, RoleInfo
+from pgcli_jit.backends.pg_login import Login, WarmConnection, needs_password
+from pgcli_jit.clock import Clock, system_clock
 from pgcli_jit.config import Profile
+from pgcli_jit.durations import format_duration
 from pgcli_jit.errors import (
     BackendError,
     BackendUnavailable,
@@ -29,133 +32,185 @@ from pgcli_jit.errors import (
 )
 from pgcli_jit.lease import Credentials, Lease
 
+#: profile keys of the client-side broker this backend replaced: each gets one line saying so
+RETIRED = frozenset({"admin_dsn", "admin_password_env", "grant", "role_prefix", "reassign_to",
+                     "connection_limit"})
+#: the JIT connection must prove the password with SCRAM: a server that asks for it in
+#: cleartext or md5 (a fake one, say) never sees a fresh password
+JIT_CONNINFO = {"require_auth": "scram-sha-256"}
+TIMEOUT = 10.0
+
+
+class NeedsPassword(BackendUnavailable):
+    """The requester's login needs a password that libpq did not find; the shell may ask for it."""
+
 
 class PostgresBackend(Backend):
     name: ClassVar[str] = "postgres"
-    OPTIONS: ClassVar[frozenset[str]] = frozenset(
-        {"admin_dsn", "admin_password_env", "grant", "role_prefix", "reassign_to",
-         "connection_limit"}
-    )
+    OPTIONS: ClassVar[frozenset[str]] = frozenset({"user", "server_profile"}) | RETIRED
+
+    uses_session_login: ClassVar[bool] = True
+
+    def __init__(self, profile: Profile, *, clock: Clock = system_clock) -> None:
+        super().__init__(profile, clock=clock)
+        self._session: Callable[[], Login | None] = lambda: None
+        self._warm = WarmConnection(self.login, TIMEOUT)
 
     @classmethod
     def check_profile(cls, profile: Profile) -> None:
-        opts = profile.options
-        if not opts.get("admin_dsn"):
-            raise profile.error("admin_dsn", "missing", 'e.g. admin_dsn = "host=db user=jit_broker"')
-        try:
-            params = conninfo_to_dict(str(opts["admin_dsn"]))
-        except psycopg.ProgrammingError:
-            raise profile.error("admin_dsn", "is not a libpq conninfo or URI") from None
-        if "password" in params:
+        retired = sorted(RETIRED & set(profile.options))
+        if retired:
             raise profile.error(
-                "admin_dsn", "holds a password; secrets never go in the config",
-                "use ~/.pgpass, PGPASSFILE, a service file or admin_password_env",
+                retired[0], "is no longer used: the broker now lives in the database",
+                "the operator declares grants and TTLs with pgcli-jit-admin profile add; here keep "
+                "host, port, dbname, user and server_profile (docs/user-guide.md)",
             )
-        grant = opts.get("grant", [])
-        if not (isinstance(grant, list) and all(isinstance(g, str) and g for g in grant)):
-            raise profile.error("grant", "must be a list of role names", 'e.g. grant = ["jit_read"]')
-        prefix = opts.get("role_prefix", "jit_")
-        if not (isinstance(prefix, str) and 0 < len(prefix.encode()) <= 20):
-            raise profile.error("role_prefix", "must be a string of 1 to 20 bytes")
-        limit = opts.get("connection_limit", -1)
-        if not isinstance(limit, int) or isinstance(limit, bool):
-            raise profile.error("connection_limit", "must be a whole number")
+        for key in ("user", "server_profile"):
+            value = profile.options.get(key)
+            if value is not None and not (isinstance(value, str) and value):
+                raise profile.error(key, "must be a non-empty string")
 
-    # -- broker connection -------------------------------------------------
+    # -- whose login ---------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _broker(self) -> Iterator[pg_roles.Conn]:
-        """One short-lived broker connection per operation: nothing to go stale mid-lease."""
-        kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": 10}
-        env_name = self.profile.options.get("admin_password_env")
-        if env_name:
-            if not os.environ.get(str(env_name)):
-                raise self._error(BackendUnavailable, f"${env_name} (admin_password_env) is not set")
-            kwargs["password"] = os.environ[str(env_name)]
+    def use_session(self, login: Callable[[], Login | None]) -> None:
+        """The shell hands over the session's own login (the identity before any \\jit request)."""
+        self._session = login
+
+    def login(self) -> Login:
+        """The session's login aimed where the profile says, else the profile alone."""
+        wanted = {**self.profile.connection_overrides(), **self._profile_user()}
+        session = self._session()
+        return session.overlaid(wanted) if session is not None else Login(wanted)
+
+    def _profile_user(self) -> dict[str, str]:
+        user = self.profile.options.get("user")
+        return {"user": str(user)} if user else {}
+
+    @property
+    def server_profile(self) -> str:
+        return str(self.profile.options.get("server_profile") or self.profile.name)
+
+    # -- calling the server ------------------------------------------------------------
+
+    def _call(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         try:
-            conn = psycopg.connect(str(self.profile.options["admin_dsn"]), **kwargs)
+            return self._warm.call(query, params)
         except psycopg.OperationalError as exc:
-            raise self._error(BackendUnavailable, f"cannot connect the broker: {db_error_line(exc)}",
-                              "check admin_dsn and the broker's password source") from None
-        try:
-            with conn:
-                yield conn
+            raise self._login_error(exc) from None
+        except psycopg.errors.UndefinedFunction:
+            raise self._error(BackendUnavailable, "the jit schema is not installed in this database",
+                              "an operator runs pgcli-jit-admin setup --apply") from None
         except psycopg.errors.InsufficientPrivilege as exc:
             raise self._error(PermissionDenied, db_error_line(exc),
-                              "the broker needs CREATEROLE and ADMIN OPTION on the grant roles"
-                              " (pgcli-jit-admin setup)") from None
+                              "your login is not a requester: ask an operator "
+                              "(GRANT jit_requester TO you)") from None
         except psycopg.Error as exc:
             raise self._error(BackendError, db_error_line(exc)) from None
+
+    def _login_error(self, exc: psycopg.OperationalError) -> BackendError:
+        login = self.login()
+        if needs_password(exc):
+            return NeedsPassword(f"{login.describe()} needs a password", backend=self.name,
+                                 profile=self.profile.name,
+                                 hint="put it in ~/.pgpass, or start pgcli-jit with -W")
+        return self._error(BackendUnavailable, f"cannot reach the server as {login.describe()}: "
+                           f"{db_error_line(exc)}")
+
+    def _answer(self, query: str, *params: Any) -> dict[str, Any]:
+        rows = self._call(query, *params)
+        answer = rows[0][0] if rows and rows[0] else None
+        if not isinstance(answer, Mapping):
+            raise self._error(BackendError, "the server's jit schema gave no answer")
+        if answer.get("status") in ("denied", "ended"):
+            raise self._error(PermissionDenied, str(answer.get("error") or "refused"),
+                              str(answer.get("hint") or ""))
+        return dict(answer)
 
     def _error(self, cls: type[BackendError], message: str, hint: str = "") -> BackendError:
         return cls(message, backend=self.name, profile=self.profile.name, hint=hint)
 
-    # -- the Backend interface ----------------------------------------------
+    # -- the Backend interface ---------------------------------------------------------
 
     def request(self, req: LeaseRequest) -> Lease:
-        opts = self.profile.options
-        now = self.clock()
-        ttl = self.effective_ttl(req.ttl)
-        max_at = now + self.profile.max_ttl if self.profile.max_ttl else None
-        name = pg_roles.role_name(str(opts.get("role_prefix", "jit_")), req.requester)
-        password = pg_roles.new_password()
-        lease = Lease(
-            profile=self.profile.name, backend=self.name, credentials=Credentials(name, password),
-            issued_at=now, expires_at=now + ttl, lease_id=name, max_expires_at=max_at,
-            reason=req.reason, requester=req.requester,
-        )
-        with self._broker() as conn:
-            pg_roles.create_role(
-                conn, name, password, list(opts.get("grant", [])), lease.expires_at,
-                self._metadata(lease), int(opts.get("connection_limit", -1)),
-            )
-        return lease
+        password = scram.new_password()
+        verifier = self._verifier(password)
+        wish = self._ttl_wish(req.ttl)
+        answer = self._answer("SELECT jit.request(%s, make_interval(secs => %s), %s, %s)",
+                              self.server_profile, wish, req.reason, verifier)
+        warnings: tuple[str, ...] = ()
+        if answer.get("capped"):
+            warnings = (f"TTL capped at the server profile's max_ttl "
+                        f"({format_duration(float(answer['max_ttl_seconds']))})",)
+        return self._lease(answer, Credentials(str(answer["rolname"]), password),
+                           warnings=warnings)
 
     def renew(self, lease: Lease, ttl: float | None) -> Lease:
-        now = self.clock()
-        wanted = now + self.effective_ttl(ttl)
-        new_expiry = min(wanted, lease.max_expires_at) if lease.max_expires_at else wanted
-        if new_expiry <= lease.expires_at + 1:
-            if new_expiry < wanted:
-                raise self._error(NotRenewable, "max TTL reached", "\\jit renew will issue a new role")
-            self._live_role_check(lease)
-            return lease.extended(lease.expires_at, warnings=("already valid for longer than asked",))
-        capped = ("renewal capped at max_ttl",) if new_expiry < wanted else ()
-        renewed = lease.extended(new_expiry, warnings=capped)
-        with self._broker() as conn:
-            role = self._live_role(conn, lease)
-            pg_roles.set_valid_until(conn, role.name, new_expiry, self._metadata(renewed))
-        return renewed
+        answer = self._answer("SELECT jit.renew(%s, make_interval(secs => %s))", lease.username, ttl)
+        status = answer.get("status")
+        if status == "max_ttl":
+            raise self._error(NotRenewable, "max TTL reached", "\\jit renew will issue a new role")
+        if status == "unchanged":
+            return dataclasses.replace(lease, warnings=("already valid for longer than asked",))
+        renewed = self._lease(answer, lease.credentials)
+        capped = ("renewal capped at max_ttl",) if answer.get("capped") else ()
+        return lease.extended(renewed.expires_at, renewed_at=self.clock(), warnings=capped)
 
     def revoke(self, lease: Lease) -> None:
-        reassign = self.profile.options.get("reassign_to")
-        with self._broker() as conn:
-            if pg_roles.jit_roles(conn, lease.username):
-                pg_roles.drop_role(conn, lease.username, str(reassign) if reassign else None)
+        """NOLOGIN now (committed), then end its sessions and drop it in a second transaction."""
+        try:
+            self._answer("SELECT jit.revoke(%s)", lease.username)
+        except PermissionDenied:
+            return  # gone already (or never ours): nothing left to end
+        answer = self._answer("SELECT jit.finish(%s)", lease.username)
+        error = answer.get("drop_error")
+        if error:
+            raise self._error(BackendError, f"{lease.username} can no longer log in, but: {error}")
 
     def lookup(self, lease: Lease) -> Lease:
-        with self._broker() as conn:
-            role = self._live_role(conn, lease)
-        if role.valid_until is None:
-            return lease
-        return dataclasses.replace(lease, expires_at=role.valid_until.timestamp())
+        for (row,) in self._call("SELECT jit.my_leases()"):
+            if isinstance(row, Mapping) and row.get("rolname") == lease.username:
+                return dataclasses.replace(lease, expires_at=self._local(row, "expires_at"),
+                                           renewals=int(row.get("renewals") or 0))
+        raise self._error(NotRenewable, f"lease {lease.username} no longer exists")
 
-    def _live_role_check(self, lease: Lease) -> None:
-        with self._broker() as conn:
-            self._live_role(conn, lease)
+    def roles(self) -> list[RoleInfo]:
+        rows = self._call("SELECT name, ttl_seconds, max_ttl_seconds, reason_required, description"
+                          " FROM jit.my_profiles()")
+        return [RoleInfo(str(name), ttl, max_ttl,
+                         ("reason required; " if needs_reason else "") + str(description or ""))
+                for name, ttl, max_ttl, needs_reason, description in rows]
 
-    def _live_role(self, conn: pg_roles.Conn, lease: Lease) -> pg_roles.JitRole:
-        roles = pg_roles.jit_roles(conn, lease.username)
-        if not roles or not roles[0].can_login:
-            raise self._error(NotRenewable, f"role {lease.username} no longer exists")
-        if roles[0].expired(pg_roles.server_now(conn)):
-            raise self._error(NotRenewable, f"role {lease.username} has expired")
-        return roles[0]
+    def close(self) -> None:
+        self._warm.close()
 
-    def _metadata(self, lease: Lease) -> dict[str, Any]:
-        return {
-            "requester": lease.requester, "reason": lease.reason, "profile": lease.profile,
-            "issued": pg_roles._ts(lease.issued_at), "expires": pg_roles._ts(lease.expires_at),
-            "max_expires": pg_roles._ts(lease.max_expires_at) if lease.max_expires_at else None,
-            "renewals": lease.renewals,
-        }
+    # -- helpers ------------------------------------------------------------------------
+
+    def _verifier(self, password: str) -> str:
+        """Computed by libpq on this machine (``PQencryptPasswordConn``), never on the server."""
+        try:
+            return self._warm.with_conn(lambda conn: scram.scram_verifier(conn, password))
+        except psycopg.OperationalError as exc:
+            raise self._login_error(exc) from None
+
+    def _ttl_wish(self, ttl: float) -> float | None:
+        """The TTL to ask for; None lets the server profile's own default apply."""
+        given = ttl and (ttl != self.profile.ttl or self.profile.ttl_given)
+        return float(ttl) if given else None
+
+    def _lease(self, answer: Mapping[str, Any], credentials: Credentials,
+               warnings: tuple[str, ...] = ()) -> Lease:
+        return Lease(
+            profile=self.profile.name, backend=self.name, credentials=credentials,
+            issued_at=self._local(answer, "issued_at"), expires_at=self._local(answer, "expires_at"),
+            lease_id=str(answer.get("lease_id", "")), max_expires_at=self._local(answer, "max_expires_at"),
+            renewals=int(answer.get("renewals") or 0), reason=str(answer.get("reason") or ""),
+            requester=str(answer.get("requester") or ""), conninfo=JIT_CONNINFO, warnings=warnings,
+        )
+
+    def _local(self, answer: Mapping[str, Any], key: str) -> float:
+        """A server time on this client's clock, so the countdown ends when the server says."""
+        skew = self.clock() - float(answer["server_now"])
+        return float(answer[key]) + skew
+
+
+__all__ = ["JIT_CONNINFO", "NeedsPassword", "PostgresBackend"]

@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from pgcli_jit.backends import pg_roles
+from tests.brokers import roles as pg_roles
 
 DSN_ENV = "PG_BROKER_DSN"
 PASSWORD_ENV = "PGCLI_JIT_TEST_BROKER_PW"

@@ -10,9 +10,9 @@ import os
 
 _path = os.environ.get("PGCLI_JIT_TEST_SECRETS")
 if _path:
-    from pgcli_jit.backends import pg_roles
+    from pgcli_jit.backends import scram
 
-    _mint = pg_roles.new_password
+    _mint = scram.new_password
 
     def _recorded() -> str:
         password = _mint()
@@ -20,4 +20,4 @@ if _path:
             fh.write(password + "\n")
         return password
 
-    pg_roles.new_password = _recorded
+    scram.new_password = _recorded

@@ -1,4 +1,9 @@
-"""SQL for temporary JIT roles, shared by the ``postgres`` backend and ``pgcli-jit-admin``.
+"""Role SQL for the test suite's own external broker (tests/brokers/pg_broker.py).
+
+It stands for a third-party credential service behind the command and http backends:
+a CREATEROLE login that mints roles itself.  pgcli-jit's own postgres backend no longer
+works this way (its broker lives in the server: pgcli_jit/server).
+
 
 Every identifier goes through ``psycopg.sql.Identifier``; the password goes to
 the server only as a SCRAM verifier computed here (libpq's

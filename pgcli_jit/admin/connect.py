@@ -1,0 +1,69 @@
+"""How ``pgcli-jit-admin`` connects, and how it turns server errors into one line.
+
+No password is ever a command-line argument (it would land in shell history and
+``ps``): libpq finds it in ``PGPASSWORD``, ``~/.pgpass``, ``PGPASSFILE``, a service
+file, or the site uses certificates or GSSAPI.  Errors are the server's own words
+(message, detail, hint), never ``repr`` of a psycopg exception, which can hold a password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import click
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from pgcli_jit.errors import JitError
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+LIBPQ_SOURCES = "PGPASSWORD, ~/.pgpass, PGPASSFILE or a service file"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def check_dsn(dsn: str) -> None:
+    """Refuse a conninfo that cannot parse or that carries a password."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        raise JitError("--dsn is not a libpq conninfo or URI",
+                       'e.g. --dsn "host=db dbname=app user=ops"') from None
+    if "password" in params:
+        raise JitError("--dsn holds a password; passwords never go on the command line",
+                       f"use {LIBPQ_SOURCES}")
+
+
+@contextlib.contextmanager
+def connect(dsn: str) -> Iterator[Conn]:
+    """One autocommit connection: every jit.* call is its own transaction."""
+    check_dsn(dsn)
+    try:
+        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10,
+                               application_name="pgcli-jit-admin")
+    except psycopg.Error as exc:
+        text = error_text(exc)
+        hint = f"passwords come from {LIBPQ_SOURCES}" if "password" in text else ""
+        raise JitError(f"cannot connect: {text}", hint) from None
+    with conn:
+        yield conn
+
+
+def error_text(exc: BaseException) -> str:
+    """The server's own words: message, then the first line of detail and hint."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) or str(exc)
+    lines = [line.strip() for line in primary.splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    for extra in (getattr(diag, "message_detail", None), getattr(diag, "message_hint", None)):
+        if extra:
+            text += f": {extra.splitlines()[0]}"
+    return text
+
+
+def dsn_option(fn: F) -> F:
+    return click.option(
+        "--dsn", metavar="CONNINFO", default="", show_default=False,
+        help=f"libpq conninfo or URI of the database with the jit schema, no password "
+             f"({LIBPQ_SOURCES}); empty: libpq's PG* defaults.")(fn)

@@ -1,0 +1,113 @@
+"""``pgcli-jit-admin leases`` and ``reap``: who holds access, and ending it on time."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Any
+
+import click
+
+from pgcli_jit.admin import fmt, reaper
+from pgcli_jit.admin.connect import Conn, check_dsn, connect, dsn_option
+
+HEADERS = ("ROLE", "REQUESTER", "PROFILE", "REASON", "ISSUED", "EXPIRES", "REMAINING", "SESSIONS",
+           "STATE")
+QUERY = """
+SELECT l.rolname, l.requester, l.profile, l.reason, l.issued_at, l.expires_at,
+       greatest(0, extract(epoch FROM l.expires_at - clock_timestamp())) AS remaining,
+       (SELECT count(*) FROM pg_stat_activity a WHERE a.usesysid = l.role_oid) AS sessions,
+       CASE WHEN l.dropped_at IS NOT NULL THEN 'dropped'
+            WHEN l.drop_error IS NOT NULL THEN 'kept: ' || l.drop_error
+            WHEN l.ended_at IS NOT NULL THEN l.end_event || 'd, not yet dropped'
+            WHEN l.expires_at <= clock_timestamp() THEN 'expired, not yet reaped'
+            ELSE 'live' END AS state,
+       l.renewals, l.max_expires_at, l.ended_at, l.client_addr
+  FROM jit.leases l
+ WHERE %s OR l.dropped_at IS NULL
+ ORDER BY l.id
+"""
+
+
+@click.command()
+@dsn_option
+@click.option("--all", "show_all", is_flag=True, help="Include leases whose roles are gone.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def leases(dsn: str, show_all: bool, as_json: bool) -> None:
+    """Who holds access now: requester, reason, expiry, open sessions."""
+    with connect(dsn) as conn:
+        cur = conn.execute(QUERY, (show_all,))
+        names = [c.name for c in cur.description or []]
+        rows = cur.fetchall()
+    if as_json:
+        click.echo(fmt.to_json([dict(zip(names, row, strict=True)) for row in rows]))
+        return
+    if not rows:
+        click.echo("No JIT leases.")
+        return
+    click.echo(fmt.table(HEADERS, [_row(r) for r in rows]))
+
+
+def _row(row: tuple[Any, ...]) -> tuple[object, ...]:
+    from pgcli_jit.durations import format_duration
+
+    name, requester, profile, reason, issued, expires, remaining, sessions, state = row[:9]
+    return (name, requester, profile, fmt.clip(fmt.printable(reason or "-")), issued, expires,
+            format_duration(float(remaining)), sessions, fmt.clip(state, 60))
+
+
+@click.command()
+@dsn_option
+@click.option("--watch", is_flag=True,
+              help="Keep running: wake at each expiry (and each NOTIFY), until SIGTERM or Ctrl-C.")
+@click.option("-v", "--verbose", is_flag=True, help="Say so when there is nothing to do.")
+def reap(dsn: str, watch: bool, verbose: bool) -> None:
+    """End expired leases: NOLOGIN, end their sessions, drop their roles.
+
+    Needs a login in jit_admin.  Without --watch: one pass, quiet when there is
+    nothing to do (for cron), exit 1 if a role could not be dropped.
+    """
+    if watch:
+        _watch(dsn)
+        return
+    with connect(dsn) as conn:
+        outcomes = reaper.one_pass(conn)
+    for outcome in outcomes:
+        _report(outcome)
+    if not outcomes and verbose:
+        click.echo("nothing to reap")
+    if not all(o.ok for o in outcomes):
+        raise click.exceptions.Exit(1)
+
+
+def _report(outcome: reaper.Outcome) -> None:
+    name = fmt.printable(outcome.rolname)
+    if outcome.action == "expired":
+        click.echo(f"expired {name}: it can no longer log in")
+    elif outcome.ok:
+        ended = f"; {outcome.sessions} session(s) ended" if outcome.sessions else ""
+        click.echo(f"{outcome.action} {name}{ended}")
+    else:
+        click.echo(f"{name}: {fmt.printable(outcome.action)}", err=True)
+
+
+def _watch(dsn: str) -> None:
+    check_dsn(dsn)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def open_conn() -> Conn:
+        import psycopg
+
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=10,
+                               application_name="pgcli-jit reaper")
+
+    click.echo("reaper: watching for expiries (Ctrl-C or SIGTERM to stop)", err=True)
+    reaper.watch(open_conn, _report, stop, on_error=lambda text: click.echo(text, err=True))
+    click.echo("reaper: stopped", err=True)
+    sys.stdout.flush()
+
+
+COMMANDS = [leases, reap]

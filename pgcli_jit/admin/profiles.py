@@ -1,0 +1,136 @@
+"""``pgcli-jit-admin profile add|set|list|rm``: what may be requested, declared server-side.
+
+Every check (grant roles jit_owner may hand out, no role that reaches the OS or every
+password verifier, requesters and owner roles that exist) runs in ``jit.profile_set``
+inside the database, whoever calls it: this command only collects the options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from pgcli_jit.admin import fmt
+from pgcli_jit.admin.connect import Conn, connect, dsn_option
+from pgcli_jit.durations import format_duration, parse_duration
+from pgcli_jit.errors import JitError, UsageError
+
+HEADERS = ("PROFILE", "GRANTS", "TTL", "MAX TTL", "REQUESTERS", "REASON", "OWNER", "DESCRIPTION")
+SET_SQL = ("SELECT jit.profile_set(%s, %s, make_interval(secs => %s), make_interval(secs => %s),"
+           " %s, %s, %s, %s)")
+
+
+def _seconds(text: str | None, option: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def profile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options ``add`` and ``set`` share: each left out keeps its value (or the default)."""
+    for decorator in reversed([
+        click.option("--grant", "grants", multiple=True, metavar="ROLE",
+                     help="A role the lease is granted (repeatable); jit_owner needs ADMIN OPTION on it."),
+        click.option("--ttl", metavar="DUR", help="Default lease length (default 15m)."),
+        click.option("--max-ttl", metavar="DUR",
+                     help="Hard limit from issue, renewals included (default 1h)."),
+        click.option("--requesters", metavar="ROLE", help="Whose members may ask (default jit_requester)."),
+        click.option("--reason-required/--no-reason-required", default=None,
+                     help="Refuse requests without --reason."),
+        click.option("--owner", metavar="ROLE",
+                     help="Who receives objects a lease created when it ends ('' for nobody: such a "
+                          "role is kept NOLOGIN, not dropped)."),
+        click.option("--description", metavar="TEXT", help="Shown by \\jit profiles."),
+        dsn_option,
+    ]):
+        fn = decorator(fn)
+    return fn
+
+
+def _set(conn: Conn, name: str, grants: tuple[str, ...], ttl: str | None, max_ttl: str | None,
+         requesters: str | None, reason_required: bool | None, owner: str | None,
+         description: str | None) -> None:
+    conn.execute(SET_SQL, (name, list(grants) or None, _seconds(ttl, "--ttl"),
+                           _seconds(max_ttl, "--max-ttl"), requesters, reason_required, owner,
+                           description))
+
+
+def _exists(conn: Conn, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM jit.profiles WHERE name = %s", (name,)).fetchone() is not None
+
+
+@click.group()
+def profile() -> None:
+    """Declare what may be requested: grant roles, TTLs, who may ask."""
+
+
+@profile.command("add")
+@click.argument("name")
+@profile_options
+def add(name: str, dsn: str, **options: Any) -> None:
+    """Create profile NAME (at least one --grant)."""
+    with connect(dsn) as conn:
+        if _exists(conn, name):
+            raise JitError(f"profile {name} exists",
+                           f"change it with: pgcli-jit-admin profile set {name} ...")
+        _set(conn, name, **options)
+        click.echo(describe(conn, name))
+
+
+@profile.command("set")
+@click.argument("name")
+@profile_options
+def set_(name: str, dsn: str, **options: Any) -> None:
+    """Change profile NAME: only the options given change (leases already issued keep theirs)."""
+    with connect(dsn) as conn:
+        if not _exists(conn, name):
+            raise JitError(f"no profile {name}", f"create it with: pgcli-jit-admin profile add {name} ...")
+        _set(conn, name, **options)
+        click.echo(describe(conn, name))
+
+
+@profile.command("rm")
+@click.argument("name")
+@dsn_option
+def rm(name: str, dsn: str) -> None:
+    """Remove profile NAME; leases already issued run until they end."""
+    with connect(dsn) as conn:
+        row = conn.execute("SELECT jit.profile_drop(%s)", (name,)).fetchone()
+    if not row or not row[0]:
+        raise JitError(f"no profile {name}")
+    click.echo(f"removed profile {name}")
+
+
+@profile.command("list")
+@dsn_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_(dsn: str, as_json: bool) -> None:
+    """Every profile and who may request it."""
+    with connect(dsn) as conn:
+        rows = rows_of(conn)
+    if as_json:
+        click.echo(fmt.to_json([dict(zip(HEADERS, r, strict=True)) for r in rows]))
+    else:
+        empty = "No profiles: pgcli-jit-admin profile add NAME --grant ROLE"
+        click.echo(fmt.table(HEADERS, rows) if rows else empty)
+
+
+def rows_of(conn: Conn, name: str | None = None) -> list[tuple[object, ...]]:
+    query = ("SELECT name, array_to_string(grants, ', '), extract(epoch FROM ttl),"
+             " extract(epoch FROM max_ttl), requesters, reason_required, owner, description"
+             " FROM jit.profiles" + (" WHERE name = %s" if name else "") + " ORDER BY name")
+    rows = conn.execute(query, (name,) if name else ()).fetchall()
+    return [(n, g, format_duration(float(t)), format_duration(float(m)), r,
+             "required" if need else "optional", o, d) for n, g, t, m, r, need, o, d in rows]
+
+
+def describe(conn: Conn, name: str) -> str:
+    return fmt.table(HEADERS, rows_of(conn, name))
+
+
+COMMANDS = [profile]

@@ -1,0 +1,81 @@
+"""The server side of the ``postgres`` backend: the ``jit`` schema, as SQL files.
+
+The SQL is kept as SQL (``sql/NNN_*.sql``, then ``sql/functions.sql``) so an operator
+can read exactly what runs in their database.  :func:`apply` runs every numbered
+file newer than the recorded version, then re-creates the functions, all in one
+transaction: a failure changes nothing, a second run upgrades in place.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import psycopg
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+FUNCTIONS = "functions.sql"
+_NUMBERED = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True)
+class SqlFile:
+    name: str
+    version: int | None  # None: re-applied every time (CREATE OR REPLACE)
+    text: str
+
+
+def sql_files() -> list[SqlFile]:
+    """The numbered schema files in order, then the functions."""
+    folder = resources.files(__package__).joinpath("sql")
+    numbered = sorted((int(m.group(1)), entry.name) for entry in folder.iterdir()
+                      if (m := _NUMBERED.match(entry.name)))
+    files = [SqlFile(name, version, folder.joinpath(name).read_text(encoding="utf-8"))
+             for version, name in numbered]
+    return [*files, SqlFile(FUNCTIONS, None, folder.joinpath(FUNCTIONS).read_text(encoding="utf-8"))]
+
+
+def latest_version() -> int:
+    return max(f.version for f in sql_files() if f.version is not None)
+
+
+def installed_version(conn: Conn) -> int:
+    """0 when the schema is not installed in this database."""
+    row = conn.execute("SELECT to_regclass('jit.schema_version') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return 0
+    found = conn.execute("SELECT coalesce(max(version), 0) FROM jit.schema_version").fetchone()
+    return int(found[0]) if found else 0
+
+
+def pending(current: int) -> list[SqlFile]:
+    """What a database at version ``current`` still needs: newer schema files, then functions."""
+    return [f for f in sql_files() if f.version is None or f.version > current]
+
+
+def script(current: int = 0) -> str:
+    """The whole setup as one psql script (``psql -v ON_ERROR_STOP=1 -f``)."""
+    parts = ["-- pgcli-jit: the jit schema. Run as a superuser in the database to protect.",
+             "BEGIN;"]
+    for f in pending(current):
+        parts += [f"-- ==== {f.name} ====", f.text.rstrip()]
+        if f.version is not None:
+            parts.append(f"INSERT INTO jit.schema_version (version) VALUES ({f.version});")
+    parts.append("COMMIT;")
+    return "\n".join(parts)
+
+
+def apply(conn: Conn) -> list[str]:
+    """Install or upgrade the schema in one transaction; returns what was done, one line each."""
+    done: list[str] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('pgcli-jit setup'))")
+        current = installed_version(conn)
+        for f in pending(current):
+            conn.execute(f.text.encode())
+            if f.version is not None:
+                conn.execute("INSERT INTO jit.schema_version (version) VALUES (%s)", (f.version,))
+            done.append(f"applied {f.name}")
+    return done
