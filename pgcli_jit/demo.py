@@ -1,85 +1,132 @@
 """``pgcli-jit --demo``: the whole product on a throwaway cluster, torn down on exit.
 
-It starts a scram-sha-256 cluster, loads a little demo data, creates the
-least-privilege broker and two grant roles exactly as ``pgcli-jit-admin setup``
-would, writes a config with two profiles (no secret in it: the broker's
-password stays in this process's environment), and opens pgcli-jit with
-``--jit demo``: the session starts as a temporary role.
+It does what an operator and a user would: starts a scram-sha-256 cluster with a
+little data, installs the ``jit`` schema (``pgcli-jit-admin setup``), creates grant
+roles scoped to a schema and two server profiles, a requester login whose password
+sits in a pgpass file of the demo's own, runs the reaper in the background, and
+opens pgcli-jit with ``--jit read``: the session starts as a temporary role.
+
+Nothing is written to the user's own pgcli files: pgcli's config, history and log
+go to the demo's directory.  The client audit log is kept after the demo ends.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import tempfile
+import threading
+from pathlib import Path
 from typing import Any
 
 import click
+import psycopg
+from psycopg import sql
 
-from pgcli_jit.backends import pg_roles
+from pgcli_jit import server
+from pgcli_jit.admin import reaper
+from pgcli_jit.admin.connect import Conn
+from pgcli_jit.backends.scram import scram_verifier
 from pgcli_jit.cluster import Cluster, start_cluster
 
-BROKER = "jit_broker"
-PASSWORD_ENV = "PGCLI_JIT_DEMO_BROKER_PASSWORD"  # noqa: S105 - the name of an env var
-GRANTS = {"jit_read": ["pg_read_all_data"], "jit_write": ["jit_read", "pg_write_all_data"]}
+DB = "demo"
+REQUESTER = "demo_user"
 DATA = """
 CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, country text);
 CREATE TABLE orders (id int PRIMARY KEY, customer_id int REFERENCES customers, total numeric(10,2),
-                     placed_at timestamptz DEFAULT now());
+                     status text NOT NULL DEFAULT 'placed', placed_at timestamptz DEFAULT now());
 INSERT INTO customers VALUES (1, 'Ada', 'UK'), (2, 'Grace', 'US'), (3, 'Edsger', 'NL');
 INSERT INTO orders (id, customer_id, total) VALUES (1, 1, 42.00), (2, 2, 99.50), (3, 1, 7.25);
 """
+#: what an operator would write: grant roles scoped to the schema, which jit_owner may hand out
+GRANT_ROLES = """
+CREATE ROLE demo_read NOLOGIN;
+GRANT USAGE ON SCHEMA public TO demo_read;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO demo_read;
+CREATE ROLE demo_write NOLOGIN IN ROLE demo_read;
+GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO demo_write;
+GRANT demo_read, demo_write TO jit_owner WITH ADMIN OPTION;
+SELECT jit.profile_set('read', ARRAY['demo_read'], '5 minutes', '30 minutes', NULL, false, NULL,
+                       'read-only, asks before it ends');
+SELECT jit.profile_set('write', ARRAY['demo_write'], '5 minutes', '1 hour', NULL, true, NULL,
+                       'read-write, reason required, renews itself');
+"""
 BANNER = """\
-pgcli-jit demo: a throwaway PostgreSQL on 127.0.0.1:{port}, removed when you quit.
-You are connected as a temporary role minted by the `demo` profile (read-only, 5 minutes).
-Try:  \\jit status      select * from orders;      \\jit profiles
-      \\jit request demo-write --ttl 2m --reason "fix order 3"
-      \\jit renew --ttl 10m      \\jit revoke      \\q
-Config: {config}   Audit log: {audit}
+pgcli-jit demo: throwaway PostgreSQL on 127.0.0.1:{port}, removed when you quit.
+You logged in as {requester}, a login that may only ask, and are now a temporary
+role from the server profile `read` (read-only, 5 minutes). Try:
+  \\jit status        select * from orders;        \\jit profiles
+  \\jit request write --ttl 15m --reason "INC-123 hotfix"
+  update orders set status = 'refunded' where id = 3;
+  \\jit renew         \\jit revoke         \\q
+Config: {config}
+Client audit log (kept after the demo): {audit}
 """
 
 
-def prepare(cluster: Cluster) -> dict[str, str]:
-    """Demo database, broker and grant roles; returns the env the session needs."""
-    cluster.execute("CREATE DATABASE demo")
-    cluster.execute(DATA, dbname="demo")
-    password = secrets.token_urlsafe(24)
-    with cluster.connect() as conn:
-        for stmt in pg_roles.setup_statements(BROKER, GRANTS):
-            conn.execute(stmt)
-        pg_roles.set_password(conn, BROKER, password)
+def prepare(cluster: Cluster, home: Path) -> dict[str, str]:
+    """Data, the jit schema, grant roles, profiles and the requester; returns the env to run in."""
+    cluster.execute(f"CREATE DATABASE {DB}")
+    cluster.execute(DATA, dbname=DB)
+    with cluster.connect(DB) as conn:
+        server.apply(conn)
+        conn.execute(GRANT_ROLES.encode())
+        password = secrets.token_urlsafe(18)
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE jit_requester").format(
+            sql.Identifier(REQUESTER), sql.Literal(scram_verifier(conn, password))))
+    passfile = cluster.base / "pgpass"
+    passfile.write_text(f"{cluster.host}:{cluster.port}:*:{REQUESTER}:{password}\n", encoding="utf-8")
+    passfile.chmod(0o600)
     config = cluster.base / "config.toml"
-    config.write_text(demo_config(cluster, config.parent), encoding="utf-8")
-    return {"PGCLI_JIT_CONFIG": str(config), PASSWORD_ENV: password}
+    config.write_text(demo_config(cluster, home / "audit.jsonl"), encoding="utf-8")
+    config.chmod(0o600)
+    return {"PGCLI_JIT_CONFIG": str(config), "PGPASSFILE": str(passfile),
+            "XDG_CONFIG_HOME": str(cluster.base / "xdg-config")}
 
 
-def demo_config(cluster: Cluster, base: Any) -> str:
-    admin = f"host={cluster.host} port={cluster.port} dbname=demo user={BROKER}"
-    common = (f'backend = "postgres"\nadmin_dsn = "{admin}"\nadmin_password_env = "{PASSWORD_ENV}"\n'
-              f'host = "{cluster.host}"\nport = {cluster.port}\ndbname = "demo"\n')
+def demo_config(cluster: Cluster, audit: Path) -> str:
+    where = (f'backend = "postgres"\nhost = "{cluster.host}"\nport = {cluster.port}\n'
+             f'dbname = "{DB}"\nuser = "{REQUESTER}"\n')
     return (
-        f'default_profile = "demo"\naudit_log = "{base}/audit.jsonl"\n\n'
-        f'[profiles.demo]\n{common}grant = ["jit_read"]\nttl = "5m"\nmax_ttl = "30m"\n'
-        'renew = "prompt"\nrenew_before = "1m"\ndescription = "read-only, asks before it ends"\n\n'
-        f'[profiles.demo-write]\n{common}grant = ["jit_write"]\nttl = "2m"\nmax_ttl = "10m"\n'
-        'renew = "auto"\nrenew_before = "30s"\ndescription = "read-write, renews itself"\n'
+        f'default_profile = "read"\naudit_log = "{audit}"\n\n'
+        f'[profiles.read]\n{where}renew = "prompt"\nrenew_before = "1m"\n\n'
+        f'[profiles.write]\n{where}renew = "auto"\nrenew_before = "2m"\n'
     )
+
+
+def start_reaper(cluster: Cluster) -> threading.Event:
+    """The operator's reaper, in a thread: access ends on the server's clock even if the shell hangs."""
+    stop = threading.Event()
+
+    def open_conn() -> Conn:
+        return psycopg.connect(cluster.conninfo(DB), autocommit=True, application_name="pgcli-jit reaper")
+
+    thread = threading.Thread(target=reaper.watch, args=(open_conn, lambda _o: None, stop),
+                              kwargs={"on_error": lambda _t: None}, daemon=True, name="reaper")
+    thread.start()
+    return stop
 
 
 def run(pgcli_kwargs: dict[str, Any]) -> None:
     from pgcli_jit.cli import run_pgcli
 
     click.echo("Starting a throwaway PostgreSQL cluster...", err=True)
+    home = Path(tempfile.mkdtemp(prefix="pgcli-jit-demo-"))
     try:
         cluster = start_cluster()
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
+    stop = None
     try:
-        os.environ.update(prepare(cluster))
-        click.echo(BANNER.format(port=cluster.port, config=os.environ["PGCLI_JIT_CONFIG"],
-                                 audit=cluster.base / "audit.jsonl"), err=True)
+        os.environ.update(prepare(cluster, home))
+        stop = start_reaper(cluster)
+        click.echo(BANNER.format(port=cluster.port, requester=REQUESTER,
+                                 config=os.environ["PGCLI_JIT_CONFIG"], audit=home / "audit.jsonl"), err=True)
         pgcli_kwargs.update(host=None, port=None, dbname=None, dbname_opt=None, username=None,
                             username_opt=None)
-        run_pgcli(pgcli_kwargs, "demo", reason="pgcli-jit demo")
+        run_pgcli(pgcli_kwargs, "read", reason="pgcli-jit demo")
     finally:
+        if stop is not None:
+            stop.set()
         cluster.stop()
-        click.echo("Demo cluster removed.", err=True)
+        click.echo(f"Demo cluster removed. Client audit log: {home / 'audit.jsonl'}", err=True)

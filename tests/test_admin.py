@@ -1,8 +1,8 @@
-"""pgcli-jit-admin against the real scram-sha-256 cluster: setup, leases, reap.
+"""pgcli-jit-admin against a real scram-sha-256 cluster: setup, profiles, leases, reap, audit.
 
-Roles are cluster-wide and the cluster is shared by the whole session, so the
-roles made here have their own names (``ops_*``, ``print_*``) and assertions
-look for this file's roles rather than counting everything.
+The operator is ``ops``, a login in ``jit_admin`` whose password libpq finds in the
+pgpass file.  A fresh database per test module keeps the audit chain of these tests
+apart from the rest of the suite (roles are cluster-wide, so names here are unique).
 """
 
 from __future__ import annotations
@@ -12,299 +12,307 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
-import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from pgcli_jit.admin import main
-from pgcli_jit.backends.base import LeaseRequest
-from pgcli_jit.backends.postgres import PostgresBackend
+from pgcli_jit import server
+from pgcli_jit.admin import main, reaper
+from pgcli_jit.backends.scram import new_password, scram_verifier
 from pgcli_jit.cluster import Cluster
-from pgcli_jit.config import parse_profile
-from pgcli_jit.lease import Lease
-from tests.conftest import postgres_profile_toml
+from tests.conftest import make_login
 
 ADMIN = Path(sys.executable).with_name("pgcli-jit-admin")
-OPS_PW_ENV = "PGCLI_JIT_TEST_OPS_PW"
-Session = psycopg.Connection[tuple[object, ...]]
-
-
-def run(*args: str, password: str | None = None) -> Result:
-    """Invoke the CLI in-process; the password reaches libpq as PGPASSWORD, as in cron."""
-    env = {"PGPASSWORD": password} if password else {}
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-
-
-def superuser_dsn(cluster: Cluster, dbname: str = "postgres") -> str:
-    return f"host={cluster.host} port={cluster.port} dbname={dbname} user={cluster.superuser}"
-
-
-def make_backend(cluster: Cluster, admin_dsn: str, **extra: object) -> PostgresBackend:
-    body = tomllib.loads(postgres_profile_toml("ops", admin_dsn, cluster, **extra))["profiles"]["ops"]
-    return PostgresBackend(parse_profile("ops", body, Path("config.toml")))
-
-
-def request(backend: PostgresBackend, ttl: float = 300, reason: str = "INC-42 look") -> Lease:
-    return backend.request(LeaseRequest(ttl=ttl, reason=reason, requester="alice"))
-
-
-def login(cluster: Cluster, lease: Lease) -> Session:
-    return psycopg.connect(cluster.conninfo("app", user=lease.username,
-                                            password=lease.credentials.password), autocommit=True)
-
-
-def role_exists(cluster: Cluster, name: str) -> bool:
-    with cluster.connect() as conn:
-        return conn.execute("select 1 from pg_roles where rolname = %s", (name,)).fetchone() is not None
-
-
-# -- setup -----------------------------------------------------------------------
-
-
-def test_printed_setup_runs_in_psql(cluster: Cluster) -> None:
-    """The real console script's output, piped into the real psql, creates what it says."""
-    broker, grant = 'print "Broker"', "print_read"
-    script = subprocess.run(
-        [str(ADMIN), "setup", "--broker", broker, "--grant", f"{grant}=pg_read_all_data"],
-        capture_output=True, text=True, check=True).stdout
-    assert "\\password" in script and "PASSWORD" not in script  # no secret in the SQL
-    psql = shutil.which("psql") or pytest.skip("psql not installed")
-    env = {**os.environ, "PGPASSWORD": cluster.superpassword}
-    subprocess.run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", superuser_dsn(cluster)],
-                   input=script, text=True, env=env, check=True, capture_output=True)
-    with cluster.connect() as conn:
-        row = conn.execute("select rolsuper, rolcreaterole, rolcanlogin from pg_roles"
-                           " where rolname = %s", (broker,)).fetchone()
-        admin = conn.execute("select admin_option from pg_auth_members m join pg_roles r"
-                             " on r.oid = m.member where r.rolname = %s and m.roleid = %s::regrole",
-                             (broker, grant)).fetchone()
-    assert row == (False, True, True)
-    assert admin == (True,)
+DB = "admin_db"
+Conn = psycopg.Connection[tuple[object, ...]]
 
 
 @pytest.fixture(scope="module")
-def ops_password(cluster: Cluster) -> Iterator[str]:
-    """``setup --apply`` once, for a broker named apart from conftest's jit_broker."""
-    password = "ops-" + os.urandom(12).hex()
-    os.environ[OPS_PW_ENV] = password
-    result = CliRunner().invoke(main, [
-        "setup", "--apply", "--dsn", superuser_dsn(cluster), "--broker", "ops_broker",
-        "--grant", "ops_read=pg_read_all_data", "--grant", "ops_write=ops_read,pg_write_all_data",
-        "--password-env", OPS_PW_ENV], env={"PGPASSWORD": cluster.superpassword})
+def db(cluster: Cluster) -> str:
+    """A database with the schema, the grant roles and an operator login."""
+    cluster.execute(f"CREATE DATABASE {DB}")
+    cluster.execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1);", dbname=DB)
+    with cluster.connect(DB) as conn:
+        server.apply(conn)
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO jit_read")  # roles are cluster-wide
+    make_login(cluster, "ops", member_of="jit_admin")
+    make_login(cluster, "carol", member_of="jit_requester")
+    return dsn(cluster, "ops")
+
+
+def dsn(cluster: Cluster, user: str, dbname: str = DB) -> str:
+    return f"host={cluster.host} port={cluster.port} dbname={dbname} user={user}"
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def ask(cluster: Cluster, profile: str, ttl: float | None = 60, reason: str = "INC-7 look",
+        user: str = "carol") -> tuple[dict[str, object], str]:
+    """What the postgres backend does, by hand: a verifier, and jit.request as the requester."""
+    password = new_password()
+    with psycopg.connect(dsn(cluster, user), autocommit=True) as conn:
+        row = conn.execute("SELECT jit.request(%s, make_interval(secs => %s), %s, %s)",
+                           (profile, ttl, reason, scram_verifier(conn, password))).fetchone()
+    assert row is not None
+    return row[0], password
+
+
+def connect_as(cluster: Cluster, name: str, password: str) -> Conn:
+    return psycopg.connect(cluster.conninfo(DB, user=name, password=password), autocommit=True)
+
+
+@pytest.fixture(scope="module")
+def read_profile(db: str) -> str:
+    result = run("profile", "add", "adm-read", "--grant", "jit_read", "--ttl", "1m", "--max-ttl", "5m",
+                 "--dsn", db)
     assert result.exit_code == 0, result.output
-    assert 'CREATE ROLE "ops_broker" LOGIN CREATEROLE;' in result.output
-    assert "password of ops_broker set" in result.output
-    yield password
-    os.environ.pop(OPS_PW_ENV, None)
+    return "adm-read"
 
 
-def test_applied_broker_is_not_superuser_and_can_mint(cluster: Cluster, ops_password: str) -> None:
-    with cluster.connect() as conn:
-        row = conn.execute("select rolsuper, rolcreaterole from pg_roles where rolname = 'ops_broker'")
-        assert row.fetchone() == (False, True)
-    dsn = f"host={cluster.host} port={cluster.port} dbname=app user=ops_broker"
-    backend = make_backend(cluster, dsn, admin_password_env=OPS_PW_ENV, grant=["ops_read"])
-    lease = request(backend)
-    try:
-        with login(cluster, lease) as conn:
-            assert conn.execute("select count(*) from accounts").fetchone() == (2,)
-    finally:
-        backend.revoke(lease)
-    assert not role_exists(cluster, lease.username)
+# -- setup ------------------------------------------------------------------------
 
 
-def test_apply_again_keeps_existing_roles(cluster: Cluster, ops_password: str) -> None:
-    result = run("setup", "--apply", "--dsn", superuser_dsn(cluster), "--broker", "ops_broker",
-                 "--grant", "ops_read=pg_read_all_data", password=cluster.superpassword)
-    assert result.exit_code == 0, result.output
-    assert "skipped CREATE ROLE: ops_broker already exists" in result.output
-    assert "skipped CREATE ROLE: ops_read already exists" in result.output
-    assert "\\password" in result.output  # no new password given: says how to set one
+def test_printed_setup_runs_in_psql_and_apply_is_idempotent(cluster: Cluster) -> None:
+    """The real console script's output, piped into the real psql, installs the schema;
+    --apply afterwards finds the version recorded and only refreshes the functions."""
+    cluster.execute("CREATE DATABASE setup_db")
+    script = subprocess.run([str(ADMIN), "setup"], capture_output=True, text=True, check=True).stdout
+    assert "CREATE SCHEMA IF NOT EXISTS jit AUTHORIZATION jit_owner" in script
+    psql = shutil.which("psql") or pytest.skip("psql not installed")
+    env = {**os.environ, "PGPASSWORD": cluster.superpassword}
+    subprocess.run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", dsn(cluster, cluster.superuser, "setup_db")],
+                   input=script, text=True, env=env, check=True, capture_output=True)
+    again = subprocess.run([str(ADMIN), "setup", "--apply", "--dsn", dsn(cluster, cluster.superuser, "setup_db")],
+                           capture_output=True, text=True, env=env, check=True).stdout
+    assert "functions refreshed" in again and "001_schema" not in again
+    with cluster.connect("setup_db") as conn:
+        assert server.installed_version(conn) == server.latest_version()
+        owner = conn.execute("select nspowner::regrole::text from pg_namespace where nspname = 'jit'").fetchone()
+        assert owner == ("jit_owner",)
+        can_login = conn.execute("select rolcanlogin from pg_roles where rolname = 'jit_owner'").fetchone()
+        assert can_login == (False,)
+        public = conn.execute("select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
+                              " where n.nspname = 'jit' and has_function_privilege('public', p.oid, 'EXECUTE')"
+                              ).fetchone()
+        assert public == (0,)  # nothing callable by PUBLIC
 
 
-def test_broker_password_never_reaches_the_server_log(cluster: Cluster, ops_password: str) -> None:
-    log = cluster.server_log()
-    assert "ops_broker" in log  # the setup statements really are logged
-    assert ops_password not in log
-
-
-def test_apply_without_privilege_is_one_line(cluster: Cluster, admin_dsn: str) -> None:
-    """A JIT role (no CREATEROLE) cannot run setup: one line, and nothing half-done."""
-    backend = make_backend(cluster, admin_dsn)
-    lease = request(backend)
-    dsn = f"host={cluster.host} port={cluster.port} dbname=app user={lease.username}"
-    try:
-        result = run("setup", "--apply", "--dsn", dsn, "--broker", "ops_nobody",
-                     password=lease.credentials.password)
-    finally:
-        backend.revoke(lease)
+def test_setup_without_superuser_is_one_line_and_changes_nothing(cluster: Cluster, db: str) -> None:
+    cluster.execute("CREATE DATABASE setup_db2")
+    result = CliRunner().invoke(main, ["setup", "--apply", "--dsn", dsn(cluster, "carol", "setup_db2")])
     assert result.exit_code == 1
-    assert result.stderr.count("\n") == 1 and "nothing was changed" in result.stderr
-    assert "permission denied" in result.stderr and "as a superuser" in result.stderr
-    assert not role_exists(cluster, "ops_nobody")
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+    with cluster.connect("setup_db2") as conn:
+        assert server.installed_version(conn) == 0
 
 
-# -- leases ----------------------------------------------------------------------
+# -- profiles -----------------------------------------------------------------------
 
 
-def test_leases_shows_requester_and_reason(cluster: Cluster, admin_dsn: str,
-                                           broker_password: str) -> None:
-    backend = make_backend(cluster, admin_dsn)
-    lease = request(backend, reason="INC-42 look")
-    try:
-        table = run("leases", "--dsn", admin_dsn, password=broker_password)
-        [line] = [ln for ln in table.output.splitlines() if lease.username in ln]
-        assert "alice" in line and "INC-42 look" in line and "yes" in line
-        rows = json.loads(run("leases", "--json", "--dsn", admin_dsn, password=broker_password).output)
-        [mine] = [r for r in rows if r["role"] == lease.username]
-    finally:
-        backend.revoke(lease)
-    assert mine["requester"] == "alice" and mine["reason"] == "INC-42 look"
-    assert mine["can_login"] and not mine["expired"] and 250 < mine["remaining_seconds"] <= 300
+def test_profile_add_list_set_rm(db: str) -> None:
+    added = run("profile", "add", "adm-tmp", "--grant", "jit_write", "--reason-required", "--dsn", db)
+    assert added.exit_code == 0 and "adm-tmp" in added.output and "required" in added.output
+    changed = run("profile", "set", "adm-tmp", "--max-ttl", "2h", "--dsn", db)
+    assert changed.exit_code == 0 and "2h" in changed.output and "required" in changed.output
+    listed = json.loads(run("profile", "list", "--json", "--dsn", db).output)
+    assert any(p["PROFILE"] == "adm-tmp" and p["MAX TTL"] == "2h" for p in listed)
+    assert run("profile", "add", "adm-tmp", "--grant", "jit_read", "--dsn", db).exit_code == 1
+    assert run("profile", "rm", "adm-tmp", "--dsn", db).exit_code == 0
+    gone = run("profile", "rm", "adm-tmp", "--dsn", db)
+    assert gone.exit_code == 1 and "no profile adm-tmp" in gone.output
 
 
-def test_profile_names_the_broker_connection(cluster: Cluster, admin_dsn: str, home: Path) -> None:
-    config = home / "config" / "pgcli-jit" / "config.toml"
-    config.parent.mkdir(parents=True)
-    config.write_text(postgres_profile_toml("ops", admin_dsn, cluster))
-    backend = make_backend(cluster, admin_dsn)
-    lease = request(backend)
-    try:
-        result = run("leases", "--profile", "ops")
-    finally:
-        backend.revoke(lease)
-    assert result.exit_code == 0, result.output
-    assert lease.username in result.output
-    unknown = run("leases", "--profile", "nope")
-    assert unknown.exit_code == 1 and "no profile 'nope'" in unknown.stderr
+@pytest.mark.parametrize(("grant", "says"), [
+    ("pg_read_all_data", "has SUPERUSER|is a member of|ADMIN OPTION"),
+    ("postgres", "SUPERUSER"),
+    ("jit_admin", "jit_owner does not hold ADMIN OPTION|is a member of"),
+    ("no_such_role", "does not exist"),
+])
+def test_dangerous_or_unknown_grant_roles_are_refused_by_the_server(db: str, grant: str, says: str) -> None:
+    result = CliRunner().invoke(main, ["profile", "add", "adm-bad", "--grant", grant, "--dsn", db])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert __import__("re").search(says, result.output), result.output
 
 
-# -- reap ------------------------------------------------------------------------
+def test_grant_role_without_admin_option_says_what_to_run(cluster: Cluster, db: str) -> None:
+    cluster.execute("CREATE ROLE adm_plain NOLOGIN", dbname=DB)
+    result = CliRunner().invoke(main, ["profile", "add", "adm-plain", "--grant", "adm_plain", "--dsn", db])
+    assert result.exit_code == 1
+    assert "GRANT adm_plain TO jit_owner WITH ADMIN OPTION" in result.output
 
 
-@pytest.fixture
-def crashed(cluster: Cluster, admin_dsn: str) -> Iterator[tuple[Lease, Lease, Session]]:
-    """A client that died holding a 1 s lease with a session open, and a live lease next to it."""
-    backend = make_backend(cluster, admin_dsn)
-    dead, live = request(backend, ttl=1), request(backend, ttl=300)
-    session = login(cluster, dead)
+def test_a_requester_cannot_change_profiles(cluster: Cluster, read_profile: str) -> None:
+    result = CliRunner().invoke(main, ["profile", "set", read_profile, "--max-ttl", "100d",
+                                       "--dsn", dsn(cluster, "carol")])
+    assert result.exit_code == 1 and "permission denied" in result.output
+
+
+# -- leases, reap ---------------------------------------------------------------------
+
+
+def test_leases_shows_requester_reason_and_sessions(cluster: Cluster, db: str, read_profile: str) -> None:
+    refused, _ = ask(cluster, read_profile, reason="INC-7 \x1b[2J look")
+    assert refused["status"] == "denied"  # the server keeps escape sequences out of the trail
+    answer, password = ask(cluster, read_profile, reason="INC-7 look")
+    name = str(answer["rolname"])
+    with connect_as(cluster, name, password):
+        rows = json.loads(run("leases", "--json", "--dsn", db).output)
+        mine = next(r for r in rows if r["rolname"] == name)
+        assert mine["requester"] == "carol" and mine["sessions"] == 1 and mine["state"] == "live"
+        table = run("leases", "--dsn", db).output
+        assert name in table and "INC-7 look" in table
+    with psycopg.connect(db, autocommit=True) as ops:
+        ops.execute("SELECT jit.revoke(%s)", (name,))
+        ops.execute("SELECT jit.finish(%s)", (name,))
+
+
+def test_reap_ends_a_crashed_clients_sessions_and_drops_the_role(cluster: Cluster, db: str,
+                                                                   read_profile: str) -> None:
+    answer, password = ask(cluster, read_profile, ttl=1)
+    name = str(answer["rolname"])
+    session = connect_as(cluster, name, password)  # a client that never revokes
     time.sleep(1.2)
-    yield dead, live, session
-    session.close()
-    backend.revoke(dead)
-    backend.revoke(live)
-
-
-def test_reap_ends_a_crashed_clients_role_and_session(
-        cluster: Cluster, admin_dsn: str, broker_password: str, crashed: tuple[Lease, Lease, Session]
-) -> None:
-    dead, live, session = crashed
-    result = run("reap", "--dsn", admin_dsn, password=broker_password)
+    result = run("reap", "--dsn", db)
     assert result.exit_code == 0, result.output
-    assert f"reaped {dead.username} (expired" in result.output
-    assert "1 session terminated" in result.output
-    assert not role_exists(cluster, dead.username)
+    assert f"expired {name}" in result.output and f"dropped {name}; 1 session(s) ended" in result.output
     with pytest.raises(psycopg.OperationalError):
         session.execute("select 1")
-    assert role_exists(cluster, live.username) and live.username not in result.output
-
-
-def test_reap_dry_run_changes_nothing(
-        cluster: Cluster, admin_dsn: str, broker_password: str, crashed: tuple[Lease, Lease, Session]
-) -> None:
-    dead, live, session = crashed
-    result = run("reap", "--dry-run", "--dsn", admin_dsn, password=broker_password)
-    assert result.exit_code == 0, result.output
-    assert f"would reap {dead.username}" in result.output and live.username not in result.output
-    assert role_exists(cluster, dead.username)
-    assert session.execute("select current_user").fetchone() == (dead.username,)
-
-
-def test_reap_is_quiet_when_there_is_nothing_to_do(admin_dsn: str, broker_password: str) -> None:
-    run("reap", "--dsn", admin_dsn, password=broker_password)
-    again = run("reap", "--dsn", admin_dsn, password=broker_password)
-    assert again.exit_code == 0 and again.output == ""
-    verbose = run("reap", "-v", "--dsn", admin_dsn, password=broker_password)
-    assert verbose.output == "nothing to reap\n"
-
-
-def test_reap_finishes_a_half_done_revoke_and_names_failures(
-        cluster: Cluster, admin_dsn: str, broker_password: str) -> None:
-    """NOLOGIN + marker is a revoke that stopped half-way; an object in another database blocks DROP."""
-    backend = make_backend(cluster, admin_dsn)
-    stuck, blocked = request(backend), request(backend)
     with cluster.connect() as conn:
-        conn.execute(f'ALTER ROLE "{stuck.username}" NOLOGIN')
-        conn.execute(f'ALTER ROLE "{blocked.username}" NOLOGIN')
-        conn.execute("CREATE TABLE ops_blocker (x int)")
-        conn.execute(f'ALTER TABLE ops_blocker OWNER TO "{blocked.username}"')
+        assert conn.execute("select 1 from pg_roles where rolname = %s", (name,)).fetchone() is None
+    assert run("reap", "-v", "--dsn", db).output.strip() == "nothing to reap"
+
+
+def test_one_odd_row_never_stops_the_reaper_for_everyone(cluster: Cluster, db: str, read_profile: str) -> None:
+    odd, _ = ask(cluster, read_profile, ttl=1)
+    fine, _ = ask(cluster, read_profile, ttl=1)
+    # a superuser altered the role by hand: VALID UNTIL infinity, and it owns an object elsewhere
+    cluster.execute(f"ALTER ROLE {odd['rolname']} VALID UNTIL 'infinity'")
+    cluster.execute(f"CREATE SCHEMA odd_{odd['rolname']} AUTHORIZATION {odd['rolname']}", dbname="app")
+    time.sleep(1.2)
+    result = CliRunner().invoke(main, ["reap", "--dsn", db])
+    assert result.exit_code == 1  # someone must look at it
+    assert f"dropped {fine['rolname']}" in result.output
+    assert f"{odd['rolname']}: kept" in result.output
+    cluster.execute(f"DROP SCHEMA odd_{odd['rolname']}", dbname="app")
+
+
+def test_reap_watch_ends_access_within_a_second_of_valid_until(cluster: Cluster, db: str,
+                                                                 read_profile: str) -> None:
+    """A client that was killed or hung: nothing on its side ends the session, the reaper must."""
+    stop = threading.Event()
+    seen: list[reaper.Outcome] = []
+    watcher = threading.Thread(target=reaper.watch, args=(lambda: psycopg.connect(db, autocommit=True),
+                                                          seen.append, stop), daemon=True)
+    watcher.start()
     try:
-        result = run("reap", "--dsn", admin_dsn, password=broker_password)
-        assert result.exit_code == 1
-        assert f"reaped {stuck.username} (NOLOGIN" in result.output
-        assert f"cannot reap {blocked.username}: " in result.stderr
-        assert "database postgres" in result.stderr and "1 failed" in result.stderr
-        assert not role_exists(cluster, stuck.username) and role_exists(cluster, blocked.username)
+        time.sleep(0.3)  # the reaper is asleep, waiting: the request's NOTIFY must wake it
+        answer, password = ask(cluster, read_profile, ttl=3)
+        name = str(answer["rolname"])
+        with cluster.connect() as conn:
+            valid_until = conn.execute("select rolvaliduntil from pg_roles where rolname = %s",
+                                       (name,)).fetchone()[0].timestamp()  # type: ignore[index]
+        session = connect_as(cluster, name, password)
+        last_ok = None
+        while time.time() < valid_until + 5:
+            try:
+                session.execute("select 1")
+                last_ok = time.time()
+            except psycopg.OperationalError:
+                break
+            time.sleep(0.02)
+        assert last_ok is not None and last_ok - valid_until <= 1.0, last_ok - valid_until  # type: ignore[operator]
+        assert any(o.rolname == name and o.action == "dropped" for o in seen) or _wait_dropped(seen, name)
     finally:
-        cluster.execute("DROP TABLE ops_blocker")
-        backend.revoke(blocked)
+        stop.set()
+        watcher.join(5)
 
 
-def test_reap_reassigns_what_the_role_owns(cluster: Cluster, admin_dsn: str,
-                                           broker_password: str) -> None:
-    """--reassign-to needs the broker to be a member of the target role; then objects survive."""
-    backend = make_backend(cluster, admin_dsn)
-    lease = request(backend)
-    cluster.execute(f'CREATE ROLE ops_owner NOLOGIN; ALTER ROLE "{lease.username}" NOLOGIN;'
-                    f'CREATE TABLE ops_made (x int); ALTER TABLE ops_made OWNER TO "{lease.username}"',
-                    dbname="app")
-    try:
-        refused = run("reap", "--reassign-to", "ops_owner", "--dsn", admin_dsn, password=broker_password)
-        assert refused.exit_code == 1 and "permission denied to reassign objects" in refused.stderr
-        cluster.execute("GRANT ops_owner TO jit_broker")
-        done = run("reap", "--reassign-to", "ops_owner", "--dsn", admin_dsn, password=broker_password)
-        assert done.exit_code == 0, done.output
-        with cluster.connect("app") as conn:
-            owner = conn.execute("select tableowner from pg_tables where tablename = 'ops_made'")
-            assert owner.fetchone() == ("ops_owner",)
-    finally:
-        cluster.execute("DROP TABLE ops_made; REVOKE ops_owner FROM jit_broker; DROP ROLE ops_owner",
-                        dbname="app")
-        backend.revoke(lease)
+def _wait_dropped(seen: list[reaper.Outcome], name: str) -> bool:
+    deadline = time.time() + 3
+    while time.time() < deadline:
+        if any(o.rolname == name and o.action == "dropped" for o in seen):
+            return True
+        time.sleep(0.05)
+    return False
 
 
-# -- errors ----------------------------------------------------------------------
+# -- audit ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dsn, message", [
-    ("host=127.0.0.1 port=1 connect_timeout=2", "cannot connect"),
-    ("not a conninfo", "is not a libpq conninfo"),
-    ("host=127.0.0.1 user=x password=hunter2", "holds a password"),
+def test_audit_lists_events_and_verify_finds_an_edited_row(cluster: Cluster, db: str,
+                                                            read_profile: str) -> None:
+    answer, _ = ask(cluster, read_profile, reason="INC-8 audit me")
+    with psycopg.connect(db, autocommit=True) as ops:
+        ops.execute("SELECT jit.revoke(%s)", (answer["rolname"],))
+    events = json.loads(run("audit", "--json", "--since", "1h", "--dsn", db).output)
+    mine = [e for e in events if e["rolname"] == answer["rolname"]]
+    assert {e["event"] for e in mine} == {"request", "revoke"}
+    request = next(e for e in mine if e["event"] == "request")
+    assert request["requester"] == "carol" and request["actor"] == "carol"
+    assert request["reason"] == "INC-8 audit me" and request["host"] == "127.0.0.1"
+    assert next(e for e in mine if e["event"] == "revoke")["actor"] == "ops"
+    ok = run("audit", "--verify", "--dsn", db)
+    assert ok.exit_code == 0 and "intact" in ok.output
+    # nobody but a superuser can touch it, and even then the chain shows it
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        psycopg.connect(db, autocommit=True).execute("DELETE FROM jit.audit")
+    with cluster.connect(DB) as su:
+        with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+            su.execute("UPDATE jit.audit SET reason = 'nothing to see' WHERE id = %s", (request["id"],))
+        su.execute("SET session_replication_role = replica")  # a superuser bypasses the trigger
+        su.execute("UPDATE jit.audit SET reason = 'nothing to see' WHERE id = %s", (request["id"],))
+    broken = CliRunner().invoke(main, ["audit", "--verify", "--dsn", db])
+    assert broken.exit_code == 1 and f"broken at row {request['id']}" in broken.output
+    with cluster.connect(DB) as su:
+        su.execute("SET session_replication_role = replica")
+        su.execute("UPDATE jit.audit SET reason = 'INC-8 audit me' WHERE id = %s", (request["id"],))
+
+
+def test_verify_finds_deleted_rows(cluster: Cluster, db: str, read_profile: str) -> None:
+    ask(cluster, read_profile)
+    ask(cluster, read_profile)
+    with cluster.connect(DB) as su:
+        su.execute("SET session_replication_role = replica")
+        last = su.execute("SELECT max(id) FROM jit.audit").fetchone()[0]  # type: ignore[index]
+        su.execute("CREATE TEMP TABLE keep AS SELECT * FROM jit.audit WHERE id >= %s - 1", (last,))
+        su.execute("DELETE FROM jit.audit WHERE id = %s - 1", (last,))
+        middle = CliRunner().invoke(main, ["audit", "--verify", "--dsn", db])
+        assert middle.exit_code == 1 and f"broken at row {last}" in middle.output
+        su.execute("DELETE FROM jit.audit WHERE id = %s", (last,))
+        tail = CliRunner().invoke(main, ["audit", "--verify", "--dsn", db])
+        assert tail.exit_code == 1 and "newest rows are missing" in tail.output
+        su.execute("INSERT INTO jit.audit SELECT * FROM keep")
+    assert run("audit", "--verify", "--dsn", db).exit_code == 0
+
+
+# -- one line, never a traceback ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["leases", "--dsn", "host=db password=hunter2"], "holds a password"),
+    (["leases", "--dsn", "not a conninfo"], "is not a libpq conninfo"),
+    (["setup", "--dsn", "host=x"], "only with --apply"),
+    (["profile", "add", "x", "--ttl", "soon", "--grant", "r", "--dsn", "host=x"], "--ttl"),
 ])
-def test_bad_dsn_is_one_line(dsn: str, message: str) -> None:
-    result = run("leases", "--dsn", dsn)
-    assert result.exit_code == 1
-    assert result.stderr.count("\n") == 1 and message in result.stderr
-    assert "hunter2" not in result.stderr
+def test_bad_input_is_one_line(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code in (1, 2) and message in result.output
+    assert "Traceback" not in result.output
 
 
-def test_wrong_password_in_a_real_process_is_one_line(cluster: Cluster, admin_dsn: str) -> None:
-    env = {**os.environ, "PGPASSWORD": "wrong-password-123"}
-    proc = subprocess.run([str(ADMIN), "reap", "--dsn", admin_dsn], capture_output=True,
-                          text=True, env=env, check=False)
-    assert proc.returncode == 1 and proc.stdout == ""
-    assert proc.stderr.count("\n") == 1 and "password authentication failed" in proc.stderr
-    assert "Traceback" not in proc.stderr and "wrong-password-123" not in proc.stderr
+def test_wrong_password_in_a_real_process_is_one_line(cluster: Cluster, db: str) -> None:
+    env = {**os.environ, "PGPASSFILE": "/nonexistent", "PGPASSWORD": "wrong"}
+    proc = subprocess.run([str(ADMIN), "leases", "--dsn", db], capture_output=True, text=True, env=env)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: cannot connect") and proc.stderr.count("\n") == 1
 
 
-def test_usage_problems_are_one_line() -> None:
-    for args in (["leases"], ["setup", "--apply"], ["setup", "--password-env", "X"],
-                 ["setup", "--grant", "=x"]):
-        result = run(*args)
-        assert result.exit_code == 2, args
-        assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: ")
+def test_schema_not_installed_says_to_run_setup(cluster: Cluster, db: str) -> None:
+    result = CliRunner().invoke(main, ["leases", "--dsn", dsn(cluster, "ops", "postgres")])
+    assert result.exit_code == 1 and "setup --apply" in result.output

@@ -33,7 +33,7 @@ class _Group(click.Group):
             raise UsageProblem(str(exc)) from None
         except JitError as exc:
             raise click.ClickException(str(exc)) from None
-        except psycopg.errors.UndefinedFunction:
+        except (psycopg.errors.UndefinedFunction, psycopg.errors.UndefinedTable):
             raise click.ClickException(
                 "the jit schema is not installed in this database (or is older than this "
                 "pgcli-jit-admin): run pgcli-jit-admin setup --apply") from None

@@ -52,12 +52,17 @@ def profile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _set(conn: Conn, name: str, grants: tuple[str, ...], ttl: str | None, max_ttl: str | None,
+def _set(conn: Conn, name: str, grants: tuple[str, ...], ttl: float | None, max_ttl: float | None,
          requesters: str | None, reason_required: bool | None, owner: str | None,
          description: str | None) -> None:
-    conn.execute(SET_SQL, (name, list(grants) or None, _seconds(ttl, "--ttl"),
-                           _seconds(max_ttl, "--max-ttl"), requesters, reason_required, owner,
+    conn.execute(SET_SQL, (name, list(grants) or None, ttl, max_ttl, requesters, reason_required, owner,
                            description))
+
+
+def _parsed(options: dict[str, Any]) -> dict[str, Any]:
+    """Durations checked before any connection: bad input costs no round trip."""
+    return {**options, "ttl": _seconds(options["ttl"], "--ttl"),
+            "max_ttl": _seconds(options["max_ttl"], "--max-ttl")}
 
 
 def _exists(conn: Conn, name: str) -> bool:
@@ -74,6 +79,7 @@ def profile() -> None:
 @profile_options
 def add(name: str, dsn: str, **options: Any) -> None:
     """Create profile NAME (at least one --grant)."""
+    options = _parsed(options)
     with connect(dsn) as conn:
         if _exists(conn, name):
             raise JitError(f"profile {name} exists",
@@ -87,6 +93,7 @@ def add(name: str, dsn: str, **options: Any) -> None:
 @profile_options
 def set_(name: str, dsn: str, **options: Any) -> None:
     """Change profile NAME: only the options given change (leases already issued keep theirs)."""
+    options = _parsed(options)
     with connect(dsn) as conn:
         if not _exists(conn, name):
             raise JitError(f"no profile {name}", f"create it with: pgcli-jit-admin profile add {name} ...")
