@@ -169,8 +169,7 @@ class VaultBackend(Backend):
         """``body`` as an Answer whose ``data`` and durations are known to be sane."""
         try:
             answer = Answer(body)
-            answer.data()
-            answer.duration()
+            answer.data(), answer.duration(), answer.warnings(""), answer.lease_id()
         except AnswerError as exc:
             raise self.client.error(f"the {what} answer {exc}") from None
         return answer
