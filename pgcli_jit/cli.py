@@ -8,6 +8,7 @@ pgcli's own ``cli`` callback with every pgcli option untouched.
 
 from __future__ import annotations
 
+import copy
 import signal
 import sys
 from typing import Any
@@ -34,15 +35,26 @@ def build_command() -> click.Command:
 
     base: click.Command = pgmain.cli
     return click.Command(
-        name="pgcli-jit", params=[*base.params, *JIT_OPTIONS], callback=_callback,
+        name="pgcli-jit", params=[*map(_own_help, base.params), *JIT_OPTIONS], callback=_callback,
         help=(base.help or "") + "\n\npgcli-jit adds \\jit commands and --jit PROFILE.",
         context_settings=base.context_settings,
     )
 
 
+def _own_help(param: click.Parameter) -> click.Parameter:
+    """pgcli's ``-v`` says "Version of pgcli."; ours prints both versions, so say that.
+    A copy: pgcli's own command object stays as pgcli made it."""
+    if param.name != "version" or not isinstance(param, click.Option):
+        return param
+    ours = copy.copy(param)
+    ours.help = "Print the versions of pgcli-jit and pgcli, and exit."
+    return ours
+
+
 def _callback(**kwargs: Any) -> None:
     profile = kwargs.pop("jit_profile")
     ttl_text, reason = kwargs.pop("jit_ttl"), kwargs.pop("jit_reason")
+    _warn_unused_jit_options(profile, ttl_text, reason)
     if kwargs.get("version"):
         click.echo(f"pgcli-jit {__version__}")  # pgcli then prints its own version and exits
     if kwargs.pop("demo"):
@@ -51,6 +63,16 @@ def _callback(**kwargs: Any) -> None:
         demo.run(kwargs)
         return
     run_pgcli(kwargs, profile, _ttl(ttl_text), reason)
+
+
+def _warn_unused_jit_options(profile: str | None, ttl_text: str | None, reason: str) -> None:
+    """``--jit-reason`` and ``--jit-ttl`` shape the ``--jit`` request only: a reason typed
+    for the audit log and then silently dropped is worse than one line saying so."""
+    given = [name for name, value in (("--jit-ttl", ttl_text), ("--jit-reason", reason)) if value]
+    if given and not profile:
+        click.secho(f"{' and '.join(given)} ignored: {'they apply' if len(given) > 1 else 'it applies'} "
+                    "only with --jit PROFILE (in the shell: \\jit request PROFILE --ttl DUR --reason TEXT)",
+                    err=True, fg="yellow")
 
 
 def run_pgcli(kwargs: dict[str, Any], profile: str | None, ttl: float | None = None,

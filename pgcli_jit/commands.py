@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import textwrap
 from dataclasses import dataclass
 
 from pgcli_jit.durations import parse_duration
@@ -19,19 +20,59 @@ SUBCOMMANDS = ("request", "status", "renew", "revoke", "profiles", "help")
 OPTIONS = {"request": ("--ttl", "--reason"), "renew": ("--ttl",)}
 _JIT = re.compile(r"^\s*\\jit(?:\s|;|$)", re.IGNORECASE)
 
-USAGE = """\
-\\jit request [PROFILE] [--ttl DUR] [--reason TEXT]   obtain credentials and reconnect as them
-\\jit status                                        the current lease
-\\jit renew [--ttl DUR]                             extend the lease (or rotate to new credentials)
-\\jit revoke                                        end access now, back to the previous identity
-\\jit profiles                                      what can be requested
-Durations: 90s, 15m, 1h30m or seconds. Quote a reason with spaces: --reason "INC-123 hotfix"."""
+#: (subcommand, synopsis, one line) for the usage table; aligned by code, not by hand
+SYNOPSES = (
+    ("request", "\\jit request [PROFILE] [--ttl DUR] [--reason TEXT]",
+     "obtain credentials and reconnect as them"),
+    ("status", "\\jit status", "the current lease (or how the last one ended)"),
+    ("renew", "\\jit renew [--ttl DUR]", "extend the lease (or rotate to new credentials)"),
+    ("revoke", "\\jit revoke", "end access now, back to the identity used before \\jit request"),
+    ("profiles", "\\jit profiles", "what can be requested"),
+    ("help", "\\jit help [SUBCOMMAND]", "this text, or one subcommand's"),
+)
+FOOTER = 'Durations: 90s, 15m, 1h30m or seconds. Quote a reason with spaces: --reason "INC-123 hotfix".'
+DETAILS = {
+    "request": ("PROFILE defaults to the config's default_profile. --ttl asks for a lease length "
+                "(the profile's max_ttl caps it, and the reply says so); "
+                "--reason is recorded in the audit log. "
+                "Refused inside an open transaction."),
+    "status": "Profile, backend, database user, times (local, with zone), renewals, lease id; "
+              "after access ended: what ended, when, and what to do.",
+    "renew": ("--ttl asks for a new length, counted from now, capped at max_ttl; later renewals keep it. "
+              "When the backend cannot extend, new credentials are issued and the session reconnects "
+              "after the open transaction ends."),
+    "revoke": "Revokes at the backend and returns to the login used before \\jit request; after expiry "
+              "it only returns to that login.",
+    "profiles": ("Every profile with its backend, ttl, max ttl and renew mode; "
+                 "Vault profiles list their roles."),
+    "help": "\\jit help SUBCOMMAND shows one subcommand's options.",
+}
+
+
+def _usage_table(rows: tuple[tuple[str, str, str], ...]) -> list[str]:
+    width = max(len(synopsis) for _, synopsis, _ in rows) + 3
+    return [f"{synopsis:<{width}}{what}" for _, synopsis, what in rows]
+
+
+USAGE = "\n".join([*_usage_table(SYNOPSES), FOOTER])
+
+
+def usage(subcommand: str | None = None) -> str:
+    """All subcommands, or one (``\\jit help request``): its synopsis, then the details."""
+    if not subcommand:
+        return USAGE
+    name = subcommand.lower()
+    rows = tuple(row for row in SYNOPSES if row[0] == name)
+    if not rows:
+        raise UsageError(f"\\jit help: unknown subcommand {subcommand!r}",
+                         f"use one of: {', '.join(SUBCOMMANDS)}")
+    return "\n".join([*_usage_table(rows), *textwrap.wrap(DETAILS[name], 78)])
 
 
 @dataclass(frozen=True)
 class JitCommand:
     action: str
-    profile: str | None = None
+    profile: str | None = None  # for "help": the subcommand asked about
     ttl: float | None = None
     reason: str = ""
 
@@ -52,7 +93,10 @@ def parse(text: str) -> JitCommand:
     action, rest = words[0].lower(), words[1:]
     if action not in SUBCOMMANDS:
         raise UsageError(f"\\jit: unknown subcommand {words[0]!r}", f"use one of: {', '.join(SUBCOMMANDS)}")
-    return _parse_args(action, rest)
+    cmd = _parse_args(action, rest)
+    if action == "help" and cmd.profile is not None:
+        usage(cmd.profile)  # an unknown subcommand is a usage error here, not at display
+    return cmd
 
 
 def _parse_args(action: str, words: list[str]) -> JitCommand:
@@ -70,7 +114,7 @@ def _parse_args(action: str, words: list[str]) -> JitCommand:
             if value is None or (not eq and value.startswith("--")):
                 raise UsageError(f"\\jit {action}: {name} needs a value")
             opts[name.lower()] = value
-        elif action == "request" and profile is None:
+        elif action in ("request", "help") and profile is None:
             profile = word
         else:
             raise UsageError(f"\\jit {action}: unexpected argument {word!r}", "see \\jit help")
@@ -101,9 +145,12 @@ def completions(line: str, profiles: list[str]) -> list[str]:
         action = words[1].lower()
         if words[position - 1].lower() in ("--ttl", "--reason"):
             return []
-        pool = list(OPTIONS.get(action, ()))
+        given = {w.split("=", 1)[0].lower() for w in words[2:position]}
+        pool = [o for o in OPTIONS.get(action, ()) if o not in given]
         if action == "request" and not _has_profile(words[2:position]):
             pool = profiles + pool
+        if action == "help" and position == 2:
+            pool = list(SUBCOMMANDS)
     return [c for c in pool if c.lower().startswith(current.lower())]
 
 

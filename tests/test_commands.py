@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgcli_jit.commands import SUBCOMMANDS, USAGE, JitCommand, completions, is_jit, parse
+from pgcli_jit.commands import SUBCOMMANDS, USAGE, JitCommand, completions, is_jit, parse, usage
 from pgcli_jit.errors import UsageError
 
 PROFILES = ["demo", "prod-read", "prod-write"]
@@ -82,7 +82,7 @@ def test_unknown_option_lists_the_allowed_ones() -> None:
 
 @pytest.mark.parametrize(
     "line", ["\\jit status now", "\\jit revoke demo", "\\jit request a b", "\\jit renew 15m",
-             "\\jit help me", "\\jit profiles all"],
+             "\\jit help renew now", "\\jit profiles all"],
 )
 def test_extra_arguments(line: str) -> None:
     with pytest.raises(UsageError, match="unexpected argument"):
@@ -159,3 +159,38 @@ def test_complete_right_after_jit_does_not_crash() -> None:
 
 def test_no_second_profile_offered() -> None:
     assert completions("\\jit request demo ", PROFILES) == ["--ttl", "--reason"]
+
+
+# -- issue 9, item 16 -----------------------------------------------------------------------
+
+
+def test_help_for_one_subcommand() -> None:
+    assert parse("\\jit help request") == JitCommand("help", "request")
+    assert parse("\\JIT HELP Renew") == JitCommand("help", "Renew")
+    text = usage("request")
+    assert text.splitlines()[0].startswith("\\jit request [PROFILE] [--ttl DUR] [--reason TEXT]")
+    assert "max_ttl" in text and "\\jit renew" not in text
+    assert "--ttl" in usage("renew") and all(len(line) <= 80 for line in usage("renew").splitlines()[1:])
+
+
+def test_help_for_an_unknown_subcommand_is_one_line() -> None:
+    with pytest.raises(UsageError, match="unknown subcommand 'me'"):
+        parse("\\jit help me")
+
+
+def test_usage_descriptions_are_aligned() -> None:
+    lines = [line for line in USAGE.splitlines() if line.startswith("\\jit")]
+    starts = {len(line) - len(line.split("   ")[-1].lstrip()) for line in lines}
+    assert len(lines) == len(SUBCOMMANDS) and len(starts) == 1, USAGE
+
+
+def test_given_options_are_not_offered_again() -> None:
+    assert completions("\\jit request demo --ttl 5m ", PROFILES) == ["--reason"]
+    assert completions("\\jit request --reason x --", PROFILES) == ["--ttl"]
+    assert completions("\\jit request demo --ttl=5m --reason x ", PROFILES) == []
+    assert completions("\\jit renew --ttl 5m ", PROFILES) == []
+
+
+def test_help_completes_subcommands() -> None:
+    assert completions("\\jit help re", PROFILES) == ["request", "renew", "revoke"]
+    assert completions("\\jit help renew ", PROFILES) == []
