@@ -17,7 +17,6 @@ from pgcli_jit.lease import Lease
 DEFAULT_WINDOW_FRACTION = 1 / 3
 MAX_WINDOW_FRACTION = 2 / 3
 FINAL_PART = 60.0
-ALARM = 60.0
 
 
 class Phase(enum.Enum):

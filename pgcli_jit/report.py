@@ -13,24 +13,32 @@ from pgcli_jit.lease import Lease
 Rows = list[tuple[str, str]]
 
 
-def local_time(ts: float) -> str:
-    """Expiry as people read it: local wall-clock time, with the date only when not today."""
+def local_time(ts: float, *, zone: bool = False, now: float | None = None) -> str:
+    """Expiry as people read it: local wall-clock time, with the date only when not today.
+
+    ``zone`` adds the zone name (``14:02:29 CET``): the audit log is in UTC, so a
+    status table that will be compared with it must say which clock it uses.
+    """
     when = datetime.fromtimestamp(ts).astimezone()
-    if when.date() == datetime.now().astimezone().date():
-        return when.strftime("%H:%M:%S")
-    return when.strftime("%Y-%m-%d %H:%M:%S")
+    today = (datetime.now() if now is None else datetime.fromtimestamp(now)).astimezone().date()
+    fmt = "%H:%M:%S" if when.date() == today else "%Y-%m-%d %H:%M:%S"
+    return when.strftime(fmt + (" %Z" if zone else ""))
 
 
 def status_rows(lease: Lease, profile: Profile, now: float, source: str) -> Rows:
     """One (field, value) row per fact; ``source`` says whether the backend confirmed it."""
     remaining = lease.remaining(now)
-    hard = local_time(lease.max_expires_at) if lease.max_expires_at else "unknown"
+
+    def at(ts: float) -> str:
+        return local_time(ts, zone=True, now=now)
+
+    hard = at(lease.max_expires_at) if lease.max_expires_at else "unknown"
     return [
         ("profile", profile.name),
         ("backend", lease.backend),
         ("database user", lease.username),
-        ("issued", local_time(lease.issued_at)),
-        ("expires", local_time(lease.expires_at)),
+        ("issued", at(lease.issued_at)),
+        ("expires", at(lease.expires_at)),
         ("remaining", format_clock(remaining) if remaining > 0 else "expired"),
         ("renewable", "yes" if lease.renewable else "no (renew issues new credentials)"),
         ("hard limit", hard),

@@ -2,13 +2,18 @@
 
 It is called on every redraw (every second while idle), so it does no I/O and
 no backend calls: just arithmetic on a frozen lease.
+
+The style follows the lease's phase (:mod:`pgcli_jit.policy`), never a fixed
+number of seconds: warning from when the renewal window opens, alarm in its
+final part (where a failed renewal means access ends).  A fixed "last minute"
+alarm turned a 90 s lease red before anything was asked and skipped warning.
 """
 
 from __future__ import annotations
 
 from pgcli_jit.durations import format_clock
 from pgcli_jit.lease import Lease
-from pgcli_jit.policy import ALARM, Phase, phase
+from pgcli_jit.policy import Phase, phase
 
 Tokens = list[tuple[str, str]]
 
@@ -37,11 +42,18 @@ def segment(lease: Lease | None, renew_before: float | None, now: float, ended: 
     where = phase(lease, renew_before, now)
     if where is Phase.EXPIRED:
         return [(STYLES["expired"], "  JIT expired ")]
-    remaining = lease.remaining(now)
-    if remaining <= ALARM:
-        style = STYLES["alarm"]
-    elif where is Phase.FRESH:
-        style = STYLES["fresh"]
-    else:
-        style = STYLES["warning"]
-    return [(style, f"  JIT {lease.profile} as {lease.username} {format_clock(remaining)} ")]
+    text = f"  JIT {lease.profile} as {lease.username} {format_clock(lease.remaining(now))} "
+    return [(STYLES[_STAGE[where]], text)]
+
+
+_STAGE = {Phase.FRESH: "fresh", Phase.WINDOW: "warning", Phase.FINAL: "alarm", Phase.EXPIRED: "expired"}
+
+
+def prompt_text(lease: Lease | None, now: float, ended: str = "") -> str:
+    """The short form for pgcli's ``prompt`` setting (``\\j``), for users who hide the toolbar:
+    ``JIT demo 4:59 ``, ``JIT expired ``, or nothing without a lease."""
+    if lease is None:
+        return f"JIT {ended} " if ended else ""
+    if lease.is_expired(now):
+        return "JIT expired "
+    return f"JIT {lease.profile} {format_clock(lease.remaining(now))} "

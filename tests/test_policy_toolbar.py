@@ -7,7 +7,7 @@ import pytest
 from pgcli_jit.lease import Credentials, Lease
 from pgcli_jit.policy import Phase, phase, windows
 from pgcli_jit.testing import FakeClock
-from pgcli_jit.toolbar import STYLES, segment
+from pgcli_jit.toolbar import STYLES, prompt_text, segment
 
 T0 = 1_800_000_000.0
 
@@ -102,9 +102,30 @@ def test_alarm_style_in_the_last_minute() -> None:
     assert style == STYLES["warning"]
 
 
-def test_alarm_even_when_a_short_lease_is_still_fresh() -> None:
-    [(style, _)] = segment(make_lease(60), None, T0 + 1)
-    assert style == STYLES["alarm"]
+def test_short_lease_stages_follow_the_windows() -> None:
+    """A 90 s lease: window opens at 0:30 left (a third), final part at 0:15 (half the window).
+    The old fixed 60 s alarm turned it red at 1:00, before anything was asked."""
+    lease = make_lease(90)
+    stages = {t: segment(lease, None, T0 + t)[0][0] for t in (1, 40, 59, 61, 74, 76, 89)}
+    assert stages == {1: STYLES["fresh"], 40: STYLES["fresh"], 59: STYLES["fresh"],
+                      61: STYLES["warning"], 74: STYLES["warning"],
+                      76: STYLES["alarm"], 89: STYLES["alarm"]}
+
+
+def test_stages_follow_renew_before() -> None:
+    lease = make_lease(150)  # renew_before 100s: window at 1:40 left, final at 0:50 left
+    assert segment(lease, 100, T0 + 45)[0][0] == STYLES["fresh"]
+    assert segment(lease, 100, T0 + 55)[0][0] == STYLES["warning"]
+    assert segment(lease, 100, T0 + 99)[0][0] == STYLES["warning"]
+    assert segment(lease, 100, T0 + 101)[0][0] == STYLES["alarm"]
+
+
+def test_prompt_token_text() -> None:
+    lease = make_lease(900)
+    assert prompt_text(lease, T0 + 1) == "JIT demo 14:59 "
+    assert prompt_text(lease, T0 + 900) == "JIT expired "
+    assert prompt_text(None, T0) == ""
+    assert prompt_text(None, T0, ended="revoked") == "JIT revoked "
 
 
 def test_expired_segment() -> None:

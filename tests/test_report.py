@@ -1,0 +1,50 @@
+"""Times as \\jit status shows them: local, with the zone, with a date when not today."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+
+from pgcli_jit.lease import Credentials, Lease
+from pgcli_jit.report import local_time, status_rows
+from tests.fakes import faulty_profile
+
+
+@pytest.fixture
+def berlin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+
+
+def test_status_time_today_has_the_zone(berlin: None) -> None:
+    now = datetime(2026, 11, 24, 12, 0, 0).astimezone().timestamp()
+    assert local_time(now + 3600, zone=True, now=now) == "13:00:00 CET"
+
+
+def test_status_time_on_another_day_has_the_date(berlin: None) -> None:
+    now = datetime(2026, 11, 24, 23, 0, 0).astimezone().timestamp()
+    assert local_time(now + 7200, zone=True, now=now) == "2026-11-25 01:00:00 CET"
+
+
+def test_messages_keep_the_short_form(berlin: None) -> None:
+    now = datetime(2026, 7, 1, 9, 30, 0).astimezone().timestamp()
+    assert local_time(now, now=now) == "09:30:00"
+    assert local_time(now, zone=True, now=now) == "09:30:00 CEST"
+
+
+def test_status_rows_show_zones(berlin: None) -> None:
+    now = datetime(2026, 11, 24, 12, 0, 0).astimezone().timestamp()
+    lease = Lease(profile="fake", backend="faulty", credentials=Credentials("jit_u", "pw"),
+                  issued_at=now - 60, expires_at=now + 86400, max_expires_at=now + 2 * 86400)
+    rows = dict(status_rows(lease, faulty_profile(), now, "backend"))
+    assert rows["issued"] == "11:59:00 CET"
+    assert rows["expires"] == "2026-11-25 12:00:00 CET"
+    assert rows["hard limit"] == "2026-11-26 12:00:00 CET"
