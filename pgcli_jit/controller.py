@@ -16,16 +16,18 @@ psycopg connection.  The rules that protect the user live here:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Protocol
 
 from pgcli_jit.config import Config, Profile
-from pgcli_jit.durations import format_clock
+from pgcli_jit.durations import format_clock, format_duration
 from pgcli_jit.errors import ConnectionSwitchError, JitError
 from pgcli_jit.lease import Lease
-from pgcli_jit.manager import LeaseManager, Renewal
+from pgcli_jit.manager import UNMOVED, LeaseManager, Renewal
 from pgcli_jit.policy import Phase
 from pgcli_jit.report import local_time
 
@@ -44,8 +46,12 @@ class Connector(Protocol):
 
     def in_transaction(self) -> bool: ...
 
-    def switch(self, lease: Lease, overrides: dict[str, str]) -> None:
-        """Connect as ``lease`` (new connection first); raise ConnectionSwitchError and keep the old."""
+    def switch(self, lease: Lease, overrides: dict[str, str]) -> list[str]:
+        """Connect as ``lease`` (new connection first); raise ConnectionSwitchError and keep the old.
+
+        Returns notes on session state that was carried over or could not be (settings,
+        temp tables, prepared statements, LISTENs): a switch must not drop them silently.
+        """
 
     def update_secret(self, lease: Lease) -> None:
         """Same user, new password: store it for reconnects without reconnecting."""
@@ -55,6 +61,20 @@ class Connector(Protocol):
 
     def close(self) -> None:
         """Close the JIT connection and forget its secret."""
+
+    def previous_user(self) -> str | None:
+        """The user :meth:`restore` would return to, without reconnecting; None if none."""
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How the last lease ended, for ``\\jit status`` after the fact."""
+
+    how: str  # "expired", "revoked", "replaced"
+    username: str
+    profile: str
+    at: float
+    back_to: str | None = None
 
 
 class Controller:
@@ -67,6 +87,9 @@ class Controller:
         self._inflight: Future[Renewal] | None = None
         self._waiting_rotation: Renewal | None = None
         self._said_waiting = False
+        self.last_end: Ended | None = None
+        #: set when a statement was cancelled because the lease expired under it
+        self.cancelled_at_expiry = False
 
     @property
     def config(self) -> Config:
@@ -93,12 +116,11 @@ class Controller:
             raise JitError(f"\\jit request refused: {IN_TRANSACTION}")
         profile = self.config.profile(profile_name)
         lease = self.manager.mint(profile, ttl, reason)
-        self._switch_or_discard(lease, profile)
+        notes = self._switch_or_discard(lease, profile)
         old = self.manager.adopt(lease, profile)
         self.ended = None
-        if old is not None:
-            self._revoke_quietly(old)
-        return f"Connected as {lease.username} until {local_time(lease.expires_at)} ({profile.name})"
+        replaced = self._revoke_quietly(old) if old is not None else ""
+        return " ".join(filter(None, [connected_line(lease, profile, ttl), replaced, *notes]))
 
     def renew(self, ttl: float | None) -> str:
         self.settle()
@@ -111,7 +133,7 @@ class Controller:
         self.settle()
         lease = self.lease
         if lease is None:
-            return "No JIT lease to revoke."
+            return self._return_after_end()
         if self.connector.in_transaction():
             raise JitError(f"\\jit revoke refused: {IN_TRANSACTION}")
         back_to = self.connector.restore()
@@ -120,8 +142,54 @@ class Controller:
             self.manager.release("revoke", expected=lease)
         finally:
             self.ended = None if back_to else REVOKED
+            self._record_end("revoked", lease, back_to)
         where = f"back to {back_to}" if back_to else "no identity to return to: \\jit request to continue"
         return f"Revoked {lease.username} ({lease.profile}); {where}."
+
+    def _return_after_end(self) -> str:
+        """After expiry (or a revoke that found no way back) ``\\jit revoke`` still means
+        "take me back to the login I had before \\jit request": the lease is gone, the
+        identity is not."""
+        if self.ended is None or self.connector.previous_user() is None:
+            return "No JIT lease to revoke."
+        back_to = self.connector.restore()
+        if back_to is None:
+            return "No JIT lease to revoke; could not return to the previous identity."
+        self.ended = None
+        if self.last_end is not None:
+            self.last_end = dataclasses.replace(self.last_end, back_to=back_to)
+        return f"JIT access had ended; back to {back_to}."
+
+    def ended_message(self) -> str | None:
+        """Why statements are refused, with the ways on: a new lease or the old login."""
+        if self.ended is None:
+            return None
+        back = self.connector.previous_user()
+        return self.ended + (f", or \\jit revoke to return to {back}" if back else "")
+
+    def status_after_end(self) -> str:
+        """``\\jit status`` with no lease: what ended, when, and what to do next."""
+        end, now = self.last_end, self.manager.clock()
+        if end is None:
+            return "No JIT lease: \\jit request [PROFILE] to get one."
+        ago = format_duration(max(0.0, now - end.at))
+        what = (f"JIT lease {end.username} ({end.profile}) {end.how} at "
+                f"{local_time(end.at, zone=True, now=now)} ({ago} ago).")
+        if self.ended is not None:
+            back = self.connector.previous_user()
+            way_back = f", or \\jit revoke to return to {back}" if back else ""
+            return f"{what} Statements are refused: \\jit request [PROFILE] to continue{way_back}."
+        where = f" Now connected as {end.back_to}." if end.back_to else ""
+        return f"{what}{where} \\jit request [PROFILE] to get a new one."
+
+    def waiting_lease(self) -> Lease | None:
+        """New credentials minted for a rotation that waits for the open transaction."""
+        waiting = self._waiting_rotation
+        return waiting.lease if waiting is not None else None
+
+    def _record_end(self, how: str, lease: Lease, back_to: str | None = None) -> None:
+        at = lease.expires_at if how == "expired" else self.manager.clock()
+        self.last_end = Ended(how, lease.username, lease.profile, at, back_to)
 
     def ended_word(self) -> str:
         """For the toolbar: "expired", "revoked" or "" while access has not ended."""
@@ -142,7 +210,7 @@ class Controller:
         """Before a statement: apply what is pending, enforce expiry; a message blocks it."""
         self.apply_pending()
         self.enforce_expiry()
-        return self.ended
+        return self.ended_message()
 
     def enforce_expiry(self) -> None:
         lease = self.lease
@@ -153,7 +221,11 @@ class Controller:
         self.connector.close()
         self._cancel_waiting()
         self.ended = EXPIRED
-        self.say(EXPIRED + ("; the open transaction was rolled back by the server" if lost else ""))
+        self._record_end("expired", lease)
+        cancelled, self.cancelled_at_expiry = self.cancelled_at_expiry, False
+        why = ("; the running statement was cancelled" if cancelled else "") + (
+            "; the open transaction was rolled back by the server" if lost else "")
+        self.say(f"{self.ended_message()}{why}")
         self._worker.submit(self._release_expired, lease)
 
     def _release_expired(self, lease: Lease) -> None:
@@ -272,6 +344,10 @@ class Controller:
         profile = self.manager.profile
         if renewal.kind == "superseded":
             return f"Already renewed: {renewal.lease.username} until {local_time(renewal.lease.expires_at)}."
+        if renewal.kind == "unchanged":
+            note = f" ({renewal.reason})" if renewal.reason else ""
+            return (f"Nothing to renew: valid until {local_time(renewal.lease.expires_at)} "
+                    f"({renewal.lease.username}){note}.")
         if renewal.kind == "extended":
             if renewal.new_secret:
                 self.connector.update_secret(renewal.lease)
@@ -294,31 +370,34 @@ class Controller:
             if explicit or not self._said_waiting:
                 self._said_waiting = True
                 return (f"New credentials are ready ({renewal.reason}); the session will reconnect "
-                        "when the open transaction ends.")
+                        f"when the open transaction ends. COMMIT before {local_time(current.expires_at)} "
+                        "or the transaction is lost.")
             return ""
         self._said_waiting = False
-        self._switch_or_discard(renewal.lease, profile)
+        notes = self._switch_or_discard(renewal.lease, profile)
         old = self.manager.adopt(renewal.lease, profile, event="rotate")
-        if old is not None:
-            self._revoke_quietly(old)
-        return (f"Rotated to {renewal.lease.username} until {local_time(renewal.lease.expires_at)}"
-                f" ({renewal.reason}).")
+        replaced = self._revoke_quietly(old) if old is not None else ""
+        rotated = (f"Rotated to {renewal.lease.username} until {local_time(renewal.lease.expires_at)}"
+                   f" ({renewal.reason}).")
+        return " ".join(filter(None, [rotated, replaced, *notes]))
 
-    def _switch_or_discard(self, lease: Lease, profile: Profile) -> None:
+    def _switch_or_discard(self, lease: Lease, profile: Profile) -> list[str]:
         overrides = {**profile.connection_overrides(), **lease.conninfo}
         try:
-            self.connector.switch(lease, overrides)
+            return self.connector.switch(lease, overrides)
         except ConnectionSwitchError:
             self.manager.discard(lease, profile)
             raise
 
-    def _revoke_quietly(self, old: Lease) -> None:
+    def _revoke_quietly(self, old: Lease) -> str:
+        """Revoke the lease a new one replaced; the sentence that says so (or that it failed)."""
         profile = self.config.profiles.get(old.profile)
         if profile is None:
-            return
+            return ""
         error = self.manager.discard(old, profile, why="replaced")
         if error:
-            self.say(f"The previous lease {old.username} was not revoked: {error}")
+            return f"The previous lease {old.username} was not revoked: {error}."
+        return f"Revoked the previous lease {old.username}."
 
     def _discard_unapplied(self) -> None:
         future, self._inflight = self._inflight, None
@@ -343,3 +422,17 @@ class Controller:
         else:
             self.say(f"Renewal failed: {exc}. Keeping the current lease until "
                      f"{local_time(lease.expires_at)}; will retry.")
+
+
+def connected_line(lease: Lease, profile: Profile, asked: float | None) -> str:
+    """``Connected as ... until ...``, saying when the backend granted less than was asked
+    (max_ttl): a user who asked ``--ttl 1h`` must not find out from the countdown."""
+    line = f"Connected as {lease.username} until {local_time(lease.expires_at)} ({profile.name})"
+    wanted = asked or profile.ttl
+    granted = lease.lifetime
+    notes = [f"{w}" for w in lease.warnings]
+    said = any("cap" in w.lower() for w in lease.warnings)  # the backend already said it
+    if asked and granted < wanted - UNMOVED and not said:
+        cap = f"max_ttl {format_duration(profile.max_ttl)}" if profile.max_ttl else "the backend's limit"
+        notes.insert(0, f"ttl capped at {format_duration(granted)} by {cap}; asked {format_duration(wanted)}")
+    return line + "".join(f" ({n})" for n in notes) + "."

@@ -28,6 +28,17 @@ RETRY_INTERVAL = 60.0
 BackendFactory = Callable[[Profile, Clock], Backend]
 
 
+#: a renewal that moves the expiry by less than this renewed nothing
+UNMOVED = 1.0
+
+
+def not_moved(before: Lease, after: Lease) -> bool:
+    """The backend's side of "nothing to renew": its ``renew`` returned the lease with the
+    same credentials and an expiry that did not move (it was already valid for at least
+    as long as asked).  Any backend signals it that way; no exception class is needed."""
+    return after.credentials == before.credentials and abs(after.expires_at - before.expires_at) < UNMOVED
+
+
 def load_backend(profile: Profile, clock: Clock) -> Backend:
     return backend_class(profile.backend, path=profile.source)(profile, clock=clock)
 
@@ -36,7 +47,7 @@ def load_backend(profile: Profile, clock: Clock) -> Backend:
 class Renewal:
     """What a renewal produced.  ``kind`` says what the caller must do with the connection."""
 
-    kind: Literal["extended", "rotate", "superseded"]
+    kind: Literal["extended", "rotate", "superseded", "unchanged"]
     lease: Lease
     base: Lease  # the lease this renewal started from
     reason: str = ""  # why a rotation was needed
@@ -188,6 +199,9 @@ class LeaseManager:
         except NotRenewable as exc:
             held.pending = self.mint(held.profile, ttl, held.lease.reason)
             return Renewal("rotate", held.pending, held.lease, exc.reason)
+        if not_moved(held.lease, renewed):  # nothing was renewed: no new term, no audit line
+            held.last_failure = self.clock()  # pace the question / auto retry as after a failure
+            return Renewal("unchanged", held.lease, held.lease, "; ".join(renewed.warnings))
         renewed = dataclasses.replace(renewed, renewed_at=self.clock())
         self._reject_expired(renewed, "renew")
         base = held.lease

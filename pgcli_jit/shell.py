@@ -6,7 +6,11 @@ prompt_toolkit 3.0.53 (see docs/internals.md for why each is needed):
 
 - ``PGCli.connect``, ``execute_command``, ``register_special_commands``,
   ``run_cli``, ``_build_cli``, ``_handle_server_closed_connection``,
-  ``refresh_completions``, ``completion_refresher``, ``prompt_app``
+  ``refresh_completions``, ``completion_refresher``, ``prompt_app``,
+  ``get_prompt`` (the ``\\j`` prompt token), ``pgspecial.execute`` (local
+  commands after access ended, without a cursor), ``less_chatty``
+- ``PGExecute.conn`` from the statement watchdog's thread: only psycopg's
+  ``cancel_safe()`` and a ``shutdown`` of ``conn.pgconn.socket`` (never a close)
 - ``PGExecute.connect``, ``._conn_params``, ``.conn``, ``valid_transaction``,
   ``failed_transaction``
 - ``pgcli.main.MetaQuery``, ``OutputSettings``, ``format_output``,
@@ -21,8 +25,10 @@ import atexit
 import contextlib
 import getpass
 import logging
+import os
+import socket
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -38,17 +44,25 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.styles import Style, merge_styles
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgcli_jit import commands, toolbar
+from pgcli_jit import commands, question, session_state, toolbar
 from pgcli_jit.audit import AuditLog
-from pgcli_jit.config import Config, load_config
-from pgcli_jit.controller import Controller
+from pgcli_jit.backends.base import Backend
+from pgcli_jit.backends.pg_login import Login
+from pgcli_jit.backends.postgres import NeedsPassword, PostgresBackend
+from pgcli_jit.clock import Clock
+from pgcli_jit.config import Config, Profile, load_config
+from pgcli_jit.controller import Controller, connected_line
 from pgcli_jit.errors import ConfigError, ConnectionSwitchError, JitError, db_error_line
 from pgcli_jit.lease import Lease
-from pgcli_jit.manager import LeaseManager
-from pgcli_jit.report import PROFILE_HEADERS, profile_rows, status_rows
+from pgcli_jit.manager import LeaseManager, load_backend
+from pgcli_jit.report import PROFILE_HEADERS, local_time, profile_rows, status_rows
+from pgcli_jit.watchdog import StatementWatchdog, Watch
 
 log = logging.getLogger(__name__)
 QUIT_WORDS = {"\\q", ":q", "quit", "exit"}
+#: pgspecial commands that never use the server: they keep working after access ends
+LOCAL_COMMANDS = {"\\?", "\\h", "\\pager", "\\timing", "\\x", "\\T", "\\o", "\\echo", "\\qecho",
+                  "\\log-file", "\\ns", "\\nd", "\\!"}
 
 
 @dataclass(frozen=True)
@@ -88,11 +102,12 @@ class PgcliConnector:
             return False
         return bool(ex.valid_transaction() or ex.failed_transaction())
 
-    def switch(self, lease: Lease, overrides: dict[str, str]) -> None:
+    def switch(self, lease: Lease, overrides: dict[str, str]) -> list[str]:
         ex = self.executor
         if not self.active:
             self.previous = dict(ex._conn_params)
         params = {"database" if k == "dbname" else k: v for k, v in overrides.items()}
+        state = session_state.capture(ex.conn)
         try:
             ex.connect(user=lease.username, password=lease.credentials.password, **params)
         except psycopg.Error as exc:
@@ -101,7 +116,16 @@ class PgcliConnector:
                 "the current connection was kept",
             ) from None
         self.active = True
+        notes = session_state.apply(ex.conn, state)
         self.shell.after_reconnect()
+        return notes
+
+    def previous_user(self) -> str | None:
+        previous = self.previous
+        if not previous:
+            return None
+        dsn_user = conninfo_to_dict(previous["dsn"]).get("user") if previous.get("dsn") else None
+        return str(previous.get("user") or dsn_user or "the previous login")
 
     def update_secret(self, lease: Lease) -> None:
         self.executor._conn_params["password"] = lease.credentials.password
@@ -170,7 +194,8 @@ class JitShell(PGCli):  # type: ignore[misc]
             config, self.jit_config_error = None, str(exc)
         self.jit_config = config
         cfg = config or Config.empty()
-        manager = LeaseManager(cfg, AuditLog(cfg.audit_log if config else None), getpass.getuser())
+        manager = LeaseManager(cfg, AuditLog(cfg.audit_log if config else None), getpass.getuser(),
+                               backend_factory=self._jit_backend)
         self.jit_connector = PgcliConnector(self)
         self.jit = Controller(manager, self.jit_connector, self.jit_say)
         self.completion_refresher = SafeCompletionRefresher()
@@ -203,32 +228,83 @@ class JitShell(PGCli):  # type: ignore[misc]
         if commands.is_jit(text):
             return self._run_jit(text)
         quitting = text.strip().rstrip(";").lower() in QUIT_WORDS
-        question = self.jit.step()
-        if question and not quitting and sys.stdin.isatty():
-            self.jit.answer(ask_yes_no(question))
+        due = self.jit.step()
+        if due and not quitting and sys.stdin.isatty():
+            self.ask_renewal()
         blocked = self.jit.gate()
         if blocked:
             if quitting:
                 raise PgCliQuitError
+            if is_local(text):
+                return self._run_results(text, lambda: self.pgspecial.execute(None, text.strip().rstrip(";")))
             click.secho(blocked, err=True, fg="red")
             return MetaQuery(query=text, successful=False)
-        return super().execute_command(text, handle_closed_connection)
+        with StatementWatchdog(self._watch()):
+            result = super().execute_command(text, handle_closed_connection)
+        self.jit.enforce_expiry()  # a statement the watchdog cancelled: say so, close, revoke
+        return result
+
+    def _watch(self) -> Watch:
+        """What the statement watchdog guards: the current lease's expiry, this connection."""
+        manager, conn = self.jit.manager, self.pgexecute.conn
+
+        def deadline() -> float | None:
+            lease = manager.lease
+            return lease.expires_at if lease is not None and self.jit.ended is None else None
+
+        def cancel() -> None:
+            self.jit.cancelled_at_expiry = True
+            with contextlib.suppress(Exception):
+                conn.cancel_safe(timeout=GRACE_CANCEL)
+
+        return Watch(deadline, cancel, lambda: sever(conn), manager.clock,
+                     question_due=lambda: sys.stdin.isatty() and self.jit.question() is not None,
+                     ask=self._ask_during_statement)
+
+    def _ask_during_statement(self, over: Callable[[], bool]) -> None:
+        """The window opened while a statement runs: ask now (the terminal is idle), renew in
+        the background; the connection is not touched until the statement returns."""
+        answer = question.ask(lambda: None if over() else self.jit.question(), sys.stdin.fileno(),
+                              sys.stdout)
+        if answer is question.Answer.YES:
+            self.jit.start_background_renewal()
+        elif answer is question.Answer.NO:
+            self.jit.answer(False)
+
+    def ask_renewal(self) -> None:
+        """Ask the renewal question; at expiry it is withdrawn and access ends (never waits)."""
+        answer = question.ask(self.jit.question, sys.stdin.fileno(), sys.stdout)
+        if answer is question.Answer.WITHDRAWN:
+            lease = self.jit.lease
+            if lease is not None and lease.is_expired(self.jit.manager.clock()):
+                self.jit_say(f"No answer before the lease ended at {local_time(lease.expires_at)}: "
+                             "question withdrawn.")
+            self.jit.enforce_expiry()
+            return
+        self.jit.answer(answer is question.Answer.YES)
 
     def _run_jit(self, text: str) -> Any:
+        return self._run_results(text, lambda: self.jit_results(text))
+
+    def _run_results(self, text: str, run: Any) -> Any:
+        """Run ``\\jit`` (or a local command after access ended) without pgcli reaching for a
+        cursor: print its results as pgcli prints pgspecial's, one line for an error."""
         try:
-            results = list(self.jit_results(text))
+            results = list(run())
         except JitError as exc:
             click.secho(str(exc), err=True, fg="red")
             return MetaQuery(query=text, successful=False)
         except Exception as exc:  # a bug must not end the session with a traceback
-            log.exception("\\jit failed")
-            click.secho(f"\\jit failed unexpectedly: {type(exc).__name__} (details in pgcli's log)",
+            log.exception("%s failed", text.split()[0] if text.split() else "command")
+            click.secho(f"{text.split()[0]} failed: {type(exc).__name__}: {exc} (details in pgcli's log)",
                         err=True, fg="red")
             return MetaQuery(query=text, successful=False)
         output: list[str] = []
         for title, rows, headers, status in results:
             output.extend(format_output(title, rows, headers, status, self._output_settings()))
-        if output:
+        if output and all(rows is None for _, rows, _, _ in results):
+            click.echo("\n".join(output))  # a notice, never worth a pager, however wide
+        elif output:
             self.echo_via_pager("\n".join(output))
         return MetaQuery(query=text, successful=True, is_special=True)
 
@@ -238,7 +314,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         if self.jit_config_error and cmd.action not in ("help", "status"):
             raise JitError(self.jit_config_error)
         if cmd.action == "help":
-            yield (None, None, None, commands.USAGE)
+            yield (None, None, None, commands.usage(cmd.profile))
         elif cmd.action == "request":
             yield (None, None, None, self.jit.request(cmd.profile, cmd.ttl, cmd.reason))
         elif cmd.action == "renew":
@@ -254,13 +330,19 @@ class JitShell(PGCli):  # type: ignore[misc]
         manager = self.jit.manager
         lease, profile = manager.lease, manager.profile
         if lease is None or profile is None:
-            return (None, None, None, self.jit.ended or "No JIT lease: \\jit request [PROFILE] to get one.")
+            return (None, None, None, self.jit.status_after_end())
         source = "backend"
         try:
             lease = manager.backend_for(profile).lookup(lease)
         except JitError as exc:
             source = f"client (lookup failed: {exc})"
-        return (None, status_rows(lease, profile, manager.clock(), source), ["field", "value"], None)
+        rows = status_rows(lease, profile, manager.clock(), source)
+        waiting = self.jit.waiting_lease()
+        if waiting is not None:
+            rows.append(("waiting to switch in", f"{waiting.username} until "
+                         f"{local_time(waiting.expires_at, zone=True)} (when the open transaction ends; "
+                         f"COMMIT before {local_time(lease.expires_at)})"))
+        return (None, rows, ["field", "value"], None)
 
     def _profiles(self) -> tuple[Any, ...]:
         manager = self.jit.manager
@@ -285,18 +367,44 @@ class JitShell(PGCli):  # type: ignore[misc]
         if startup is None:
             super().connect(database, host, user, port, passwd, dsn, **kwargs)
             return
-        self._connect_with_jit(startup, database, host, port, dsn, kwargs)
+        self._connect_with_jit(startup, database, host, port, dsn, kwargs, user, passwd)
+
+    def _jit_backend(self, profile: Profile, clock: Clock) -> Backend:
+        backend = load_backend(profile, clock)
+        backend.use_session(self._requester_login)
+        return backend
+
+    def _requester_login(self) -> Login | None:
+        """The login the session had before any \\jit request: the identity that may ask."""
+        params = self.jit_connector.previous
+        if params is None and self.pgexecute is not None and not self.jit_connector.active:
+            params = self.pgexecute._conn_params
+        return Login.from_pgcli(params) if params else None
 
     def _connect_with_jit(self, startup: Startup, database: str, host: str, port: Any, dsn: str,
-                          kwargs: dict[str, Any]) -> None:
-        """``--jit``: mint first, connect as the lease, never prompt, never touch the keyring."""
+                          kwargs: dict[str, Any], user: str = "", passwd: str = "") -> None:
+        """``--jit``: mint first, connect as the lease, never touch the keyring.
+
+        The only password ever asked for is the user's own (``-W``, or when the server
+        wants one and libpq found none), for the login that asks: it stays in memory.
+        """
         if self.jit_config_error:
             fail(self.jit_config_error)
+        if self.force_passwd_prompt and not passwd:
+            passwd = ask_password(user)
+        self.jit_connector.previous = {"dbname": database, "host": host, "port": port, "user": user,
+                                       "password": passwd, "dsn": dsn}
         try:
-            profile = self.jit.config.profile(startup.profile)
-            lease = self.jit.manager.mint(profile, startup.ttl, startup.reason)
+            profile = self.jit.config.requestable(startup.profile)
+            lease = self._mint_at_startup(profile, startup)
         except JitError as exc:
             fail(str(exc))
+        backend = self.jit.manager.backend_for(profile)
+        if isinstance(backend, PostgresBackend):  # \jit revoke returns to the login that asked
+            asked = backend.login()
+            self.jit_connector.previous = {**asked.params, "password": asked.password}
+        else:
+            self.jit_connector.previous = None  # no identity of the user's own to go back to
         extra = {k: v for k, v in {**profile.connection_overrides(), **lease.conninfo}.items()
                  if k not in ("host", "port", "dbname")}
         if dsn:
@@ -313,6 +421,20 @@ class JitShell(PGCli):  # type: ignore[misc]
             auth.keyring, self.never_passwd_prompt, self.force_passwd_prompt = saved
         self.jit_connector.active = True
         self.jit.manager.adopt(lease, profile)
+        if not self.less_chatty:
+            click.secho(connected_line(lease, profile, startup.ttl), err=True)
+
+    def _mint_at_startup(self, profile: Profile, startup: Startup) -> Lease:
+        try:
+            return self.jit.manager.mint(profile, startup.ttl, startup.reason)
+        except NeedsPassword:
+            if self.never_passwd_prompt or not sys.stdin.isatty():
+                raise
+        assert self.jit_connector.previous is not None
+        backend = self.jit.manager.backend_for(profile)
+        user = backend.login().params.get("user", "") if isinstance(backend, PostgresBackend) else ""
+        self.jit_connector.previous["password"] = ask_password(user)
+        return self.jit.manager.mint(profile, startup.ttl, startup.reason)
 
     def after_reconnect(self) -> None:
         """A new identity sees other objects: refresh completions (interactive only)."""
@@ -323,8 +445,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         """pgcli's auto-reconnect, unless the lease is over: never log in with ended credentials."""
         self.jit.enforce_expiry()
         if self.jit.ended:
-            click.secho(self.jit.ended, err=True, fg="red")
-            return
+            return  # enforce_expiry said why, once
         self.jit.refresh_for_reconnect()
         super()._handle_server_closed_connection(text)
 
@@ -335,7 +456,8 @@ class JitShell(PGCli):  # type: ignore[misc]
         session.completer = ThreadedCompleter(JitCompleter(session.completer, self))
         if self.show_bottom_toolbar and session.bottom_toolbar is not None:
             pgcli_tokens = session.bottom_toolbar
-            session.bottom_toolbar = lambda: [*pgcli_tokens(), *self.toolbar_tokens()]
+            # first: pgcli's items fill 80 columns and prompt_toolkit cuts the line at the edge
+            session.bottom_toolbar = lambda: [*self.toolbar_tokens(), *pgcli_tokens()]
             session.style = merge_styles([session.style, Style.from_dict(
                 {k: v for k, v in toolbar.STYLE_RULES.items() if k not in self.cli_style})])
         session.refresh_interval = 1.0
@@ -347,6 +469,15 @@ class JitShell(PGCli):  # type: ignore[misc]
 
         session.prompt = prompt
         return session
+
+    def get_prompt(self, string: str) -> str:
+        """pgcli's ``prompt`` setting, plus ``\\j``: the lease in the prompt (``JIT demo 4:59 ``),
+        for users who hide the toolbar; redrawn every second like the toolbar."""
+        if "\\j" in string:
+            manager = self.jit.manager
+            string = string.replace("\\j", toolbar.prompt_text(manager.lease, manager.clock(),
+                                                               ended=self.jit.ended_word()))
+        return str(super().get_prompt(string))
 
     def toolbar_tokens(self) -> list[tuple[str, str]]:
         manager = self.jit.manager
@@ -370,13 +501,12 @@ class JitShell(PGCli):  # type: ignore[misc]
                 self.jit_say(f"pgcli-jit: {type(exc).__name__} in the background (see pgcli's log)")
 
     async def _tick(self) -> None:
-        question = self.jit.step()
-        if question and not self._asking:
+        due = self.jit.step()
+        if due and not self._asking:
             self._asking = True
             try:
                 async with in_terminal():
-                    yes = ask_yes_no(question)
-                self.jit.answer(yes)
+                    self.ask_renewal()
             finally:
                 self._asking = False
 
@@ -416,17 +546,28 @@ def _share_pgcli_log() -> None:
     ours.propagate = False
 
 
-def ask_yes_no(question: str) -> bool:
-    """``[Y/n]``: Enter means yes; EOF or Ctrl-C means no."""
-    while True:
-        try:
-            answer = input(question + " ").strip().lower()
-        except (EOFError, KeyboardInterrupt):
-            return False
-        if answer in ("", "y", "yes"):
-            return True
-        if answer in ("n", "no"):
-            return False
+GRACE_CANCEL = 0.5
+
+
+def is_local(text: str) -> bool:
+    """A special command that works without a server (``\\?``, ``\\timing``, ``\\pager`` ...)."""
+    words = text.strip().rstrip(";").split()
+    return bool(words) and words[0].lower() in {c.lower() for c in LOCAL_COMMANDS}
+
+
+def sever(conn: Any) -> None:
+    """End a connection from another thread without freeing it: shut its socket down, so the
+    statement blocked on it fails at once; the main thread closes the connection afterwards."""
+    with contextlib.suppress(Exception):
+        fd = os.dup(conn.pgconn.socket)
+        with socket.socket(fileno=fd) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def ask_password(user: str) -> str:
+    """The user's own password, typed at start-up (like pgcli's own prompt); never stored."""
+    who = user or getpass.getuser()
+    return str(click.prompt(f"Password for {who}", hide_input=True, show_default=False, err=True))
 
 
 def fail(message: str) -> Any:

@@ -111,14 +111,18 @@ class RecordingConnector:
     def in_transaction(self) -> bool:
         return self.transaction
 
-    def switch(self, lease: Lease, overrides: dict[str, str]) -> None:
+    def switch(self, lease: Lease, overrides: dict[str, str]) -> list[str]:
         self.secrets.append(lease.credentials.password)
         self.users.append(lease.username)
+        return []
 
     def update_secret(self, lease: Lease) -> None:
         self.secrets.append(lease.credentials.password)
 
     def restore(self) -> str | None:
+        return None
+
+    def previous_user(self) -> str | None:
         return None
 
     def close(self) -> None:

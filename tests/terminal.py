@@ -34,11 +34,12 @@ def pgcli_jit_executable() -> str:
 
 class Terminal:
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.screen = pyte.Screen(COLS, ROWS)
+        cols = int(env.get("COLUMNS", COLS))  # session.open(..., COLUMNS="80") for a narrow terminal
+        self.screen = pyte.Screen(cols, ROWS)
         self.stream = pyte.ByteStream(self.screen)
         self.transcript = b""
         self.child = pexpect.spawn(
-            pgcli_jit_executable(), args, env=env, cwd=str(cwd), dimensions=(ROWS, COLS), timeout=10,
+            pgcli_jit_executable(), args, env=env, cwd=str(cwd), dimensions=(ROWS, cols), timeout=10,
         )
 
     # -- reading ------------------------------------------------------------
@@ -70,8 +71,8 @@ class Terminal:
         return "\n".join(line.rstrip() for line in self.screen.display)
 
     def toolbar(self) -> str:
-        """pgcli's toolbar line (it starts with its F2 item), with the JIT segment at its end."""
-        lines = [line.rstrip() for line in self.screen.display if "[F2]" in line]
+        """The bottom toolbar line: the JIT segment first, then pgcli's F2... items."""
+        lines = [line.rstrip() for line in self.screen.display if "[F2]" in line or line.startswith("  JIT ")]
         return lines[-1] if lines else ""
 
     def style_of(self, text: str) -> tuple[str, bool] | None:
@@ -150,3 +151,14 @@ def isolated_env(home: Path, config: Path | None, extra: dict[str, str] | None =
         env["PGCLI_JIT_CONFIG"] = str(config)
     env.update(extra or {})
     return env
+
+
+def pgpass_plus(home: Path, host: str, port: int, user: str, password: str) -> str:
+    """A pgpass file: the test run's (which holds the requester's own password) plus one more
+    login.  ``PGPASSWORD`` would not do: libpq would use it for the requester's login too."""
+    shared = os.environ.get("PGPASSFILE")
+    base = Path(shared).read_text(encoding="utf-8") if shared and Path(shared).exists() else ""
+    path = home / "pgpass-plus"
+    path.write_text(base + f"{host}:{port}:*:{user}:{password}\n", encoding="utf-8")
+    path.chmod(0o600)
+    return str(path)

@@ -15,7 +15,7 @@ from tests.shell_fixtures import Session
 from tests.terminal import Terminal
 
 pytestmark = pytest.mark.pty
-JIT_USER = r"jit_[a-z0-9_]+_[a-z0-9]{8}"
+JIT_USER = r"jit_[a-z0-9_]+_[a-z0-9]{8,}"
 
 
 def start(session: Session, profile: str) -> tuple[Terminal, str]:
@@ -109,12 +109,16 @@ def test_ctrl_d_after_expiry_exits_cleanly(session: Session) -> None:
 
 
 def test_toolbar_alarm_style_and_show_bottom_toolbar_off(session: Session) -> None:
-    session.profile("short", ttl="50s", renew="never")
+    # 12 s, renew_before 8 s: warning from 0:08 left, alarm in the final part (0:04 left)
+    session.profile("short", ttl="12s", renew_before="8s", renew="never")
     term, user = start(session, "short")
-    term.wait_toolbar(rf"JIT short as {user} 0:\d\d")
+    term.wait_toolbar(rf"JIT short as {user} 0:0[5-7]")
+    style = term.style_of(f"JIT short as {user}")
+    assert style is not None and style[1] and style[0][2:] != "0000", style  # warning: bold, not red
+    term.wait_toolbar(rf"JIT short as {user} 0:0[0-3]")
     style = term.style_of(f"JIT short as {user}")
     assert style is not None
-    bg, bold = style  # the last minute: alarm, white on red (#aa0000, 256-colour af0000)
+    bg, bold = style  # the final part: alarm, white on red (#aa0000, 256-colour af0000)
     assert bold and int(bg[:2], 16) >= 0xA0 and bg[2:] == "0000", style
 
     pgclirc = session.home / "pgclirc"

@@ -281,6 +281,7 @@ def test_first_failure_report_once_per_run_of_failures(env: Env) -> None:
         reports.append(env.manager.first_failure_report())
     assert reports == [True, False, False]
     backend.fail_renew = False
+    env.clock.advance(5)
     env.manager.renew()
     backend.fail_renew = True
     with pytest.raises(BackendError):
@@ -353,6 +354,7 @@ def test_discard_revokes_a_lease_that_never_became_current(env: Env) -> None:
 def _race(env: Env, foreground: Callable[[Lease], Renewal]) -> tuple[Lease, Renewal, Renewal]:
     """A background renewal blocks inside backend.renew while a foreground one starts."""
     lease = env.start()
+    env.clock.advance(10)  # a renewal at the very second of issue would move nothing
     backend = env.backend()
     backend.renew_gate = threading.Event()
     results: dict[str, Renewal] = {}
@@ -441,3 +443,32 @@ def test_a_failure_is_said_again_when_the_final_part_begins(env: Env) -> None:
     with pytest.raises(BackendError):
         env.manager.renew()
     assert env.manager.first_failure_report()
+
+
+# -- issue 9, item 9: a renewal that moves nothing -------------------------------------------
+
+
+def test_renewal_that_does_not_move_the_expiry_is_unchanged_and_not_audited(env: Env) -> None:
+    lease = env.start()
+    env.clock.advance(30)
+    env.backend().renew = lambda lease, ttl: lease  # type: ignore[method-assign]
+    renewal = env.manager.renew(60)
+    assert renewal.kind == "unchanged" and renewal.lease is lease
+    assert env.manager.lease is lease and lease.renewals == 0
+    assert [e["event"] for e in env.events()] == ["request"]
+
+
+def test_unchanged_renewal_paces_the_next_attempt(env: Env) -> None:
+    env.start()
+    env.clock.advance(700)  # inside the window
+    env.backend().renew = lambda lease, ttl: lease.extended(lease.expires_at)  # type: ignore[method-assign]
+    assert env.manager.due(env.clock())
+    assert env.manager.renew().kind == "unchanged"
+    assert not env.manager.due(env.clock())  # no question every second
+    assert env.manager.due(env.clock() + RETRY_INTERVAL)
+
+
+def test_a_shorter_renewal_is_a_change(env: Env) -> None:
+    env.start()
+    env.clock.advance(10)
+    assert env.manager.renew(60).kind == "extended"
