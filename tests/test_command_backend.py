@@ -25,6 +25,7 @@ from tests.conftest import can_login
 BROKER_PW_ENV = "PGCLI_JIT_TEST_BROKER_PW"
 
 BROKER = str(Path(__file__).parent / "brokers" / "pg_broker.py")
+ROOT = str(Path(__file__).parent.parent)
 PY = sys.executable
 #: The reason never goes in argv (every local user can read it): this shim hands the
 #: broker the reason from the child's own environment, inside the process.
@@ -40,6 +41,7 @@ GOOD_JSON = '{"version": 1, "username": "u1", "password": "pw-from-program", "tt
 def profile(name: str = "cmd", **options: Any) -> Any:
     if "PG_BROKER_DSN" in options.get("env", {}):
         options.setdefault("pass_env", [BROKER_PW_ENV])  # children get only what they are given
+        options["env"] = {**options["env"], "PYTHONPATH": ROOT}  # the broker imports tests.brokers
     return parse_profile(name, {"backend": "command", **options}, Path("config.toml"))
 
 
