@@ -106,7 +106,7 @@ def _apply_profile_defaults(kwargs: dict[str, Any], name: str) -> None:
     from pgcli_jit.config import load_config
 
     try:
-        profile = load_config().profile(name)
+        profile = load_config().requestable(name)
     except JitError as exc:
         raise click.ClickException(str(exc)) from None
     ctx = click.get_current_context(silent=True)

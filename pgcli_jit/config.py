@@ -238,7 +238,7 @@ def parse_profile(name: str, body: Any, path: Path) -> Profile:
     own = {k: v for k, v in body.items() if k not in COMMON_KEYS}
     for key in sorted(own):
         _check_string(key, path, where, MAX_NAME)
-        if key not in cls.OPTIONS:
+        if key not in cls.OPTIONS | cls.RETIRED_OPTIONS:
             allowed = ", ".join(sorted(COMMON_KEYS | cls.OPTIONS))
             raise ConfigError(
                 f"unknown key for the {backend} backend", path=path, key=f"{where}.{key}",

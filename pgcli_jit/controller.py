@@ -114,7 +114,7 @@ class Controller:
         self.settle()
         if self.connector.in_transaction():
             raise JitError(f"\\jit request refused: {IN_TRANSACTION}")
-        profile = self.config.profile(profile_name)
+        profile = self.config.requestable(profile_name)
         lease = self.manager.mint(profile, ttl, reason)
         notes = self._switch_or_discard(lease, profile)
         old = self.manager.adopt(lease, profile)

@@ -49,7 +49,7 @@ GRANT demo_read, demo_write TO jit_owner WITH ADMIN OPTION;
 SELECT jit.profile_set('read', ARRAY['demo_read'], '5 minutes', '30 minutes', NULL, false, NULL,
                        'read-only, asks before it ends');
 SELECT jit.profile_set('write', ARRAY['demo_write'], '5 minutes', '1 hour', NULL, true, NULL,
-                       'read-write, reason required, renews itself');
+                       'read-write, renews itself');
 """
 BANNER = """\
 pgcli-jit demo: throwaway PostgreSQL on 127.0.0.1:{port}, removed when you quit.

@@ -116,7 +116,8 @@ class LeaseManager:
 
     def mint(self, profile: Profile, ttl: float | None, reason: str) -> Lease:
         """New credentials from ``profile``'s backend; not yet the current lease."""
-        req = LeaseRequest(ttl=ttl or profile.ttl, reason=reason, requester=self.requester)
+        req = LeaseRequest(ttl=ttl or profile.ttl, reason=reason, requester=self.requester,
+                           ttl_given=bool(ttl) or profile.ttl_given)
         try:
             lease = self.backend_for(profile).request(req)
         except JitError as exc:

@@ -60,10 +60,12 @@ def profile_rows(config: Config, backends: dict[str, Backend]) -> list[tuple[str
     for name in sorted(config.profiles):
         profile = config.profiles[name]
         default = " (default)" if name == config.default_profile else ""
-        rows.append((name + default, profile.backend, format_duration(profile.ttl),
+        backend = backends.get(name)
+        server_decides = backend is not None and backend.server_policy and not profile.ttl_given
+        rows.append((name + default, profile.backend,
+                     "server's" if server_decides else format_duration(profile.ttl),
                      format_duration(profile.max_ttl) if profile.max_ttl else "-",
                      profile.description or profile.renew))
-        backend = backends.get(name)
         if backend is None:
             continue
         try:
@@ -72,7 +74,7 @@ def profile_rows(config: Config, backends: dict[str, Backend]) -> list[tuple[str
             rows.append((f"  {name}: roles", "", "", "", f"not listed: {exc}"))
             continue
         rows.extend(
-            (f"  {name}: role {r.name}", profile.backend,
+            (f"  {name}: {r.kind} {r.name}", profile.backend,
              format_duration(r.default_ttl) if r.default_ttl else "-",
              format_duration(r.max_ttl) if r.max_ttl else "-", r.note)
             for r in roles

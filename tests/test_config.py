@@ -10,7 +10,7 @@ from pgcli_jit.backends import available
 from pgcli_jit.config import DEFAULT_TTL, config_path, default_audit_path, load_config
 from pgcli_jit.errors import ConfigError
 
-PG = '[profiles.{name}]\nbackend = "postgres"\nadmin_dsn = "host=db user=jit_broker"\n'
+PG = '[profiles.{name}]\nbackend = "postgres"\nuser = "alice"\n'
 
 
 def pg(name: str = "demo", **keys: str) -> str:
@@ -105,7 +105,7 @@ def test_common_keys_are_parsed(home: Path) -> None:
     assert p.connection_overrides() == {"host": "db.internal", "port": "6432", "dbname": "app",
                                         "sslmode": "require"}
     assert p.description == "read only"
-    assert p.options["admin_dsn"] == "host=db user=jit_broker"
+    assert p.options["user"] == "alice"
 
 
 def test_profile_defaults(home: Path) -> None:
@@ -125,7 +125,7 @@ def test_profile_options_are_read_only(home: Path) -> None:
     write_xdg(home, pg())
     p = load_config().profiles["demo"]
     with pytest.raises(TypeError):
-        p.options["admin_dsn"] = "x"  # type: ignore[index]
+        p.options["user"] = "x"  # type: ignore[index]
 
 
 # -- errors: one line with file, key and what is wrong ----------------------------------
@@ -155,7 +155,7 @@ def test_unknown_profile_key(home: Path) -> None:
     err, path = load_error(home, pg("demo", tll='"15m"'))
     assert err.key == "profiles.demo.tll"
     assert str(path) in str(err) and "unknown key for the postgres backend" in str(err)
-    assert "ttl" in err.hint and "admin_dsn" in err.hint
+    assert "ttl" in err.hint and "server_profile" in err.hint
 
 
 def test_missing_backend(home: Path) -> None:
@@ -247,21 +247,29 @@ def test_string_keys_must_be_strings(home: Path, key: str) -> None:
     assert err.key == f"profiles.demo.{key}" and "string" in str(err)
 
 
-def test_postgres_admin_dsn_with_password_is_refused(home: Path) -> None:
+def test_postgres_client_broker_keys_say_what_replaced_them(home: Path) -> None:
     text = '[profiles.demo]\nbackend = "postgres"\nadmin_dsn = "host=db user=b password=hunter2"\n'
     err, path = load_error(home, text)
     assert err.key == "profiles.demo.admin_dsn"
-    assert str(path) in str(err) and "secrets never go in the config" in str(err)
+    assert str(path) in str(err) and "grants and TTLs are declared in the database now" in str(err)
+    assert "pgcli-jit-admin profile add" in err.hint
 
 
-def test_postgres_admin_dsn_missing(home: Path) -> None:
-    err, _ = load_error(home, '[profiles.demo]\nbackend = "postgres"\n')
-    assert err.key == "profiles.demo.admin_dsn" and "missing" in str(err)
+def test_postgres_profile_needs_nothing_but_the_backend(home: Path) -> None:
+    write_xdg(home, '[profiles.demo]\nbackend = "postgres"\n')
+    assert load_config().profiles["demo"].options == {}
 
 
-def test_postgres_admin_dsn_not_conninfo(home: Path) -> None:
-    err, _ = load_error(home, pg("demo").replace("host=db user=jit_broker", "host=db user"))
-    assert err.key == "profiles.demo.admin_dsn"
+def test_postgres_user_must_be_a_string(home: Path) -> None:
+    err, _ = load_error(home, pg("demo").replace('user = "alice"', "user = 3"))
+    assert err.key == "profiles.demo.user"
+
+
+def test_a_name_the_file_does_not_define_is_asked_of_the_server(home: Path) -> None:
+    write_xdg(home, pg())
+    asked = load_config().requestable("ops-read")
+    assert (asked.backend, asked.options["server_profile"]) == ("postgres", "ops-read")
+    assert load_config().requestable("demo").options["user"] == "alice"
 
 
 def test_non_utf8_file_is_a_config_error(home: Path) -> None:

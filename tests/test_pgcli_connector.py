@@ -17,8 +17,8 @@ from tests.test_postgres_backend import make_backend
 
 
 @pytest.fixture
-def jit(cluster: Cluster, admin_dsn: str) -> tuple[PostgresBackend, Lease]:
-    backend = make_backend(cluster, admin_dsn)
+def jit(cluster: Cluster) -> tuple[PostgresBackend, Lease]:
+    backend = make_backend(cluster)
     lease = backend.request(LeaseRequest(ttl=60, reason="connector", requester="alice"))
     yield backend, lease
     backend.revoke(lease)

@@ -39,6 +39,9 @@ class LeaseRequest:
     ttl: float
     reason: str
     requester: str
+    #: False when ``ttl`` is only the client's default: a backend with a policy of its own
+    #: (the postgres broker's server profile) then applies its own default instead
+    ttl_given: bool = True
 
     def __post_init__(self) -> None:
         check_text(self.reason, "the reason", limit=MAX_REASON)
@@ -58,6 +61,8 @@ class RoleInfo:
     default_ttl: float | None = None
     max_ttl: float | None = None
     note: str = ""
+    #: what the backend calls it: a Vault "role", the postgres broker's "server profile"
+    kind: str = "role"
 
 
 class Backend(ABC):
@@ -71,6 +76,9 @@ class Backend(ABC):
 
     name: ClassVar[str] = ""
     OPTIONS: ClassVar[frozenset[str]] = frozenset()
+    #: keys the backend no longer uses: passed on to check_profile, which says what replaced
+    #: them, instead of being refused as unknown
+    RETIRED_OPTIONS: ClassVar[frozenset[str]] = frozenset()
     #: False for backends whose credentials can only be replaced, never extended
     #: (an instance attribute: a backend may decide per profile).
     can_renew: bool = True
@@ -80,6 +88,8 @@ class Backend(ABC):
     #: True when the backend asks as the user's own database login (postgres): the shell
     #: then hands it the session's login through :meth:`use_session`
     uses_session_login: ClassVar[bool] = False
+    #: True when the server decides TTLs and grants (the client's ttl is only a wish)
+    server_policy: ClassVar[bool] = False
 
     def __init__(self, profile: Profile, *, clock: Clock = system_clock) -> None:
         self.profile = profile

@@ -47,9 +47,11 @@ class NeedsPassword(BackendUnavailable):
 
 class PostgresBackend(Backend):
     name: ClassVar[str] = "postgres"
-    OPTIONS: ClassVar[frozenset[str]] = frozenset({"user", "server_profile"}) | RETIRED
+    OPTIONS: ClassVar[frozenset[str]] = frozenset({"user", "server_profile"})
+    RETIRED_OPTIONS: ClassVar[frozenset[str]] = RETIRED
 
     uses_session_login: ClassVar[bool] = True
+    server_policy: ClassVar[bool] = True
 
     def __init__(self, profile: Profile, *, clock: Clock = system_clock) -> None:
         super().__init__(profile, clock=clock)
@@ -61,9 +63,9 @@ class PostgresBackend(Backend):
         retired = sorted(RETIRED & set(profile.options))
         if retired:
             raise profile.error(
-                retired[0], "is no longer used: the broker now lives in the database",
-                "the operator declares grants and TTLs with pgcli-jit-admin profile add; here keep "
-                "host, port, dbname, user and server_profile (docs/user-guide.md)",
+                retired[0], "is no longer used: grants and TTLs are declared in the database now",
+                "by an operator, with pgcli-jit-admin profile add; a postgres profile keeps host, port, "
+                "dbname, user and server_profile",
             )
         for key in ("user", "server_profile"):
             value = profile.options.get(key)
@@ -134,7 +136,7 @@ class PostgresBackend(Backend):
     def request(self, req: LeaseRequest) -> Lease:
         password = scram.new_password()
         verifier = self._verifier(password)
-        wish = self._ttl_wish(req.ttl)
+        wish = float(req.ttl) if req.ttl and req.ttl_given else None  # None: the server's default
         answer = self._answer("SELECT jit.request(%s, make_interval(secs => %s), %s, %s)",
                               self.server_profile, wish, req.reason, verifier)
         warnings: tuple[str, ...] = ()
@@ -174,10 +176,16 @@ class PostgresBackend(Backend):
         raise self._error(NotRenewable, f"lease {lease.username} no longer exists")
 
     def roles(self) -> list[RoleInfo]:
+        """The server profile this profile asks for, as the server states it (TTLs, reason),
+        if the login may request it: the client's own ttl is only a wish."""
         rows = self._call("SELECT name, ttl_seconds, max_ttl_seconds, reason_required, description"
-                          " FROM jit.my_profiles()")
+                          " FROM jit.my_profiles() WHERE name = %s", self.server_profile)
+        if not rows:
+            return [RoleInfo(self.server_profile, note="not requestable by this login",
+                             kind="server profile")]
         return [RoleInfo(str(name), ttl, max_ttl,
-                         ("reason required; " if needs_reason else "") + str(description or ""))
+                         "; ".join(filter(None, ("reason required" if needs_reason else "",
+                                                 str(description or "")))), kind="server profile")
                 for name, ttl, max_ttl, needs_reason, description in rows]
 
     def close(self) -> None:
@@ -191,11 +199,6 @@ class PostgresBackend(Backend):
             return self._warm.with_conn(lambda conn: scram.scram_verifier(conn, password))
         except psycopg.OperationalError as exc:
             raise self._login_error(exc) from None
-
-    def _ttl_wish(self, ttl: float) -> float | None:
-        """The TTL to ask for; None lets the server profile's own default apply."""
-        given = ttl and (ttl != self.profile.ttl or self.profile.ttl_given)
-        return float(ttl) if given else None
 
     def _lease(self, answer: Mapping[str, Any], credentials: Credentials,
                warnings: tuple[str, ...] = ()) -> Lease:
