@@ -13,7 +13,7 @@ import shlex
 import textwrap
 from dataclasses import dataclass
 
-from pgcli_jit.durations import parse_duration
+from pgcli_jit.durations import option_duration
 from pgcli_jit.errors import UsageError
 
 SUBCOMMANDS = ("request", "status", "renew", "revoke", "profiles", "help")
@@ -122,12 +122,7 @@ def _parse_args(action: str, words: list[str]) -> JitCommand:
 
 
 def _ttl(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise UsageError(f"--ttl: {exc}") from None
+    return option_duration(text, "--ttl")
 
 
 def completions(line: str, profiles: list[str]) -> list[str]:

@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any
 
-from pgcli_jit.errors import DurationError
+from pgcli_jit.errors import DurationError, UsageError
 from pgcli_jit.limits import MAX_DURATION, MAX_DURATION_TEXT
 
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -31,6 +31,17 @@ def parse_duration(text: Any) -> float:
     if seconds > MAX_DURATION:
         raise DurationError(f"{_shown(text)} is too long: the limit is {MAX_DURATION / 86400:g} days")
     return seconds
+
+
+def option_duration(text: str | None, option: str) -> float | None:
+    """A command-line option's duration (``--ttl 15m``), None when not given; a bad one is a
+    UsageError that names the option."""
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
 
 
 def _seconds(text: Any) -> float:

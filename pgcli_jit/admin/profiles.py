@@ -14,21 +14,12 @@ import click
 
 from pgcli_jit.admin import fmt
 from pgcli_jit.admin.connect import Conn, connect, dsn_option
-from pgcli_jit.durations import format_duration, parse_duration
-from pgcli_jit.errors import JitError, UsageError
+from pgcli_jit.durations import format_duration, option_duration
+from pgcli_jit.errors import JitError
 
 HEADERS = ("PROFILE", "GRANTS", "TTL", "MAX TTL", "REQUESTERS", "REASON", "OWNER", "DESCRIPTION")
 SET_SQL = ("SELECT jit.profile_set(%s, %s, make_interval(secs => %s), make_interval(secs => %s),"
            " %s, %s, %s, %s)")
-
-
-def _seconds(text: str | None, option: str) -> float | None:
-    if text is None:
-        return None
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from None
 
 
 def profile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -61,8 +52,8 @@ def _set(conn: Conn, name: str, grants: tuple[str, ...], ttl: float | None, max_
 
 def _parsed(options: dict[str, Any]) -> dict[str, Any]:
     """Durations checked before any connection: bad input costs no round trip."""
-    return {**options, "ttl": _seconds(options["ttl"], "--ttl"),
-            "max_ttl": _seconds(options["max_ttl"], "--max-ttl")}
+    return {**options, "ttl": option_duration(options["ttl"], "--ttl"),
+            "max_ttl": option_duration(options["max_ttl"], "--max-ttl")}
 
 
 def _exists(conn: Conn, name: str) -> bool:
@@ -79,13 +70,7 @@ def profile() -> None:
 @profile_options
 def add(name: str, dsn: str, **options: Any) -> None:
     """Create profile NAME (at least one --grant)."""
-    options = _parsed(options)
-    with connect(dsn) as conn:
-        if _exists(conn, name):
-            raise JitError(f"profile {name} exists",
-                           f"change it with: pgcli-jit-admin profile set {name} ...")
-        _set(conn, name, **options)
-        click.echo(describe(conn, name))
+    _save(name, dsn, options, exists=False)
 
 
 @profile.command("set")
@@ -93,10 +78,17 @@ def add(name: str, dsn: str, **options: Any) -> None:
 @profile_options
 def set_(name: str, dsn: str, **options: Any) -> None:
     """Change profile NAME: only the options given change (leases already issued keep theirs)."""
+    _save(name, dsn, options, exists=True)
+
+
+def _save(name: str, dsn: str, options: dict[str, Any], *, exists: bool) -> None:
+    """``add`` refuses a profile that exists, ``set`` one that does not: a typo never creates one."""
     options = _parsed(options)
     with connect(dsn) as conn:
-        if not _exists(conn, name):
-            raise JitError(f"no profile {name}", f"create it with: pgcli-jit-admin profile add {name} ...")
+        if _exists(conn, name) != exists:
+            verb = "set" if not exists else "add"
+            raise JitError(f"profile {name} exists" if not exists else f"no profile {name}",
+                           f"use: pgcli-jit-admin profile {verb} {name} ...")
         _set(conn, name, **options)
         click.echo(describe(conn, name))
 
