@@ -203,10 +203,14 @@ def test_revoke_twice_is_harmless(cluster: Cluster) -> None:
     backend.revoke(lease)
 
 
-def test_a_lease_role_revokes_its_own_lease(cluster: Cluster) -> None:
+def test_a_lease_role_renews_sees_and_revokes_only_its_own_lease(cluster: Cluster) -> None:
     backend = make_backend(cluster)
     lease = request(backend)
     with login(cluster, lease) as own:
+        answer = own.execute("select jit.renew(%s, '50 seconds')", (lease.username,)).fetchone()
+        assert answer and answer[0]["status"] in ("renewed", "unchanged")
+        mine = [row for (row,) in own.execute("select jit.my_leases()")]
+        assert [row["rolname"] for row in mine] == [lease.username]  # its own lease, nothing else
         answer = own.execute("select jit.revoke(%s)", (lease.username,)).fetchone()
         assert answer and answer[0]["status"] == "revoked"
         answer = own.execute("select jit.finish(%s)", (lease.username,)).fetchone()
