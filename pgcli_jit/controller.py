@@ -385,9 +385,24 @@ class Controller:
         overrides = {**profile.connection_overrides(), **lease.conninfo}
         try:
             return self.connector.switch(lease, overrides)
-        except ConnectionSwitchError:
-            self.manager.discard(lease, profile)
+        except ConnectionSwitchError as exc:
+            error = self.manager.discard(lease, profile)
+            if error:  # connect and revoke both failed (say, no connection slots): say so
+                raise ConnectionSwitchError(
+                    f"{exc.message}; {lease.username} could not be revoked either ({error}): "
+                    f"it can log in until {local_time(lease.expires_at)}",
+                    self._who_ends(lease, profile)) from None
             raise
+
+    def _who_ends(self, lease: Lease, profile: Profile) -> str:
+        """What ends a minted role the client could neither use nor revoke."""
+        if self.manager.backend_for(profile).server_policy:
+            return ("the operator's reaper, pgcli-jit-admin reap --watch, drops it at that expiry; "
+                    "pgcli-jit-admin leases shows it until then")
+        if profile.backend == "vault":
+            return (f"Vault revokes lease {lease.lease_id} at that expiry; "
+                    "bao/vault lease revoke ends it sooner")
+        return "its broker must end it; until then it stays valid"
 
     def _revoke_quietly(self, old: Lease) -> str:
         """Revoke the lease a new one replaced; the sentence that says so (or that it failed)."""
