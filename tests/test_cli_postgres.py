@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pgcli_jit.cluster import Cluster
-from tests.conftest import declare_server_profile, live_jit_roles
-from tests.terminal import isolated_env
+from tests.conftest import declare_server_profile, live_jit_roles, make_login
+from tests.terminal import Terminal, isolated_env
 
 PGCLI_JIT = str(Path(sys.executable).with_name("pgcli-jit"))
 
@@ -22,8 +24,12 @@ def run(cluster: Cluster, home: Path, *args: str, **env: str) -> subprocess.Comp
                           timeout=60, check=False)
 
 
-def test_no_config_asks_the_server_and_revokes_at_exit(cluster: Cluster, home: Path) -> None:
+@pytest.fixture(autouse=True)
+def _cli_read(cluster: Cluster) -> None:
     declare_server_profile(cluster, "cli-read", ttl="2m", max_ttl="5m")
+
+
+def test_no_config_asks_the_server_and_revokes_at_exit(cluster: Cluster, home: Path) -> None:
     proc = run(cluster, home, "--jit", "cli-read", "--jit-reason", "INC-5", "-c",
                "select current_user, session_user")
     assert proc.returncode == 0, proc.stderr
@@ -48,3 +54,34 @@ def test_an_unknown_server_profile_is_one_line(cluster: Cluster, home: Path) -> 
     assert proc.returncode == 1
     assert "no profile cli-nope that alice may request" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_typed_password_for_the_own_login_works_and_revoke_returns_to_it(
+        cluster: Cluster, home: Path) -> None:
+    """A site without .pgpass: the only password asked for is the user's own, at start-up;
+    it stays in memory, and \\jit revoke goes back to that login."""
+    password = make_login(cluster, "dora", member_of="jit_requester")
+    env = isolated_env(home, None, {"PGPASSFILE": "/nonexistent"})
+    term = Terminal(["-h", cluster.host, "-p", str(cluster.port), "-U", "dora", "--jit", "cli-read",
+                     "--jit-reason", "typed", "app"], env, home)
+    try:
+        term.wait_for("Password for dora")
+        term.child.send(password + "\r")
+        term.wait_for("Connected as jit_dora_")
+        term.run("\\jit revoke", expect="back to dora")
+        term.run("select session_user as who;", expect="dora")
+    finally:
+        term.close()
+    for path in home.rglob("*"):  # the typed password went nowhere on disk
+        if path.is_file():
+            assert password not in path.read_text(errors="replace"), path
+
+
+def test_a_reason_required_profile_refuses_a_request_without_one(cluster: Cluster, home: Path) -> None:
+    declare_server_profile(cluster, "cli-reason", reason_required=True)
+    proc = run(cluster, home, "--jit", "cli-reason", "-c", "select 1")
+    assert proc.returncode == 1 and "profile cli-reason requires a reason" in proc.stderr
+    with cluster.connect("app") as conn:
+        row = conn.execute("select event, requester from jit.audit where profile = 'cli-reason'"
+                           " order by id desc limit 1").fetchone()
+    assert row == ("deny", "alice")
