@@ -66,9 +66,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         c.stop()
 
 
+#: logins made so far (roles are cluster-wide): a second test module asking for one shares it
+_LOGINS: dict[tuple[int, str], str] = {}
+
+
 def make_login(cluster: Cluster, name: str, member_of: str = "") -> str:
     """A LOGIN role with a random password (sent as a SCRAM verifier), its line added to the
     pgpass file that ``$PGPASSFILE`` names, as a user's own ``~/.pgpass`` would hold it."""
+    if (cluster.port, name) in _LOGINS:
+        if member_of:
+            with cluster.connect() as conn:
+                conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(member_of),
+                                                             sql.Identifier(name)))
+        return _LOGINS[cluster.port, name]
     password = secrets.token_urlsafe(18)
     with cluster.connect() as conn:
         stmt = sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
@@ -78,6 +88,7 @@ def make_login(cluster: Cluster, name: str, member_of: str = "") -> str:
         conn.execute(stmt)
     with open(os.environ["PGPASSFILE"], "a", encoding="utf-8") as fh:
         fh.write(f"{cluster.host}:{cluster.port}:*:{name}:{password}\n")
+    _LOGINS[cluster.port, name] = password
     return password
 
 

@@ -47,6 +47,8 @@ class Outcome:
 def one_pass(conn: Conn) -> list[Outcome]:
     """Expire what is due, then finish every ended lease; autocommit makes each its own transaction."""
     expired = [Outcome(name, "expired") for (name,) in conn.execute("SELECT * FROM jit.expire_due()")]
+    expired += [Outcome(f"request {rid}", "timed out")
+                for (rid,) in conn.execute("SELECT * FROM jit.expire_requests()")]
     finished = [Outcome(name, action, int(sessions)) for name, action, sessions
                 in conn.execute("SELECT rolname, outcome, sessions FROM jit.finish_ended()")]
     return expired + finished

@@ -222,9 +222,49 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
      ORDER BY p.name
 $$;
 
+-- Create the temporary role for requester `me` (jit.request, or jit.request_status once
+-- a request was approved).  The server picks the role name, the grants and the expiry
+-- (capped at the profile's max_ttl); the lease clock starts here, at issue.
+CREATE OR REPLACE FUNCTION jit._issue(p jit.profiles, me text, my_oid oid, reason text,
+                                      wanted interval, p_verifier text, extra jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ttl interval := least(wanted, p.max_ttl);
+    name text;
+    g text;
+    l jit.leases;
+    with_opts text := CASE WHEN current_setting('server_version_num')::int >= 160000
+                           THEN ' WITH INHERIT TRUE, SET FALSE' ELSE '' END;
+BEGIN
+    -- the role's name is built here: <jit_><requester>_<random>, at most 63 bytes
+    name := 'jit_' || left(regexp_replace(lower(me), '[^a-z0-9_]+', '_', 'g'), 24) || '_'
+            || left(replace(gen_random_uuid()::text, '-', ''), 10);
+    EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
+                   'NOBYPASSRLS INHERIT PASSWORD %L VALID UNTIL %L',
+                   name, p_verifier, now() + ttl);
+    FOREACH g IN ARRAY p.grants || ARRAY['jit_lease'] LOOP
+        EXECUTE format('GRANT %I TO %I', g, name) || with_opts;
+    END LOOP;
+    INSERT INTO jit.leases (rolname, role_oid, profile, requester, requester_oid, reason,
+                            client_addr, issued_at, expires_at, max_expires_at)
+    VALUES (name, jit._role_oid(name), p.name, me, my_oid, reason, inet_client_addr(),
+            now(), now() + ttl, now() + p.max_ttl)
+    RETURNING * INTO l;
+    PERFORM jit._audit('request', p.name, name, me, reason, l.expires_at,
+                       jsonb_build_object('grants', to_jsonb(p.grants), 'lease_id', l.id,
+                                          'ttl_asked', extract(epoch FROM wanted),
+                                          'capped', wanted > ttl) || extra);
+    PERFORM jit._doorbell();
+    RETURN jit._lease_json(l, 'granted') || jsonb_build_object('capped', wanted > ttl,
+        'max_ttl_seconds', extract(epoch FROM p.max_ttl)) || extra;
+END
+$$;
+
 -- Ask for a temporary role.  p_verifier is a SCRAM-SHA-256 verifier the client computed:
 -- the password itself never reaches the server.  The server picks the role name, the grants,
 -- the expiry (capped at the profile's max_ttl) and records who asked, from session_user.
+-- On a profile with approvers nothing is created yet: the request waits in jit.requests.
 CREATE OR REPLACE FUNCTION jit.request(p_profile text, p_ttl interval, p_reason text, p_verifier text)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -233,14 +273,8 @@ DECLARE
     me text := session_user;
     my_oid oid := jit._role_oid(session_user);
     reason text := coalesce(p_reason, '');
-    wanted interval;
-    ttl interval;
-    name text;
-    g text;
-    l jit.leases;
-    with_opts text := CASE WHEN current_setting('server_version_num')::int >= 160000
-                           THEN ' WITH INHERIT TRUE, SET FALSE' ELSE '' END;
 BEGIN
+    PERFORM jit._expire_requests();
     IF length(reason) > 1000 OR reason ~ '[[:cntrl:]]' THEN
         RETURN jit._denied('the reason must be at most 1000 characters with no control characters');
     END IF;
@@ -267,32 +301,13 @@ BEGIN
         RAISE EXCEPTION 'the password must be sent as a SCRAM-SHA-256 verifier'
             USING HINT = 'compute it client-side (libpq PQencryptPasswordConn)';
     END IF;
-    wanted := coalesce(p_ttl, p.ttl);
-    IF wanted <= interval '0' THEN
+    IF coalesce(p_ttl, p.ttl) <= interval '0' THEN
         RETURN jit._denied('the TTL must be positive');
     END IF;
-    ttl := least(wanted, p.max_ttl);
-    -- the role's name is built here: <jit_><requester>_<random>, at most 63 bytes
-    name := 'jit_' || left(regexp_replace(lower(me), '[^a-z0-9_]+', '_', 'g'), 24) || '_'
-            || left(replace(gen_random_uuid()::text, '-', ''), 10);
-    EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
-                   'NOBYPASSRLS INHERIT PASSWORD %L VALID UNTIL %L',
-                   name, p_verifier, now() + ttl);
-    FOREACH g IN ARRAY p.grants || ARRAY['jit_lease'] LOOP
-        EXECUTE format('GRANT %I TO %I', g, name) || with_opts;
-    END LOOP;
-    INSERT INTO jit.leases (rolname, role_oid, profile, requester, requester_oid, reason,
-                            client_addr, issued_at, expires_at, max_expires_at)
-    VALUES (name, jit._role_oid(name), p.name, me, my_oid, reason, inet_client_addr(),
-            now(), now() + ttl, now() + p.max_ttl)
-    RETURNING * INTO l;
-    PERFORM jit._audit('request', p.name, name, me, reason, l.expires_at,
-                       jsonb_build_object('grants', to_jsonb(p.grants), 'lease_id', l.id,
-                                          'ttl_asked', extract(epoch FROM wanted),
-                                          'capped', wanted > ttl));
-    PERFORM jit._doorbell();
-    RETURN jit._lease_json(l, 'granted') || jsonb_build_object('capped', wanted > ttl,
-        'max_ttl_seconds', extract(epoch FROM p.max_ttl));
+    IF p.approvers IS NOT NULL THEN
+        RETURN jit._ask_approval(p, me, my_oid, reason, p_ttl, p_verifier);
+    END IF;
+    RETURN jit._issue(p, me, my_oid, reason, coalesce(p_ttl, p.ttl), p_verifier);
 END
 $$;
 
@@ -383,6 +398,291 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
      ORDER BY l.id
 $$;
 
+-- -- four eyes: requests that wait for approval (002_approvals.sql) ---------------------
+
+CREATE OR REPLACE FUNCTION jit._request_json(r jit.requests, p_status text) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT jsonb_build_object(
+        'status', p_status, 'state', r.status, 'request_id', r.id, 'profile', r.profile,
+        'requester', r.requester, 'reason', r.reason, 'ttl_seconds', extract(epoch FROM r.ttl_asked),
+        'approvers', r.approvers, 'needed', r.approvals_needed,
+        'approved_by', (SELECT coalesce(jsonb_agg(a.approver ORDER BY a.at), '[]')
+                          FROM jit.approvals a WHERE a.request_id = r.id),
+        'created_at', extract(epoch FROM r.created_at), 'expires_at', extract(epoch FROM r.expires_at),
+        'decided_at', extract(epoch FROM r.decided_at), 'decided_by', r.decided_by,
+        'note', r.decision_note, 'lease_id', r.lease_id, 'poll_after', 1,
+        'server_now', extract(epoch FROM clock_timestamp()))
+$$;
+
+-- A doorbell for whoever waits on a request (the requester's shell, the approvers' toolbars)
+-- and for the reaper (the schedule changed).  No payload: the state is in the tables.
+CREATE OR REPLACE FUNCTION jit._request_doorbell() RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_notify('jit_requests', ''), pg_notify('jit_leases', '')
+$$;
+
+-- Close a request: its verifier is forgotten, the step audited.
+CREATE OR REPLACE FUNCTION jit._close_request(r jit.requests, p_status text, p_note text,
+                                              p_detail jsonb DEFAULT '{}') RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE jit.requests SET status = p_status, verifier = NULL, decided_at = now(),
+           decided_by = CASE WHEN p_status = 'timed_out' THEN NULL ELSE session_user END,
+           decision_note = p_note
+     WHERE id = r.id;
+    PERFORM jit._audit(p_status, r.profile, NULL, r.requester, r.reason, r.expires_at,
+                       jsonb_build_object('request_id', r.id, 'note', p_note) || p_detail);
+    PERFORM jit._request_doorbell();
+END
+$$;
+
+-- Time out what was not decided (or, once approved, not collected) in time.  Called at the
+-- start of every request function and by the reaper; rows another transaction holds are
+-- left for the next call.
+CREATE OR REPLACE FUNCTION jit._expire_requests() RETURNS SETOF bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r jit.requests;
+BEGIN
+    FOR r IN SELECT * FROM jit.requests WHERE status IN ('pending', 'approved') AND expires_at <= now()
+             ORDER BY id FOR UPDATE SKIP LOCKED LOOP
+        PERFORM jit._close_request(r, 'timed_out', CASE r.status
+            WHEN 'pending' THEN 'not decided within the approval timeout'
+            ELSE 'approved but not collected within the approval timeout' END);
+        RETURN NEXT r.id;
+    END LOOP;
+END
+$$;
+
+-- jit.request on a profile with approvers: record the request, create nothing.
+CREATE OR REPLACE FUNCTION jit._ask_approval(p jit.profiles, me text, my_oid oid, reason text,
+                                             p_ttl interval, p_verifier text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r jit.requests;
+BEGIN
+    IF (SELECT count(*) FROM jit.requests
+         WHERE requester_oid = my_oid AND status IN ('pending', 'approved')) >= 5 THEN
+        RETURN jit._denied('you have 5 requests waiting already', 'cancel one first (\jit cancel)');
+    END IF;
+    INSERT INTO jit.requests (profile, requester, requester_oid, reason, ttl_asked, verifier,
+                              approvers, approvals_needed, client_addr, expires_at)
+    VALUES (p.name, me, my_oid, reason, p_ttl, p_verifier, p.approvers, p.approvals,
+            inet_client_addr(), now() + p.approval_timeout)
+    RETURNING * INTO r;
+    PERFORM jit._audit('pending', p.name, NULL, me, reason, r.expires_at, jsonb_build_object(
+        'request_id', r.id, 'approvers', p.approvers, 'approvals', p.approvals,
+        'ttl_asked', extract(epoch FROM p_ttl)));
+    PERFORM jit._request_doorbell();
+    RETURN jit._request_json(r, 'pending');
+END
+$$;
+
+-- The requester's view of a request.  Once approved, the first call issues the role (from
+-- the verifier the request carries) and returns the lease: the clock starts now.  The row
+-- lock makes that happen once, however many calls race.
+CREATE OR REPLACE FUNCTION jit.request_status(p_id bigint) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r jit.requests;
+    p jit.profiles;
+    answer jsonb;
+BEGIN
+    PERFORM jit._expire_requests();
+    SELECT * INTO r FROM jit.requests WHERE id = p_id FOR UPDATE;
+    IF NOT FOUND OR r.requester_oid IS DISTINCT FROM jit._role_oid(session_user) THEN
+        RETURN jit._denied(format('no request %s of yours', p_id));
+    END IF;
+    IF r.status IN ('pending', 'approved') AND r.expires_at <= now() THEN
+        PERFORM jit._close_request(r, 'timed_out', 'not decided within the approval timeout');
+        SELECT * INTO r FROM jit.requests WHERE id = p_id;
+    END IF;
+    IF r.status = 'pending' THEN
+        RETURN jit._request_json(r, 'pending');
+    ELSIF r.status <> 'approved' THEN
+        RETURN jit._request_json(r, 'closed');
+    END IF;
+    SELECT * INTO p FROM jit.profiles WHERE name = r.profile;
+    IF NOT FOUND THEN
+        PERFORM jit._close_request(r, 'cancelled', format('profile %s was removed', r.profile));
+        SELECT * INTO r FROM jit.requests WHERE id = p_id;
+        RETURN jit._request_json(r, 'closed');
+    END IF;
+    answer := jit._issue(p, r.requester, r.requester_oid, r.reason, coalesce(r.ttl_asked, p.ttl),
+                         r.verifier, jsonb_build_object('request_id', r.id,
+                             'approved_by', jit._request_json(r, '')->'approved_by'));
+    UPDATE jit.requests SET status = 'issued', verifier = NULL, lease_id = (answer->>'lease_id')::bigint
+     WHERE id = r.id;
+    PERFORM jit._request_doorbell();
+    RETURN answer;
+END
+$$;
+
+-- Withdraw a request (the requester) before its role is issued.
+CREATE OR REPLACE FUNCTION jit.cancel(p_id bigint) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r jit.requests;
+BEGIN
+    PERFORM jit._expire_requests();
+    SELECT * INTO r FROM jit.requests WHERE id = p_id FOR UPDATE;
+    IF NOT FOUND OR r.requester_oid IS DISTINCT FROM jit._role_oid(session_user) THEN
+        RETURN jit._denied(format('no request %s of yours', p_id));
+    END IF;
+    IF r.status IN ('pending', 'approved') THEN
+        PERFORM jit._close_request(r, 'cancelled', 'withdrawn by the requester');
+        SELECT * INTO r FROM jit.requests WHERE id = p_id;
+    END IF;
+    RETURN jit._request_json(r, 'closed');
+END
+$$;
+
+-- The request an approver may decide, locked; every refusal is one clear error that
+-- changes nothing.  The requester never counts, even as a member of the approvers role.
+CREATE OR REPLACE FUNCTION jit._decidable(p_id bigint) RETURNS jit.requests
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r jit.requests;
+    my_oid oid := jit._role_oid(session_user);
+BEGIN
+    SELECT * INTO r FROM jit.requests WHERE id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no request %', p_id USING HINT = '\jit pending lists what you may decide';
+    END IF;
+    IF r.requester_oid = my_oid THEN
+        RAISE EXCEPTION 'request % is your own: another member of % must decide it', p_id, r.approvers;
+    END IF;
+    IF EXISTS (SELECT FROM jit.leases WHERE role_oid = my_oid) THEN
+        RAISE EXCEPTION 'a temporary role cannot decide requests' USING HINT = 'use your own login';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r.approvers)
+       OR NOT pg_has_role(session_user, r.approvers, 'MEMBER') THEN
+        RAISE EXCEPTION 'you may not decide request %: you are not a member of %', p_id, r.approvers;
+    END IF;
+    IF r.status = 'pending' AND r.expires_at <= now() THEN
+        RAISE EXCEPTION 'request % has timed out', p_id;
+    END IF;
+    IF r.status <> 'pending' THEN
+        RAISE EXCEPTION 'request % is already %', p_id, replace(r.status, '_', ' ');
+    END IF;
+    RETURN r;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION jit._check_note(note text, what text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF length(coalesce(note, '')) > 1000 OR note ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'the % must be at most 1000 characters with no control characters', what;
+    END IF;
+    RETURN coalesce(note, '');
+END
+$$;
+
+-- One approval; the request becomes 'approved' when it has as many as its profile asked.
+CREATE OR REPLACE FUNCTION jit.approve(p_id bigint, p_comment text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r jit.requests;
+    comment text := jit._check_note(p_comment, 'comment');
+    got int;
+BEGIN
+    PERFORM jit._expire_requests();
+    r := jit._decidable(p_id);
+    IF EXISTS (SELECT FROM jit.approvals WHERE request_id = r.id
+                AND approver_oid = jit._role_oid(session_user)) THEN
+        RAISE EXCEPTION 'you have already approved request %', p_id
+            USING HINT = format('it needs %s approvals from distinct members of %s',
+                                r.approvals_needed, r.approvers);
+    END IF;
+    INSERT INTO jit.approvals (request_id, approver, approver_oid, comment)
+    VALUES (r.id, session_user, jit._role_oid(session_user), comment);
+    got := (SELECT count(*) FROM jit.approvals WHERE request_id = r.id);
+    PERFORM jit._audit('approve', r.profile, NULL, r.requester, r.reason, NULL, jsonb_build_object(
+        'request_id', r.id, 'approver', session_user, 'comment', comment,
+        'approvals', got, 'needed', r.approvals_needed));
+    IF got >= r.approvals_needed THEN
+        UPDATE jit.requests SET status = 'approved', decided_at = now(), decided_by = session_user,
+               decision_note = comment,
+               expires_at = now() + coalesce((SELECT approval_timeout FROM jit.profiles
+                                              WHERE name = r.profile), interval '1 hour')
+         WHERE id = r.id RETURNING * INTO r;
+        PERFORM jit._audit('approved', r.profile, NULL, r.requester, r.reason, NULL,
+            jsonb_build_object('request_id', r.id, 'approver', session_user, 'comment', comment,
+                               'approved_by', jit._request_json(r, '')->'approved_by'));
+    END IF;
+    PERFORM jit._request_doorbell();
+    SELECT * INTO r FROM jit.requests WHERE id = r.id;
+    RETURN jit._request_json(r, r.status);
+END
+$$;
+
+-- Refuse a request, with a reason the requester will read.
+CREATE OR REPLACE FUNCTION jit.deny(p_id bigint, p_reason text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r jit.requests;
+    why text := jit._check_note(p_reason, 'reason');
+BEGIN
+    IF btrim(why) = '' THEN
+        RAISE EXCEPTION 'a denial needs a reason' USING HINT = '--reason "..."';
+    END IF;
+    PERFORM jit._expire_requests();
+    r := jit._decidable(p_id);
+    PERFORM jit._close_request(r, 'denied', why, jsonb_build_object('approver', session_user));
+    SELECT * INTO r FROM jit.requests WHERE id = r.id;
+    RETURN jit._request_json(r, 'closed');
+END
+$$;
+
+-- What the caller may decide now: pending, not their own, not yet approved by them.
+CREATE OR REPLACE FUNCTION jit.pending_for_me()
+RETURNS TABLE (id bigint, requester text, profile text, ttl_seconds double precision, reason text,
+               created_at timestamptz, expires_at timestamptz, approvals integer, needed integer)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    my_oid oid := jit._role_oid(session_user);
+BEGIN
+    PERFORM jit._expire_requests();
+    IF EXISTS (SELECT FROM jit.leases l WHERE l.role_oid = my_oid) THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT r.id, r.requester, r.profile,
+           extract(epoch FROM coalesce(r.ttl_asked, p.ttl))::float8, r.reason, r.created_at,
+           r.expires_at, (SELECT count(*)::int FROM jit.approvals a WHERE a.request_id = r.id),
+           r.approvals_needed
+      FROM jit.requests r LEFT JOIN jit.profiles p ON p.name = r.profile
+     WHERE r.status = 'pending' AND r.expires_at > now() AND r.requester_oid <> my_oid
+       AND EXISTS (SELECT FROM pg_roles WHERE rolname = r.approvers)
+       AND pg_has_role(session_user, r.approvers, 'MEMBER')
+       AND NOT EXISTS (SELECT FROM jit.approvals a WHERE a.request_id = r.id AND a.approver_oid = my_oid)
+     ORDER BY r.id;
+END
+$$;
+
+-- The caller's own requests: the open ones and those decided in the last day.
+CREATE OR REPLACE FUNCTION jit.my_requests() RETURNS SETOF jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM jit._expire_requests();
+    RETURN QUERY SELECT jit._request_json(r, CASE WHEN r.status = 'pending' THEN 'pending' ELSE 'closed' END)
+      FROM jit.requests r
+     WHERE r.requester_oid = jit._role_oid(session_user)
+       AND (r.status IN ('pending', 'approved') OR r.decided_at > now() - interval '1 day')
+     ORDER BY r.id;
+END
+$$;
+
+-- For the reaper: time out undecided requests.
+CREATE OR REPLACE FUNCTION jit.expire_requests() RETURNS SETOF bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM jit._require_admin();
+    RETURN QUERY SELECT jit._expire_requests();
+END
+$$;
+
 -- -- for operators (jit_admin) ---------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION jit._require_admin() RETURNS void
@@ -395,10 +695,24 @@ BEGIN
 END
 $$;
 
--- Create or change a profile.  Every role is checked here, server-side, whoever calls.
+-- Create or change a profile, without touching its approval policy (the version-1 signature).
 CREATE OR REPLACE FUNCTION jit.profile_set(
     p_name text, p_grants text[], p_ttl interval, p_max_ttl interval, p_requesters text,
     p_reason_required boolean, p_owner text, p_description text
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN jit.profile_set(p_name, p_grants, p_ttl, p_max_ttl, p_requesters, p_reason_required,
+                           p_owner, p_description, NULL::text, NULL::integer, NULL::interval);
+END
+$$;
+
+-- Create or change a profile.  Every role is checked here, server-side, whoever calls.
+-- A NULL keeps the current value; p_approvers '' means "no approval needed".
+CREATE OR REPLACE FUNCTION jit.profile_set(
+    p_name text, p_grants text[], p_ttl interval, p_max_ttl interval, p_requesters text,
+    p_reason_required boolean, p_owner text, p_description text,
+    p_approvers text, p_approvals integer, p_approval_timeout interval
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -419,6 +733,28 @@ BEGIN
         p_owner := NULL;
     ELSIF p_owner IS NULL THEN
         p_owner := old.owner;
+    END IF;
+    IF p_approvers = '' THEN
+        p_approvers := NULL;
+    ELSIF p_approvers IS NULL THEN
+        p_approvers := old.approvers;
+    END IF;
+    p_approvals := coalesce(p_approvals, old.approvals, 1);
+    p_approval_timeout := coalesce(p_approval_timeout, old.approval_timeout, interval '1 hour');
+    IF p_approvals NOT BETWEEN 1 AND 10 THEN
+        RAISE EXCEPTION 'profile %: approvals must be between 1 and 10', p_name;
+    END IF;
+    IF p_approval_timeout <= interval '0' THEN
+        RAISE EXCEPTION 'profile %: the approval timeout must be positive', p_name;
+    END IF;
+    IF p_approvers IS NOT NULL THEN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = p_approvers) THEN
+            RAISE EXCEPTION 'profile %: approvers role % does not exist', p_name, p_approvers;
+        END IF;
+        IF p_approvers IN ('jit_owner', 'jit_lease') OR p_approvers = ANY (p_grants) THEN
+            RAISE EXCEPTION 'profile %: % cannot be the approvers role', p_name, p_approvers
+                USING HINT = 'a group role of the people who approve, e.g. jit_leads';
+        END IF;
     END IF;
     IF p_grants IS NULL OR cardinality(p_grants) = 0 THEN
         RAISE EXCEPTION 'profile %: at least one grant role is needed', p_name
@@ -446,25 +782,39 @@ BEGIN
         END IF;
     END IF;
     INSERT INTO jit.profiles AS t (name, grants, ttl, max_ttl, requesters, reason_required, owner,
-                                   description, updated_at, updated_by)
+                                   description, updated_at, updated_by, approvers, approvals,
+                                   approval_timeout)
     VALUES (p_name, p_grants, p_ttl, p_max_ttl, p_requesters, p_reason_required, p_owner,
-            p_description, now(), session_user)
+            p_description, now(), session_user, p_approvers, p_approvals, p_approval_timeout)
     ON CONFLICT (name) DO UPDATE SET grants = excluded.grants, ttl = excluded.ttl,
         max_ttl = excluded.max_ttl, requesters = excluded.requesters,
         reason_required = excluded.reason_required, owner = excluded.owner,
-        description = excluded.description, updated_at = now(), updated_by = session_user;
+        description = excluded.description, updated_at = now(), updated_by = session_user,
+        approvers = excluded.approvers, approvals = excluded.approvals,
+        approval_timeout = excluded.approval_timeout;
     -- the requesters role may call the requester functions (it can still ask only for
     -- the profiles whose requesters it is a member of)
     EXECUTE format('GRANT USAGE ON SCHEMA jit TO %I', p_requesters);
     FOREACH fn IN ARRAY ARRAY['jit.request(text, interval, text, text)', 'jit.renew(text, interval)',
                               'jit.revoke(text)', 'jit.finish(text)', 'jit.my_leases()',
-                              'jit.my_profiles()'] LOOP
+                              'jit.my_profiles()', 'jit.request_status(bigint)', 'jit.cancel(bigint)',
+                              'jit.my_requests()', 'jit.pending_for_me()', 'jit.approve(bigint, text)',
+                              'jit.deny(bigint, text)'] LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', fn, p_requesters);
     END LOOP;
+    -- the approvers role may decide (the server still checks membership per request)
+    IF p_approvers IS NOT NULL THEN
+        EXECUTE format('GRANT USAGE ON SCHEMA jit TO %I', p_approvers);
+        FOREACH fn IN ARRAY ARRAY['jit.approve(bigint, text)', 'jit.deny(bigint, text)',
+                                  'jit.pending_for_me()'] LOOP
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', fn, p_approvers);
+        END LOOP;
+    END IF;
     PERFORM jit._audit('profile_set', p_name, NULL, NULL, NULL, NULL, jsonb_build_object(
         'grants', to_jsonb(p_grants), 'ttl', extract(epoch FROM p_ttl),
         'max_ttl', extract(epoch FROM p_max_ttl), 'requesters', p_requesters,
-        'reason_required', p_reason_required, 'owner', p_owner));
+        'reason_required', p_reason_required, 'owner', p_owner, 'approvers', p_approvers,
+        'approvals', p_approvals, 'approval_timeout', extract(epoch FROM p_approval_timeout)));
     RETURN (SELECT to_jsonb(t) FROM jit.profiles t WHERE name = p_name);
 END
 $$;
@@ -520,7 +870,8 @@ $$;
 -- When the reaper must wake next (NULL: no live lease).
 CREATE OR REPLACE FUNCTION jit.next_expiry() RETURNS timestamptz
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT min(expires_at) FROM jit.leases WHERE ended_at IS NULL
+    SELECT least((SELECT min(expires_at) FROM jit.leases WHERE ended_at IS NULL),
+                 (SELECT min(expires_at) FROM jit.requests WHERE status IN ('pending', 'approved')))
 $$;
 
 -- Walk the chain: the first row whose link or hash does not match, or a cut-off tail.
@@ -569,13 +920,19 @@ $$;
 -- -- who may call what -----------------------------------------------------------------
 
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA jit FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION jit.request(text, interval, text, text), jit.my_profiles()
-    TO jit_requester;
+GRANT EXECUTE ON FUNCTION jit.request(text, interval, text, text), jit.my_profiles(),
+    jit.request_status(bigint), jit.cancel(bigint), jit.my_requests() TO jit_requester;
+-- pending_for_me lists only what the caller may decide, and approve/deny check membership of
+-- each request's approvers role: callable by any requester, so a non-member gets a clear no
+GRANT EXECUTE ON FUNCTION jit.pending_for_me(), jit.approve(bigint, text), jit.deny(bigint, text)
+    TO jit_requester, jit_admin;
 GRANT EXECUTE ON FUNCTION jit.renew(text, interval), jit.revoke(text), jit.finish(text),
     jit.my_leases() TO jit_requester, jit_lease;
 GRANT EXECUTE ON FUNCTION jit.revoke(text), jit.finish(text), jit.my_leases(),
     jit.profile_set(text, text[], interval, interval, text, boolean, text, text),
+    jit.profile_set(text, text[], interval, interval, text, boolean, text, text, text, integer, interval),
     jit.profile_drop(text), jit.expire_due(), jit.finish_ended(), jit.next_expiry(),
+    jit.expire_requests(),
     jit.audit_verify() TO jit_admin;
 
 RESET ROLE;
