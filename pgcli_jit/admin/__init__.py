@@ -1,7 +1,8 @@
 """``pgcli-jit-admin``: the operator's side of the ``postgres`` backend.
 
 ``setup`` installs the ``jit`` schema; ``profile`` declares what may be requested;
-``leases`` shows who holds access; ``reap`` (``--watch``) ends access on the
+``leases`` shows who holds access; ``pending``/``approve``/``deny`` decide requests that
+wait for a second person; ``reap`` (``--watch``) ends access on the
 server's clock; ``audit`` reads and verifies the server-side audit trail.  Every
 expected failure is one ``Error: ...`` line on stderr and exit 1 (2 for bad usage).
 """
@@ -47,9 +48,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from pgcli_jit.admin import audit, leases, profiles, setup
+    from pgcli_jit.admin import approvals, audit, leases, profiles, setup
 
-    for module in (setup, profiles, leases, audit):
+    for module in (setup, profiles, leases, approvals, audit):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -17,9 +17,10 @@ from pgcli_jit.admin.connect import Conn, connect, dsn_option
 from pgcli_jit.durations import format_duration, option_duration
 from pgcli_jit.errors import JitError
 
-HEADERS = ("PROFILE", "GRANTS", "TTL", "MAX TTL", "REQUESTERS", "REASON", "OWNER", "DESCRIPTION")
+HEADERS = ("PROFILE", "GRANTS", "TTL", "MAX TTL", "REQUESTERS", "REASON", "OWNER", "APPROVAL",
+           "DESCRIPTION")
 SET_SQL = ("SELECT jit.profile_set(%s, %s, make_interval(secs => %s), make_interval(secs => %s),"
-           " %s, %s, %s, %s)")
+           " %s, %s, %s, %s, %s, %s, make_interval(secs => %s))")
 
 
 def profile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -37,6 +38,13 @@ def profile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Who receives objects a lease created when it ends ('' for nobody: such a "
                           "role is kept NOLOGIN, not dropped)."),
         click.option("--description", metavar="TEXT", help="Shown by \\jit profiles."),
+        click.option("--approvers", metavar="ROLE",
+                     help="Requests wait for approval by members of ROLE (never the requester); "
+                          "'' for none."),
+        click.option("--approvals", type=click.IntRange(1, 10), metavar="N",
+                     help="Distinct approvals a request needs (default 1)."),
+        click.option("--approval-timeout", metavar="DUR",
+                     help="An undecided request expires after this (default 1h)."),
         dsn_option,
     ]):
         fn = decorator(fn)
@@ -45,15 +53,17 @@ def profile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _set(conn: Conn, name: str, grants: tuple[str, ...], ttl: float | None, max_ttl: float | None,
          requesters: str | None, reason_required: bool | None, owner: str | None,
-         description: str | None) -> None:
+         description: str | None, approvers: str | None = None, approvals: int | None = None,
+         approval_timeout: float | None = None) -> None:
     conn.execute(SET_SQL, (name, list(grants) or None, ttl, max_ttl, requesters, reason_required, owner,
-                           description))
+                           description, approvers, approvals, approval_timeout))
 
 
 def _parsed(options: dict[str, Any]) -> dict[str, Any]:
     """Durations checked before any connection: bad input costs no round trip."""
     return {**options, "ttl": option_duration(options["ttl"], "--ttl"),
-            "max_ttl": option_duration(options["max_ttl"], "--max-ttl")}
+            "max_ttl": option_duration(options["max_ttl"], "--max-ttl"),
+            "approval_timeout": option_duration(options["approval_timeout"], "--approval-timeout")}
 
 
 def _exists(conn: Conn, name: str) -> bool:
@@ -121,11 +131,20 @@ def list_(dsn: str, as_json: bool) -> None:
 
 def rows_of(conn: Conn, name: str | None = None) -> list[tuple[object, ...]]:
     query = ("SELECT name, array_to_string(grants, ', '), extract(epoch FROM ttl),"
-             " extract(epoch FROM max_ttl), requesters, reason_required, owner, description"
+             " extract(epoch FROM max_ttl), requesters, reason_required, owner, approvers, approvals,"
+             " extract(epoch FROM approval_timeout), description"
              " FROM jit.profiles" + (" WHERE name = %s" if name else "") + " ORDER BY name")
     rows = conn.execute(query, (name,) if name else ()).fetchall()
     return [(n, g, format_duration(float(t)), format_duration(float(m)), r,
-             "required" if need else "optional", o, d) for n, g, t, m, r, need, o, d in rows]
+             "required" if need else "optional", o, approval(a, k, float(w)), d)
+            for n, g, t, m, r, need, o, a, k, w, d in rows]
+
+
+def approval(approvers: str | None, needed: int, timeout: float) -> str:
+    """``2 of jit_leads within 1h``, or ``none``: who must agree before a role exists."""
+    if not approvers:
+        return "none"
+    return f"{needed} of {approvers} within {format_duration(timeout)}"
 
 
 def describe(conn: Conn, name: str) -> str:

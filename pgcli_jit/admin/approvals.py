@@ -1,0 +1,76 @@
+"""``pgcli-jit-admin pending|approve|deny``: deciding requests outside the shell.
+
+The server decides who may: a member of the request's approvers role who is not the
+requester (``jit._decidable``).  These commands pass the id and the words along and
+print the server's refusal as one line.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+import psycopg
+
+from pgcli_jit import approval
+from pgcli_jit.admin import fmt
+from pgcli_jit.admin.connect import Conn, connect, dsn_option
+from pgcli_jit.errors import JitError
+
+NOT_APPROVER = ("your login may not decide requests: it is in none of jit_requester, jit_admin or "
+                "a profile's approvers role")
+
+
+def _answer(conn: Conn, query: str, *params: Any) -> dict[str, Any]:
+    try:
+        row = conn.execute(query, params).fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        raise JitError(NOT_APPROVER) from None
+    return dict(row[0]) if row and row[0] else {}
+
+
+@click.command()
+@dsn_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def pending(dsn: str, as_json: bool) -> None:
+    """Requests you may approve or deny now (never your own)."""
+    with connect(dsn) as conn:
+        try:
+            rows = conn.execute(approval.PENDING_SQL).fetchall()
+        except psycopg.errors.InsufficientPrivilege:
+            raise JitError(NOT_APPROVER) from None
+    if as_json:
+        keys = ("id", "requester", "profile", "ttl_seconds", "reason", "created_at", "expires_at",
+                "approvals", "needed")
+        click.echo(fmt.to_json([dict(zip(keys, row, strict=True)) for row in rows]))
+    elif not rows:
+        click.echo("No requests waiting for you.")
+    else:
+        lines = approval.pending_rows(rows, datetime.now(UTC))
+        click.echo(fmt.table([h.upper() for h in approval.PENDING_HEADERS], lines))
+
+
+@click.command()
+@click.argument("request_id", type=int)
+@click.option("--comment", default="", metavar="TEXT", help="Recorded in the audit trail.")
+@dsn_option
+def approve(request_id: int, comment: str, dsn: str) -> None:
+    """Approve request REQUEST_ID."""
+    with connect(dsn) as conn:
+        answer = _answer(conn, approval.APPROVE_SQL, request_id, comment)
+    click.echo(approval.decided_line(answer, "approve"))
+
+
+@click.command()
+@click.argument("request_id", type=int)
+@click.option("--reason", required=True, metavar="TEXT", help="Why: the requester reads it.")
+@dsn_option
+def deny(request_id: int, reason: str, dsn: str) -> None:
+    """Deny request REQUEST_ID."""
+    with connect(dsn) as conn:
+        answer = _answer(conn, approval.DENY_SQL, request_id, reason)
+    click.echo(approval.decided_line(answer, "deny"))
+
+
+COMMANDS = [pending, approve, deny]
