@@ -88,17 +88,20 @@ def test_printed_setup_runs_in_psql_and_apply_is_idempotent(cluster: Cluster) ->
     env = {**os.environ, "PGPASSWORD": cluster.superpassword}
     subprocess.run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", dsn(cluster, cluster.superuser, "setup_db")],
                    input=script, text=True, env=env, check=True, capture_output=True)
-    again = subprocess.run([str(ADMIN), "setup", "--apply", "--dsn", dsn(cluster, cluster.superuser, "setup_db")],
+    target = dsn(cluster, cluster.superuser, "setup_db")
+    again = subprocess.run([str(ADMIN), "setup", "--apply", "--dsn", target],
                            capture_output=True, text=True, env=env, check=True).stdout
     assert "functions refreshed" in again and "001_schema" not in again
     with cluster.connect("setup_db") as conn:
         assert server.installed_version(conn) == server.latest_version()
-        owner = conn.execute("select nspowner::regrole::text from pg_namespace where nspname = 'jit'").fetchone()
+        owner = conn.execute("select nspowner::regrole::text from pg_namespace where nspname = 'jit'"
+                             ).fetchone()
         assert owner == ("jit_owner",)
         can_login = conn.execute("select rolcanlogin from pg_roles where rolname = 'jit_owner'").fetchone()
         assert can_login == (False,)
         public = conn.execute("select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
-                              " where n.nspname = 'jit' and has_function_privilege('public', p.oid, 'EXECUTE')"
+                              " where n.nspname = 'jit'"
+                              " and has_function_privilege('public', p.oid, 'EXECUTE')"
                               ).fetchone()
         assert public == (0,)  # nothing callable by PUBLIC
 
@@ -188,7 +191,8 @@ def test_reap_ends_a_crashed_clients_sessions_and_drops_the_role(cluster: Cluste
     assert run("reap", "-v", "--dsn", db).output.strip() == "nothing to reap"
 
 
-def test_one_odd_row_never_stops_the_reaper_for_everyone(cluster: Cluster, db: str, read_profile: str) -> None:
+def test_one_odd_row_never_stops_the_reaper_for_everyone(cluster: Cluster, db: str,
+                                                         read_profile: str) -> None:
     odd, _ = ask(cluster, read_profile, ttl=1)
     fine, _ = ask(cluster, read_profile, ttl=1)
     # a superuser altered the role by hand: VALID UNTIL infinity, and it owns an object elsewhere

@@ -144,9 +144,11 @@ def test_someone_elses_lease_cannot_be_touched(cluster: Cluster, bobs_lease: Lea
         assert not [r for (r,) in alice.execute("SELECT jit.my_leases()") if r["rolname"] == name]
         assert_denied(alice, "UPDATE jit.leases SET requester = 'mallory'")
         assert_denied(alice, "SELECT * FROM jit.audit")
-        assert_denied(alice, "INSERT INTO jit.audit (id, at, event, actor, hash) VALUES (0, now(), 'x', 'x', '')")
+        assert_denied(alice, "INSERT INTO jit.audit (id, at, event, actor, hash)"
+                             " VALUES (0, now(), 'x', 'x', '')")
     with cluster.connect() as conn:
-        row = conn.execute("SELECT rolvaliduntil < 'infinity' FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
+        row = conn.execute("SELECT rolvaliduntil < 'infinity' FROM pg_roles WHERE rolname = %s",
+                           (name,)).fetchone()
     assert row == (True,)
 
 

@@ -246,5 +246,5 @@ def test_missing_password_is_one_line_that_says_what_to_do(cluster: Cluster) -> 
 
 def test_the_retired_client_broker_keys_get_one_line(cluster: Cluster) -> None:
     body = {"backend": "postgres", "admin_dsn": "host=db user=jit_broker", "grant": ["x"]}
-    with pytest.raises(ConfigError, match="admin_dsn: is no longer used: grants and TTLs are declared in the database now"):
+    with pytest.raises(ConfigError, match="admin_dsn: is no longer used: grants and TTLs are declared"):
         parse_profile("old", body, Path("config.toml"))
