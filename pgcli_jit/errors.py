@@ -64,6 +64,21 @@ class NotRenewable(BackendError):
     """The lease cannot be extended (max TTL reached, lease gone): rotate instead."""
 
 
+class RequestClosed(BackendError):
+    """A request that waited for approval ended without credentials.
+
+    ``state`` is ``denied``, ``timed_out`` or ``cancelled``; ``decided_by`` and ``note``
+    (the denial's reason) come from the server, to be shown to the requester as they are.
+    """
+
+    def __init__(self, message: str, *, state: str, decided_by: str = "", note: str = "",
+                 backend: str = "", profile: str = "") -> None:
+        super().__init__(message, backend=backend, profile=profile)
+        self.state = state
+        self.decided_by = decided_by
+        self.note = note
+
+
 class LeaseExpired(JitError):
     """An operation needs a live lease and the lease is over."""
 

@@ -9,12 +9,12 @@ contract test in :mod:`pgcli_jit.testing` runs against every backend).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pgcli_jit.clock import Clock, system_clock
 from pgcli_jit.durations import parse_duration
-from pgcli_jit.errors import UsageError
+from pgcli_jit.errors import BackendError, JitError, UsageError
 from pgcli_jit.limits import MAX_NAME, MAX_REASON
 from pgcli_jit.sanitize import check_text
 
@@ -63,6 +63,43 @@ class RoleInfo:
     note: str = ""
     #: what the backend calls it: a Vault "role", the postgres broker's "server profile"
     kind: str = "role"
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """Asked, not yet granted: the backend waits for a second person to approve.
+
+    Times are on this client's clock.  ``secret`` is whatever the backend must keep on
+    the client until the grant (the postgres backend: the password whose verifier the
+    request carries); it is never shown.
+    """
+
+    request_id: str
+    profile: str
+    backend: str
+    asked_at: float
+    poll_after: float = 1.0
+    approvers: str = ""
+    approvals: int = 0
+    needed: int = 1
+    expires_at: float | None = None
+    reason: str = ""
+    secret: str | None = field(default=None, repr=False)
+
+
+class ApprovalPending(JitError):
+    """Raised by :meth:`Backend.request` when the answer is "asked, not yet granted".
+
+    An exception, not a second return type, so that every caller written before
+    approvals existed fails closed (it reports the request as not granted) instead of
+    treating the pending request as a lease.
+    """
+
+    def __init__(self, pending: PendingRequest) -> None:
+        who = f" by {pending.approvers}" if pending.approvers else ""
+        super().__init__(f"request {pending.request_id} for {pending.profile} is waiting for "
+                         f"approval{who}", "\\jit status shows it; \\jit cancel withdraws it")
+        self.pending = pending
 
 
 class Backend(ABC):
@@ -121,6 +158,26 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release sessions or connections the backend holds."""
+
+    # -- approvals (backends whose requests may wait for a second person) ----------------
+
+    def poll(self, pending: PendingRequest) -> Lease | PendingRequest:
+        """The request's state now: the lease once granted, else the request (maybe with
+        more approvals); raise RequestClosed when it was denied, timed out or cancelled."""
+        raise BackendError("this backend has no requests that wait for approval",
+                           backend=self.name, profile=self.profile.name)
+
+    def cancel(self, pending: PendingRequest) -> None:
+        """Withdraw a pending request (default: nothing to withdraw)."""
+
+    def waiting_for_me(self) -> list[tuple[Any, ...]]:
+        """Requests the user may approve (rows as :data:`pgcli_jit.approval.PENDING_SQL`)."""
+        return []
+
+    def decide(self, request_id: int, approve: bool, text: str) -> dict[str, Any]:
+        """Approve (``text``: a comment) or deny (``text``: the reason) someone's request."""
+        raise BackendError("this backend has no approvals", backend=self.name,
+                           profile=self.profile.name, hint="approvals need the postgres backend")
 
     def use_session(self, login: Callable[[], Login | None]) -> None:
         """Receive the session's own login (see ``uses_session_login``); others ignore it."""

@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 import requests
 
 from pgcli_jit.backends import credential_json, httputil
-from pgcli_jit.backends.base import Backend, LeaseRequest
+from pgcli_jit.backends.base import ApprovalPending, Backend, LeaseRequest, PendingRequest
 from pgcli_jit.clock import Clock, system_clock
 from pgcli_jit.config import Profile
-from pgcli_jit.errors import BackendError, NotRenewable, PermissionDenied
+from pgcli_jit.errors import BackendError, NotRenewable, PermissionDenied, RequestClosed
 from pgcli_jit.lease import Credentials, Lease
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 NOT_RENEWABLE = frozenset({409, 410})
 #: Answers to /revoke meaning "no such lease": it is already over, which is what was asked.
 ALREADY_GONE = frozenset({404, 410})
+#: Answers to /request-status that close a pending request: denied, or gone (timed out, cancelled).
+CLOSED = {403: "denied", 404: "cancelled", 410: "timed_out"}
+#: the longest pause between polls, whatever the broker says
+MAX_POLL_AFTER = 30.0
 
 
 class HttpBackend(Backend):
@@ -70,8 +74,46 @@ class HttpBackend(Backend):
         now = self.clock()
         body = {"profile": self.profile.name, "ttl": math.ceil(self.effective_ttl(req.ttl)),
                 "reason": req.reason, "requester": req.requester}
-        parsed = self._parse(self._post("credentials", body), now)
+        resp = self._post("credentials", body)
+        if resp.status_code == 202:  # asked, not yet granted: someone must approve
+            raise ApprovalPending(self._pending(resp, now, req.reason))
+        parsed = self._parse(resp, now)
         return credential_json.new_lease(parsed, self.profile, self.name, now, req)
+
+    def poll(self, pending: PendingRequest) -> Lease | PendingRequest:
+        """``POST /request-status``: 202 still waiting, 200 the credentials, 403 denied,
+        404/410 cancelled or timed out."""
+        now = self.clock()
+        resp = self._post("request-status", {"request_id": pending.request_id},
+                          ok_statuses=frozenset(CLOSED))
+        if resp.status_code in CLOSED:
+            messages = httputil.error_messages(resp, [self._token()])
+            state = CLOSED[resp.status_code]
+            raise RequestClosed(f"request {pending.request_id} was {state.replace('_', ' ')}",
+                                state=state, note="; ".join(messages), backend=self.name,
+                                profile=self.profile.name)
+        if resp.status_code == 202:
+            return self._pending(resp, pending.asked_at, pending.reason)
+        parsed = self._parse(resp, now)
+        req = LeaseRequest(ttl=0, reason=pending.reason, requester="")
+        return credential_json.new_lease(parsed, self.profile, self.name, now, req)
+
+    def cancel(self, pending: PendingRequest) -> None:
+        self._post("cancel", {"request_id": pending.request_id}, ok_statuses=ALREADY_GONE)
+
+    def _pending(self, resp: requests.Response, asked_at: float, reason: str) -> PendingRequest:
+        try:
+            data = resp.json()
+            rid, after = data["request_id"], float(data.get("poll_after", 1))
+        except (ValueError, RecursionError, TypeError, KeyError):
+            raise self._error("HTTP 202 without a request_id",
+                              'a pending answer is {"request_id": ..., "poll_after": seconds}') from None
+        if not isinstance(rid, str | int) or isinstance(rid, bool) or not str(rid) or len(str(rid)) > 200:
+            raise self._error("HTTP 202 with a request_id that is not a short string or number")
+        approvers = data.get("approvers") if isinstance(data.get("approvers"), str) else ""
+        return PendingRequest(request_id=str(rid), profile=self.profile.name, backend=self.name,
+                              asked_at=asked_at, poll_after=min(max(after, 0.2), MAX_POLL_AFTER),
+                              approvers=str(approvers)[:100], reason=reason)
 
     def renew(self, lease: Lease, ttl: float | None) -> Lease:
         now = self.clock()

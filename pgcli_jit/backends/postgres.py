@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import psycopg
 
 from pgcli_jit.backends import scram
-from pgcli_jit.backends.base import Backend, LeaseRequest, RoleInfo
+from pgcli_jit.backends.base import ApprovalPending, Backend, LeaseRequest, PendingRequest, RoleInfo
 from pgcli_jit.backends.pg_login import Login, WarmConnection, needs_password
 from pgcli_jit.clock import Clock, system_clock
 from pgcli_jit.config import Profile
@@ -28,6 +28,7 @@ from pgcli_jit.errors import (
     BackendUnavailable,
     NotRenewable,
     PermissionDenied,
+    RequestClosed,
     db_error_line,
 )
 from pgcli_jit.lease import Credentials, Lease
@@ -139,6 +140,11 @@ class PostgresBackend(Backend):
         wish = float(req.ttl) if req.ttl and req.ttl_given else None  # None: the server's default
         answer = self._answer("SELECT jit.request(%s, make_interval(secs => %s), %s, %s)",
                               self.server_profile, wish, req.reason, verifier)
+        if answer.get("status") == "pending":  # no role yet: the password waits with the client
+            raise ApprovalPending(self._pending(answer, password, self.clock()))
+        return self._granted(answer, password)
+
+    def _granted(self, answer: Mapping[str, Any], password: str) -> Lease:
         warnings: tuple[str, ...] = ()
         if answer.get("capped"):
             warnings = (f"TTL capped at the server profile's max_ttl "
@@ -190,6 +196,44 @@ class PostgresBackend(Backend):
 
     def close(self) -> None:
         self._warm.close()
+
+    # -- approvals ------------------------------------------------------------------------
+
+    def poll(self, pending: PendingRequest) -> Lease | PendingRequest:
+        """``jit.request_status``: the server issues the role on the first poll after approval."""
+        answer = self._answer("SELECT jit.request_status(%s)", int(pending.request_id))
+        status = answer.get("status")
+        if status == "granted":
+            return self._granted(answer, pending.secret or "")
+        if status == "pending":
+            return self._pending(answer, pending.secret, pending.asked_at)
+        state = str(answer.get("state") or "closed")
+        by, note = str(answer.get("decided_by") or ""), str(answer.get("note") or "")
+        raise RequestClosed(f"request {pending.request_id} was {state.replace('_', ' ')}",
+                            state=state, decided_by=by, note=note, backend=self.name,
+                            profile=self.profile.name)
+
+    def cancel(self, pending: PendingRequest) -> None:
+        self._answer("SELECT jit.cancel(%s)", int(pending.request_id))
+
+    def waiting_for_me(self) -> list[tuple[Any, ...]]:
+        from pgcli_jit.approval import PENDING_SQL
+
+        return self._call(PENDING_SQL)
+
+    def decide(self, request_id: int, approve: bool, text: str) -> dict[str, Any]:
+        """The server checks who may (``jit._decidable``); its refusal is the message."""
+        query = "SELECT jit.approve(%s, %s)" if approve else "SELECT jit.deny(%s, %s)"
+        return self._answer(query, request_id, text)
+
+    def _pending(self, answer: Mapping[str, Any], password: str | None, asked_at: float) -> PendingRequest:
+        skew = self.clock() - float(answer["server_now"])
+        return PendingRequest(
+            request_id=str(answer["request_id"]), profile=self.profile.name, backend=self.name,
+            asked_at=asked_at, poll_after=float(answer.get("poll_after") or 1.0),
+            approvers=str(answer.get("approvers") or ""), approvals=len(answer.get("approved_by") or ()),
+            needed=int(answer.get("needed") or 1), expires_at=float(answer["expires_at"]) + skew,
+            reason=str(answer.get("reason") or ""), secret=password)
 
     # -- helpers ------------------------------------------------------------------------
 
