@@ -21,3 +21,17 @@ if _path:
         return password
 
     scram.new_password = _recorded
+
+    # every backend: each lease's password as it is built (vault, command, http hand them in)
+    from pgcli_jit import lease as _lease
+
+    _init = _lease.Lease.__init__
+
+    def _recorded_lease(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        _init(self, *args, **kwargs)
+        password = self.credentials.password
+        if password:
+            with open(_path, "a", encoding="utf-8") as fh:
+                fh.write(password + "\n")
+
+    _lease.Lease.__init__ = _recorded_lease  # type: ignore[method-assign]
