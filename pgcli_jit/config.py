@@ -11,7 +11,6 @@ backends take secrets from env vars, token files or libpq's own password files.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,6 +142,8 @@ def default_audit_path(env: Mapping[str, str] | None = None) -> Path:
 
 def load_config(env: Mapping[str, str] | None = None) -> Config:
     """Read and validate the whole file; a missing file is an empty config."""
+    import tomllib  # here, not at import: a session that never reads a config never loads it
+
     env = os.environ if env is None else env
     path = config_path(env)
     if not path.exists():

@@ -18,10 +18,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pgcli_jit.config import Config, Profile
 from pgcli_jit.durations import format_clock, format_duration
@@ -31,6 +31,9 @@ from pgcli_jit.manager import UNMOVED, LeaseManager, Renewal
 from pgcli_jit.policy import Phase
 from pgcli_jit.report import local_time
 
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
 
@@ -38,6 +41,7 @@ EXPIRED = "JIT access expired: \\jit request to continue"
 REVOKED = "JIT access revoked: \\jit request to continue"
 #: how long a user command waits for a background renewal to finish (backends time out sooner)
 SETTLE_TIMEOUT = 60.0
+_ENDED_WORDS = {EXPIRED: "expired", REVOKED: "revoked"}  # read on every toolbar redraw
 IN_TRANSACTION = "a transaction is open: COMMIT or ROLLBACK first (pgcli-jit never rolls it back for you)"
 
 
@@ -83,13 +87,25 @@ class Controller:
         self.connector = connector
         self.say = say
         self.ended: str | None = None  # why statements are refused: EXPIRED or REVOKED
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgcli-jit")
+        self._pool: ThreadPoolExecutor | None = None  # made by the first background job
+        self._pool_lock = threading.Lock()  # the watchdog's thread may start a renewal too
         self._inflight: Future[Renewal] | None = None
         self._waiting_rotation: Renewal | None = None
         self._said_waiting = False
         self.last_end: Ended | None = None
         #: set when a statement was cancelled because the lease expired under it
         self.cancelled_at_expiry = False
+
+    @property
+    def _worker(self) -> ThreadPoolExecutor:
+        """One thread for background renewals and releases, started (and its module
+        imported) only when a session first needs one."""
+        with self._pool_lock:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgcli-jit")
+            return self._pool
 
     @property
     def config(self) -> Config:
@@ -193,7 +209,7 @@ class Controller:
 
     def ended_word(self) -> str:
         """For the toolbar: "expired", "revoked" or "" while access has not ended."""
-        return {EXPIRED: "expired", REVOKED: "revoked"}.get(self.ended or "", "")
+        return _ENDED_WORDS.get(self.ended or "", "")
 
     # -- the live lease ------------------------------------------------------
 
@@ -313,7 +329,10 @@ class Controller:
         Nothing minted may outlive the session: a replacement waiting for a
         transaction, or one a background renewal just finished, is revoked too.
         """
-        self._worker.shutdown(wait=True, cancel_futures=True)
+        with self._pool_lock:
+            pool = self._pool
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         self._discard_unapplied()
         lease, profile = self.lease, self.manager.profile
         message = None

@@ -10,7 +10,7 @@ part (at most the last minute) is where a failed renewal means access ends.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pgcli_jit.lease import Lease
 
@@ -26,8 +26,9 @@ class Phase(enum.Enum):
     EXPIRED = "expired"
 
 
-@dataclass(frozen=True)
-class Windows:
+class Windows(NamedTuple):
+    """A tuple, not a frozen dataclass: :func:`phase` builds one on every toolbar redraw."""
+
     renew_at: float
     final_at: float
     expires_at: float

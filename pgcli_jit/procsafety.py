@@ -56,6 +56,12 @@ def is_dumpable() -> bool | None:
 def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
+    # glibc's soname first: ctypes.util.find_library runs ``ldconfig -p`` in a subprocess
+    # (~3 ms of every start-up); it is only the fallback (musl and other libcs)
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        pass
     try:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     except OSError:

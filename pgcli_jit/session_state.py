@@ -31,6 +31,13 @@ TEMP_SQL = ("select c.relname from pg_class c where c.relnamespace = pg_my_temp_
             "and c.relkind in ('r', 'p', 'v', 'm', 'S') order by 1")
 PREPARED_SQL = "select name from pg_prepared_statements order by 1"
 LISTEN_SQL = "select pg_listening_channels() order by 1"
+#: all of the above in one round trip: a switch reads the old session on the user's time
+STATE_SQL = f"""select
+  array(select array[name, setting] from ({SETTINGS_SQL}) s),
+  current_user, session_user,
+  array({TEMP_SQL}),
+  array({PREPARED_SQL}),
+  array({LISTEN_SQL})"""
 
 
 @dataclass(frozen=True)
@@ -48,12 +55,12 @@ def capture(conn: psycopg.Connection[Any] | None) -> SessionState:
         return SessionState()
     try:
         with conn.cursor() as cur:
-            settings = tuple((str(n), str(v)) for n, v in _rows(cur, SETTINGS_SQL) if n not in SKIP)
-            settings += _set_role(cur)
-            temp = _column(_rows(cur, TEMP_SQL))
-            prepared = tuple(p for p in _column(_rows(cur, PREPARED_SQL))
-                             if not p.startswith(DRIVER_PREPARED))
-            listens = _column(_rows(cur, LISTEN_SQL))
+            [(pairs, user, session_user, temp_rows, prepared_rows, listen_rows)] = _rows(cur, STATE_SQL)
+        settings = tuple((str(n), str(v)) for n, v in pairs if n not in SKIP)
+        settings += (("role", str(user)),) if user != session_user else ()  # SET ROLE hides from pg_settings
+        temp = _strings(temp_rows)
+        prepared = tuple(p for p in _strings(prepared_rows) if not p.startswith(DRIVER_PREPARED))
+        listens = _strings(listen_rows)
     except Exception as exc:  # never let reading state stop a switch: say it could not be read
         log.warning("could not read session state before reconnecting: %s", type(exc).__name__)
         return SessionState(unread=("session settings (could not read them)",))
@@ -66,14 +73,8 @@ def _rows(cur: psycopg.Cursor[Any], query: str) -> list[Any]:
     return cur.fetchall()
 
 
-def _set_role(cur: psycopg.Cursor[Any]) -> tuple[tuple[str, str], ...]:
-    """``SET ROLE`` hides from pg_settings; it shows as current_user differing from session_user."""
-    [row] = _rows(cur, "select current_user, session_user")
-    return (("role", str(row[0])),) if row[0] != row[1] else ()
-
-
-def _column(rows: list[Any]) -> tuple[str, ...]:
-    return tuple(str(row[0]) for row in rows)
+def _strings(values: list[Any] | None) -> tuple[str, ...]:
+    return tuple(str(v) for v in values or ())
 
 
 def apply(conn: psycopg.Connection[Any], state: SessionState) -> list[str]:

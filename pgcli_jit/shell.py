@@ -30,7 +30,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
 import psycopg
@@ -44,19 +44,19 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.styles import Style, merge_styles
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgcli_jit import commands, question, session_state, toolbar
-from pgcli_jit.audit import AuditLog
-from pgcli_jit.backends.base import Backend
-from pgcli_jit.backends.pg_login import Login
-from pgcli_jit.backends.postgres import NeedsPassword, PostgresBackend
-from pgcli_jit.clock import Clock
-from pgcli_jit.config import Config, Profile, load_config
-from pgcli_jit.controller import Controller, connected_line
+from pgcli_jit import commands
 from pgcli_jit.errors import ConfigError, ConnectionSwitchError, JitError, db_error_line
-from pgcli_jit.lease import Lease
-from pgcli_jit.manager import LeaseManager, load_backend
-from pgcli_jit.report import PROFILE_HEADERS, local_time, profile_rows, status_rows
-from pgcli_jit.watchdog import StatementWatchdog, Watch
+
+# Everything else is imported where it is first used: a session that never types \jit
+# (``pgcli-jit -c ...``) reads no config, loads no backend and imports none of it.
+if TYPE_CHECKING:
+    from pgcli_jit.backends.base import Backend
+    from pgcli_jit.backends.pg_login import Login
+    from pgcli_jit.clock import Clock
+    from pgcli_jit.config import Config, Profile
+    from pgcli_jit.controller import Controller
+    from pgcli_jit.lease import Lease
+    from pgcli_jit.watchdog import Watch
 
 log = logging.getLogger(__name__)
 QUIT_WORDS = {"\\q", ":q", "quit", "exit"}
@@ -107,6 +107,8 @@ class PgcliConnector:
         if not self.active:
             self.previous = dict(ex._conn_params)
         params = {"database" if k == "dbname" else k: v for k, v in overrides.items()}
+        from pgcli_jit import session_state
+
         state = session_state.capture(ex.conn)
         try:
             ex.connect(user=lease.username, password=lease.credentials.password, **params)
@@ -187,23 +189,51 @@ class JitShell(PGCli):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.jit_config_error: str | None = None
-        try:
-            config: Config | None = load_config()
-        except ConfigError as exc:
-            config, self.jit_config_error = None, str(exc)
-        self.jit_config = config
-        cfg = config or Config.empty()
-        manager = LeaseManager(cfg, AuditLog(cfg.audit_log if config else None), getpass.getuser(),
-                               backend_factory=self._jit_backend)
+        self._jit: Controller | None = None  # built by the first use of self.jit
+        self._jit_config: Config | None = None
+        self._jit_config_error: str | None = None
         self.jit_connector = PgcliConnector(self)
-        self.jit = Controller(manager, self.jit_connector, self.jit_say)
         self.completion_refresher = SafeCompletionRefresher()
         self._asking = False
         self._shut_down = False
         _share_pgcli_log()
         # pgcli's cli() may sys.exit() before run_cli (-l, --ping): revoke on that way out too
         atexit.register(self._jit_shutdown)
+
+    @property
+    def jit(self) -> Controller:
+        """The \\jit machinery, built on first use (a \\jit command, ``--jit``): the config is
+        read then, at call time, and a session that never uses it pays nothing for it."""
+        if self._jit is None:
+            self._jit = self._make_jit()
+        return self._jit
+
+    def _make_jit(self) -> Controller:
+        from pgcli_jit.audit import AuditLog
+        from pgcli_jit.config import Config, load_config
+        from pgcli_jit.controller import Controller
+        from pgcli_jit.manager import LeaseManager
+
+        try:
+            self._jit_config = load_config()
+        except ConfigError as exc:
+            self._jit_config, self._jit_config_error = None, str(exc)
+        config = self._jit_config
+        cfg = config or Config.empty()
+        manager = LeaseManager(cfg, AuditLog(cfg.audit_log if config else None), getpass.getuser(),
+                               backend_factory=self._jit_backend)
+        return Controller(manager, self.jit_connector, self.jit_say)
+
+    @property
+    def jit_config(self) -> Config | None:
+        """The config file as read at first use; None when it could not be read."""
+        _ = self.jit
+        return self._jit_config
+
+    @property
+    def jit_config_error(self) -> str | None:
+        _ = self.jit
+        return self._jit_config_error
 
     # -- registering and running \jit -------------------------------------------
 
@@ -227,6 +257,8 @@ class JitShell(PGCli):  # type: ignore[misc]
     def execute_command(self, text: str, handle_closed_connection: bool = True) -> Any:
         if commands.is_jit(text):
             return self._run_jit(text)
+        if self._jit is None:  # \jit never used: no lease to gate, watch or renew
+            return super().execute_command(text, handle_closed_connection)
         quitting = text.strip().rstrip(";").lower() in QUIT_WORDS
         due = self.jit.step()
         if due and not quitting and sys.stdin.isatty():
@@ -239,6 +271,8 @@ class JitShell(PGCli):  # type: ignore[misc]
                 return self._run_results(text, lambda: self.pgspecial.execute(None, text.strip().rstrip(";")))
             click.secho(blocked, err=True, fg="red")
             return MetaQuery(query=text, successful=False)
+        from pgcli_jit.watchdog import StatementWatchdog
+
         with StatementWatchdog(self._watch()):
             result = super().execute_command(text, handle_closed_connection)
         self.jit.enforce_expiry()  # a statement the watchdog cancelled: say so, close, revoke
@@ -246,6 +280,8 @@ class JitShell(PGCli):  # type: ignore[misc]
 
     def _watch(self) -> Watch:
         """What the statement watchdog guards: the current lease's expiry, this connection."""
+        from pgcli_jit.watchdog import Watch
+
         manager, conn = self.jit.manager, self.pgexecute.conn
 
         def deadline() -> float | None:
@@ -264,6 +300,8 @@ class JitShell(PGCli):  # type: ignore[misc]
     def _ask_during_statement(self, over: Callable[[], bool]) -> None:
         """The window opened while a statement runs: ask now (the terminal is idle), renew in
         the background; the connection is not touched until the statement returns."""
+        from pgcli_jit import question
+
         answer = question.ask(lambda: None if over() else self.jit.question(), sys.stdin.fileno(),
                               sys.stdout)
         if answer is question.Answer.YES:
@@ -273,6 +311,9 @@ class JitShell(PGCli):  # type: ignore[misc]
 
     def ask_renewal(self) -> None:
         """Ask the renewal question; at expiry it is withdrawn and access ends (never waits)."""
+        from pgcli_jit import question
+        from pgcli_jit.report import local_time
+
         answer = question.ask(self.jit.question, sys.stdin.fileno(), sys.stdout)
         if answer is question.Answer.WITHDRAWN:
             lease = self.jit.lease
@@ -327,6 +368,8 @@ class JitShell(PGCli):  # type: ignore[misc]
             yield self._profiles()
 
     def _status(self) -> tuple[Any, ...]:
+        from pgcli_jit.report import local_time, status_rows
+
         manager = self.jit.manager
         lease, profile = manager.lease, manager.profile
         if lease is None or profile is None:
@@ -345,6 +388,8 @@ class JitShell(PGCli):  # type: ignore[misc]
         return (None, rows, ["field", "value"], None)
 
     def _profiles(self) -> tuple[Any, ...]:
+        from pgcli_jit.report import PROFILE_HEADERS, profile_rows
+
         manager = self.jit.manager
         cfg = manager.config
         if not cfg.profiles:
@@ -370,12 +415,16 @@ class JitShell(PGCli):  # type: ignore[misc]
         self._connect_with_jit(startup, database, host, port, dsn, kwargs, user, passwd)
 
     def _jit_backend(self, profile: Profile, clock: Clock) -> Backend:
+        from pgcli_jit.manager import load_backend
+
         backend = load_backend(profile, clock)
         backend.use_session(self._requester_login)
         return backend
 
     def _requester_login(self) -> Login | None:
         """The login the session had before any \\jit request: the identity that may ask."""
+        from pgcli_jit.backends.pg_login import Login
+
         params = self.jit_connector.previous
         if params is None and self.pgexecute is not None and not self.jit_connector.active:
             params = self.pgexecute._conn_params
@@ -388,6 +437,9 @@ class JitShell(PGCli):  # type: ignore[misc]
         The only password ever asked for is the user's own (``-W``, or when the server
         wants one and libpq found none), for the login that asks: it stays in memory.
         """
+        from pgcli_jit.backends.postgres import PostgresBackend
+        from pgcli_jit.controller import connected_line
+
         if self.jit_config_error:
             fail(self.jit_config_error)
         if self.force_passwd_prompt and not passwd:
@@ -425,6 +477,8 @@ class JitShell(PGCli):  # type: ignore[misc]
             click.secho(connected_line(lease, profile, startup.ttl), err=True)
 
     def _mint_at_startup(self, profile: Profile, startup: Startup) -> Lease:
+        from pgcli_jit.backends.postgres import NeedsPassword, PostgresBackend
+
         try:
             return self.jit.manager.mint(profile, startup.ttl, startup.reason)
         except NeedsPassword:
@@ -443,6 +497,9 @@ class JitShell(PGCli):  # type: ignore[misc]
 
     def _handle_server_closed_connection(self, text: str) -> None:
         """pgcli's auto-reconnect, unless the lease is over: never log in with ended credentials."""
+        if self._jit is None:  # \jit never used: pgcli's own reconnect, as in pgcli
+            super()._handle_server_closed_connection(text)
+            return
         self.jit.enforce_expiry()
         if self.jit.ended:
             return  # enforce_expiry said why, once
@@ -452,6 +509,8 @@ class JitShell(PGCli):  # type: ignore[misc]
     # -- the live lease in the prompt -------------------------------------------
 
     def _build_cli(self, history: Any) -> Any:
+        from pgcli_jit import toolbar
+
         session = super()._build_cli(history)
         session.completer = ThreadedCompleter(JitCompleter(session.completer, self))
         if self.show_bottom_toolbar and session.bottom_toolbar is not None:
@@ -473,17 +532,27 @@ class JitShell(PGCli):  # type: ignore[misc]
     def get_prompt(self, string: str) -> str:
         """pgcli's ``prompt`` setting, plus ``\\j``: the lease in the prompt (``JIT demo 4:59 ``),
         for users who hide the toolbar; redrawn every second like the toolbar."""
-        if "\\j" in string:
+        if "\\j" in string and self._jit is None:
+            string = string.replace("\\j", "")  # no lease was ever taken: the token shows nothing
+        elif "\\j" in string:
+            import pgcli_jit.toolbar as toolbar
+
             manager = self.jit.manager
             string = string.replace("\\j", toolbar.prompt_text(manager.lease, manager.clock(),
                                                                ended=self.jit.ended_word()))
         return str(super().get_prompt(string))
 
     def toolbar_tokens(self) -> list[tuple[str, str]]:
-        manager = self.jit.manager
+        """Called on every redraw (every second while idle): no work before \\jit is used."""
+        jit = self._jit
+        if jit is None:
+            return []
+        import pgcli_jit.toolbar as toolbar
+
+        manager = jit.manager
         profile = manager.profile
         return toolbar.segment(manager.lease, profile.renew_before if profile else None,
-                               manager.clock(), ended=self.jit.ended_word())
+                               manager.clock(), ended=jit.ended_word())
 
     def _start_ticker(self) -> None:
         get_app().create_background_task(self._ticker())
@@ -501,6 +570,8 @@ class JitShell(PGCli):  # type: ignore[misc]
                 self.jit_say(f"pgcli-jit: {type(exc).__name__} in the background (see pgcli's log)")
 
     async def _tick(self) -> None:
+        if self._jit is None:  # no lease was ever taken: nothing to renew or end
+            return
         due = self.jit.step()
         if due and not self._asking:
             self._asking = True
@@ -530,6 +601,8 @@ class JitShell(PGCli):  # type: ignore[misc]
         if self._shut_down:
             return
         self._shut_down = True
+        if self._jit is None:  # \jit never used: nothing minted, nothing to revoke
+            return
         try:
             message = self.jit.shutdown()
         except JitError as exc:

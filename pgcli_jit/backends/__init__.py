@@ -6,27 +6,39 @@ party's would be, so there is nothing special about them.
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+import functools
 from typing import TYPE_CHECKING
 
 from pgcli_jit.errors import ConfigError
 
 if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
     from pgcli_jit.backends.base import Backend
 
 GROUP = "pgcli_jit.backends"
 
 
+@functools.cache
+def _entry_points() -> tuple[EntryPoint, ...]:
+    """The group's entry points, read once per process when a profile first needs a backend
+    (never at import): scanning every installed distribution takes milliseconds, and a
+    config load followed by a request used to scan twice."""
+    from importlib.metadata import entry_points
+
+    return tuple(entry_points(group=GROUP))
+
+
 def available() -> list[str]:
     """Names of every installed backend."""
-    return sorted({ep.name for ep in entry_points(group=GROUP)})
+    return sorted({ep.name for ep in _entry_points()})
 
 
 def backend_class(name: str, *, path: object = None, key: str = "backend") -> type[Backend]:
     """Load the class registered under ``name``; an unknown name lists the known ones."""
     from pgcli_jit.backends.base import Backend
 
-    matches = [ep for ep in entry_points(group=GROUP) if ep.name == name]
+    matches = [ep for ep in _entry_points() if ep.name == name]
     if not matches:
         raise ConfigError(
             f"unknown backend {name!r}", path=path, key=key,
