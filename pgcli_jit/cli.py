@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -19,6 +19,9 @@ from click.core import ParameterSource
 from pgcli_jit import __version__
 from pgcli_jit.durations import parse_duration
 from pgcli_jit.errors import JitError
+
+if TYPE_CHECKING:
+    from pgcli_jit.config import Config
 
 JIT_OPTIONS = [
     click.Option(["--jit", "jit_profile"], metavar="PROFILE",
@@ -83,8 +86,8 @@ def run_pgcli(kwargs: dict[str, Any], profile: str | None, ttl: float | None = N
     from pgcli_jit.shell import JitShell, Startup
 
     if profile:
-        JitShell.jit_startup = Startup(profile, ttl, reason)
-        _apply_profile_defaults(kwargs, profile)
+        config = _apply_profile_defaults(kwargs, profile)
+        JitShell.jit_startup = Startup(profile, ttl, reason, config)
     original = pgmain.PGCli
     pgmain.PGCli = JitShell
     _exit_on_hangup()
@@ -101,12 +104,14 @@ def _exit_on_hangup() -> None:
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
 
 
-def _apply_profile_defaults(kwargs: dict[str, Any], name: str) -> None:
-    """The profile's host/port/dbname, unless given on the command line (which wins)."""
+def _apply_profile_defaults(kwargs: dict[str, Any], name: str) -> Config:
+    """The profile's host/port/dbname, unless given on the command line (which wins);
+    returns the config read, so the shell does not read and validate it a second time."""
     from pgcli_jit.config import load_config
 
     try:
-        profile = load_config().requestable(name)
+        config = load_config()
+        profile = config.requestable(name)
     except JitError as exc:
         raise click.ClickException(str(exc)) from None
     ctx = click.get_current_context(silent=True)
@@ -120,6 +125,7 @@ def _apply_profile_defaults(kwargs: dict[str, Any], name: str) -> None:
         kwargs["port"] = profile.port
     if profile.dbname and not (from_cli("dbname") or from_cli("dbname_opt")):
         kwargs["dbname"], kwargs["dbname_opt"] = profile.dbname, None
+    return config
 
 
 def _ttl(text: str | None) -> float | None:

@@ -72,6 +72,8 @@ class Startup:
     profile: str
     ttl: float | None = None
     reason: str = ""
+    #: the config the console script already read for the profile's host/port/dbname
+    config: Config | None = None
 
 
 class SafeCompletionRefresher(CompletionRefresher):  # type: ignore[misc]
@@ -192,6 +194,8 @@ class JitShell(PGCli):  # type: ignore[misc]
         self._jit: Controller | None = None  # built by the first use of self.jit
         self._jit_config: Config | None = None
         self._jit_config_error: str | None = None
+        startup = type(self).jit_startup
+        self._jit_config_read = startup.config if startup is not None else None  # read once, not twice
         self.jit_connector = PgcliConnector(self)
         self.completion_refresher = SafeCompletionRefresher()
         self._asking = False
@@ -215,7 +219,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         from pgcli_jit.manager import LeaseManager
 
         try:
-            self._jit_config = load_config()
+            self._jit_config = self._jit_config_read or load_config()
         except ConfigError as exc:
             self._jit_config, self._jit_config_error = None, str(exc)
         config = self._jit_config
