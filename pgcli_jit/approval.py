@@ -49,9 +49,3 @@ def decided_line(answer: Mapping[str, Any], verb: str) -> str:
     return f"Approval recorded for {head}: {got} of {needed}; waiting for another member of " \
            f"{printable(answer.get('approvers'))}."
 
-
-def waiting_count_text(count: int) -> str:
-    """The approver's toolbar: ``JIT: 1 request waiting``; nothing when there is none."""
-    if count <= 0:
-        return ""
-    return f"JIT: {count} request{'s' if count != 1 else ''} waiting"

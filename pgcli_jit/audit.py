@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from pgcli_jit.lease import Lease
 
 log = logging.getLogger(__name__)
-EVENTS = frozenset({"request", "renew", "rotate", "revoke", "expire", "failure"})
+EVENTS = frozenset({"request", "renew", "rotate", "revoke", "expire", "failure", "pending",
+                    "cancel", "approval_closed"})
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _HINT = "fix the audit_log path, or set audit_required = false in the profile to go on without it"
 

@@ -16,8 +16,12 @@ from dataclasses import dataclass
 from pgcli_jit.durations import option_duration
 from pgcli_jit.errors import UsageError
 
-SUBCOMMANDS = ("request", "status", "renew", "revoke", "profiles", "help")
-OPTIONS = {"request": ("--ttl", "--reason"), "renew": ("--ttl",)}
+SUBCOMMANDS = ("request", "status", "renew", "revoke", "cancel", "profiles", "pending", "approve", "deny",
+               "help")
+OPTIONS = {"request": ("--ttl", "--reason"), "renew": ("--ttl",), "approve": ("--comment",),
+           "deny": ("--reason",)}
+#: subcommands whose one argument is a request id
+DECIDING = ("approve", "deny")
 _JIT = re.compile(r"^\s*\\jit(?:\s|;|$)", re.IGNORECASE)
 
 #: (subcommand, synopsis, one line) for the usage table; aligned by code, not by hand
@@ -27,7 +31,11 @@ SYNOPSES = (
     ("status", "\\jit status", "the current lease (or how the last one ended)"),
     ("renew", "\\jit renew [--ttl DUR]", "extend the lease (or rotate to new credentials)"),
     ("revoke", "\\jit revoke", "end access now, back to the identity used before \\jit request"),
+    ("cancel", "\\jit cancel", "withdraw your request that waits for approval"),
     ("profiles", "\\jit profiles", "what can be requested"),
+    ("pending", "\\jit pending", "requests you may approve (never your own)"),
+    ("approve", "\\jit approve ID [--comment TEXT]", "approve someone's request"),
+    ("deny", "\\jit deny ID --reason TEXT", "deny someone's request, saying why"),
     ("help", "\\jit help [SUBCOMMAND]", "this text, or one subcommand's"),
 )
 FOOTER = 'Durations: 90s, 15m, 1h30m or seconds. Quote a reason with spaces: --reason "INC-123 hotfix".'
@@ -46,6 +54,14 @@ DETAILS = {
     "profiles": ("Every profile with its backend, ttl, max ttl and renew mode; "
                  "Vault profiles list their roles."),
     "help": "\\jit help SUBCOMMAND shows one subcommand's options.",
+    "cancel": "On a profile that needs approval, \\jit request answers at once and the session switches "
+              "when the request is approved; \\jit cancel withdraws it (credentials already granted but "
+              "not yet switched to are revoked).",
+    "pending": "Requests that wait for your approval: id, requester, profile, ttl, reason, waiting since. "
+               "The toolbar shows how many while you may decide some.",
+    "approve": "The server checks that you are a member of the profile's approvers role and not the "
+               "requester; the comment goes to the audit trail.",
+    "deny": "The reason is shown to the requester and recorded in the audit trail.",
 }
 
 
@@ -75,6 +91,8 @@ class JitCommand:
     profile: str | None = None  # for "help": the subcommand asked about
     ttl: float | None = None
     reason: str = ""
+    request_id: int | None = None  # approve, deny
+    comment: str = ""
 
 
 def is_jit(text: str) -> bool:
@@ -116,9 +134,28 @@ def _parse_args(action: str, words: list[str]) -> JitCommand:
             opts[name.lower()] = value
         elif action in ("request", "help") and profile is None:
             profile = word
+        elif action in DECIDING and profile is None:
+            profile = _request_id(action, word)
         else:
             raise UsageError(f"\\jit {action}: unexpected argument {word!r}", "see \\jit help")
+    if action in DECIDING:
+        return _deciding(action, profile, opts)
     return JitCommand(action, profile, _ttl(opts.get("--ttl")), opts.get("--reason", ""))
+
+
+def _request_id(action: str, word: str) -> str:
+    if not word.isdigit() or len(word) > 18:
+        raise UsageError(f"\\jit {action}: {word!r} is not a request id", "\\jit pending lists them")
+    return word
+
+
+def _deciding(action: str, rid: str | None, opts: dict[str, str]) -> JitCommand:
+    if rid is None:
+        raise UsageError(f"\\jit {action}: which request?", f"\\jit {action} ID (\\jit pending lists them)")
+    if action == "deny" and not opts.get("--reason", "").strip():
+        raise UsageError("\\jit deny: --reason is required", 'the requester reads it: --reason "why"')
+    return JitCommand(action, request_id=int(rid), reason=opts.get("--reason", ""),
+                      comment=opts.get("--comment", ""))
 
 
 def _ttl(text: str | None) -> float | None:
@@ -138,7 +175,7 @@ def completions(line: str, profiles: list[str]) -> list[str]:
         pool = list(SUBCOMMANDS)
     else:
         action = words[1].lower()
-        if words[position - 1].lower() in ("--ttl", "--reason"):
+        if words[position - 1].lower() in ("--ttl", "--reason", "--comment"):
             return []
         given = {w.split("=", 1)[0].lower() for w in words[2:position]}
         pool = [o for o in OPTIONS.get(action, ()) if o not in given]

@@ -21,8 +21,10 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from pgcli_jit.approval_flow import ApprovalFlow
+from pgcli_jit.backends.base import ApprovalPending
 from pgcli_jit.config import Config, Profile
 from pgcli_jit.durations import format_clock, format_duration
 from pgcli_jit.errors import ConnectionSwitchError, JitError
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
+T = TypeVar("T")
 
 EXPIRED = "JIT access expired: \\jit request to continue"
 REVOKED = "JIT access revoked: \\jit request to continue"
@@ -95,6 +98,8 @@ class Controller:
         self.last_end: Ended | None = None
         #: set when a statement was cancelled because the lease expired under it
         self.cancelled_at_expiry = False
+        #: requests that wait for a second person (ours), and those we may decide
+        self.approvals = ApprovalFlow(self)
 
     @property
     def _worker(self) -> ThreadPoolExecutor:
@@ -128,15 +133,32 @@ class Controller:
 
     def request(self, profile_name: str | None, ttl: float | None, reason: str) -> str:
         self.settle()
+        self.approvals.refuse_second()
         if self.connector.in_transaction():
             raise JitError(f"\\jit request refused: {IN_TRANSACTION}")
         profile = self.config.requestable(profile_name)
-        lease = self.manager.mint(profile, ttl, reason)
+        try:
+            lease = self.manager.mint(profile, ttl, reason)
+        except ApprovalPending as exc:  # the session goes on; it switches once approved
+            return self.approvals.start(exc.pending, profile, ttl)
+        return self.adopt_new(lease, profile, ttl)
+
+    def adopt_new(self, lease: Lease, profile: Profile, ttl: float | None) -> str:
+        """Switch to freshly minted credentials (no transaction open) and make them current;
+        the line that says so.  A failed switch keeps the old connection and revokes ``lease``."""
         notes = self._switch_or_discard(lease, profile)
         old = self.manager.adopt(lease, profile)
         self.ended = None
         replaced = self._revoke_quietly(old) if old is not None else ""
         return " ".join(filter(None, [connected_line(lease, profile, ttl), replaced, *notes]))
+
+    def cancel(self) -> str:
+        """``\\jit cancel``: withdraw the request that waits for approval."""
+        return self.approvals.cancel()
+
+    def submit(self, fn: Callable[..., T], *args: object) -> Future[T]:
+        """Run ``fn`` on the background worker (backend calls that must not block the prompt)."""
+        return self._worker.submit(fn, *args)
 
     def renew(self, ttl: float | None) -> str:
         self.settle()
@@ -218,6 +240,8 @@ class Controller:
         end expired access, start a due auto-renewal; returns the renewal question if one is due."""
         self.apply_pending()
         self.enforce_expiry()
+        self.approvals.tick()
+        self.approvals.count_tick()
         if self.auto_renew_due():
             self.start_background_renewal()
         return self.question()
@@ -226,6 +250,7 @@ class Controller:
         """Before a statement: apply what is pending, enforce expiry; a message blocks it."""
         self.apply_pending()
         self.enforce_expiry()
+        self.approvals.tick()
         return self.ended_message()
 
     def enforce_expiry(self) -> None:
@@ -334,6 +359,7 @@ class Controller:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         self._discard_unapplied()
+        self.approvals.shutdown()
         lease, profile = self.lease, self.manager.profile
         message = None
         if lease is not None and profile is not None:

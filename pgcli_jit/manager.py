@@ -9,6 +9,7 @@ injected clock, so windows, pacing and expiry are tested by moving time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Literal
 
 from pgcli_jit.audit import AuditLog
 from pgcli_jit.backends import backend_class
-from pgcli_jit.backends.base import Backend, LeaseRequest
+from pgcli_jit.backends.base import ApprovalPending, Backend, LeaseRequest
 from pgcli_jit.clock import Clock, system_clock
 from pgcli_jit.config import Config, Profile
 from pgcli_jit.errors import BackendError, JitError, LeaseExpired, NotRenewable
@@ -120,6 +121,11 @@ class LeaseManager:
                            ttl_given=bool(ttl) or profile.ttl_given)
         try:
             lease = self.backend_for(profile).request(req)
+        except ApprovalPending as exc:  # asked, not granted: the caller waits for it
+            self.audit.record("pending", None, profile=profile.name, backend=profile.backend,
+                              requester=self.requester, reason=reason,
+                              request_id=exc.pending.request_id)
+            raise
         except JitError as exc:
             self.audit.record("failure", None, action="request", profile=profile.name,
                               backend=profile.backend, requester=self.requester, reason=reason,
@@ -198,7 +204,7 @@ class LeaseManager:
                 raise NotRenewable("the backend cannot extend this lease", backend=backend.name)
             renewed = backend.renew(held.lease, ttl)
         except NotRenewable as exc:
-            held.pending = self.mint(held.profile, ttl, held.lease.reason)
+            held.pending = self._mint_replacement(held, ttl)
             return Renewal("rotate", held.pending, held.lease, exc.reason)
         if not_moved(held.lease, renewed):  # nothing was renewed: no new term, no audit line
             held.last_failure = self.clock()  # pace the question / auto retry as after a failure
@@ -209,6 +215,18 @@ class LeaseManager:
         held.lease, held.last_failure, held.failure_said, held.declined = renewed, None, None, False
         self.audit.record("renew", renewed, ttl=round(renewed.expires_at - self.clock()))
         return Renewal("extended", renewed, base)
+
+    def _mint_replacement(self, held: _Held, ttl: float) -> Lease:
+        """A rotation's new credentials.  A profile that needs approval cannot rotate in the
+        background: the request is withdrawn and the user told to ask (and wait) themselves."""
+        try:
+            return self.mint(held.profile, ttl, held.lease.reason)
+        except ApprovalPending as exc:
+            with contextlib.suppress(JitError):
+                held.backend.cancel(exc.pending)
+            raise NotRenewable("the lease cannot be extended and new credentials need approval",
+                               backend=held.backend.name, profile=held.profile.name,
+                               hint=f"\\jit request {held.profile.name} asks for them") from None
 
     def _reject_expired(self, lease: Lease, action: str) -> None:
         if lease.expires_at <= self.clock():

@@ -199,6 +199,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         self.jit_connector = PgcliConnector(self)
         self.completion_refresher = SafeCompletionRefresher()
         self._asking = False
+        self._idle_ticks = 0
         self._shut_down = False
         _share_pgcli_log()
         # pgcli's cli() may sys.exit() before run_cli (-l, --ping): revoke on that way out too
@@ -244,8 +245,9 @@ class JitShell(PGCli):  # type: ignore[misc]
     def register_special_commands(self) -> None:
         super().register_special_commands()
         self.pgspecial.register(
-            self._jit_from_pgspecial, "\\jit", "\\jit [request|status|renew|revoke|profiles]",
-            "Just-in-time credentials: request, status, renew, revoke, profiles.",
+            self._jit_from_pgspecial, "\\jit",
+            "\\jit [request|status|renew|revoke|cancel|profiles|pending|approve|deny]",
+            "Just-in-time credentials and approvals (\\jit help).",
             arg_type=PARSED_QUERY, case_sensitive=False,
         )
 
@@ -253,7 +255,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         """Reached only from a \\i file: pgcli has stripped ``--`` options there, and the
         file runs on the connection these actions would switch, so they are refused."""
         cmd = commands.parse("\\jit " + pattern)
-        if cmd.action in ("request", "renew", "revoke"):
+        if cmd.action in ("request", "renew", "revoke", "approve", "deny"):
             raise JitError(f"\\jit {cmd.action} cannot run from a \\i file",
                            "pgcli strips its --options there: type it at the prompt, or use -f FILE")
         return list(self.jit_results("\\jit " + pattern))
@@ -370,12 +372,39 @@ class JitShell(PGCli):  # type: ignore[misc]
             yield self._status()
         elif cmd.action == "profiles":
             yield self._profiles()
+        else:
+            yield self._approval_command(cmd)
+
+    def _approval_command(self, cmd: commands.JitCommand) -> tuple[Any, ...]:
+        """``\\jit cancel`` (the requester), ``pending``, ``approve``, ``deny`` (the approver)."""
+        flow = self.jit.approvals
+        if cmd.action == "cancel":
+            return (None, None, None, self.jit.cancel())
+        if cmd.action == "pending":
+            return self._pending_table(flow.pending())
+        assert cmd.request_id is not None
+        text = cmd.comment if cmd.action == "approve" else cmd.reason
+        return (None, None, None, flow.decide(cmd.request_id, cmd.action == "approve", text))
+
+    def _pending_table(self, rows: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+        from datetime import UTC, datetime
+
+        from pgcli_jit import approval
+
+        if not rows:
+            return (None, None, None, "No requests are waiting for your approval.")
+        return (None, approval.pending_rows(rows, datetime.now(UTC)), list(approval.PENDING_HEADERS), None)
 
     def _status(self) -> tuple[Any, ...]:
         from pgcli_jit.report import local_time, status_rows
 
         manager = self.jit.manager
         lease, profile = manager.lease, manager.profile
+        waiting = self.jit.approvals.waiting
+        if waiting is not None and (lease is None or profile is None):
+            from pgcli_jit import waiting as pending
+
+            return (None, pending.status_rows(waiting, manager.clock()), ["field", "value"], None)
         if lease is None or profile is None:
             return (None, None, None, self.jit.status_after_end())
         source = "backend"
@@ -384,11 +413,15 @@ class JitShell(PGCli):  # type: ignore[misc]
         except JitError as exc:
             source = f"client (lookup failed: {exc})"
         rows = status_rows(lease, profile, manager.clock(), source)
-        waiting = self.jit.waiting_lease()
-        if waiting is not None:
-            rows.append(("waiting to switch in", f"{waiting.username} until "
-                         f"{local_time(waiting.expires_at, zone=True)} (when the open transaction ends; "
+        rotation = self.jit.waiting_lease()
+        if rotation is not None:
+            rows.append(("waiting to switch in", f"{rotation.username} until "
+                         f"{local_time(rotation.expires_at, zone=True)} (when the open transaction ends; "
                          f"COMMIT before {local_time(lease.expires_at)})"))
+        if waiting is not None:
+            from pgcli_jit import waiting as pending
+
+            rows += [(f"pending {k}", v) for k, v in pending.status_rows(waiting, manager.clock())]
         return (None, rows, ["field", "value"], None)
 
     def _profiles(self) -> tuple[Any, ...]:
@@ -481,18 +514,28 @@ class JitShell(PGCli):  # type: ignore[misc]
             click.secho(connected_line(lease, profile, startup.ttl), err=True)
 
     def _mint_at_startup(self, profile: Profile, startup: Startup) -> Lease:
+        from pgcli_jit.backends.base import ApprovalPending
         from pgcli_jit.backends.postgres import NeedsPassword, PostgresBackend
 
         try:
+            try:
+                return self.jit.manager.mint(profile, startup.ttl, startup.reason)
+            except NeedsPassword:
+                if self.never_passwd_prompt or not sys.stdin.isatty():
+                    raise
+            assert self.jit_connector.previous is not None
+            backend = self.jit.manager.backend_for(profile)
+            user = backend.login().params.get("user", "") if isinstance(backend, PostgresBackend) else ""
+            self.jit_connector.previous["password"] = ask_password(user)
             return self.jit.manager.mint(profile, startup.ttl, startup.reason)
-        except NeedsPassword:
-            if self.never_passwd_prompt or not sys.stdin.isatty():
-                raise
-        assert self.jit_connector.previous is not None
-        backend = self.jit.manager.backend_for(profile)
-        user = backend.login().params.get("user", "") if isinstance(backend, PostgresBackend) else ""
-        self.jit_connector.previous["password"] = ask_password(user)
-        return self.jit.manager.mint(profile, startup.ttl, startup.reason)
+        except ApprovalPending as exc:
+            return self._wait_at_startup(profile, exc)
+
+    def _wait_at_startup(self, profile: Profile, exc: Any) -> Lease:
+        """``--jit`` on a profile that needs approval: wait in front of the user (Ctrl-C withdraws)."""
+        from pgcli_jit.waiting import wait_at_startup
+
+        return wait_at_startup(self.jit.manager.backend_for(profile), exc.pending, self.jit.manager.clock)
 
     def after_reconnect(self) -> None:
         """A new identity sees other objects: refresh completions (interactive only)."""
@@ -555,8 +598,13 @@ class JitShell(PGCli):  # type: ignore[misc]
 
         manager = jit.manager
         profile = manager.profile
-        return toolbar.segment(manager.lease, profile.renew_before if profile else None,
-                               manager.clock(), ended=jit.ended_word())
+        now = manager.clock()
+        flow = jit.approvals
+        waiting = flow.waiting
+        return [*toolbar.segment(manager.lease, profile.renew_before if profile else None, now,
+                                 ended=jit.ended_word()),
+                *toolbar.pending_segment(waiting.profile.name if waiting else None,
+                                         waiting.waited(now) if waiting else None, flow.decidable)]
 
     def _start_ticker(self) -> None:
         get_app().create_background_task(self._ticker())
@@ -575,7 +623,12 @@ class JitShell(PGCli):  # type: ignore[misc]
 
     async def _tick(self) -> None:
         if self._jit is None:  # no lease was ever taken: nothing to renew or end
-            return
+            self._idle_ticks += 1
+            if self._idle_ticks < APPROVER_START_TICKS:
+                return
+            # an approver sees "JIT: 1 request waiting" without typing \jit first: the
+            # machinery is built once the prompt has been up a while, never before it
+            self.jit  # noqa: B018 (builds the controller)
         due = self.jit.step()
         if due and not self._asking:
             self._asking = True
@@ -624,6 +677,9 @@ def _share_pgcli_log() -> None:
 
 
 GRACE_CANCEL = 0.5
+#: idle seconds at the prompt before the \jit machinery is built without a \jit command
+#: (so that an approver's toolbar can count the requests waiting for them)
+APPROVER_START_TICKS = 2
 
 
 def is_local(text: str) -> bool:

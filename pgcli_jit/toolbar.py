@@ -57,3 +57,15 @@ def prompt_text(lease: Lease | None, now: float, ended: str = "") -> str:
     if lease.is_expired(now):
         return "JIT expired "
     return f"JIT {lease.profile} {format_clock(lease.remaining(now))} "
+
+
+def pending_segment(profile: str | None, waited: float | None, decidable: int) -> Tokens:
+    """``JIT write pending 1:12`` while our request waits for approval (time waited), and
+    ``JIT: 1 request waiting`` while this login may decide someone else's; else nothing."""
+    tokens: Tokens = []
+    if profile is not None and waited is not None:
+        tokens.append((STYLES["warning"], f"  JIT {profile} pending {format_clock(waited)} "))
+    if decidable > 0:
+        plural = "s" if decidable != 1 else ""
+        tokens.append((STYLES["warning"], f"  JIT: {decidable} request{plural} waiting "))
+    return tokens

@@ -149,8 +149,11 @@ class PostgresBackend(Backend):
         if answer.get("capped"):
             warnings = (f"TTL capped at the server profile's max_ttl "
                         f"({format_duration(float(answer['max_ttl_seconds']))})",)
-        return self._lease(answer, Credentials(str(answer["rolname"]), password),
-                           warnings=warnings)
+        lease = self._lease(answer, Credentials(str(answer["rolname"]), password), warnings=warnings)
+        approved_by = answer.get("approved_by")
+        if isinstance(approved_by, list) and approved_by:  # issued after approval: say by whom
+            lease = dataclasses.replace(lease, backend_data={"approved_by": [str(a) for a in approved_by]})
+        return lease
 
     def renew(self, lease: Lease, ttl: float | None) -> Lease:
         answer = self._answer("SELECT jit.renew(%s, make_interval(secs => %s))", lease.username, ttl)
