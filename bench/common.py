@@ -65,3 +65,38 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = [headers, ["-" * w for w in widths], *rows]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
                      for line in lines)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) by linear interpolation between closest ranks."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no samples")
+    pos = (len(ordered) - 1) * q
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One row of the results: a ratio (or a value) against a target, with how it was measured."""
+
+    name: str
+    value: Summary
+    unit: str  # "x" for ratios, else the unit of the value ("µs", "% of a core", "ms/lease")
+    target: str
+    met: bool | None
+    command: str
+    detail: dict[str, object]
+
+    def as_json(self) -> dict[str, object]:
+        return {"name": self.name, "median": self.value.median, "low": self.value.low,
+                "high": self.value.high, "unit": self.unit, "target": self.target, "met": self.met,
+                "command": self.command, "detail": self.detail}
+
+    def row(self) -> list[str]:
+        fmt = (lambda v: f"{v:.2f}x") if self.unit == "x" else (lambda v: f"{v:.3g} {self.unit}")
+        met = {True: "met", False: "NOT met", None: "-"}[self.met]
+        return [self.name, fmt(self.value.median), f"{fmt(self.value.low)} .. {fmt(self.value.high)}",
+                self.target, met]

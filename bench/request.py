@@ -1,211 +1,231 @@
-"""What JIT access costs a user at ``\\jit request`` time, as a ratio to opening a connection.
+"""``\\jit request`` and ``\\jit renew`` in a real pgcli session, against the floor.
 
-Baseline: opening a scram-sha-256 psycopg connection as an existing role,
-which every pgcli user pays anyway.  Candidates, with the ``postgres``
-backend against a throwaway cluster and a least-privilege broker created
-the way ``pgcli-jit-admin setup`` (and tests/conftest.py) create it:
+The subject is pgcli-jit's own shell (``JitShell``, pgcli's ``PGCli`` subclass) in
+this process, connected as the requester ``alice``: ``execute_command("\\jit request
+bench")`` then ``execute_command("select current_user")``, timed together, so the
+figure is "until the session runs its first statement as the new role".
 
-- request: ``PostgresBackend.request`` (a fresh broker connection, a
-  client-side SCRAM verifier, CREATE ROLE + COMMENT in one transaction);
-- connect as the new role, and request + connect together (what the user waits for);
-- renew: ``PostgresBackend.renew`` (ALTER ROLE VALID UNTIL + COMMENT);
-- revoke: ``PostgresBackend.revoke`` (NOLOGIN, terminate, reassign, drop),
-  after closing the JIT connection, in the order ``\\jit revoke`` uses.
+The floor is the work no implementation can skip, done with psycopg directly: a SCRAM
+verifier of a fresh password (libpq), ``SELECT jit.request(...)`` on a connection
+that is already open (warm), one fresh SCRAM login as the new role and ``select
+current_user`` on it.
 
-Every operation is paired with a baseline connect, before it in even rounds
-and after it in odd ones; each round's ratios are against the median of that
-round's five baseline connects.
-
-Run from the repository root: ``python -m bench.request [--rounds N]``.
+Two subject rows: the *first* request of a session (a new shell each round; the
+backend has no connection of its own yet) and a *later* one (the same shell, after
+``\\jit revoke``).  Renew: ``\\jit renew --ttl N`` on a live lease against a raw
+``SELECT jit.renew(...)`` on a warm connection, counting the logins (new server
+backends) the subject made meanwhile: a renewal that extends must make none.
+Each round alternates which of subject and floor goes first.  Leases are revoked
+(untimed) after every round.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import secrets
+import contextlib
+import io
 import statistics
-import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
-from psycopg import sql
 
-from bench.common import Summary, format_seconds, per_round_ratios, table
-from pgcli_jit.backends import pg_roles
-from pgcli_jit.backends.base import LeaseRequest
-from pgcli_jit.backends.postgres import PostgresBackend
-from pgcli_jit.cluster import Cluster, start_cluster
-from pgcli_jit.config import parse_profile
-from pgcli_jit.lease import Lease
-
-T = TypeVar("T")
-Conn = psycopg.Connection[tuple[Any, ...]]
-
-BROKER = "jit_broker"
-USER = "bench_user"
-GRANTS = {"jit_read": ["pg_read_all_data"]}
-BROKER_PW_ENV = "PGCLI_JIT_BENCH_BROKER_PW"
-REQUEST = LeaseRequest(ttl=600.0, reason="bench", requester="bench")
-RENEW_TTL = 1200.0  # longer than the request, so renew really runs ALTER ROLE
-
-#: (key, label) in report order; "baseline" is the denominator of every ratio.
-OPERATIONS = [
-    ("baseline", "connect as an existing role (baseline)"),
-    ("request", "request: broker connect + CREATE ROLE + COMMENT"),
-    ("connect_new", "connect as the new role"),
-    ("request_connect", "request + connect as the new role"),
-    ("renew", "renew: ALTER ROLE VALID UNTIL + COMMENT"),
-    ("revoke", "revoke: NOLOGIN + terminate + reassign + drop"),
-    ("verifier", "client-side SCRAM verifier alone (in request)"),
-]
+from bench.common import Figure, Summary, per_round_ratios
+from bench.world import PROFILE, REQUESTER, Conn, World
+from pgcli_jit.backends import scram
+from pgcli_jit.backends.postgres import JIT_CONNINFO
 
 
-@dataclass
-class World:
-    """The cluster, the backend under test, and the roles the benchmark made."""
-
-    cluster: Cluster
-    backend: PostgresBackend
-    user_password: str
-    helper: Conn  # a superuser connection whose pgconn computes SCRAM verifiers
-    outstanding: list[Lease] = field(default_factory=list)
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """The shell's output goes to memory while timed (a terminal would cost the same either way)."""
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield
 
 
-def timed(fn: Callable[[], T]) -> tuple[float, T]:
+def new_shell(world: World) -> Any:
+    """A JitShell connected as the requester, the way pgcli's cli() makes and connects one."""
+    import os
+
+    os.environ.update(world.env())
+    from pgcli_jit.shell import JitShell
+
+    shell = JitShell(never_passwd_prompt=True, less_chatty=True)
+    c = world.cluster
+    with quiet():
+        shell.connect(database="app", host=c.host, user=REQUESTER, port=str(c.port))
+    return shell
+
+
+def run(shell: Any, line: str) -> None:
+    result = shell.execute_command(line)
+    if hasattr(result, "successful") and not result.successful:
+        raise RuntimeError(f"{line!r} failed in the benchmark's shell")
+
+
+def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - start, value
+    with quiet():
+        fn()
+    return time.perf_counter() - start
 
 
-def prepare(cluster: Cluster) -> World:
-    """Broker and grant roles as ``pg_roles.setup_statements`` prints them, plus a plain login role."""
-    broker_pw, user_pw = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
-    with cluster.connect() as conn:
-        for stmt in pg_roles.setup_statements(BROKER, GRANTS):
-            conn.execute(stmt)
-        pg_roles.set_password(conn, BROKER, broker_pw)
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE jit_read").format(sql.Identifier(USER)))
-        pg_roles.set_password(conn, USER, user_pw)
-    os.environ[BROKER_PW_ENV] = broker_pw
-    body = {
-        "backend": "postgres", "grant": ["jit_read"], "admin_password_env": BROKER_PW_ENV,
-        "admin_dsn": f"host={cluster.host} port={cluster.port} dbname=postgres user={BROKER}",
-    }
-    profile = parse_profile("bench", body, Path(__file__))
-    return World(cluster, PostgresBackend(profile), user_pw, cluster.connect())
+def subject_request(shell: Any) -> float:
+    return timed(lambda: (run(shell, f"\\jit request {PROFILE}"), run(shell, "select current_user")))
 
 
-def connect(world: World, user: str, password: str) -> Conn:
-    return psycopg.connect(world.cluster.conninfo(user=user, password=password))
+def floor_request(world: World, warm: Conn) -> tuple[float, str]:
+    """(seconds, role) of the unavoidable work; the new role is left for the caller to end."""
+    start = time.perf_counter()
+    password = scram.new_password()
+    verifier = scram.scram_verifier(warm, password)
+    row = warm.execute("SELECT jit.request(%s, NULL, '', %s)", (PROFILE, verifier)).fetchone()
+    assert row is not None
+    role = str(row[0]["rolname"])
+    conn = psycopg.connect(world.cluster.conninfo("app", user=role, password=password, **JIT_CONNINFO))
+    conn.execute("select current_user").fetchall()
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return elapsed, role
 
 
-def one_round(world: World, baseline_first: bool) -> dict[str, float]:
-    """One of each operation, each paired with a baseline connect.
-
-    The baseline goes before its operation in one round and after it in the
-    next, so neither side always follows the same neighbour.  Connections are
-    closed outside the timings.
-    """
-    base: list[float] = []
-
-    def baseline() -> None:
-        seconds, conn = timed(lambda: connect(world, USER, world.user_password))
-        conn.close()
-        base.append(seconds)
-
-    def step(op: Callable[[], T], prelude: Callable[[], object] = lambda: None) -> tuple[float, T]:
-        if baseline_first:
-            baseline()
-        prelude()  # untimed, right before the operation
-        result = timed(op)
-        if not baseline_first:
-            baseline()
-        return result
-
-    got: dict[str, float] = {}
-    got["request"], lease = step(lambda: world.backend.request(REQUEST))
-    world.outstanding.append(lease)
-    got["connect_new"], jit_conn = step(lambda: connect(world, lease.username, lease.credentials.password))
-    got["renew"], lease = step(lambda: world.backend.renew(lease, RENEW_TTL))
-    got["verifier"], _ = step(lambda: pg_roles.scram_verifier(world.helper, lease.username, "x" * 32))
-    # \jit revoke switches the session back first, then revokes at the backend
-    got["revoke"], _ = step(lambda: world.backend.revoke(lease), prelude=jit_conn.close)
-    world.outstanding.pop()  # the lease as requested; revoke goes by role name
-    got["request_connect"] = got["request"] + got["connect_new"]
-    got["baseline"] = statistics.median(base)
-    return got
+def end(warm: Conn, role: str) -> None:
+    warm.execute("SELECT jit.revoke(%s)", (role,))
+    warm.execute("SELECT jit.finish(%s)", (role,))
 
 
-def run(world: World, rounds: int) -> dict[str, list[float]]:
-    one_round(world, True)  # warm-up: first connections, catalog caches; not recorded
-    samples: dict[str, list[float]] = {key: [] for key, _ in OPERATIONS}
-    for r in range(rounds):
-        for key, seconds in one_round(world, baseline_first=r % 2 == 0).items():
-            samples[key].append(seconds)
-    return samples
+def now(monitor: Conn) -> Any:
+    row = monitor.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    return row[0]
 
 
-def cleanup(world: World) -> None:
-    """Revoke whatever a failed round left behind, then close the helper connection."""
-    for lease in world.outstanding:
-        try:
-            world.backend.revoke(lease)
-        except Exception as exc:  # the cluster is thrown away next; say it, don't mask the first error
-            print(f"cleanup: could not revoke {lease.username}: {exc}", file=sys.stderr)
-    left = pg_roles.jit_roles(world.helper)
-    if left:
-        print(f"cleanup: {len(left)} JIT role(s) still exist: {[r.name for r in left]}", file=sys.stderr)
-    world.helper.close()
+def logins_since(monitor: Conn, since: Any) -> int:
+    """Server sessions that started since ``since`` and are still open (a login, not yet closed)."""
+    row = monitor.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                          " AND backend_start >= %s", (since,)).fetchone()
+    return int(row[0]) if row else 0
 
 
-def report(samples: dict[str, list[float]], rounds: int, server: str) -> str:
-    rows = []
-    for key, label in OPERATIONS:
-        ratios = Summary.of(per_round_ratios(samples[key], samples["baseline"]))
-        rows.append([label, ratios.ratio(), ratios.ratio_spread(),
-                     format_seconds(Summary.of(samples[key]).median)])
-    return "\n".join([
-        "Request: JIT operations (postgres backend) vs opening a connection as an existing role",
-        f"throwaway PostgreSQL {server}, scram-sha-256, log_statement=all; {rounds} rounds;",
-        "ratio = median of per-round operation / that round's median baseline connect.",
-        "",
-        table(["operation", "ratio", "spread (min..max)", "median time"], rows),
-        "",
-        "median time is the absolute median per operation, for context only.",
-    ])
-
-
-def server_version(world: World) -> str:
-    v = world.helper.info.server_version
-    return f"{v // 10000}.{v % 10000}"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    summary = (__doc__ or "").splitlines()[0]
-    parser = argparse.ArgumentParser(prog="python -m bench.request", description=summary)
-    parser.add_argument("--rounds", type=int, default=20, help="measured rounds (20)")
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
-    print("starting a throwaway PostgreSQL cluster ...", file=sys.stderr)
-    cluster = start_cluster()
+def request_figures(world: World, rounds: int) -> list[Figure]:
+    warm = world.connect(REQUESTER)  # the floor's warm connection, as the requester
+    monitor = world.connect()
+    samples: dict[str, list[float]] = {k: [] for k in ("first", "later", "floor", "renew", "raw_renew",
+                                                         "pgcli_statement")}
+    reconnects: list[int] = []
+    logins: dict[str, list[int]] = {"first_logins": [], "later_logins": []}
+    session = new_shell(world)
     try:
-        world = prepare(cluster)
-        try:
-            samples = run(world, args.rounds)
-            version = server_version(world)
-        finally:
-            cleanup(world)
+        for r in range(-1, rounds):  # round -1 warms both paths up and is not recorded
+            got = one_round(world, warm, monitor, session, r)
+            if r >= 0:
+                for key, value in got.items():
+                    if key == "reconnects":
+                        reconnects.append(int(value))
+                    elif key in logins:
+                        logins[key].append(int(value))
+                    else:
+                        samples[key].append(value)
     finally:
-        cluster.stop()
-    print(report(samples, args.rounds, version))
-    return 0
+        close_shell(session)
+        world.end_all()
+        warm.close()
+        monitor.close()
+    first = Summary.of(per_round_ratios(samples["first"], samples["floor"]))
+    later = Summary.of(per_round_ratios(samples["later"], samples["floor"]))
+    renew = Summary.of(per_round_ratios(samples["renew"], samples["raw_renew"]))
+    # what is left once pgcli's own statement path (execute, format, print) is taken out
+    later_own = [t - s for t, s in zip(samples["later"], samples["pgcli_statement"], strict=True)]
+    first_own = [t - s for t, s in zip(samples["first"], samples["pgcli_statement"], strict=True)]
+    ms = {k: Summary.of(v).median * 1e3 for k, v in samples.items()}
+    cmd = "python -m bench --only request"
+    return [
+        Figure("\\jit request + first statement, first of the session / floor", first, "x", "<= 1.15x",
+               first.median <= 1.15, cmd, {"rounds": rounds, "median_ms": ms,
+                                           "new_server_sessions_per_request": max(logins["first_logins"]),
+                                           "without_pgcli_statement_path": Summary.of(per_round_ratios(
+                                               first_own, samples["floor"])).__dict__}),
+        Figure("\\jit request + first statement, later in the session / floor", later, "x", "<= 1.15x",
+               later.median <= 1.15, cmd, {"rounds": rounds, "median_ms": ms,
+                                           "new_server_sessions_per_request": max(logins["later_logins"]),
+                                           "without_pgcli_statement_path": Summary.of(per_round_ratios(
+                                               later_own, samples["floor"])).__dict__}),
+        Figure("\\jit renew (extends) / raw jit.renew on a warm connection", renew, "x",
+               "<= 1.2x, 0 reconnects", renew.median <= 1.2 and not any(reconnects), cmd,
+               {"rounds": rounds, "reconnects": sum(reconnects), "median_ms": ms}),
+    ]
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def one_round(world: World, warm: Conn, monitor: Conn, session: Any, r: int) -> dict[str, float]:
+    """The first request of a new shell; then a later request and a renewal in ``session``, the
+    shell that lives through every round (its backend's warm connection is warm); the floor
+    before both in odd rounds, after both in even ones."""
+    out: dict[str, float] = {}
+    if r % 2 == 1:
+        out["floor"], role = floor_request(world, warm)
+        end(warm, role)
+    fresh = new_shell(world)
+    try:
+        since = now(monitor)
+        out["first"] = subject_request(fresh)
+        out["first_logins"] = logins_since(monitor, since)
+        timed(lambda: run(fresh, "\\jit revoke"))
+    finally:
+        close_shell(fresh)
+    since = now(monitor)
+    out["later"] = subject_request(session)
+    out["later_logins"] = logins_since(monitor, since)
+    out["pgcli_statement"] = timed(lambda: run(session, "select current_user"))  # pgcli's own part
+    renew_pair(session, warm, monitor, out, r)
+    timed(lambda: run(session, "\\jit revoke"))
+    if r % 2 == 0:
+        out["floor"], role = floor_request(world, warm)
+        end(warm, role)
+    return out
+
+
+def close_shell(shell: Any) -> None:
+    with quiet():
+        shell._jit_shutdown()
+    if shell.pgexecute is not None and shell.pgexecute.conn is not None:
+        shell.pgexecute.conn.close()
+
+
+RENEWS_PER_ROUND = 5
+
+
+def renew_pair(shell: Any, warm: Conn, monitor: Conn, out: dict[str, float], r: int) -> None:
+    """RENEWS_PER_ROUND renewals of the shell's live lease, each alternating with a raw renewal of
+    the same lease (who goes first alternates by round); every call asks for a longer TTL than
+    the one before, so each really extends.  The round's sample is the median of each kind."""
+    manager = shell.jit.manager
+    role = manager.lease.username
+    subject_s: list[float] = []
+    raw_s: list[float] = []
+    since = now(monitor)
+    ttl = 1200 + 60 * 2 * RENEWS_PER_ROUND * (r + 2)
+
+    def subject() -> None:
+        nonlocal ttl
+        ttl += 60
+        before = manager.lease.expires_at
+        subject_s.append(timed(lambda: run(shell, f"\\jit renew --ttl {ttl}s")))
+        if manager.lease.expires_at <= before or manager.lease.username != role:
+            raise RuntimeError("\\jit renew did not extend the lease in place")
+
+    def raw() -> None:
+        nonlocal ttl
+        ttl += 60
+        start = time.perf_counter()
+        row = warm.execute("SELECT jit.renew(%s, make_interval(secs => %s))", (role, ttl)).fetchone()
+        raw_s.append(time.perf_counter() - start)
+        if row is None or row[0].get("status") in ("unchanged", "max_ttl", "denied", "ended"):
+            raise RuntimeError(f"raw renew did not extend: {row}")
+
+    for _ in range(RENEWS_PER_ROUND):
+        for step in ((subject, raw) if r % 2 == 0 else (raw, subject)):
+            step()
+    out["reconnects"] = logins_since(monitor, since)
+    out["renew"] = statistics.median(subject_s)
+    out["raw_renew"] = statistics.median(raw_s)

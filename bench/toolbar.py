@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from pgcli.pgtoolbar import create_toolbar_tokens_func
 
-from bench.common import Summary, format_seconds, per_round_ratios, rotated, table
+from bench.common import Figure, Summary, format_seconds, per_round_ratios, rotated, table
 from pgcli_jit.lease import Credentials, Lease
 from pgcli_jit.policy import Phase, phase, windows
 from pgcli_jit.toolbar import Tokens, segment
@@ -153,3 +153,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def toolbar_figure(rounds: int, calls: int) -> Figure:
+    """The slowest phase's median per-call time of the segment alone, in µs (target: 20 µs)."""
+    check_phases()
+    results = [measure_phase(name, now, rounds, calls) for name, (now, _) in PHASES.items()]
+    worst = max(results, key=lambda r: r.segment.median)
+    micro = Summary(worst.segment.median * 1e6, worst.segment.low * 1e6, worst.segment.high * 1e6)
+    return Figure("toolbar segment per redraw (slowest phase)", micro, "µs", "<= 20 µs median",
+                  micro.median <= 20, "python -m bench --only toolbar", {
+                      "phase": worst.name, "rounds": rounds, "calls": calls,
+                      "per_phase_us": {r.name: r.segment.median * 1e6 for r in results},
+                      "ratio_to_pgcli_toolbar": {r.name: r.ratios.median for r in results}})
