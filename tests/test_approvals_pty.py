@@ -25,10 +25,10 @@ pytestmark = pytest.mark.pty
 JIT_USER = r"jit_alice_[a-z0-9]{8,}"
 
 
-def approvals(cluster: Cluster, name: str, timeout: str = "1 hour") -> None:
+def approvals(cluster: Cluster, name: str, timeout: str = "1 hour", approvers: str = "jit_leads") -> None:
     with cluster.connect("app") as conn:
-        conn.execute("SELECT jit.profile_set(%s, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'jit_leads', 1,"
-                     " %s::interval)", (name, timeout))
+        conn.execute("SELECT jit.profile_set(%s, NULL, NULL, NULL, NULL, NULL, NULL, NULL, %s, 1,"
+                     " %s::interval)", (name, approvers, timeout))
 
 
 @pytest.fixture
@@ -41,6 +41,8 @@ def world(session: Session, people: None) -> Iterator[Session]:  # noqa: F811
     with session.cluster.connect("app") as conn:
         conn.execute("UPDATE jit.requests SET status = 'cancelled', verifier = NULL"
                      " WHERE status IN ('pending', 'approved')")
+    # other modules' "write" profiles are granted at once: the approval policy goes with the test
+    approvals(session.cluster, "write", approvers="")
 
 
 def shell(session: Session, user: str) -> Terminal:
