@@ -82,25 +82,34 @@ def reaper_figures(world: World, sizes: tuple[int, ...] = (100, 1000)) -> list[F
                    "linear in N", growth <= 1.5, "python -m bench --only reaper", detail)]
 
 
-def concurrency_figure(world: World, clients: int = 50) -> Figure:
-    """The ratio, and the same ratio for plain logins (the floor's own contention on this machine)."""
+def concurrency_figure(world: World, clients: int = 50, bursts: int = 3) -> Figure:
+    """The ratio, and the same ratio for plain logins (the floor's own contention on this machine).
+    ``bursts`` bursts of ``clients`` at once, and as many single requests, alternating."""
     warms = [world.connect(REQUESTER) for _ in range(clients)]
+    alone: list[float] = []
+    together: list[float] = []
+    login_alone: list[float] = []
+    login_together: list[float] = []
     try:
-        alone = [one_timed(world, warms[0]) for _ in range(clients + 2)][2:]  # two warm-ups
-        together = run_together(world, warms)
+        for _ in range(2):  # warm-ups, not recorded
+            one_timed(world, warms[0])
+            login_timed(world)
+        for _ in range(bursts):
+            alone += [one_timed(world, warms[0]) for _ in range(clients)]
+            together += run_together(world, warms)
+            login_alone += [login_timed(world) for _ in range(clients)]
+            login_together += run_together(world, [None] * clients, lambda _w: login_timed(world))
     finally:
         for conn in warms:
             conn.close()
         world.end_all()
-    login_alone = [login_timed(world) for _ in range(clients + 2)][2:]
-    login_together = run_together(world, [None] * clients, lambda _w: login_timed(world))
     login_ratio = percentile(login_together, 0.95) / percentile(login_alone, 0.95)
-    ok = len(together) == clients
+    ok = len(together) == clients * bursts
     ratio = percentile(together, 0.95) / percentile(alone, 0.95)
     return Figure(f"{clients} concurrent requesters / 1 (p95 of request + login)",
                   Summary(ratio, ratio, ratio), "x", "all succeed; p95 <= 3x", ok and ratio <= 3.0,
                   "python -m bench --only concurrency",
-                  {"succeeded": len(together), "clients": clients,
+                  {"succeeded": len(together), "clients": clients, "bursts": bursts,
                    "p95_alone_ms": percentile(alone, 0.95) * 1e3,
                    "p95_together_ms": percentile(together, 0.95) * 1e3,
                    "median_alone_ms": percentile(alone, 0.5) * 1e3,
