@@ -118,9 +118,8 @@ class ApprovalFlow:
         with contextlib.suppress(Exception):
             result = future.result()
             if isinstance(result, Lease):
-                profile = self.c.config.profiles.get(result.profile)
-                if profile is not None:
-                    self.c.manager.discard(result, profile, why="cancelled")
+                self.c.manager.discard(result, self.c.config.requestable(result.profile),
+                                       why="cancelled")
 
     def _switch(self, w: Waiting) -> None:
         lease = w.approved

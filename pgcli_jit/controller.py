@@ -381,9 +381,7 @@ class Controller:
         if self.ended is None:
             self.say(self._apply(renewal))
         elif renewal.kind == "rotate":
-            profile = self.config.profiles.get(renewal.lease.profile)
-            if profile is not None:
-                self.manager.discard(renewal.lease, profile)
+            self.manager.discard(renewal.lease, self.config.requestable(renewal.lease.profile))
 
     def _apply(self, renewal: Renewal, explicit: bool = False) -> str:
         profile = self.manager.profile
@@ -450,11 +448,9 @@ class Controller:
         return "its broker must end it; until then it stays valid"
 
     def _revoke_quietly(self, old: Lease) -> str:
-        """Revoke the lease a new one replaced; the sentence that says so (or that it failed)."""
-        profile = self.config.profiles.get(old.profile)
-        if profile is None:
-            return ""
-        error = self.manager.discard(old, profile, why="replaced")
+        """Revoke the lease a new one replaced; the sentence that says so (or that it failed).
+        Its profile may exist only on the server (``requestable``): it is revoked all the same."""
+        error = self.manager.discard(old, self.config.requestable(old.profile), why="replaced")
         if error:
             return f"The previous lease {old.username} was not revoked: {error}."
         return f"Revoked the previous lease {old.username}."
