@@ -23,6 +23,18 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
         host(a.client_addr), a.reason, jit._ts(a.expires_at), a.detail)::text, 'UTF8'))
 $$;
 
+-- The audit chain's writer lock, taken with a 2 s timeout.  A table lock, which only jit_owner
+-- may take: the advisory lock it replaces could be taken and kept by any login.
+CREATE OR REPLACE FUNCTION jit._try_lock_audit() RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '2s' AS $$
+BEGIN
+    LOCK TABLE jit.audit_head IN EXCLUSIVE MODE;
+    RETURN true;
+EXCEPTION WHEN lock_not_available THEN
+    RETURN false;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION jit._audit(
     p_event text, p_profile text, p_rolname text, p_requester text, p_reason text,
     p_expires_at timestamptz, p_detail jsonb DEFAULT '{}'
@@ -31,8 +43,19 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r jit.audit;
 BEGIN
-    -- one writer at a time, until commit: ids follow the chain's order
-    PERFORM pg_advisory_xact_lock(hashtext('pgcli-jit audit chain'));
+    -- one writer at a time, until commit: ids follow the chain's order.  A broker call holds
+    -- the chain for milliseconds; a transaction that holds it for 2 s while someone waits was
+    -- left open after one (BEGIN; SELECT jit.renew(...); and no COMMIT), and would stall every
+    -- request and the reaper: it is ended, unless it is an operator's or a superuser's.
+    WHILE NOT jit._try_lock_audit() LOOP
+        PERFORM pg_terminate_backend(k.pid, 1000)
+           FROM pg_locks k JOIN pg_stat_activity a ON a.pid = k.pid
+          WHERE k.locktype = 'relation' AND k.relation = 'jit.audit_head'::regclass AND k.granted
+            AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND k.pid <> pg_backend_pid()
+            AND NOT EXISTS (SELECT FROM pg_roles who WHERE who.oid = a.usesysid
+                             AND (who.rolsuper OR pg_has_role(who.oid, 'jit_admin', 'MEMBER')));
+    END LOOP;
     r.id := nextval('jit.audit_id_seq');
     r.at := clock_timestamp();
     r.event := p_event;
@@ -141,10 +164,15 @@ $$;
 -- After jit._end has committed: take the role's grants away, end its sessions, drop it.
 -- What the role owns goes to the profile's owner role, never to jit_owner; without an
 -- owner role the (powerless, NOLOGIN) role is kept and the reason recorded.
+-- Locks wait at most a second: a lock another login holds on something the role owns (a
+-- table the lease granted to PUBLIC, held in an open transaction) fails this lease, recorded
+-- and retried, instead of stalling the reaper for everyone.
 CREATE OR REPLACE FUNCTION jit._finish(l jit.leases) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $$
 DECLARE
     g text;
+    obj text;
+    rel text;
     owner text;
     owned int;
     elsewhere int;
@@ -183,6 +211,22 @@ BEGIN
     -- REASSIGN and DROP OWNED need the role's privileges: jit_owner created it, so may take them
     EXECUTE format('GRANT %I TO %I', l.rolname, current_user);
     IF owned > 0 THEN
+        -- nothing the lease wrote may run with the owner role's privileges once it is the
+        -- owner's: SECURITY DEFINER routines become SECURITY INVOKER, views security_invoker,
+        -- and rules (which run as their table's owner) are dropped
+        FOR obj IN SELECT p.oid::regprocedure::text FROM pg_proc p
+                    WHERE p.proowner = l.role_oid AND p.prosecdef LOOP
+            EXECUTE format('ALTER ROUTINE %s SECURITY INVOKER', obj);
+        END LOOP;
+        FOR obj IN SELECT c.oid::regclass::text FROM pg_class c
+                    WHERE c.relowner = l.role_oid AND c.relkind = 'v' LOOP
+            EXECUTE format('ALTER VIEW %s SET (security_invoker = true)', obj);
+        END LOOP;
+        FOR obj, rel IN SELECT r.rulename, c.oid::regclass::text FROM pg_rewrite r
+                          JOIN pg_class c ON c.oid = r.ev_class
+                         WHERE c.relowner = l.role_oid AND r.rulename <> '_RETURN' LOOP
+            EXECUTE format('DROP RULE %I ON %s', obj, rel);
+        END LOOP;
         EXECUTE format('REASSIGN OWNED BY %I TO %I', l.rolname, owner);
     END IF;
     EXECUTE format('DROP OWNED BY %I', l.rolname);
@@ -278,6 +322,13 @@ BEGIN
     IF length(reason) > 1000 OR reason ~ '[[:cntrl:]]' THEN
         RETURN jit._denied('the reason must be at most 1000 characters with no control characters');
     END IF;
+    IF p_profile IS NULL OR p_profile !~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$' THEN
+        -- not a profile name: nothing of it is written to the audit trail
+        PERFORM jit._audit('deny', NULL, NULL, me, reason, NULL,
+                           jsonb_build_object('why', 'not a profile name'));
+        RETURN jit._denied(format('no profile of that name that %s may request', me),
+                           '\jit profiles lists what you may request');
+    END IF;
     SELECT * INTO p FROM jit.profiles WHERE jit.profiles.name = p_profile;
     IF NOT FOUND OR NOT EXISTS (SELECT FROM pg_roles WHERE rolname = p.requesters)
        OR NOT pg_has_role(me, p.requesters, 'MEMBER') THEN
@@ -297,7 +348,7 @@ BEGIN
                            jsonb_build_object('why', 'reason required'));
         RETURN jit._denied(format('profile %s requires a reason', p.name), 'add --reason "..."');
     END IF;
-    IF p_verifier IS NULL OR p_verifier !~ '^SCRAM-SHA-256\$[0-9]{4,7}:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$' THEN
+    IF p_verifier IS NULL OR p_verifier !~ '^SCRAM-SHA-256\$[0-9]{4,7}:[A-Za-z0-9+/=]{1,255}\$[A-Za-z0-9+/=]{1,255}:[A-Za-z0-9+/=]{1,255}$' THEN
         RAISE EXCEPTION 'the password must be sent as a SCRAM-SHA-256 verifier'
             USING HINT = 'compute it client-side (libpq PQencryptPasswordConn)';
     END IF;
@@ -832,6 +883,28 @@ BEGIN
 END
 $$;
 
+-- The reaper's safety net: end the sessions of leases past their expiry or ended, whoever
+-- holds their rows.  VALID UNTIL (or NOLOGIN) already refuses their password, so nobody logs
+-- back in.  'writing' (before anything is locked): sessions in a transaction that wrote, as
+-- a lease holding its own pg_authid row does (ALTER ROLE itself PASSWORD, left open), which
+-- made ALTER ROLE NOLOGIN wait for ever.  'unended' and 'ended' (after a pass): the leases
+-- whose rows a transaction left open holds (BEGIN; SELECT jit.renew(...), by the lease or its
+-- requester), which SKIP LOCKED passed over while their sessions lived on.
+CREATE OR REPLACE FUNCTION jit._end_overdue_sessions(p_which text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pg_terminate_backend(a.pid)
+       FROM pg_stat_activity a JOIN jit.leases l ON l.role_oid = a.usesysid
+      WHERE l.dropped_at IS NULL AND a.pid <> pg_backend_pid()
+        AND CASE p_which
+            WHEN 'writing' THEN (l.ended_at IS NOT NULL OR l.expires_at <= now())
+                                AND a.backend_xid IS NOT NULL
+            WHEN 'unended' THEN l.ended_at IS NULL AND l.expires_at <= now()
+            WHEN 'ended' THEN l.ended_at IS NOT NULL
+            END;
+END
+$$;
+
 -- Step one of the reaper: end (NOLOGIN, audited) every lease past its expiry.
 CREATE OR REPLACE FUNCTION jit.expire_due() RETURNS SETOF text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -839,11 +912,13 @@ DECLARE
     l jit.leases;
 BEGIN
     PERFORM jit._require_admin();
+    PERFORM jit._end_overdue_sessions('writing');
     FOR l IN SELECT * FROM jit.leases WHERE ended_at IS NULL AND expires_at <= now()
              ORDER BY expires_at FOR UPDATE SKIP LOCKED LOOP
         PERFORM jit._end(l, 'expire');
         RETURN NEXT l.rolname;
     END LOOP;
+    PERFORM jit._end_overdue_sessions('unended');
 END
 $$;
 
@@ -864,6 +939,7 @@ BEGIN
         outcome := jit._finish_safely(l);
         RETURN NEXT;
     END LOOP;
+    PERFORM jit._end_overdue_sessions('ended');
 END
 $$;
 

@@ -1,0 +1,243 @@
+"""Red team: what a requester, a temporary role or another login can do to the broker with
+only what they hold (their own login and psql; here psycopg), against a real cluster.
+
+Each test is an attack that worked before its fix: stalling every caller and the reaper
+with a lock, keeping a session past its expiry, turning what a lease leaves behind into the
+owner role's privileges, and writing megabytes or terminal escapes through the broker.
+
+``alice`` requests (member of jit_requester, from conftest); ``mallory`` is another
+requester who never gets a grant of her own.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgcli_jit.admin.reaper import one_pass
+from pgcli_jit.backends.scram import new_password, scram_verifier
+from pgcli_jit.cluster import Cluster
+from tests.conftest import REQUESTER, declare_server_profile, make_login
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+SHORT = "rt_short"   # a lease that expires in 2 s
+LONG = "rt_long"     # 5 minutes
+DDL = "rt_ddl"       # may create objects in schema rt_work; what it leaves goes to rt_owner
+
+SETUP = """
+CREATE ROLE rt_owner NOLOGIN;
+CREATE SCHEMA rt_work AUTHORIZATION rt_owner;
+GRANT USAGE ON SCHEMA rt_work TO PUBLIC;
+CREATE TABLE rt_work.secret (x text);
+INSERT INTO rt_work.secret VALUES ('s3cr3t');
+ALTER TABLE rt_work.secret OWNER TO rt_owner;
+CREATE ROLE rt_ddl NOLOGIN;
+GRANT CREATE ON SCHEMA rt_work TO rt_ddl;
+GRANT rt_ddl TO jit_owner WITH ADMIN OPTION;
+GRANT rt_owner TO jit_owner;
+"""
+
+
+@pytest.fixture(scope="module")
+def world(cluster: Cluster) -> None:
+    make_login(cluster, "mallory", member_of="jit_requester")
+    with cluster.connect("app") as conn:
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'rt_owner'").fetchone() is None:
+            conn.execute(SETUP.encode())
+    declare_server_profile(cluster, SHORT, ttl="2s", max_ttl="1m")
+    declare_server_profile(cluster, LONG, ttl="5m", max_ttl="10m")
+    declare_server_profile(cluster, DDL, grant=["rt_ddl"], ttl="5m", max_ttl="10m", owner="rt_owner")
+
+
+@pytest.fixture
+def cleanup(cluster: Cluster, world: None) -> Iterator[list[Conn]]:
+    """Connections a test opens go here, and are closed (before the leases end) afterwards."""
+    opened: list[Conn] = []
+    yield opened
+    for conn in opened:
+        conn.close()
+    with cluster.connect("app") as conn:
+        for (name,) in conn.execute("SELECT rolname FROM jit.leases WHERE dropped_at IS NULL"
+                                    " AND profile LIKE 'rt\\_%'").fetchall():
+            conn.execute("SELECT jit.revoke(%s)", (name,))
+            conn.execute("SELECT jit.finish(%s)", (name,))
+
+
+def login(cluster: Cluster, opened: list[Conn], user: str, password: str = "") -> Conn:
+    conn = psycopg.connect(cluster.conninfo("app", user=user, password=password), autocommit=True)
+    opened.append(conn)
+    return conn
+
+
+def request(conn: Conn, profile: str, verifier: str | None = None) -> tuple[dict[str, Any], str]:
+    password = new_password()
+    row = conn.execute("SELECT jit.request(%s, NULL, 'red team', %s)",
+                       (profile, verifier or scram_verifier(conn, password))).fetchone()
+    assert row is not None
+    return dict(row[0]), password
+
+
+def lease_session(cluster: Cluster, opened: list[Conn], profile: str) -> tuple[str, Conn]:
+    granted, password = request(login(cluster, opened, REQUESTER), profile)
+    assert granted["status"] == "granted", granted
+    return granted["rolname"], login(cluster, opened, granted["rolname"], password)
+
+
+def alive(conn: Conn) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def reap(cluster: Cluster, timeout: str = "10s") -> None:
+    """One reaper pass, as `pgcli-jit-admin reap` runs it; it must not hang."""
+    with cluster.connect("app") as conn:
+        conn.execute(f"SET statement_timeout = '{timeout}'")
+        one_pass(conn)
+
+
+# -- locks: nobody may stall the broker or the reaper for everyone -------------------------
+
+def test_an_advisory_lock_on_the_audit_chain_stalls_no_one(cluster: Cluster, cleanup: list[Conn]) -> None:
+    # any login may take any advisory lock; the chain's lock was one, keyed by a public string
+    mallory = login(cluster, cleanup, "mallory")
+    mallory.execute("SELECT pg_advisory_lock(hashtext('pgcli-jit audit chain'))")
+    alice = login(cluster, cleanup, REQUESTER)
+    alice.execute("SET statement_timeout = '5s'")
+    granted, _ = request(alice, LONG)
+    assert granted["status"] == "granted"
+
+
+def test_a_transaction_left_open_after_a_broker_call_stalls_no_one(
+        cluster: Cluster, cleanup: list[Conn]) -> None:
+    rolname, _ = lease_session(cluster, cleanup, LONG)
+    # alice renews inside a transaction she never ends: the audit chain was hers until commit
+    holder = login(cluster, cleanup, REQUESTER)
+    holder.execute("BEGIN")
+    holder.execute("SELECT jit.renew(%s, interval '6 min')", (rolname,))
+    mallory = login(cluster, cleanup, "mallory")
+    mallory.execute("SET statement_timeout = '8s'")
+    granted, _ = request(mallory, LONG)
+    assert granted["status"] == "granted"   # answered, not stalled
+    assert not alive(holder)   # the transaction that sat on the chain was ended
+
+
+def test_a_lease_holding_its_own_row_locked_does_not_outlive_its_expiry(
+        cluster: Cluster, cleanup: list[Conn]) -> None:
+    _, lease = lease_session(cluster, cleanup, SHORT)
+    lease.execute("BEGIN")
+    lease.execute("SELECT jit.renew(current_user, NULL)")   # FOR UPDATE, held until commit
+    time.sleep(2.5)
+    reap(cluster)
+    assert not alive(lease)
+
+
+def test_a_lease_holding_its_role_row_locked_cannot_stall_the_reaper(
+        cluster: Cluster, cleanup: list[Conn]) -> None:
+    rolname, lease = lease_session(cluster, cleanup, SHORT)
+    lease.execute("BEGIN")
+    lease.execute(f"ALTER ROLE \"{rolname}\" PASSWORD 'of my choosing'")   # allowed on oneself
+    time.sleep(2.5)
+    reap(cluster)   # ALTER ROLE NOLOGIN used to wait for that transaction forever
+    assert not alive(lease)
+
+
+def test_a_requester_holding_an_ended_lease_locked_cannot_keep_its_sessions(
+        cluster: Cluster, cleanup: list[Conn]) -> None:
+    rolname, lease = lease_session(cluster, cleanup, SHORT)
+    time.sleep(2.5)
+    with cluster.connect("app") as conn:
+        conn.execute("SELECT jit.expire_due()")
+    holder = login(cluster, cleanup, REQUESTER)
+    holder.execute("BEGIN")
+    holder.execute("SELECT jit.renew(%s, NULL)", (rolname,))   # refused, but the row stays locked
+    reap(cluster)
+    assert not alive(lease)
+
+
+def test_a_lock_on_what_a_lease_left_behind_cannot_stall_the_reaper(
+        cluster: Cluster, cleanup: list[Conn]) -> None:
+    rolname, lease = lease_session(cluster, cleanup, DDL)
+    lease.execute("CREATE TABLE rt_work.left_behind (x int)")
+    lease.execute("GRANT SELECT ON rt_work.left_behind TO PUBLIC")
+    lease.close()
+    holder = login(cluster, cleanup, "mallory")
+    holder.execute("BEGIN")
+    holder.execute("SELECT * FROM rt_work.left_behind")   # ACCESS SHARE, held until commit
+    with cluster.connect("app") as conn:
+        conn.execute("SELECT jit.revoke(%s)", (rolname,))
+    reap(cluster)   # REASSIGN OWNED used to wait for mallory forever, and every role behind it
+    with cluster.connect("app") as conn:
+        row = conn.execute("SELECT dropped_at IS NULL, drop_error FROM jit.leases WHERE rolname = %s",
+                           (rolname,)).fetchone()
+    assert row is not None and row[0] and "lock" in str(row[1])
+    holder.close()
+    with cluster.connect("app") as conn:
+        outcome = conn.execute("SELECT jit.finish(%s)->>'outcome'", (rolname,)).fetchone()
+    assert outcome == ("dropped",)
+
+
+# -- what a lease leaves behind --------------------------------------------------------------
+
+def test_what_a_lease_leaves_behind_never_runs_with_the_owner_roles_privileges(
+        cluster: Cluster, cleanup: list[Conn]) -> None:
+    rolname, lease = lease_session(cluster, cleanup, DDL)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        lease.execute("SELECT * FROM rt_work.secret")   # the lease itself may not read it
+    lease.execute("CREATE FUNCTION rt_work.peek() RETURNS SETOF text LANGUAGE sql SECURITY DEFINER"
+                  " AS 'SELECT x FROM rt_work.secret'")
+    lease.execute("CREATE PROCEDURE rt_work.poke() LANGUAGE sql SECURITY DEFINER"
+                  " AS 'DELETE FROM rt_work.secret'")
+    lease.execute("CREATE VIEW rt_work.window AS SELECT x FROM rt_work.secret")
+    lease.execute("GRANT SELECT ON rt_work.window TO PUBLIC")
+    lease.execute("CREATE TABLE rt_work.inbox (x text)")
+    lease.execute("CREATE TABLE rt_work.outbox (x text)")
+    lease.execute("GRANT INSERT ON rt_work.inbox TO PUBLIC")
+    lease.execute("GRANT SELECT ON rt_work.outbox TO PUBLIC")
+    lease.execute("CREATE RULE copy AS ON INSERT TO rt_work.inbox"
+                  " DO ALSO INSERT INTO rt_work.outbox SELECT x FROM rt_work.secret")
+    lease.close()
+    with cluster.connect("app") as conn:
+        conn.execute("SELECT jit.revoke(%s)", (rolname,))
+        assert conn.execute("SELECT jit.finish(%s)->>'outcome'", (rolname,)).fetchone() == ("dropped",)
+    mallory = login(cluster, cleanup, "mallory")
+    for attack in ("SELECT rt_work.peek()", "CALL rt_work.poke()", "SELECT * FROM rt_work.window"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            mallory.execute(attack)
+    mallory.execute("INSERT INTO rt_work.inbox VALUES ('x')")   # the rule that copied is gone
+    with cluster.connect("app") as conn:
+        assert conn.execute("SELECT x FROM rt_work.secret").fetchall() == [("s3cr3t",)]
+        assert conn.execute("SELECT count(*) FROM rt_work.outbox").fetchone() == (0,)
+        conn.execute("DROP FUNCTION rt_work.peek(); DROP PROCEDURE rt_work.poke();"
+                     " DROP VIEW rt_work.window; DROP TABLE rt_work.inbox, rt_work.outbox")
+
+
+# -- what the broker writes for a caller ------------------------------------------------------
+
+def test_a_profile_name_writes_no_megabytes_or_escapes_into_the_audit(
+        cluster: Cluster, cleanup: list[Conn]) -> None:
+    mallory = login(cluster, cleanup, "mallory")
+    forged = "\x1b[2J\r2026-01-01 request granted to mallory\n" + "A" * 1_000_000
+    row = mallory.execute("SELECT jit.request(%s, NULL, '', 'x')", (forged,)).fetchone()
+    assert row is not None and row[0]["status"] == "denied"
+    with cluster.connect("app") as conn:
+        audited = conn.execute("SELECT profile FROM jit.audit WHERE actor = 'mallory'"
+                               " ORDER BY id DESC LIMIT 1").fetchone()
+    assert audited is not None
+    assert audited[0] is None or (len(audited[0]) <= 63 and audited[0].isprintable())
+
+
+def test_a_verifier_of_megabytes_is_refused(cluster: Cluster, cleanup: list[Conn]) -> None:
+    # a well-formed SCRAM verifier with a 3 MB salt used to land in pg_authid as it was
+    salt = base64.b64encode(b"s" * 3_000_000).decode()
+    key = base64.b64encode(b"k" * 32).decode()
+    alice = login(cluster, cleanup, REQUESTER)
+    with pytest.raises(psycopg.errors.RaiseException, match="SCRAM-SHA-256 verifier"):
+        request(alice, LONG, verifier=f"SCRAM-SHA-256$4096:{salt}${key}:{key}")
