@@ -25,8 +25,6 @@ import atexit
 import contextlib
 import getpass
 import logging
-import os
-import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -287,6 +285,7 @@ class JitShell(PGCli):  # type: ignore[misc]
 
     def _watch(self) -> Watch:
         """What the statement watchdog guards: the current lease's expiry, this connection."""
+        from pgcli_jit.backends.pg_login import sever
         from pgcli_jit.watchdog import Watch
 
         manager, conn = self.jit.manager, self.pgexecute.conn
@@ -696,15 +695,6 @@ def is_local(text: str) -> bool:
     """A special command that works without a server (``\\?``, ``\\timing``, ``\\pager`` ...)."""
     words = text.strip().rstrip(";").split()
     return bool(words) and words[0].lower() in {c.lower() for c in LOCAL_COMMANDS}
-
-
-def sever(conn: Any) -> None:
-    """End a connection from another thread without freeing it: shut its socket down, so the
-    statement blocked on it fails at once; the main thread closes the connection afterwards."""
-    with contextlib.suppress(Exception):
-        fd = os.dup(conn.pgconn.socket)
-        with socket.socket(fileno=fd) as sock:
-            sock.shutdown(socket.SHUT_RDWR)
 
 
 def ask_password(user: str) -> str:

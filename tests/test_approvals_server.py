@@ -108,10 +108,28 @@ def test_a_request_waits_and_no_role_exists_until_approved(cluster: Cluster, pro
         assert granted["status"] == "granted" and granted["approved_by"] == ["bob"]
         assert granted["rolname"].startswith("jit_alice_")
         assert granted["expires_at"] - granted["issued_at"] == pytest.approx(300, abs=1)
+        # the answer lost and the call made again: the same lease, not a second role
         again = call(alice, "SELECT jit.request_status(%s)", rid)
-        assert again["status"] == "closed" and again["state"] == "issued"
-    assert leases_of(cluster) == 1
+        assert again["status"] == "granted" and again["replayed"] is True
+        assert (again["rolname"], again["approved_by"]) == (granted["rolname"], ["bob"])
+        assert leases_of(cluster) == 1
+        alice.execute("SELECT jit.revoke(%s)", (granted["rolname"],))
+        closed = call(alice, "SELECT jit.request_status(%s)", rid)  # ended: nothing to give again
+        assert closed["status"] == "closed" and closed["state"] == "issued"
     assert audit_events(cluster, rid) == ["pending", "approve", "approved", "request"]
+
+
+def test_the_same_request_sent_twice_waits_once(cluster: Cluster, profile: None) -> None:
+    """A client whose answer was lost sends the same call (the same verifier) again: it gets
+    the request already waiting, not a second one for the approvers."""
+    with as_user(cluster, REQUESTER) as alice:
+        verifier = scram_verifier(alice, new_password())
+        first, again = (call(alice, "SELECT jit.request(%s, NULL, 'INC-7', %s)", PROFILE, verifier)
+                        for _ in range(2))
+        assert first["status"] == again["status"] == "pending"
+        assert again["request_id"] == first["request_id"]
+        call(alice, "SELECT jit.cancel(%s)", first["request_id"])
+    assert audit_events(cluster, first["request_id"]) == ["pending", "cancelled"]
 
 
 def test_the_requester_never_counts_even_as_an_approver(cluster: Cluster, profile: None) -> None:
@@ -257,8 +275,10 @@ def test_two_approvers_at_once_make_exactly_one_grant(cluster: Cluster, profile:
     assert sorted(race(cluster, [("bob", approve), ("erin", approve)], rid)) == [
         "approved", f"request {rid} is already approved"]
     poll = "SELECT jit.request_status(%s)"
-    assert sorted(race(cluster, [(REQUESTER, poll)] * 3, rid)) == ["closed", "closed", "granted"]
+    # one poll issues the role; the two it raced with get that same lease (replayed)
+    assert race(cluster, [(REQUESTER, poll)] * 3, rid) == ["granted"] * 3
     assert leases_of(cluster) == 1
+    assert audit_events(cluster, rid).count("request") == 1
 
 
 def test_cancel_racing_approve_never_grants_after_a_cancel(cluster: Cluster, profile: None) -> None:

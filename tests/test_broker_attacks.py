@@ -7,6 +7,7 @@ the profile ``atk`` grants jit_read.
 
 from __future__ import annotations
 
+import threading
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from pgcli_jit.cluster import Cluster
 from pgcli_jit.config import parse_profile
 from pgcli_jit.errors import ConfigError, PermissionDenied
 from pgcli_jit.lease import Lease
-from tests.conftest import declare_server_profile, make_login, postgres_profile_toml
+from tests.conftest import declare_server_profile, end_jit_roles, make_login, postgres_profile_toml
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -179,3 +180,84 @@ def test_a_lease_reads_no_verifier_and_touches_the_schema_only_through_functions
         attrs = jit.execute("SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls"
                             " FROM pg_roles WHERE rolname = current_user").fetchone()
         assert attrs == (False, False, False, False, False)
+
+
+# -- "send the same request again" (what a client does when the answer was lost) -----------
+
+
+def _ask(conn: Conn, verifier: str) -> dict[str, object]:
+    row = conn.execute("SELECT jit.request('atk', NULL, 'replay', %s)", (verifier,)).fetchone()
+    assert row is not None
+    return dict(row[0])
+
+
+def test_the_same_request_twice_issues_one_role_and_only_to_its_requester(cluster: Cluster, bob: str) -> None:
+    """The verifier identifies a request, per requester: alice sending hers again gets her role
+    back (no second one); bob sending alice's verifier gets a role of his own, never hers; once
+    hers has ended, sending it again makes nothing."""
+    with as_user(cluster, "alice") as alice, as_user(cluster, bob) as bobs:
+        verifier = scram_verifier(alice, new_password())
+        first = _ask(alice, verifier)
+        again = _ask(alice, verifier)
+        assert first["status"] == again["status"] == "granted"
+        assert again["rolname"] == first["rolname"] and again["lease_id"] == first["lease_id"]
+        assert again.get("replayed") is True and "replayed" not in first
+        his = _ask(bobs, verifier)
+        assert his["status"] == "granted" and his["rolname"] != first["rolname"]
+        assert his["requester"] == "bob"
+        for conn, answer in ((alice, first), (bobs, his)):
+            conn.execute("SELECT jit.revoke(%s)", (answer["rolname"],))
+            conn.execute("SELECT jit.finish(%s)", (answer["rolname"],))
+        ended = _ask(alice, verifier)
+        assert ended["status"] == "denied" and "has ended" in str(ended["error"])
+    with cluster.connect("app") as su:
+        events = [e for (e,) in su.execute("SELECT event FROM jit.audit WHERE rolname = %s ORDER BY id",
+                                          (first["rolname"],))]
+        alices = su.execute("SELECT count(*) FROM jit.leases WHERE requester = 'alice'"
+                            " AND reason = 'replay'").fetchone()
+    assert events[:2] == ["request", "replay"] and events.count("request") == 1, events
+    assert alices == (1,)
+
+
+# -- "request in a loop until the cluster is full of roles" -----------------------------------
+
+
+def _set_max_live(cluster: Cluster, n: int | None) -> None:
+    with cluster.connect("app") as su:
+        su.execute("SELECT jit.profile_set('atk', NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
+                   " NULL, NULL, NULL, %s)", (n if n is not None else 5,))
+
+
+def test_a_request_loop_stops_at_the_profiles_live_lease_cap(cluster: Cluster, bob: str) -> None:
+    """Six requests at once against max_live 2: exactly two roles; the rest are refused with
+    the reason, audited; once one ends, the next request is granted again."""
+    _set_max_live(cluster, 2)
+    answers: list[dict[str, object]] = []
+    barrier = threading.Barrier(6)
+
+    def one() -> None:
+        with as_user(cluster, "alice") as alice:
+            verifier = scram_verifier(alice, new_password())
+            barrier.wait()
+            answers.append(_ask(alice, verifier))
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        granted = [a for a in answers if a["status"] == "granted"]
+        refused = [a for a in answers if a["status"] == "denied"]
+        assert (len(granted), len(refused)) == (2, 4), answers
+        assert all("you hold 2 live leases of profile atk" in str(a["error"]) for a in refused)
+        with as_user(cluster, "alice") as alice:
+            alice.execute("SELECT jit.revoke(%s)", (granted[0]["rolname"],))
+            assert _ask(alice, scram_verifier(alice, new_password()))["status"] == "granted"
+        with cluster.connect("app") as su:
+            why = su.execute("SELECT count(*) FROM jit.audit WHERE event = 'deny'"
+                             " AND detail->>'why' = 'live lease limit'").fetchone()
+        assert why is not None and why[0] >= 4
+    finally:
+        _set_max_live(cluster, None)
+        end_jit_roles(cluster, "atk")

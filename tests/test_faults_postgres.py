@@ -8,11 +8,14 @@ own clock to pass an expiry use TTLs of a few seconds and bounded waits.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from pgcli_jit.backends.pg_login import APPLICATION_NAME
 from pgcli_jit.cluster import Cluster, _as_server_user, start_cluster
 from pgcli_jit.errors import BackendUnavailable, ConnectionSwitchError, JitError
 from pgcli_jit.policy import Phase
+from tests import faultproxy
 from tests.conftest import GRANT_ROLES, REQUESTER, can_login, end_jit_roles, make_login
 from tests.test_controller import Harness
 
@@ -172,6 +176,116 @@ def test_connection_dropped_mid_request_leaves_no_half_made_role(own: Cluster, m
         assert lease is None and logins == set()
     else:
         assert lease is not None and logins == {lease.username} and h.roles() == [lease.username]
+
+
+def requests_of(c: Cluster, profile: str) -> list[str]:
+    with c.connect("app") as conn:
+        return [r for (r,) in conn.execute("SELECT rolname FROM jit.leases WHERE profile = %s",
+                                           (profile,))]
+
+
+def test_answer_lost_after_the_request_committed_gives_the_same_role_once(own: Cluster, make: Any) -> None:
+    """The server made the role and committed; the answer never arrived (the connection broke
+    on the way back).  The warm connection sends the same call again: the server recognises
+    it (the same verifier) and answers with the role it made, not a second one."""
+    with faultproxy.losing_proxy(own.host, own.port, b"jit.request(") as proxy:
+        password = make_login(own, REQUESTER)  # the same login, reached through the proxy
+        with open(os.environ["PGPASSFILE"], "a", encoding="utf-8") as fh:
+            fh.write(f"{own.host}:{proxy.port}:*:{REQUESTER}:{password}\n")
+        h = make(start_as_superuser=False, port=proxy.port)
+        message = h.controller.request(None, None, "INC-5")
+        assert proxy.lost.is_set(), "the proxy never lost an answer: the test proved nothing"
+        lease = h.controller.lease
+        assert lease is not None and message.startswith(f"Connected as {lease.username}")
+        assert requests_of(own, h.name) == [lease.username]  # one role, the one the client holds
+        assert h.user() == lease.username and can_login(own, lease)
+    with own.connect("app") as conn:
+        events = [e for (e,) in conn.execute("SELECT event FROM jit.audit WHERE rolname = %s ORDER BY id",
+                                             (lease.username,))]
+    assert events == ["request", "replay"]
+
+
+# -- a server that accepts and never answers ---------------------------------------------------
+
+
+def warm_backend_pid(h: Harness) -> int:
+    """The server process behind the backend's warm connection (the requester's own login)."""
+    warm = h.manager.backend_for(h.profile)._warm  # type: ignore[attr-defined]
+    assert warm._conn is not None and not warm._conn.closed
+    return int(warm._conn.info.backend_pid)
+
+
+@contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """SIGSTOP: its socket still accepts bytes, nothing answers them (a hung server, or one
+    partitioned away).  Always continued afterwards."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def bounded(started: float) -> None:
+    """The 2 s timeout fired (a generous bound for a busy machine: without it the call hangs)."""
+    assert time.monotonic() - started < 30
+
+
+def test_server_hung_at_request_is_one_line_after_the_timeout(own: Cluster, make: Any) -> None:
+    h = make(ttl="3s", timeout="2s")
+    h.controller.request(None, None, "warm up")
+    first = h.controller.lease
+    assert first is not None
+    h.controller.revoke()
+    with stopped(warm_backend_pid(h)):
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable) as caught:
+            h.controller.request(None, None, "INC-6")
+        bounded(started)
+    assert re.search(r"^postgres backend \(profile \S+\): no answer from alice@127\.0\.0\.1:\d+/app "
+                     r"within 2s", one_line(caught.value)), caught.value
+    assert h.controller.lease is None and h.user() == "postgres"  # the session is untouched
+    # the stopped server process ran the request once continued: a role whose password this
+    # client forgot (nobody can log in as it); it ends at its expiry like any other
+    wait_until(time.time() + 4)
+    for name in set(requests_of(own, h.name)) - {first.username}:
+        reap_until_gone(own, name)
+    assert h.controller.request(None, None, "INC-6 again").startswith("Connected as")  # works again
+
+
+def test_server_hung_at_renew_keeps_the_lease(own: Cluster, make: Any) -> None:
+    h = make(start_as_superuser=False, ttl="10m", timeout="2s")
+    h.controller.request(None, None, "")
+    lease = h.controller.lease
+    assert lease is not None
+    h.clock.set(lease.expires_at - 150)  # early in the renewal window
+    with stopped(warm_backend_pid(h)):
+        started = time.monotonic()
+        h.controller.answer(True)
+        bounded(started)
+    assert h.controller.lease is lease and h.controller.gate() is None
+    assert h.user() == lease.username  # the session's own connection is not the hung one
+    assert any("no answer from" in s and "Keeping the current lease" in s for s in h.said), h.said
+    assert h.controller.renew(None).startswith(f"Renewed {lease.username}")  # a new warm connection
+
+
+def test_server_hung_at_revoke_is_reported_and_the_role_still_ends(own: Cluster, make: Any) -> None:
+    h = make(start_as_superuser=False, ttl="3s", timeout="2s")
+    h.controller.request(None, None, "")
+    lease = h.controller.lease
+    assert lease is not None
+    with stopped(warm_backend_pid(h)):
+        started = time.monotonic()
+        with pytest.raises(JitError) as caught:
+            h.controller.revoke()
+        bounded(started)
+    text = one_line(caught.value)
+    assert text.startswith("revoke failed: postgres backend") and "no answer from" in text
+    assert "end at their expiry" in text
+    assert h.controller.lease is None and '"revoked": false' in h.audit_path.read_text()
+    wait_until(lease.expires_at + 0.5)
+    assert not can_login(own, lease)
+    reap_until_gone(own, lease.username)
 
 
 # -- mid-lease: restart, renew, revoke ------------------------------------------------------

@@ -17,10 +17,10 @@ from pgcli_jit.admin.connect import Conn, connect, dsn_option
 from pgcli_jit.durations import format_duration, option_duration
 from pgcli_jit.errors import JitError
 
-HEADERS = ("PROFILE", "GRANTS", "TTL", "MAX TTL", "REQUESTERS", "REASON", "OWNER", "APPROVAL",
-           "DESCRIPTION")
+HEADERS = ("PROFILE", "GRANTS", "TTL", "MAX TTL", "MAX LIVE", "REQUESTERS", "REASON", "OWNER",
+           "APPROVAL", "DESCRIPTION")
 SET_SQL = ("SELECT jit.profile_set(%s, %s, make_interval(secs => %s), make_interval(secs => %s),"
-           " %s, %s, %s, %s, %s, %s, make_interval(secs => %s))")
+           " %s, %s, %s, %s, %s, %s, make_interval(secs => %s), %s)")
 
 
 def profile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -31,6 +31,9 @@ def profile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--ttl", metavar="DUR", help="Default lease length (default 15m)."),
         click.option("--max-ttl", metavar="DUR",
                      help="Hard limit from issue, renewals included (default 1h)."),
+        click.option("--max-live", type=click.IntRange(1, 1000), metavar="N",
+                     help="Live leases one requester may hold at once (default 5; a replacing "
+                          "\\jit request needs 2)."),
         click.option("--requesters", metavar="ROLE", help="Whose members may ask (default jit_requester)."),
         click.option("--reason-required/--no-reason-required", default=None,
                      help="Refuse requests without --reason."),
@@ -54,9 +57,9 @@ def profile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _set(conn: Conn, name: str, grants: tuple[str, ...], ttl: float | None, max_ttl: float | None,
          requesters: str | None, reason_required: bool | None, owner: str | None,
          description: str | None, approvers: str | None = None, approvals: int | None = None,
-         approval_timeout: float | None = None) -> None:
+         approval_timeout: float | None = None, max_live: int | None = None) -> None:
     conn.execute(SET_SQL, (name, list(grants) or None, ttl, max_ttl, requesters, reason_required, owner,
-                           description, approvers, approvals, approval_timeout))
+                           description, approvers, approvals, approval_timeout, max_live))
 
 
 def _parsed(options: dict[str, Any]) -> dict[str, Any]:
@@ -131,13 +134,13 @@ def list_(dsn: str, as_json: bool) -> None:
 
 def rows_of(conn: Conn, name: str | None = None) -> list[tuple[object, ...]]:
     query = ("SELECT name, array_to_string(grants, ', '), extract(epoch FROM ttl),"
-             " extract(epoch FROM max_ttl), requesters, reason_required, owner, approvers, approvals,"
-             " extract(epoch FROM approval_timeout), description"
+             " extract(epoch FROM max_ttl), max_live, requesters, reason_required, owner, approvers,"
+             " approvals, extract(epoch FROM approval_timeout), description"
              " FROM jit.profiles" + (" WHERE name = %s" if name else "") + " ORDER BY name")
     rows = conn.execute(query, (name,) if name else ()).fetchall()
-    return [(n, g, format_duration(float(t)), format_duration(float(m)), r,
+    return [(n, g, format_duration(float(t)), format_duration(float(m)), live, r,
              "required" if need else "optional", o, approval(a, k, float(w)), d)
-            for n, g, t, m, r, need, o, a, k, w, d in rows]
+            for n, g, t, m, live, r, need, o, a, k, w, d in rows]
 
 
 def approval(approvers: str | None, needed: int, timeout: float) -> str:

@@ -8,11 +8,16 @@ password, if one was typed, stays in memory only), or the profile's
 ``PGPASSFILE``, a service file, a certificate, GSSAPI).  No broker secret exists.
 
 One connection is kept warm (a request then costs one round trip, not a login)
-and reopened when the server closed it.
+and reopened when the server closed it.  Every call has a deadline: a server that
+accepts and never answers (stopped, partitioned away) costs the caller the profile's
+timeout, not the shell.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -80,6 +85,19 @@ def needs_password(exc: psycopg.Error) -> bool:
     return "no password supplied" in str(exc)
 
 
+class NoAnswer(psycopg.OperationalError):
+    """The server did not answer within the deadline; the connection was severed."""
+
+
+def sever(conn: Conn) -> None:
+    """End a connection from another thread without freeing it: shut its socket down, so the
+    statement blocked on it fails at once; the owning thread closes the connection afterwards."""
+    with contextlib.suppress(Exception):
+        fd = os.dup(conn.pgconn.socket)
+        with socket.socket(fileno=fd) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 class WarmConnection:
     """One connection as a :class:`Login`, reused across calls and reopened after a break.
 
@@ -97,17 +115,50 @@ class WarmConnection:
         """Run one statement (autocommit: its own transaction) and fetch its rows.
 
         A connection the server dropped while idle (restart, idle timeout) is
-        reopened once; an error from the statement itself is raised as it is.
+        reopened once; an error from the statement itself is raised as it is.  The
+        statement sent again is the same one: the server answers a repeated
+        ``jit.request`` with what the first one made (it may have committed before the
+        connection broke).  No answer within the timeout raises :class:`NoAnswer`, with no
+        second try: a hung server would only hang again.
         """
         with self._lock:
             conn = self._open()
             try:
-                return conn.execute(query, params).fetchall()
+                return self._run(conn, query, params)
+            except NoAnswer:
+                raise
             except psycopg.OperationalError:
                 if not conn.broken:
                     raise
             self._conn = None
-            return self._open().execute(query, params).fetchall()
+            return self._run(self._open(), query, params)
+
+    def _run(self, conn: Conn, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """One statement with a deadline: past it, a timer thread severs the socket."""
+        fired = threading.Event()
+
+        def expire() -> None:
+            fired.set()
+            sever(conn)
+
+        timer = threading.Timer(self._timeout, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            return conn.execute(query, params).fetchall()
+        except psycopg.OperationalError:
+            if not fired.is_set():
+                raise
+            self._drop()
+            raise NoAnswer(f"no answer within {self._timeout:g}s") from None
+        finally:
+            timer.cancel()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = None
 
     def with_conn(self, fn: Callable[[Conn], T]) -> T:
         """``fn`` on the open connection, under the lock (libpq calls that need a handle)."""
@@ -126,6 +177,4 @@ class WarmConnection:
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
+            self._drop()

@@ -19,7 +19,7 @@ import psycopg
 
 from pgcli_jit.backends import scram
 from pgcli_jit.backends.base import ApprovalPending, Backend, LeaseRequest, PendingRequest, RoleInfo
-from pgcli_jit.backends.pg_login import Login, WarmConnection, needs_password
+from pgcli_jit.backends.pg_login import Login, NoAnswer, WarmConnection, needs_password
 from pgcli_jit.clock import Clock, system_clock
 from pgcli_jit.config import Profile
 from pgcli_jit.durations import format_duration
@@ -39,7 +39,8 @@ RETIRED = frozenset({"admin_dsn", "admin_password_env", "grant", "role_prefix", 
 #: the JIT connection must prove the password with SCRAM: a server that asks for it in
 #: cleartext or md5 (a fake one, say) never sees a fresh password
 JIT_CONNINFO = {"require_auth": "scram-sha-256"}
-TIMEOUT = 10.0
+#: for logging in and for each answer; the profile's ``timeout`` changes it
+DEFAULT_TIMEOUT = 10.0
 
 
 class NeedsPassword(BackendUnavailable):
@@ -48,7 +49,7 @@ class NeedsPassword(BackendUnavailable):
 
 class PostgresBackend(Backend):
     name: ClassVar[str] = "postgres"
-    OPTIONS: ClassVar[frozenset[str]] = frozenset({"user", "server_profile"})
+    OPTIONS: ClassVar[frozenset[str]] = frozenset({"user", "server_profile", "timeout"})
     RETIRED_OPTIONS: ClassVar[frozenset[str]] = RETIRED
 
     uses_session_login: ClassVar[bool] = True
@@ -57,7 +58,8 @@ class PostgresBackend(Backend):
     def __init__(self, profile: Profile, *, clock: Clock = system_clock) -> None:
         super().__init__(profile, clock=clock)
         self._session: Callable[[], Login | None] = lambda: None
-        self._warm = WarmConnection(self.login, TIMEOUT)
+        self.timeout = profile.duration_option("timeout", DEFAULT_TIMEOUT)
+        self._warm = WarmConnection(self.login, self.timeout)
 
     @classmethod
     def check_profile(cls, profile: Profile) -> None:
@@ -72,6 +74,7 @@ class PostgresBackend(Backend):
             value = profile.options.get(key)
             if value is not None and not (isinstance(value, str) and value):
                 raise profile.error(key, "must be a non-empty string")
+        profile.duration_option("timeout", DEFAULT_TIMEOUT)
 
     # -- whose login ---------------------------------------------------------------
 
@@ -98,6 +101,8 @@ class PostgresBackend(Backend):
     def _call(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         try:
             return self._warm.call(query, params)
+        except NoAnswer:
+            raise self._no_answer() from None
         except psycopg.OperationalError as exc:
             raise self._login_error(exc) from None
         except psycopg.errors.UndefinedFunction:
@@ -118,6 +123,11 @@ class PostgresBackend(Backend):
                                  hint="put it in ~/.pgpass, or start pgcli-jit with -W")
         return self._error(BackendUnavailable, f"cannot reach the server as {login.describe()}: "
                            f"{db_error_line(exc)}")
+
+    def _no_answer(self) -> BackendError:
+        return self._error(BackendUnavailable, f"no answer from {self.login().describe()} within "
+                           f"{format_duration(self.timeout)}", "the server may be overloaded or "
+                           "unreachable; try again, or raise timeout in the profile")
 
     def _answer(self, query: str, *params: Any) -> dict[str, Any]:
         rows = self._call(query, *params)
@@ -244,6 +254,8 @@ class PostgresBackend(Backend):
         """Computed by libpq on this machine (``PQencryptPasswordConn``), never on the server."""
         try:
             return self._warm.with_conn(lambda conn: scram.scram_verifier(conn, password))
+        except NoAnswer:
+            raise self._no_answer() from None
         except psycopg.OperationalError as exc:
             raise self._login_error(exc) from None
 

@@ -35,18 +35,13 @@ EXCEPTION WHEN lock_not_available THEN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION jit._audit(
-    p_event text, p_profile text, p_rolname text, p_requester text, p_reason text,
-    p_expires_at timestamptz, p_detail jsonb DEFAULT '{}'
-) RETURNS void
+-- One writer at a time, until commit: ids follow the chain's order.  A broker call holds
+-- the chain for milliseconds; a transaction that holds it for 2 s while someone waits was
+-- left open after one (BEGIN; SELECT jit.renew(...); and no COMMIT), and would stall every
+-- request and the reaper: it is ended, unless it is an operator's or a superuser's.
+CREATE OR REPLACE FUNCTION jit._hold_audit_chain() RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    r jit.audit;
 BEGIN
-    -- one writer at a time, until commit: ids follow the chain's order.  A broker call holds
-    -- the chain for milliseconds; a transaction that holds it for 2 s while someone waits was
-    -- left open after one (BEGIN; SELECT jit.renew(...); and no COMMIT), and would stall every
-    -- request and the reaper: it is ended, unless it is an operator's or a superuser's.
     WHILE NOT jit._try_lock_audit() LOOP
         PERFORM pg_terminate_backend(k.pid, 1000)
            FROM pg_locks k JOIN pg_stat_activity a ON a.pid = k.pid
@@ -56,6 +51,18 @@ BEGIN
             AND NOT EXISTS (SELECT FROM pg_roles who WHERE who.oid = a.usesysid
                              AND (who.rolsuper OR pg_has_role(who.oid, 'jit_admin', 'MEMBER')));
     END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION jit._audit(
+    p_event text, p_profile text, p_rolname text, p_requester text, p_reason text,
+    p_expires_at timestamptz, p_detail jsonb DEFAULT '{}'
+) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r jit.audit;
+BEGIN
+    PERFORM jit._hold_audit_chain();
     r.id := nextval('jit.audit_id_seq');
     r.at := clock_timestamp();
     r.event := p_event;
@@ -266,6 +273,28 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
      ORDER BY p.name
 $$;
 
+-- What identifies one request: the verifier is new for every request (a fresh password and
+-- salt), so a client sending the same call again sends the same key.
+CREATE OR REPLACE FUNCTION jit._request_key(p_verifier text) RETURNS bytea
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT sha256(convert_to(p_verifier, 'UTF8'))
+$$;
+
+-- A request (or an approved request's collection) made again: the lease it issued, if that
+-- can still log in; nothing new is created either way.
+CREATE OR REPLACE FUNCTION jit._replayed(l jit.leases) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF l.ended_at IS NOT NULL OR l.expires_at <= now() THEN
+        RETURN jit._denied(format('this request was answered already, and its role %s has ended',
+                                  l.rolname), 'ask again');
+    END IF;
+    PERFORM jit._audit('replay', l.profile, l.rolname, l.requester, l.reason, l.expires_at,
+                       jsonb_build_object('lease_id', l.id));
+    RETURN jit._lease_json(l, 'granted') || jsonb_build_object('replayed', true);
+END
+$$;
+
 -- Create the temporary role for requester `me` (jit.request, or jit.request_status once
 -- a request was approved).  The server picks the role name, the grants and the expiry
 -- (capped at the profile's max_ttl); the lease clock starts here, at issue.
@@ -291,9 +320,9 @@ BEGIN
         EXECUTE format('GRANT %I TO %I', g, name) || with_opts;
     END LOOP;
     INSERT INTO jit.leases (rolname, role_oid, profile, requester, requester_oid, reason,
-                            client_addr, issued_at, expires_at, max_expires_at)
+                            client_addr, issued_at, expires_at, max_expires_at, request_key)
     VALUES (name, jit._role_oid(name), p.name, me, my_oid, reason, inet_client_addr(),
-            now(), now() + ttl, now() + p.max_ttl)
+            now(), now() + ttl, now() + p.max_ttl, jit._request_key(p_verifier))
     RETURNING * INTO l;
     PERFORM jit._audit('request', p.name, name, me, reason, l.expires_at,
                        jsonb_build_object('grants', to_jsonb(p.grants), 'lease_id', l.id,
@@ -314,6 +343,8 @@ RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     p jit.profiles;
+    l jit.leases;
+    r jit.requests;
     me text := session_user;
     my_oid oid := jit._role_oid(session_user);
     reason text := coalesce(p_reason, '');
@@ -354,6 +385,28 @@ BEGIN
     END IF;
     IF coalesce(p_ttl, p.ttl) <= interval '0' THEN
         RETURN jit._denied('the TTL must be positive');
+    END IF;
+    -- the same call again (its answer was lost on the way back): what it made, once
+    SELECT * INTO l FROM jit.leases
+     WHERE requester_oid = my_oid AND request_key = jit._request_key(p_verifier);
+    IF FOUND THEN
+        RETURN jit._replayed(l);
+    END IF;
+    SELECT * INTO r FROM jit.requests
+     WHERE requester_oid = my_oid AND request_key = jit._request_key(p_verifier);
+    IF FOUND THEN
+        RETURN jit.request_status(r.id);
+    END IF;
+    -- the audit chain's lock, held to commit, serializes requests: two at once cannot both
+    -- pass the count below
+    PERFORM jit._hold_audit_chain();
+    IF (SELECT count(*) FROM jit.leases WHERE requester_oid = my_oid AND profile = p.name
+           AND ended_at IS NULL AND expires_at > now()) >= p.max_live THEN
+        PERFORM jit._audit('deny', p.name, NULL, me, reason, NULL,
+                           jsonb_build_object('why', 'live lease limit', 'max_live', p.max_live));
+        RETURN jit._denied(format('you hold %s live leases of profile %s, the most it allows at once',
+                                  p.max_live, p.name),
+                           'revoke one (\jit revoke in the session that holds it) or let it expire');
     END IF;
     IF p.approvers IS NOT NULL THEN
         RETURN jit._ask_approval(p, me, my_oid, reason, p_ttl, p_verifier);
@@ -517,9 +570,9 @@ BEGIN
         RETURN jit._denied('you have 5 requests waiting already', 'cancel one first (\jit cancel)');
     END IF;
     INSERT INTO jit.requests (profile, requester, requester_oid, reason, ttl_asked, verifier,
-                              approvers, approvals_needed, client_addr, expires_at)
+                              approvers, approvals_needed, client_addr, expires_at, request_key)
     VALUES (p.name, me, my_oid, reason, p_ttl, p_verifier, p.approvers, p.approvals,
-            inet_client_addr(), now() + p.approval_timeout)
+            inet_client_addr(), now() + p.approval_timeout, jit._request_key(p_verifier))
     RETURNING * INTO r;
     PERFORM jit._audit('pending', p.name, NULL, me, reason, r.expires_at, jsonb_build_object(
         'request_id', r.id, 'approvers', p.approvers, 'approvals', p.approvals,
@@ -537,6 +590,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r jit.requests;
     p jit.profiles;
+    l jit.leases;
     answer jsonb;
 BEGIN
     PERFORM jit._expire_requests();
@@ -550,6 +604,13 @@ BEGIN
     END IF;
     IF r.status = 'pending' THEN
         RETURN jit._request_json(r, 'pending');
+    ELSIF r.status = 'issued' THEN  -- asked again after the answer was lost: the same lease
+        SELECT * INTO l FROM jit.leases WHERE id = r.lease_id;
+        IF FOUND AND l.ended_at IS NULL AND l.expires_at > now() THEN
+            RETURN jit._replayed(l) || jsonb_build_object('request_id', r.id,
+                'approved_by', jit._request_json(r, '')->'approved_by');
+        END IF;
+        RETURN jit._request_json(r, 'closed');
     ELSIF r.status <> 'approved' THEN
         RETURN jit._request_json(r, 'closed');
     END IF;
@@ -754,7 +815,22 @@ CREATE OR REPLACE FUNCTION jit.profile_set(
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     RETURN jit.profile_set(p_name, p_grants, p_ttl, p_max_ttl, p_requesters, p_reason_required,
-                           p_owner, p_description, NULL::text, NULL::integer, NULL::interval);
+                           p_owner, p_description, NULL::text, NULL::integer, NULL::interval,
+                           NULL::integer);
+END
+$$;
+
+-- The version-2 signature: the live-lease cap kept as it is.
+CREATE OR REPLACE FUNCTION jit.profile_set(
+    p_name text, p_grants text[], p_ttl interval, p_max_ttl interval, p_requesters text,
+    p_reason_required boolean, p_owner text, p_description text,
+    p_approvers text, p_approvals integer, p_approval_timeout interval
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN jit.profile_set(p_name, p_grants, p_ttl, p_max_ttl, p_requesters, p_reason_required,
+                           p_owner, p_description, p_approvers, p_approvals, p_approval_timeout,
+                           NULL::integer);
 END
 $$;
 
@@ -763,7 +839,7 @@ $$;
 CREATE OR REPLACE FUNCTION jit.profile_set(
     p_name text, p_grants text[], p_ttl interval, p_max_ttl interval, p_requesters text,
     p_reason_required boolean, p_owner text, p_description text,
-    p_approvers text, p_approvals integer, p_approval_timeout interval
+    p_approvers text, p_approvals integer, p_approval_timeout interval, p_max_live integer
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -792,6 +868,10 @@ BEGIN
     END IF;
     p_approvals := coalesce(p_approvals, old.approvals, 1);
     p_approval_timeout := coalesce(p_approval_timeout, old.approval_timeout, interval '1 hour');
+    p_max_live := coalesce(p_max_live, old.max_live, 5);
+    IF p_max_live NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'profile %: max_live must be between 1 and 1000', p_name;
+    END IF;
     IF p_approvals NOT BETWEEN 1 AND 10 THEN
         RAISE EXCEPTION 'profile %: approvals must be between 1 and 10', p_name;
     END IF;
@@ -834,15 +914,16 @@ BEGIN
     END IF;
     INSERT INTO jit.profiles AS t (name, grants, ttl, max_ttl, requesters, reason_required, owner,
                                    description, updated_at, updated_by, approvers, approvals,
-                                   approval_timeout)
+                                   approval_timeout, max_live)
     VALUES (p_name, p_grants, p_ttl, p_max_ttl, p_requesters, p_reason_required, p_owner,
-            p_description, now(), session_user, p_approvers, p_approvals, p_approval_timeout)
+            p_description, now(), session_user, p_approvers, p_approvals, p_approval_timeout,
+            p_max_live)
     ON CONFLICT (name) DO UPDATE SET grants = excluded.grants, ttl = excluded.ttl,
         max_ttl = excluded.max_ttl, requesters = excluded.requesters,
         reason_required = excluded.reason_required, owner = excluded.owner,
         description = excluded.description, updated_at = now(), updated_by = session_user,
         approvers = excluded.approvers, approvals = excluded.approvals,
-        approval_timeout = excluded.approval_timeout;
+        approval_timeout = excluded.approval_timeout, max_live = excluded.max_live;
     -- the requesters role may call the requester functions (it can still ask only for
     -- the profiles whose requesters it is a member of)
     EXECUTE format('GRANT USAGE ON SCHEMA jit TO %I', p_requesters);
@@ -865,7 +946,8 @@ BEGIN
         'grants', to_jsonb(p_grants), 'ttl', extract(epoch FROM p_ttl),
         'max_ttl', extract(epoch FROM p_max_ttl), 'requesters', p_requesters,
         'reason_required', p_reason_required, 'owner', p_owner, 'approvers', p_approvers,
-        'approvals', p_approvals, 'approval_timeout', extract(epoch FROM p_approval_timeout)));
+        'approvals', p_approvals, 'approval_timeout', extract(epoch FROM p_approval_timeout),
+        'max_live', p_max_live));
     RETURN (SELECT to_jsonb(t) FROM jit.profiles t WHERE name = p_name);
 END
 $$;
@@ -1007,6 +1089,8 @@ GRANT EXECUTE ON FUNCTION jit.renew(text, interval), jit.revoke(text), jit.finis
 GRANT EXECUTE ON FUNCTION jit.revoke(text), jit.finish(text), jit.my_leases(),
     jit.profile_set(text, text[], interval, interval, text, boolean, text, text),
     jit.profile_set(text, text[], interval, interval, text, boolean, text, text, text, integer, interval),
+    jit.profile_set(text, text[], interval, interval, text, boolean, text, text, text, integer, interval,
+                    integer),
     jit.profile_drop(text), jit.expire_due(), jit.finish_ended(), jit.next_expiry(),
     jit.expire_requests(),
     jit.audit_verify() TO jit_admin;
