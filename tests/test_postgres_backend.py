@@ -6,12 +6,17 @@ the pgpass file: the client holds no other secret.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import struct
+import threading
 import time
 import tomllib
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from pgcli_jit.backends.base import LeaseRequest
 from pgcli_jit.backends.pg_login import Login
@@ -126,10 +131,55 @@ def test_password_never_reaches_sql_text_or_server_log(cluster: Cluster) -> None
     assert lease.credentials.password not in log
 
 
-def test_jit_connections_demand_scram(cluster: Cluster) -> None:
+def _fake_server_collects(auth_request: bytes, conninfo: dict[str, str]) -> tuple[bytes, str]:
+    """A listener that speaks just enough of the protocol to ask for a password the way
+    ``auth_request`` says; what the client sent it, and the client's error."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    received = bytearray()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(1)  # the client sends its password (or gives up) at once
+            with contextlib.suppress(OSError):
+                received.extend(conn.recv(65536))  # the startup packet
+                conn.sendall(auth_request)
+                while data := conn.recv(65536):
+                    received.extend(data)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        psycopg.connect(make_conninfo(host="127.0.0.1", port=listener.getsockname()[1],
+                                      sslmode="disable", connect_timeout=5, **conninfo)).close()
+        error = ""
+    except psycopg.OperationalError as exc:
+        error = str(exc)
+    server.join(10)
+    listener.close()
+    return bytes(received), error
+
+
+CLEARTEXT = b"R" + struct.pack("!ii", 8, 3)
+MD5 = b"R" + struct.pack("!ii", 12, 5) + b"salt"
+
+
+@pytest.mark.parametrize("asks", [CLEARTEXT, MD5], ids=["cleartext", "md5"])
+def test_a_fake_server_asking_for_cleartext_or_md5_never_gets_the_fresh_password(
+        cluster: Cluster, asks: bytes) -> None:
+    """JIT connections demand SCRAM (``require_auth``): a server that is not the one that
+    issued the role cannot collect its password by asking for it in cleartext or md5.
+    Without the setting, the same fake server does get it (the control: the test can fail)."""
     lease = request(backend := make_backend(cluster))
     try:
+        who = {"user": lease.username, "password": lease.credentials.password}
+        sent, error = _fake_server_collects(asks, {**who, **lease.conninfo})
         assert lease.conninfo["require_auth"] == "scram-sha-256"
+        assert lease.credentials.password.encode() not in sent and b"jit_" in sent  # it did connect
+        assert "scram-sha-256" in error
+        plain, _ = _fake_server_collects(asks, who)
+        leaked = lease.credentials.password.encode() if asks is CLEARTEXT else b"md5"
+        assert leaked in plain
     finally:
         backend.revoke(lease)
 
