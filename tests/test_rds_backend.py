@@ -152,6 +152,33 @@ def test_unknown_aws_profile() -> None:
         ask(RdsIamBackend(profile(aws_profile="nosuch")))
 
 
+def test_every_request_is_a_lease_of_its_own(ticking: None) -> None:
+    """The user is always the same, so the lease id tells leases apart: the controller matches
+    a rotation at max_ttl (and a late expiry) by id and user."""
+    b = RdsIamBackend(profile())
+    first, second = ask(b), ask(b)
+    assert first.username == second.username and first.lease_id != second.lease_id
+    assert first.lease_id.startswith(f"rds-iam:app_reader@{HOST}#")
+    assert not first.same_grant(second)
+    renewed = b.renew(first, None)
+    assert renewed.lease_id == first.lease_id and renewed.same_grant(first)
+
+
+def test_aws_errors_are_one_clean_line() -> None:
+    """botocore's message carries a credential_process program's stderr as it is: escapes,
+    several lines, an access key id."""
+    def factory(p: Any) -> Any:
+        raise RuntimeError("Error when retrieving credentials from custom-process: \x1b[31mexpired\x1b[0m\n"
+                           f"key {KEY_ID}\x07 second line")
+
+    with pytest.raises(BackendUnavailable) as info:
+        ask(RdsIamBackend(profile(aws_profile="sso"), client_factory=factory))
+    text = str(info.value)
+    assert text == ("aws-rds-iam backend (profile rds): cannot sign a token: Error when retrieving "
+                    "credentials from custom-process: [31mexpired [0m key *** second line "
+                    "(check the AWS credentials: aws sts get-caller-identity --profile sso)"), text
+
+
 def test_the_client_factory_is_injectable() -> None:
     calls: list[dict[str, Any]] = []
 

@@ -10,7 +10,9 @@ is checked by the database only when a connection is opened.  So:
 * revoke has nothing to call (a token cannot be withdrawn); the shell still
   closes its connection, and IAM policy is where access is really taken away;
 * RDS refuses IAM logins without TLS, so the lease insists on
-  ``sslmode=require`` unless the profile already asks for verify-ca/verify-full.
+  ``sslmode=require`` unless the profile already asks for verify-ca/verify-full;
+* every request is a lease of its own (its own lease id), though the user is
+  always the same: a lease that reached ``max_ttl`` is replaced by a new one.
 
 boto3 is an optional extra (``pgcli-jit[aws]``), imported on first use.
 """
@@ -18,6 +20,7 @@ boto3 is an optional extra (``pgcli-jit[aws]``), imported on first use.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -26,6 +29,7 @@ from pgcli_jit.clock import Clock, system_clock
 from pgcli_jit.config import Profile
 from pgcli_jit.errors import BackendError, BackendUnavailable, NotRenewable
 from pgcli_jit.lease import Credentials, Lease
+from pgcli_jit.sanitize import clean
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +92,7 @@ class RdsIamBackend(Backend):
         lease = Lease(
             profile=self.profile.name, backend=self.name,
             credentials=Credentials(self.username, self._token()), issued_at=now,
-            expires_at=now + self._ttl(req.ttl), lease_id=f"rds-iam:{self.username}@{self.profile.host}",
+            expires_at=now + self._ttl(req.ttl), lease_id=self._lease_id(),
             max_expires_at=max_at, reason=req.reason, requester=req.requester,
             conninfo={"sslmode": self._sslmode()},
         )
@@ -116,6 +120,11 @@ class RdsIamBackend(Backend):
     def username(self) -> str:
         return str(self.profile.options["username"])
 
+    def _lease_id(self) -> str:
+        """The user is the same for every lease, so the id tells them apart: a rotation at
+        max_ttl (and a late expiry of the lease before) is matched by id and user."""
+        return f"rds-iam:{self.username}@{self.profile.host}#{secrets.token_hex(4)}"
+
     def _ttl(self, ttl: float | None) -> float:
         return min(TOKEN_LIFETIME, self.effective_ttl(ttl))
 
@@ -138,7 +147,9 @@ class RdsIamBackend(Backend):
         return token
 
     def _aws_error(self, exc: Exception) -> BackendError:
-        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        hint = "check the AWS credentials (aws sts get-caller-identity) and aws_profile"
+        """botocore's words, cleaned: a ``credential_process`` program's stderr is in them."""
+        text = clean(str(exc), limit=200) or type(exc).__name__
+        aws_profile = self.profile.options.get("aws_profile")
+        check = "aws sts get-caller-identity" + (f" --profile {aws_profile}" if aws_profile else "")
         return BackendUnavailable(f"cannot sign a token: {text}", backend=self.name,
-                                  profile=self.profile.name, hint=hint)
+                                  profile=self.profile.name, hint=f"check the AWS credentials: {check}")
