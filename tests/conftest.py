@@ -216,3 +216,55 @@ def _toml(value: object) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+#: the database user the aws-rds-iam tests sign tokens for, on ``tls_cluster``
+RDS_USER = "app_iam"
+
+
+@pytest.fixture(scope="module")
+def tls_cluster() -> Iterator[Cluster]:
+    """A cluster of the module's own with ``ssl = on``, for the aws-rds-iam backend: its leases
+    insist on ``sslmode=require`` (RDS refuses IAM logins without TLS).  The self-signed
+    certificate is made by the ``openssl`` command in the cluster's own directory and removed
+    with it.  Database ``app`` with the ``accounts`` table; ``RDS_USER`` may log in only over
+    TLS (``hostnossl ... reject``) and has no password until a token is accepted
+    (``tests.instrument.sitecustomize.IamDatabase``).  Skipped on a server built without SSL."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from pgcli_jit.cluster import SERVER_USER, find_bindir
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("the openssl command is needed for the TLS test cluster's certificate "
+                           "(Debian: apt-get install openssl)")
+    base = Path(tempfile.mkdtemp(prefix="pgcli-jit-tls-"))
+    try:
+        subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout", str(base / "server.key"),
+                        "-out", str(base / "server.crt")], check=True, capture_output=True)
+        for name in ("server.key", "server.crt"):
+            (base / name).chmod(0o600)
+            if os.geteuid() == 0:
+                shutil.chown(base / name, SERVER_USER)
+        c = start_cluster(base=base, settings={"ssl": "on", "ssl_cert_file": f"'{base / 'server.crt'}'",
+                                               "ssl_key_file": f"'{base / 'server.key'}'"})
+    except BaseException as exc:
+        shutil.rmtree(base, ignore_errors=True)
+        if "SSL is not supported by this build" in str(exc):
+            pytest.skip(f"the PostgreSQL server in {find_bindir()} is built without SSL support "
+                        "(the aws-rds-iam backend connects only over TLS)")
+        raise
+    try:
+        c.execute("CREATE DATABASE app")
+        c.execute("CREATE TABLE accounts (id int primary key, owner text, balance numeric);"
+                  "INSERT INTO accounts VALUES (1, 'alice', 100), (2, 'bob', 250);"
+                  f"CREATE ROLE {RDS_USER} LOGIN; GRANT SELECT ON accounts TO {RDS_USER};", dbname="app")
+        hba = c.datadir / "pg_hba.conf"
+        hba.write_text(f"hostnossl all {RDS_USER} all reject\n" + hba.read_text(), encoding="utf-8")
+        c.execute("SELECT pg_reload_conf()")
+        yield c
+    finally:
+        c.stop()

@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from pgcli_jit.cluster import Cluster
 from tests.brokers import http_broker
-from tests.conftest import BROKER_PW_ENV
+from tests.conftest import BROKER_PW_ENV, RDS_USER
 from tests.shell_fixtures import Session
 from tests.terminal import Terminal
 
@@ -241,3 +244,42 @@ def test_http_session_leaves_no_secret(session: Session, admin_dsn: str) -> None
     figures = scan(session, [*session.minted(), HTTP_TOKEN], children, {"server log": c.server_log()},
                    out, pgcli_log)
     report("http", figures)
+
+
+def test_rds_session_leaves_no_secret(session: Session, tls_cluster: Cluster,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """aws-rds-iam: boto3 signs real tokens offline with fake static AWS credentials (nothing
+    reaches AWS); the TLS cluster accepts each one (the instrument makes it the user's password,
+    sent as a SCRAM verifier).  Searched for: every token, each token's signature alone, and
+    the AWS secret access key."""
+    c, root = tls_cluster, session.home.parent
+    admin = root / "rds-admin.conninfo"  # the instrument's superuser login (not a searched secret)
+    admin.write_text(c.conninfo("app"), encoding="utf-8")
+    admin.chmod(0o600)
+    for var in [v for v in os.environ if v.startswith("AWS_")]:
+        monkeypatch.delenv(var)  # only what the test gives: no profile, no session token
+    aws_secret = "scan-aws-secret/" + secrets.token_urlsafe(27)
+    aws = {"AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE", "AWS_SECRET_ACCESS_KEY": aws_secret,
+           "AWS_CONFIG_FILE": str(root / "aws-config"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(root / "aws-credentials"),
+           "AWS_EC2_METADATA_DISABLED": "true", "PGCLI_JIT_TEST_RDS_ADMIN": str(admin)}
+    session.config.write_text(
+        f'audit_log = "{session.audit_log}"\n\n[profiles.rds]\nbackend = "aws-rds-iam"\n'
+        f'host = "{c.host}"\nport = {c.port}\ndbname = "app"\nregion = "eu-west-1"\n'
+        f'username = "{RDS_USER}"\nttl = "2m"\nrenew = "never"\n', encoding="utf-8")
+    pgcli_log, out = debug_logging(session.home), session.home / "out.txt"
+    term = session.open("--jit", "rds", **aws)
+    with watching_children(term.child.pid) as children:
+        drive(term, "rds", out)
+    tokens = sorted(set(session.minted()))
+    assert len(tokens) >= 2 and all(t.startswith(f"{c.host}:{c.port}/?Action=connect&") for t in tokens)
+    signatures = [parse_qs(urlsplit("https://" + t).query)["X-Amz-Signature"][0] for t in tokens]
+    log = c.server_log()
+    logins = [line for line in log.splitlines() if f"connection authorized: user={RDS_USER}" in line]
+    assert len(logins) >= 2 and all("SSL enabled" in line for line in logins), logins
+    events = [json.loads(line)["event"] for line in session.audit_log.read_text().splitlines()]
+    signed = sum(e in ("request", "renew", "rotate") for e in events)  # a token each
+    assert signed >= 3, events
+    figures = scan(session, [*tokens, *signatures, aws_secret], children, {"server log": log}, out, pgcli_log)
+    report("aws-rds-iam", {**figures, "signed": signed, "distinct_tokens": len(tokens),
+                           "logins": len(logins)})
