@@ -19,6 +19,7 @@ import psycopg
 
 from pgcli_jit.backends import scram
 from pgcli_jit.backends.base import ApprovalPending, Backend, LeaseRequest, PendingRequest, RoleInfo
+from pgcli_jit.backends.pg_answers import Answer
 from pgcli_jit.backends.pg_login import Login, NoAnswer, WarmConnection, needs_password
 from pgcli_jit.clock import Clock, system_clock
 from pgcli_jit.config import Profile
@@ -32,6 +33,7 @@ from pgcli_jit.errors import (
     db_error_line,
 )
 from pgcli_jit.lease import Credentials, Lease
+from pgcli_jit.limits import MAX_DURATION, MAX_NAME
 
 #: profile keys of the client-side broker this backend replaced: each gets one line saying so
 RETIRED = frozenset({"admin_dsn", "admin_password_env", "grant", "role_prefix", "reassign_to",
@@ -41,6 +43,8 @@ RETIRED = frozenset({"admin_dsn", "admin_password_env", "grant", "role_prefix", 
 JIT_CONNINFO = {"require_auth": "scram-sha-256"}
 #: for logging in and for each answer; the profile's ``timeout`` changes it
 DEFAULT_TIMEOUT = 10.0
+#: how a request that needed approval can end without a role (jit.requests.status)
+CLOSED_STATES = frozenset({"denied", "cancelled", "timed_out", "issued"})
 
 
 class NeedsPassword(BackendUnavailable):
@@ -129,15 +133,17 @@ class PostgresBackend(Backend):
                            f"{format_duration(self.timeout)}", "the server may be overloaded or "
                            "unreachable; try again, or raise timeout in the profile")
 
-    def _answer(self, query: str, *params: Any) -> dict[str, Any]:
+    def _answer(self, query: str, *params: Any) -> Answer:
         rows = self._call(query, *params)
-        answer = rows[0][0] if rows and rows[0] else None
-        if not isinstance(answer, Mapping):
+        return self._checked(rows[0][0] if rows and rows[0] else None)
+
+    def _checked(self, data: object) -> Answer:
+        if not isinstance(data, Mapping):
             raise self._error(BackendError, "the server's jit schema gave no answer")
+        answer = Answer(data, self.clock(), lambda message, hint: self._error(BackendError, message, hint))
         if answer.get("status") in ("denied", "ended"):
-            raise self._error(PermissionDenied, str(answer.get("error") or "refused"),
-                              str(answer.get("hint") or ""))
-        return dict(answer)
+            raise self._error(PermissionDenied, answer.message("error", "refused"), answer.message("hint"))
+        return answer
 
     def _error(self, cls: type[BackendError], message: str, hint: str = "") -> BackendError:
         return cls(message, backend=self.name, profile=self.profile.name, hint=hint)
@@ -154,15 +160,17 @@ class PostgresBackend(Backend):
             raise ApprovalPending(self._pending(answer, password, self.clock()))
         return self._granted(answer, password)
 
-    def _granted(self, answer: Mapping[str, Any], password: str) -> Lease:
+    def _granted(self, answer: Answer, password: str) -> Lease:
         warnings: tuple[str, ...] = ()
-        if answer.get("capped"):
-            warnings = (f"TTL capped at the server profile's max_ttl "
-                        f"({format_duration(float(answer['max_ttl_seconds']))})",)
-        lease = self._lease(answer, Credentials(str(answer["rolname"]), password), warnings=warnings)
-        approved_by = answer.get("approved_by")
-        if isinstance(approved_by, list) and approved_by:  # issued after approval: say by whom
-            lease = dataclasses.replace(lease, backend_data={"approved_by": [str(a) for a in approved_by]})
+        if answer.get("capped") is True:
+            longest = answer.seconds("max_ttl_seconds")
+            if not 0 < longest <= MAX_DURATION:
+                raise answer.malformed("max_ttl_seconds is out of range")
+            warnings = (f"TTL capped at the server profile's max_ttl ({format_duration(longest)})",)
+        lease = self._lease(answer, Credentials(answer.role(), password), warnings=warnings)
+        approved_by = answer.names("approved_by")
+        if approved_by:  # issued after approval: say by whom
+            lease = dataclasses.replace(lease, backend_data={"approved_by": approved_by})
         return lease
 
     def renew(self, lease: Lease, ttl: float | None) -> Lease:
@@ -173,7 +181,7 @@ class PostgresBackend(Backend):
         if status == "unchanged":
             return dataclasses.replace(lease, warnings=("already valid for longer than asked",))
         renewed = self._lease(answer, lease.credentials)
-        capped = ("renewal capped at max_ttl",) if answer.get("capped") else ()
+        capped = ("renewal capped at max_ttl",) if answer.get("capped") is True else ()
         return lease.extended(renewed.expires_at, renewed_at=self.clock(), warnings=capped)
 
     def revoke(self, lease: Lease) -> None:
@@ -183,15 +191,16 @@ class PostgresBackend(Backend):
         except PermissionDenied:
             return  # gone already (or never ours): nothing left to end
         answer = self._answer("SELECT jit.finish(%s)", lease.username)
-        error = answer.get("drop_error")
+        error = answer.message("drop_error")
         if error:
             raise self._error(BackendError, f"{lease.username} can no longer log in, but: {error}")
 
     def lookup(self, lease: Lease) -> Lease:
         for (row,) in self._call("SELECT jit.my_leases()"):
             if isinstance(row, Mapping) and row.get("rolname") == lease.username:
-                return dataclasses.replace(lease, expires_at=self._local(row, "expires_at"),
-                                           renewals=int(row.get("renewals") or 0))
+                answer = self._checked(row)
+                return dataclasses.replace(lease, expires_at=self._expiry(answer),
+                                           renewals=answer.count("renewals"))
         raise self._error(NotRenewable, f"lease {lease.username} no longer exists")
 
     def roles(self) -> list[RoleInfo]:
@@ -220,8 +229,9 @@ class PostgresBackend(Backend):
             return self._granted(answer, pending.secret or "")
         if status == "pending":
             return self._pending(answer, pending.secret, pending.asked_at)
-        state = str(answer.get("state") or "closed")
-        by, note = str(answer.get("decided_by") or ""), str(answer.get("note") or "")
+        state = answer.get("state")
+        state = state if isinstance(state, str) and state in CLOSED_STATES else "closed"
+        by, note = answer.message("decided_by"), answer.message("note")
         raise RequestClosed(f"request {pending.request_id} was {state.replace('_', ' ')}",
                             state=state, decided_by=by, note=note, backend=self.name,
                             profile=self.profile.name)
@@ -237,16 +247,16 @@ class PostgresBackend(Backend):
     def decide(self, request_id: int, approve: bool, text: str) -> dict[str, Any]:
         """The server checks who may (``jit._decidable``); its refusal is the message."""
         query = "SELECT jit.approve(%s, %s)" if approve else "SELECT jit.deny(%s, %s)"
-        return self._answer(query, request_id, text)
+        return dict(self._answer(query, request_id, text).data)
 
-    def _pending(self, answer: Mapping[str, Any], password: str | None, asked_at: float) -> PendingRequest:
-        skew = self.clock() - float(answer["server_now"])
+    def _pending(self, answer: Answer, password: str | None, asked_at: float) -> PendingRequest:
+        poll_after = answer.get("poll_after")
         return PendingRequest(
-            request_id=str(answer["request_id"]), profile=self.profile.name, backend=self.name,
-            asked_at=asked_at, poll_after=float(answer.get("poll_after") or 1.0),
-            approvers=str(answer.get("approvers") or ""), approvals=len(answer.get("approved_by") or ()),
-            needed=int(answer.get("needed") or 1), expires_at=float(answer["expires_at"]) + skew,
-            reason=str(answer.get("reason") or ""), secret=password)
+            request_id=answer.identifier("request_id"), profile=self.profile.name, backend=self.name,
+            asked_at=asked_at, poll_after=answer.seconds("poll_after") if poll_after is not None else 1.0,
+            approvers=answer.text("approvers", MAX_NAME), approvals=len(answer.names("approved_by")),
+            needed=answer.count("needed", low=0, high=10) or 1, expires_at=self._expiry(answer),
+            reason=answer.text("reason"), secret=password)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -259,20 +269,23 @@ class PostgresBackend(Backend):
         except psycopg.OperationalError as exc:
             raise self._login_error(exc) from None
 
-    def _lease(self, answer: Mapping[str, Any], credentials: Credentials,
-               warnings: tuple[str, ...] = ()) -> Lease:
+    def _lease(self, answer: Answer, credentials: Credentials, warnings: tuple[str, ...] = ()) -> Lease:
+        expires_at = self._expiry(answer)
         return Lease(
             profile=self.profile.name, backend=self.name, credentials=credentials,
-            issued_at=self._local(answer, "issued_at"), expires_at=self._local(answer, "expires_at"),
-            lease_id=str(answer.get("lease_id", "")), max_expires_at=self._local(answer, "max_expires_at"),
-            renewals=int(answer.get("renewals") or 0), reason=str(answer.get("reason") or ""),
-            requester=str(answer.get("requester") or ""), conninfo=JIT_CONNINFO, warnings=warnings,
+            issued_at=answer.when("issued_at"), expires_at=expires_at,
+            lease_id=answer.identifier("lease_id"),
+            max_expires_at=max(expires_at, answer.when("max_expires_at")),
+            renewals=answer.count("renewals"), reason=answer.text("reason"),
+            requester=answer.text("requester", MAX_NAME), conninfo=JIT_CONNINFO, warnings=warnings,
         )
 
-    def _local(self, answer: Mapping[str, Any], key: str) -> float:
-        """A server time on this client's clock, so the countdown ends when the server says."""
-        skew = self.clock() - float(answer["server_now"])
-        return float(answer[key]) + skew
+    def _expiry(self, answer: Answer) -> float:
+        """``expires_at`` on this client's clock; one already past is not a lease."""
+        expires_at = answer.when("expires_at")
+        if expires_at <= answer.now:
+            raise answer.malformed("expires_at has already passed")
+        return expires_at
 
 
 __all__ = ["JIT_CONNINFO", "NeedsPassword", "PostgresBackend"]
