@@ -40,7 +40,8 @@ _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) |
 _HINT = "fix the audit_log path, or set audit_required = false in the profile to go on without it"
 
 
-def _iso(ts: float) -> str:
+def iso(ts: float) -> str:
+    """A time as the audit log writes it (UTC, to the second)."""
     return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
 
 
@@ -90,7 +91,7 @@ class AuditLog:
 
     def _time(self, ts: float) -> str:
         try:
-            return _iso(ts)
+            return iso(ts)
         except (OverflowError, ValueError, OSError):
             raise AuditError(f"audit log {self.path}: a time cannot be recorded ({ts!r})",
                              "the backend answered with an impossible expiry") from None

@@ -182,7 +182,7 @@ class Controller:
             self.ended = None if back_to else REVOKED
             self._record_end("revoked", lease, back_to)
         where = f"back to {back_to}" if back_to else "no identity to return to: \\jit request to continue"
-        return f"Revoked {lease.username} ({lease.profile}); {where}."
+        return f"{self._revoked(lease)}; {where}."
 
     def _return_after_end(self) -> str:
         """After expiry (or a revoke that found no way back) ``\\jit revoke`` still means
@@ -366,7 +366,7 @@ class Controller:
             if profile.revoke_on_exit:
                 self.connector.close()
                 self.manager.release("revoke", expected=lease)
-                message = f"Revoked {lease.username} ({profile.name})."
+                message = f"{self._revoked(lease)}."
             else:
                 until = local_time(lease.expires_at)
                 message = f"Kept {lease.username} until {until} (revoke_on_exit = false)."
@@ -453,7 +453,22 @@ class Controller:
         error = self.manager.discard(old, self.config.requestable(old.profile), why="replaced")
         if error:
             return f"The previous lease {old.username} was not revoked: {error}."
+        until = self._valid_after_revoke(old)
+        if until is not None:
+            return (f"The previous token of {old.username} stays valid until {local_time(until)} "
+                    "(a signed token cannot be withdrawn).")
         return f"Revoked the previous lease {old.username}."
+
+    def _valid_after_revoke(self, lease: Lease) -> float | None:
+        return self.manager.backend_for(self.config.requestable(lease.profile)).valid_after_revoke(lease)
+
+    def _revoked(self, lease: Lease) -> str:
+        """What a revoke did, honestly: a token that cannot be withdrawn is only let go."""
+        until = self._valid_after_revoke(lease)
+        if until is None:
+            return f"Revoked {lease.username} ({lease.profile})"
+        return (f"Closed {lease.username} ({lease.profile}); its token stays valid until "
+                f"{local_time(until)} (a signed token cannot be withdrawn)")
 
     def _discard_unapplied(self) -> None:
         future, self._inflight = self._inflight, None

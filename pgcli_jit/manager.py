@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from pgcli_jit.audit import AuditLog
+from pgcli_jit.audit import AuditLog, iso
 from pgcli_jit.backends import backend_class
 from pgcli_jit.backends.base import ApprovalPending, Backend, LeaseRequest
 from pgcli_jit.clock import Clock, system_clock
@@ -167,7 +167,9 @@ class LeaseManager:
         except JitError as exc:
             self.audit.record("failure", lease, action="revoke", note=why, error=str(exc))
             return str(exc)
-        self.audit.record("revoke", lease, note=why)
+        valid = self.backend_for(profile).valid_after_revoke(lease)
+        self.audit.record("revoke", lease, note=why, revoked=valid is None,
+                          valid_until=None if valid is None else iso(valid))
         return None
 
     # -- renewing ------------------------------------------------------------------
@@ -284,7 +286,9 @@ class LeaseManager:
                 held.backend.revoke(held.lease)
             except JitError as exc:
                 error = str(exc)
-        self.audit.record(event, held.lease, revoked=revoke and error is None, error=error)
+        valid = held.backend.valid_after_revoke(held.lease) if revoke and error is None else None
+        self.audit.record(event, held.lease, revoked=revoke and error is None and valid is None,
+                          error=error, valid_until=None if valid is None else iso(valid))
         if error:
             raise JitError(f"revoke failed: {error}", "the credentials end at their expiry anyway")
         return held.lease

@@ -148,6 +148,12 @@ class Backend(ABC):
     def revoke(self, lease: Lease) -> None:
         """End ``lease`` at the source, so its credentials stop working."""
 
+    def valid_after_revoke(self, lease: Lease) -> float | None:
+        """When credentials that :meth:`revoke` cannot withdraw stop working on their own (a
+        signed token), so the user and the audit trail are not told they ended; None when
+        revoke ends them."""
+        return None
+
     def lookup(self, lease: Lease) -> Lease:
         """The lease as the backend sees it now (default: as the client knows it)."""
         return lease

@@ -114,6 +114,10 @@ class RdsIamBackend(Backend):
     def revoke(self, lease: Lease) -> None:
         """Nothing to call: a signed token cannot be withdrawn (it ends on its own)."""
 
+    def valid_after_revoke(self, lease: Lease) -> float | None:
+        """The newest token (signed at issue or at the last renewal) logs in for 15 minutes."""
+        return (lease.renewed_at or lease.issued_at) + TOKEN_LIFETIME
+
     # -- helpers --------------------------------------------------------------
 
     @property
