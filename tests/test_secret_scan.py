@@ -116,7 +116,7 @@ def drive(term: Terminal, profile: str, out: Path, renew: str = r"\jit renew --t
     term.run("select 1/0;", r"division by zero")
     term.run(r"\jit renew --ttl 999999d", r"too long|limit")
     term.run("select current_user;", r"SELECT 1")
-    term.run(r"\jit revoke", r"Revoked")
+    term.run(r"\jit revoke", r"Revoked|Closed")  # Closed: a token that cannot be withdrawn
     term.child.send("\\q\r")
     term.close()
 
