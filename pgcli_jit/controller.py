@@ -330,7 +330,7 @@ class Controller:
         if self._inflight is not None or self._waiting_rotation is not None:
             return None
         left = format_clock(lease.remaining(now))
-        rotate = " (new credentials: the session will reconnect)" if self._will_rotate(lease, profile) else ""
+        rotate = " (new credentials: reconnects)" if self._will_rotate(lease, profile) else ""
         return f"Lease for {profile.name} ends in {left}. Renew{rotate}? [Y/n]"
 
     def _will_rotate(self, lease: Lease, profile: Profile) -> bool:

@@ -193,9 +193,8 @@ class LeaseManager:
                 self.audit.record("failure", held.lease, action="renew", error=str(exc))
                 raise
 
-    def _renew_locked(self, held: _Held, ttl: float | None) -> Renewal:
-        held.ttl = ttl or held.ttl  # an explicit --ttl also shapes later renewals
-        ttl = held.ttl
+    def _renew_locked(self, held: _Held, asked: float | None) -> Renewal:
+        ttl = asked or held.ttl  # an explicit --ttl also shapes later renewals, once it renewed
         if held.lease.is_expired(self.clock()):
             raise LeaseExpired("the lease has expired", "\\jit request to continue")
         if held.pending is not None:  # one replacement per lease, however many ask
@@ -215,6 +214,7 @@ class LeaseManager:
         self._reject_expired(renewed, "renew")
         base = held.lease
         held.lease, held.last_failure, held.failure_said, held.declined = renewed, None, None, False
+        held.ttl = ttl
         self.audit.record("renew", renewed, ttl=round(renewed.expires_at - self.clock()))
         return Renewal("extended", renewed, base)
 

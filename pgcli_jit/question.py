@@ -9,6 +9,9 @@ next Enter meant yes.  This reader polls the terminal in raw mode instead:
 - ``render()`` returning None withdraws it (the lease expired: the clock never
   stops for a question);
 - Ctrl-C and Ctrl-D mean no (ISIG is off, so Ctrl-C is a byte, not a signal).
+
+A question wider than the terminal wraps onto more rows; each redraw goes back
+up over all of them, so a narrow terminal does not fill with copies of it.
 """
 
 from __future__ import annotations
@@ -85,26 +88,46 @@ class Reader:
 
 def ask(render: Callable[[], str | None], fd: int, out: TextIO, poll: float = POLL) -> Answer:
     """Ask ``render()`` on the terminal until answered or until ``render()`` returns None."""
-    reader, shown = Reader(), None
+    reader, shown, line = Reader(), None, Line(out, fd)
     with raw_input_mode(fd):
         while True:
             text = render()
             if text is None:
-                _line(out, "")
+                line.draw("", end="\r\n")
                 return Answer.WITHDRAWN
-            line = f"{text} {reader.typed}"
-            if line != shown:
-                _line(out, line, end="")
-                shown = line
+            asked = f"{text} {reader.typed}"
+            if asked != shown:
+                line.draw(asked)
+                shown = asked
             if not select.select([fd], [], [], poll)[0]:
                 continue
             answer = reader.feed(os.read(fd, 256).decode("utf-8", "replace"))
             if answer is not None:
-                _line(out, f"{text} {reader.echo}")
+                line.draw(f"{text} {reader.echo}", end="\r\n")
                 return answer
 
 
-def _line(out: TextIO, text: str, end: str = "\r\n") -> None:
-    """Redraw the current terminal line (carriage return, erase to end of line)."""
-    out.write(f"\r\x1b[K{text}{end}")
-    out.flush()
+class Line:
+    """The question's place on the terminal: redrawn in place, however many rows it wraps to."""
+
+    def __init__(self, out: TextIO, fd: int) -> None:
+        self.out, self.fd = out, fd
+        self.rows_above = 0  # rows the last draw wrapped onto above the cursor's row
+
+    def draw(self, text: str, end: str = "") -> None:
+        """Back to the first row of the last draw, erase to the end of the screen, write."""
+        up = f"\x1b[{self.rows_above}A" if self.rows_above else ""
+        self.out.write(f"\r{up}\x1b[J{text}{end}")
+        self.out.flush()
+        width = _columns(self.fd)
+        # a row filled exactly leaves the cursor on it (the wrap is pending), hence len - 1
+        self.rows_above = (len(text) - 1) // width if width and text and not end else 0
+
+
+def _columns(fd: int) -> int:
+    """The width of the terminal the answer is read from (``out`` may be a proxy of
+    prompt_toolkit's, with no size), or 0 when it is not a terminal."""
+    try:
+        return os.get_terminal_size(fd).columns
+    except OSError:
+        return 0

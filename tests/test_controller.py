@@ -444,7 +444,7 @@ def test_the_renewal_question_says_when_renewal_means_new_credentials(make: Any)
     h.clock.advance(45)  # inside the window (last third)
     question = h.controller.question()
     assert question is not None and question.startswith(f"Lease for {h.name} ends in 0:1")
-    assert "new credentials: the session will reconnect" in question
+    assert "new credentials: reconnects" in question
 
 
 def test_the_renewal_question_for_an_extendable_lease(make: Any) -> None:

@@ -128,3 +128,19 @@ def test_toolbar_alarm_style_and_show_bottom_toolbar_off(session: Session) -> No
     plain.run("select 1 as one;", r"SELECT 1")
     plain.pump(1.5)
     assert "[F2]" not in plain.text() and "JIT short" not in plain.text()
+
+
+def test_a_question_wider_than_the_terminal_is_asked_in_place(session: Session) -> None:
+    """At 40 columns the question wraps onto two rows; as its countdown ticks it is redrawn
+    over itself, not stacked (copies of its first row filled the screen before)."""
+    name = "a-rather-long-profile-name"
+    session.profile(name, ttl="14s", renew_before="12s", renew="prompt", max_ttl="5m")
+    term = session.open("--jit", name, COLUMNS="40")
+    term.wait_for(r"app>")
+    term.wait_for(r"Renew\? \[Y/n\]", timeout=15)
+    term.pump(3)  # three ticks of the countdown, each a redraw
+    term.type("n\r")
+    term.wait_for(r"Not renewing")
+    assert term.text().count("Lease for") == 1, term.text()
+    term.child.send("\\q\r")
+    assert term.close() == 0

@@ -458,6 +458,25 @@ def test_renewal_that_does_not_move_the_expiry_is_unchanged_and_not_audited(env:
     assert [e["event"] for e in env.events()] == ["request"]
 
 
+def test_a_ttl_that_renewed_nothing_does_not_shape_later_renewals(env: Env) -> None:
+    """\\jit renew --ttl 10s on a lease with minutes left renews nothing; the next renewal
+    still asks for the lease's own term, not for 10 s."""
+    env.start(ttl=300)
+    env.clock.advance(30)
+    asked: list[float | None] = []
+    real = env.backend().renew
+
+    def renew(lease: Lease, ttl: float | None) -> Lease:
+        asked.append(ttl)
+        return lease if ttl == 10 else real(lease, ttl)
+
+    env.backend().renew = renew  # type: ignore[method-assign]
+    assert env.manager.renew(10).kind == "unchanged"
+    env.clock.advance(220)
+    assert env.manager.renew().kind == "extended"
+    assert asked == [10, 300]
+
+
 def test_unchanged_renewal_paces_the_next_attempt(env: Env) -> None:
     env.start()
     env.clock.advance(700)  # inside the window

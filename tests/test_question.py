@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import pty
+import select
+import struct
+import termios
 import threading
 import time
 
+import pyte
 import pytest
 
 from pgcli_jit.question import Answer, Reader, ask
@@ -60,3 +65,31 @@ def test_the_question_is_withdrawn_when_time_runs_out() -> None:
     answer, shown = _pty_ask(render, None)
     assert answer is Answer.WITHDRAWN and time.monotonic() - started < 1.5
     assert shown.count("Renew?") >= 2  # the countdown was redrawn while waiting
+
+
+@pytest.mark.parametrize("columns", [80, 40, 29])
+def test_a_question_wider_than_the_terminal_is_redrawn_in_place(columns: int) -> None:
+    """A question that wraps onto several rows, redrawn as its countdown ticks, stays one
+    question on the screen (a real terminal emulation, pyte, reads what was written)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    screen = pyte.Screen(columns, 24)
+    stream = pyte.ByteStream(screen)
+    ticks = iter(range(20, 0, -1))
+    question = "Lease for read ends in 0:{:02d}. Renew (new credentials: reconnects)? [Y/n]"
+    threading.Timer(1.0, lambda: os.write(leader, b"y\r")).start()
+    with os.fdopen(os.dup(follower), "w") as out:
+        answer = ask(lambda: question.format(next(ticks, 1)), follower, out, poll=0.05)
+    received = b""
+    while True:
+        if not select.select([leader], [], [], 0.2)[0]:
+            break
+        received += os.read(leader, 65536)
+    os.close(leader)
+    os.close(follower)
+    stream.feed(received)
+    shown = "\n".join(line.rstrip() for line in screen.display).strip()
+    assert answer is Answer.YES
+    assert received.count(b"Renew") >= 3  # it was redrawn, wrapping each time
+    assert shown.count("Lease for") == 1, shown
+    assert shown.replace("\n", "").endswith("[Y/n] y")
