@@ -27,7 +27,7 @@ from pgcli_jit.approval_flow import ApprovalFlow
 from pgcli_jit.backends.base import ApprovalPending
 from pgcli_jit.config import Config, Profile
 from pgcli_jit.durations import format_clock, format_duration
-from pgcli_jit.errors import ConnectionSwitchError, JitError
+from pgcli_jit.errors import ConnectionSwitchError, JitError, NotRenewable
 from pgcli_jit.lease import Lease
 from pgcli_jit.manager import UNMOVED, LeaseManager, Renewal
 from pgcli_jit.policy import Phase
@@ -274,6 +274,34 @@ class Controller:
             self.manager.release("expire", expected=lease)
         except JitError as exc:
             log.warning("revoking the expired lease failed: %s", exc)
+
+    def ended_on_server(self) -> bool:
+        """The server closed the session: was it the lease that ended (an operator's revoke, the
+        reaper)?  Then it is let go here and the session goes back to the login that asked,
+        instead of a reconnect failing with a password the server no longer takes.  Asked of
+        backends whose server keeps the lease (``server_policy``) only; on any doubt (the
+        server unreachable) it answers no and pgcli reconnects as usual."""
+        lease, profile = self.lease, self.manager.profile
+        if lease is None or profile is None or self.ended is not None:
+            return False
+        backend = self.manager.backend_for(profile)
+        if not backend.server_policy:
+            return False
+        try:
+            backend.lookup(lease)
+            return False
+        except NotRenewable as exc:
+            why = exc.reason
+        except JitError:
+            return False
+        self._cancel_waiting()
+        self.manager.release("revoke", revoke=False, expected=lease, note=f"ended on the server: {why}")
+        back_to = self.connector.restore()
+        self.ended = None if back_to else REVOKED
+        self._record_end("revoked", lease, back_to)
+        where = f"back to {back_to}" if back_to else "\\jit request to continue"
+        self.say(f"JIT access ended on the server: {why}; {where}. The statement was not run.")
+        return True
 
     def refresh_for_reconnect(self) -> None:
         """Before pgcli reconnects on its own: a backend whose secrets are per-connection

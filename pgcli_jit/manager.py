@@ -269,7 +269,7 @@ class LeaseManager:
     # -- ending ------------------------------------------------------------------------------
 
     def release(self, event: Literal["revoke", "expire"], *, revoke: bool = True,
-                expected: Lease | None = None) -> Lease | None:
+                expected: Lease | None = None, note: str | None = None) -> Lease | None:
         """Forget the current lease, revoking it at the backend first when asked.
 
         With ``expected``, only that lease is released: a late expiry must not
@@ -288,7 +288,7 @@ class LeaseManager:
                 error = str(exc)
         valid = held.backend.valid_after_revoke(held.lease) if revoke and error is None else None
         self.audit.record(event, held.lease, revoked=revoke and error is None and valid is None,
-                          error=error, valid_until=None if valid is None else iso(valid))
+                          error=error, valid_until=None if valid is None else iso(valid), note=note)
         if error:
             raise JitError(f"revoke failed: {error}", "the credentials end at their expiry anyway")
         return held.lease

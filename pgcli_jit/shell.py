@@ -559,6 +559,8 @@ class JitShell(PGCli):  # type: ignore[misc]
         self.jit.enforce_expiry()
         if self.jit.ended:
             return  # enforce_expiry said why, once
+        if self.jit.ended_on_server():
+            return  # back as the login that asked: the statement is not run under it unasked
         self.jit.refresh_for_reconnect()
         super()._handle_server_closed_connection(text)
 

@@ -190,3 +190,27 @@ def test_jit_request_from_an_include_file_is_refused(session: Session) -> None:
     term.run(f"\\i {script}", r"cannot run from a \\i file")
     events = [json.loads(line)["event"] for line in session.audit_log.read_text().splitlines()]
     assert events == ["request"]  # only the startup lease
+
+
+def test_an_operator_revoke_mid_session_returns_to_the_login_that_asked(session: Session) -> None:
+    """An operator ends the lease on the server (jit.revoke, jit.finish: its session is
+    terminated).  The next statement does not try the dead password in a reconnect: the
+    shell says the lease ended on the server, goes back to the requester's login and does
+    not run the statement under it unasked."""
+    session.profile("write", grant=["jit_write"], ttl="5m")
+    term = session.open("--jit", "write", "--jit-reason", "INC-9")
+    term.wait_for(r"app>")
+    user = current_user(term)
+    with session.cluster.connect("app") as ops:
+        ops.execute("SELECT jit.revoke(%s)", (user,))
+        ops.execute("SELECT jit.finish(%s)", (user,))
+    screen = term.run("insert into accounts values (78, 'late', 1);",
+                      r"JIT access ended on the server: .*back to alice")
+    assert "Reconnect Failed" not in screen and "password authentication failed" not in screen
+    assert "The statement was not run" in screen and "INSERT 0 1" not in screen
+    assert current_user(term, r"alice") == "alice"
+    with session.cluster.connect("app") as conn:
+        assert conn.execute("select 1 from accounts where id = 78").fetchone() is None
+    last = json.loads(session.audit_log.read_text().splitlines()[-1])
+    assert last["event"] == "revoke" and last["revoked"] is False
+    assert last["note"].startswith("ended on the server")

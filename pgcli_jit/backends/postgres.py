@@ -198,6 +198,9 @@ class PostgresBackend(Backend):
     def lookup(self, lease: Lease) -> Lease:
         for (row,) in self._call("SELECT jit.my_leases()"):
             if isinstance(row, Mapping) and row.get("rolname") == lease.username:
+                if row.get("status") == "ended":
+                    event = row.get("end_event") if row.get("end_event") in ("revoke", "expire") else "end"
+                    raise self._error(NotRenewable, f"lease {lease.username} has ended ({event})")
                 answer = self._checked(row)
                 return dataclasses.replace(lease, expires_at=self._expiry(answer),
                                            renewals=answer.count("renewals"))
