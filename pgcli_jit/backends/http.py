@@ -47,7 +47,7 @@ class HttpBackend(Backend):
     def __init__(self, profile: Profile, *, clock: Clock = system_clock,
                  session: requests.Session | None = None) -> None:
         super().__init__(profile, clock=clock)
-        self.session = session or requests.Session()
+        self.session = session or httputil.new_session()
         self.url = str(profile.options["url"]).rstrip("/")
         self.timeout = profile.duration_option("timeout", httputil.DEFAULT_TIMEOUT)
 

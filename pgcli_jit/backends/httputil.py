@@ -6,21 +6,32 @@ accepted only to a loopback address unless the profile explicitly allows it:
 a bearer token must never cross a network in clear text by accident.
 
 Every answer is read in full here, up to :data:`~pgcli_jit.limits.MAX_OUTPUT`
-(4 MiB, counted after decompression, within the timeout as a whole, not per
-read): a broker or proxy that streams forever fails with one line instead of
-filling memory.  Error text from a server passes through
-:func:`~pgcli_jit.sanitize.clean` before anyone sees it.
+(4 MiB, counted after decompression): a broker or proxy that streams forever
+fails with one line instead of filling memory.  Error text from a server passes
+through :func:`~pgcli_jit.sanitize.clean` before anyone sees it.
+
+The timeout bounds the whole call, not each read.  ``requests`` only bounds a
+single ``recv``, so a server that answers a byte every second (headers or body)
+kept a caller waiting for minutes; sessions made by :func:`new_session` hand their
+sockets to a per-call :class:`_Deadline` that shuts them down when the time is up,
+and the blocked read returns at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import socket
+import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.poolmanager import pool_classes_by_scheme as _DEFAULT_POOLS
 
 from pgcli_jit.errors import BackendError, BackendUnavailable, NotRenewable, PermissionDenied
 from pgcli_jit.limits import MAX_OUTPUT
@@ -102,11 +113,21 @@ def error_from_response(resp: requests.Response, *, backend: str, profile: str,
 
 def send(session: requests.Session, method: str, url: str, *, backend: str, profile: str,
          timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> requests.Response:
-    """``session.request`` with a timeout, the body read (capped); network failures
-    become BackendUnavailable."""
+    """``session.request`` within ``timeout`` as a whole, the body read (capped); network
+    failures become BackendUnavailable."""
+    deadline = _Deadline(timeout)
+    resp: requests.Response | None = None
     try:
-        resp = session.request(method, url, timeout=timeout, stream=True, **kwargs)
-        _read_capped(resp, time.monotonic() + timeout)
+        with deadline:
+            try:
+                resp = session.request(method, url, timeout=timeout, stream=True, **kwargs)
+                _read_capped(resp, deadline.at)
+            except Exception:
+                if not deadline.cut:
+                    raise
+                # whatever the cut read then raised, the reason is the deadline: no answer
+                # at all (as a per-read timeout says it), or an answer that never ended
+                raise (_TooSlow if resp is not None else requests.exceptions.ReadTimeout()) from None
         return resp
     except _TooSlow:
         reason, hint = f"no complete answer from {_origin(url)} within {timeout:g}s", "the server is too slow"
@@ -126,6 +147,148 @@ def send(session: requests.Session, method: str, url: str, *, backend: str, prof
         # never the exception text: for a bad header requests quotes the header's value (a token)
         reason, hint = f"request to {_origin(url)} failed: {type(exc).__name__}", ""
     raise BackendUnavailable(reason, backend=backend, profile=profile, hint=hint)
+
+
+def new_session() -> requests.Session:
+    """A ``requests`` session whose calls through :func:`send` end at their deadline,
+    however slowly the server dribbles its answer."""
+    session = requests.Session()
+    adapter = _DeadlineAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+_current = threading.local()
+
+
+class _Deadline:
+    """One call's time limit, enforced on the sockets it uses.
+
+    Connections made by :func:`new_session` register here (:meth:`watch`) while
+    the call runs in this thread; the first one starts a timer that, when the
+    time is up, shuts their sockets down (``shutdown``, not ``close``: a read
+    blocked in another thread returns at once, and the socket object stays
+    valid for urllib3 to close).  Sessions from elsewhere (tests' fake
+    transports) start no timer; the body loop still checks :attr:`at`.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+        #: set once the timer has shut down a socket this call was using
+        self.cut = False
+        self._lock = threading.Lock()
+        self._conns: list[Any] = []
+        self._timer: threading.Timer | None = None
+        self._fired = False
+        self._over = False
+
+    def __enter__(self) -> _Deadline:
+        _current.deadline = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _current.deadline = None
+        with self._lock:
+            self._over = True
+            self._conns.clear()
+            timer = self._timer
+        if timer is not None:
+            timer.cancel()
+
+    def watch(self, conn: Any) -> None:
+        with self._lock:
+            if self._over:
+                return
+            if conn not in self._conns:
+                self._conns.append(conn)
+            if self._timer is None:
+                self._timer = threading.Timer(max(0.0, self.at - time.monotonic()), self._expire)
+                self._timer.daemon = True
+                self._timer.start()
+            late = self._fired
+        if late:
+            self._shut(conn)
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._over:
+                return
+            self._fired = True
+            conns = list(self._conns)
+        for conn in conns:
+            self._shut(conn)
+
+    def _shut(self, conn: Any) -> None:
+        sock = getattr(conn, "sock", None)
+        if sock is None:
+            return
+        with self._lock:
+            if self._over:
+                return
+            self.cut = True
+        with contextlib.suppress(OSError):
+            # the plain socket's shutdown, also under TLS: SSLSocket.shutdown would unwrap
+            # the TLS object under a reader in another thread
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+if TYPE_CHECKING:
+    _ConnectionBase = urllib3.connection.HTTPConnection
+else:
+    _ConnectionBase = object
+
+
+class _Watched(_ConnectionBase):
+    """A urllib3 connection that puts itself under the current call's deadline."""
+
+    def connect(self) -> None:
+        deadline: _Deadline | None = getattr(_current, "deadline", None)
+        if deadline is not None:
+            deadline.watch(self)  # a TLS handshake can dribble too
+        super().connect()
+        if deadline is not None:
+            deadline.watch(self)  # the time ran out while connecting: shut it now
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        deadline: _Deadline | None = getattr(_current, "deadline", None)
+        if deadline is not None:
+            deadline.watch(self)  # also a kept-alive connection, connected in an earlier call
+        super().request(*args, **kwargs)
+
+
+class _HTTPConnection(_Watched, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """``requests``' own adapter over the watched connections (proxies too; a SOCKS
+    proxy keeps its own connection classes and only the per-read timeout)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if manager.pool_classes_by_scheme is _DEFAULT_POOLS:
+            manager.pool_classes_by_scheme = _POOLS
+        return manager
 
 
 class _TooLarge(Exception):

@@ -58,7 +58,7 @@ class VaultBackend(Backend):
         self.mount = str(profile.options.get("mount", "database")).strip("/")
         self.role = str(profile.options.get("role", ""))
         self.client = VaultClient(profile.options, backend=self.name, profile=profile.name,
-                                  session=session or requests.Session())
+                                  session=session or httputil.new_session())
 
     def __repr__(self) -> str:
         return f"VaultBackend(profile={self.profile.name!r}, mount={self.mount!r}, role={self.role!r})"

@@ -3,14 +3,20 @@
 ``http.server`` in a thread on a free 127.0.0.1 port, backed by the same role
 logic as :mod:`tests.brokers.pg_broker`, so leases it hands out really log in.
 Tests can force an answer for a path (``broker.force["/credentials"] = (500,
-{...})``) to see how the backend reports it, and read ``broker.requests`` to
-check what was sent.
+{...})``) to see how the backend reports it, make a path hang (``broker.hang["/renew"]
+= 30``: the request is read, then nothing is sent for that many seconds, or until the
+broker stops) or dribble (``broker.drip["/renew"] = "headers"`` or ``"body"``: one byte
+every half second, each well within any per-read timeout, for as long as the client
+listens), and read ``broker.requests`` to check what was sent.
 """
 
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +30,16 @@ class Broker:
         self.dsn = dsn
         self.token = token
         self.force: dict[str, tuple[int, Any]] = {}
+        #: path -> seconds to stay silent after reading a request there (a hung broker)
+        self.hang: dict[str, float] = {}
+        #: set when the server stops: a hung handler gives up at once (no thread left behind)
+        self.stopping = threading.Event()
+        #: path -> "headers" (a header line that never ends) or "body" (a long body), a byte a time
+        self.drip: dict[str, str] = {}
+        #: the longest a hang or a drip lasts, whatever the client does
+        self.hang_limit = 60.0
+        #: (path, seconds) of each hang or drip that ended, with whether the client had gone by then
+        self.hung: list[tuple[str, float, bool]] = []
         self.requests: list[tuple[str, dict[str, str], Any]] = []
         #: four eyes: when set, /credentials answers 202 and the request waits here; a test
         #: decides it by setting its state ("approved", "denied", "timed_out")
@@ -83,12 +99,51 @@ def _handler(broker: Broker) -> type[BaseHTTPRequestHandler]:
             body = json.loads(self.rfile.read(length) or b"{}")
             broker.requests.append((self.path, dict(self.headers), body))
             path = self.path.removeprefix("/v1")
+            if path in broker.hang:
+                self._hang(path, broker.hang[path])
+                return
+            if path in broker.drip:
+                self._drip(path, broker.drip[path])
+                return
             if path in broker.force:
                 self._send(*broker.force[path])
             elif self.headers.get("Authorization") != f"Bearer {broker.token}":
                 self._send(401, {"errors": ["missing or invalid bearer token"]})
             else:
                 self._send(*broker.answer(self.path, body))
+
+        def _hang(self, path: str, seconds: float) -> None:
+            """Say nothing for ``seconds``, then close without an answer; note whether the
+            client was still waiting (it should have given up at its timeout)."""
+            started = time.monotonic()
+            broker.stopping.wait(min(seconds, broker.hang_limit))
+            gone = _peer_closed(self.connection)
+            broker.hung.append((path, time.monotonic() - started, gone))
+            self.close_connection = True
+
+        def _drip(self, path: str, part: str) -> None:
+            """Answer a byte every half second until the client goes (a send fails), the
+            broker stops, or ``hang_limit`` passes."""
+            if part == "headers":
+                data = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Slow: " + b"x" * 100_000
+            else:
+                body = b'{"version": 1, "username": "jit_drip", "ttl": 60' + b" " * 100_000 + b"}"
+                data = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n" % len(body)) + body
+                head = data.index(b"\r\n\r\n") + 4
+                self.wfile.write(data[:head])  # the headers at once: only the body is slow
+                data = data[head:]
+            started, gone = time.monotonic(), False
+            for byte in data:
+                if broker.stopping.wait(0.5) or time.monotonic() - started > broker.hang_limit:
+                    break
+                try:
+                    self.wfile.write(bytes([byte]))
+                except OSError:
+                    gone = True
+                    break
+            broker.hung.append((path, time.monotonic() - started, gone or _peer_closed(self.connection)))
+            self.close_connection = True
 
         def _send(self, status: int, body: Any) -> None:
             data = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
@@ -104,6 +159,15 @@ def _handler(broker: Broker) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def _peer_closed(sock: socket.socket) -> bool:
+    """True when the other end has closed the connection (a read would see EOF or a reset)."""
+    try:
+        ready, _, _ = select.select([sock], [], [], 0)
+        return bool(ready) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
 @contextmanager
 def running(dsn: str, token: str) -> Iterator[Broker]:
     broker = Broker(dsn, token)
@@ -112,5 +176,6 @@ def running(dsn: str, token: str) -> Iterator[Broker]:
     try:
         yield broker
     finally:
+        broker.stopping.set()
         broker.server.shutdown()
         broker.server.server_close()
