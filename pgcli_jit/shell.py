@@ -488,12 +488,12 @@ class JitShell(PGCli):  # type: ignore[misc]
 
         if self.jit_config_error:
             fail(self.jit_config_error)
-        if self.force_passwd_prompt and not passwd:
-            passwd = ask_password(user)
         self.jit_connector.previous = {"dbname": database, "host": host, "port": port, "user": user,
                                        "password": passwd, "dsn": dsn}
         try:
             profile = self.jit.config.requestable(startup.profile)
+            if self.force_passwd_prompt and not passwd:
+                self._ask_requester_password(profile)
             lease = self._mint_at_startup(profile, startup)
         except JitError as exc:
             fail(str(exc))
@@ -524,7 +524,7 @@ class JitShell(PGCli):  # type: ignore[misc]
 
     def _mint_at_startup(self, profile: Profile, startup: Startup) -> Lease:
         from pgcli_jit.backends.base import ApprovalPending
-        from pgcli_jit.backends.postgres import NeedsPassword, PostgresBackend
+        from pgcli_jit.backends.postgres import NeedsPassword
 
         try:
             try:
@@ -532,13 +532,25 @@ class JitShell(PGCli):  # type: ignore[misc]
             except NeedsPassword:
                 if self.never_passwd_prompt or not sys.stdin.isatty():
                     raise
-            assert self.jit_connector.previous is not None
-            backend = self.jit.manager.backend_for(profile)
-            user = backend.login().params.get("user", "") if isinstance(backend, PostgresBackend) else ""
-            self.jit_connector.previous["password"] = ask_password(user)
+            self._ask_requester_password(profile)
             return self.jit.manager.mint(profile, startup.ttl, startup.reason)
         except ApprovalPending as exc:
             return self._wait_at_startup(profile, exc)
+
+    def _ask_requester_password(self, profile: Profile) -> None:
+        """The password of the login that asks (the profile's ``user``, else ``-U``, else
+        libpq's default), typed once.  It is kept for that user: a password typed for
+        demo_user must reach demo_user's login, not be dropped as another user's."""
+        from pgcli_jit.backends.postgres import PostgresBackend
+
+        previous = self.jit_connector.previous
+        assert previous is not None
+        backend = self.jit.manager.backend_for(profile)
+        who = backend.login().params.get("user", "") if isinstance(backend, PostgresBackend) else ""
+        who = who or str(previous.get("user") or "")
+        if who:
+            previous["user"] = who
+        previous["password"] = ask_password(who)
 
     def _wait_at_startup(self, profile: Profile, exc: Any) -> Lease:
         """``--jit`` on a profile that needs approval: wait in front of the user (Ctrl-C withdraws)."""

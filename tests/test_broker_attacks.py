@@ -261,3 +261,18 @@ def test_a_request_loop_stops_at_the_profiles_live_lease_cap(cluster: Cluster, b
     finally:
         _set_max_live(cluster, None)
         end_jit_roles(cluster, "atk")
+
+
+def test_the_cap_message_at_one(cluster: Cluster, bob: str) -> None:
+    """Said as a sentence (it read "1 live leases", its hint nested in parentheses)."""
+    _set_max_live(cluster, 1)
+    try:
+        with as_user(cluster, "alice") as alice:
+            assert _ask(alice, scram_verifier(alice, new_password()))["status"] == "granted"
+            refused = _ask(alice, scram_verifier(alice, new_password()))
+        assert refused["error"] == "you hold 1 live lease of profile atk, the most it allows at once"
+        assert refused["hint"] == ("revoke one with \\jit revoke in the session that holds it,"
+                                   " or let it expire")
+    finally:
+        _set_max_live(cluster, None)
+        end_jit_roles(cluster, "atk")

@@ -77,6 +77,30 @@ def test_a_typed_password_for_the_own_login_works_and_revoke_returns_to_it(
             assert password not in path.read_text(errors="replace"), path
 
 
+@pytest.mark.parametrize("ask", ["when needed", "-W"])
+def test_a_password_typed_for_the_profiles_user_reaches_that_login(cluster: Cluster, home: Path,
+                                                                   ask: str) -> None:
+    """The profile names the login that asks (``user``) and the command line has no -U: the
+    prompt names that user, and what is typed is used for it (it was dropped as another
+    user's password, and the start failed with "needs a password")."""
+    password = make_login(cluster, "erin_cli", member_of="jit_requester")
+    config = home / "config.toml"
+    config.write_text(f'[profiles.cli-read]\nbackend = "postgres"\nhost = "{cluster.host}"\n'
+                      f'port = {cluster.port}\ndbname = "app"\nuser = "erin_cli"\n', encoding="utf-8")
+    config.chmod(0o600)
+    env = isolated_env(home, config, {"PGPASSFILE": "/nonexistent"})
+    flags = ["-W"] if ask == "-W" else []
+    term = Terminal([*flags, "-h", cluster.host, "-p", str(cluster.port), "--jit", "cli-read", "app"],
+                    env, home)
+    try:
+        term.wait_for("Password for erin_cli")
+        term.child.send(password + "\r")
+        term.wait_for("Connected as jit_erin_cli_")
+        term.run("\\jit revoke", expect="back to erin_cli")
+    finally:
+        term.close()
+
+
 def test_a_reason_required_profile_refuses_a_request_without_one(cluster: Cluster, home: Path) -> None:
     declare_server_profile(cluster, "cli-reason", reason_required=True)
     proc = run(cluster, home, "--jit", "cli-reason", "-c", "select 1")

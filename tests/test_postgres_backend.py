@@ -23,7 +23,7 @@ from pgcli_jit.backends.pg_login import Login
 from pgcli_jit.backends.postgres import NeedsPassword, PostgresBackend
 from pgcli_jit.cluster import Cluster
 from pgcli_jit.config import parse_profile, server_side_profile
-from pgcli_jit.errors import ConfigError, NotRenewable, PermissionDenied
+from pgcli_jit.errors import BackendUnavailable, ConfigError, NotRenewable, PermissionDenied
 from pgcli_jit.lease import Lease
 from pgcli_jit.testing import BackendContract
 from tests.conftest import can_login, live_jit_roles, postgres_profile_toml
@@ -298,3 +298,13 @@ def test_the_retired_client_broker_keys_get_one_line(cluster: Cluster) -> None:
     body = {"backend": "postgres", "admin_dsn": "host=db user=jit_broker", "grant": ["x"]}
     with pytest.raises(ConfigError, match="admin_dsn: is no longer used: grants and TTLs are declared"):
         parse_profile("old", body, Path("config.toml"))
+
+
+def test_a_database_without_the_jit_schema_is_said_so(cluster: Cluster) -> None:
+    """-d and the profile's dbname pointing at different databases: the one asked has no
+    jit schema.  One line that says so and who installs it (was: schema "jit" does not exist)."""
+    backend = make_backend(cluster, dbname="postgres")
+    with pytest.raises(BackendUnavailable) as caught:
+        request(backend)
+    assert "the jit schema is not installed in this database" in str(caught.value)
+    assert "pgcli-jit-admin setup" in (caught.value.hint or "")

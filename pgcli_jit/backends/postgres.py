@@ -109,7 +109,7 @@ class PostgresBackend(Backend):
             raise self._no_answer() from None
         except psycopg.OperationalError as exc:
             raise self._login_error(exc) from None
-        except psycopg.errors.UndefinedFunction:
+        except (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName):
             raise self._error(BackendUnavailable, "the jit schema is not installed in this database",
                               "an operator runs pgcli-jit-admin setup --apply") from None
         except psycopg.errors.InsufficientPrivilege as exc:

@@ -404,9 +404,9 @@ BEGIN
            AND ended_at IS NULL AND expires_at > now()) >= p.max_live THEN
         PERFORM jit._audit('deny', p.name, NULL, me, reason, NULL,
                            jsonb_build_object('why', 'live lease limit', 'max_live', p.max_live));
-        RETURN jit._denied(format('you hold %s live leases of profile %s, the most it allows at once',
-                                  p.max_live, p.name),
-                           'revoke one (\jit revoke in the session that holds it) or let it expire');
+        RETURN jit._denied(format('you hold %s live lease%s of profile %s, the most it allows at once',
+                                  p.max_live, CASE WHEN p.max_live = 1 THEN '' ELSE 's' END, p.name),
+                           'revoke one with \jit revoke in the session that holds it, or let it expire');
     END IF;
     IF p.approvers IS NOT NULL THEN
         RETURN jit._ask_approval(p, me, my_oid, reason, p_ttl, p_verifier);
