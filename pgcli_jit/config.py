@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pgcli_jit.durations import parse_duration
 from pgcli_jit.errors import ConfigError, UsageError
 from pgcli_jit.limits import MAX_NAME
-from pgcli_jit.permissions import fix_hint, ownership_problem
+from pgcli_jit.permissions import fix_hint, ownership_problem, parent_problem
 from pgcli_jit.sanitize import check_text
 
 RenewMode = Literal["prompt", "auto", "never"]
@@ -162,7 +162,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
 
 
 def _read_own_file(path: Path) -> str:
-    """The file's text, if only its owner (the user or root) can change it, as ssh insists.
+    """The file's text, if only its owner (the user or root) can change it, or swap it
+    through a directory above it, as ssh insists.
 
     Checked on the open descriptor, so the file read is the file checked.
     """
@@ -170,6 +171,9 @@ def _read_own_file(path: Path) -> str:
         problem = ownership_problem(os.fstat(fh.fileno()))
         if problem:
             raise ConfigError(problem, path=path, hint=fix_hint(path))
+        above = parent_problem(path)
+        if above:
+            raise ConfigError(above[0], path=path, hint=above[1])
         raw = fh.read(MAX_CONFIG_BYTES + 1)
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"is larger than {MAX_CONFIG_BYTES // 1024} KiB", path=path)

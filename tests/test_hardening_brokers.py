@@ -116,6 +116,69 @@ def test_a_broker_only_its_owner_can_write_runs(tmp_path: Path) -> None:
     assert command_backend(command=[str(script(tmp_path, 0o755))]).request(REQ).username == "u1"
 
 
+# -- 5b. ... and so is one in a directory others can write: they could swap it ----------------------
+
+def script_in(directory: Path, mode: int = 0o755) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = script(directory, 0o755)
+    directory.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize("mode", [0o775, 0o777], ids=oct)
+def test_a_broker_in_a_directory_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    path = script_in(tmp_path / "bin", mode)
+    with pytest.raises(BackendError) as info:
+        command_backend(command=[str(path)]).request(REQ)
+    text = str(info.value)
+    assert f"command: {path} is in {tmp_path / 'bin'}, which group or others can write" in text, text
+    assert text.endswith(f"run chmod go-w {tmp_path / 'bin'})") and "\n" not in text
+
+
+def test_a_broker_found_on_path_in_a_loose_directory_is_refused(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    script_in(tmp_path / "bin", 0o775)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(BackendError, match=f"run chmod go-w {tmp_path / 'bin'}"):
+        command_backend(command=["broker"]).request(REQ)
+
+
+def test_a_renew_or_revoke_program_in_a_loose_directory_is_refused(tmp_path: Path) -> None:
+    good, loose = script_in(tmp_path / "good"), script_in(tmp_path / "loose", 0o777)
+    backend = command_backend(command=[str(good)], renew_command=[str(loose)], revoke_command=[str(loose)])
+    lease = backend.request(REQ)
+    for call in (lambda: backend.renew(lease, None), lambda: backend.revoke(lease)):
+        with pytest.raises(BackendError, match="which group or others can write"):
+            call()
+
+
+def test_a_broker_in_a_sticky_directory_runs(tmp_path: Path) -> None:
+    path = script_in(tmp_path / "sticky", 0o1777)
+    assert command_backend(command=[str(path)]).request(REQ).username == "u1"
+
+
+def test_a_broker_linked_from_a_loose_directory_is_refused(tmp_path: Path) -> None:
+    good = script_in(tmp_path / "good")
+    (tmp_path / "loose").mkdir()
+    (tmp_path / "loose" / "broker").symlink_to(good)
+    (tmp_path / "loose").chmod(0o777)
+    with pytest.raises(BackendError, match=f"is in {tmp_path / 'loose'}, which group or others"):
+        command_backend(command=[str(tmp_path / "loose" / "broker")]).request(REQ)
+
+
+def test_a_broker_under_another_users_directory(tmp_path: Path) -> None:
+    """Refused under a directory of someone else; run when that someone also owns the
+    program (a shared Homebrew: they could replace it anyway, as its owner)."""
+    if os.geteuid() != 0:
+        pytest.skip("chown to another user needs root")
+    path = script_in(tmp_path / "theirs")
+    os.chown(tmp_path / "theirs", 65534, 65534)
+    with pytest.raises(BackendError, match=f"is in {tmp_path / 'theirs'}, which is owned by another user"):
+        command_backend(command=[str(path)]).request(REQ)
+    os.chown(path, 65534, 65534)
+    assert command_backend(command=[str(path)]).request(REQ).username == "u1"
+
+
 # -- 8. output is capped ----------------------------------------------------------------------------
 
 def test_a_broker_printing_200_mb_is_killed_at_4_mib() -> None:

@@ -167,6 +167,75 @@ def test_a_config_file_of_another_user_is_refused(tmp_path: Path) -> None:
         load_config({"PGCLI_JIT_CONFIG": str(path)})
 
 
+# -- 5b. ... and so is one in a directory others can write: they could swap the file ------------
+
+def config_in(directory: Path, mode: int = 0o755) -> Path:
+    """A well-formed 0644 config in ``directory`` (made, then set to ``mode``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = write_config(directory, 0o644)
+    directory.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize("mode", [0o775, 0o777, 0o757, 0o730], ids=oct)
+def test_a_config_in_a_directory_group_or_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    shared = tmp_path / "shared"
+    path = config_in(shared, mode)
+    with pytest.raises(ConfigError) as info:
+        load_config({"PGCLI_JIT_CONFIG": str(path)})
+    text = str(info.value)
+    assert text.startswith(f"{path}: is in {shared}, which group or others can write (mode {mode:04o})"), text
+    assert text.endswith(f"run chmod go-w {shared})") and "\n" not in text
+
+
+def test_a_loose_directory_further_up_is_refused_too(tmp_path: Path) -> None:
+    path = config_in(tmp_path / "team" / "me" / "pgcli-jit")
+    (tmp_path / "team").chmod(0o775)
+    with pytest.raises(ConfigError, match=f"run chmod go-w {tmp_path / 'team'}\\)$"):
+        load_config({"PGCLI_JIT_CONFIG": str(path)})
+
+
+@pytest.mark.parametrize("mode", [0o1777, 0o1775], ids=oct)
+def test_a_config_in_a_sticky_directory_others_can_write_is_read(tmp_path: Path, mode: int) -> None:
+    """Like /tmp: others may add files there but not rename or remove ours."""
+    path = config_in(tmp_path / "sticky", mode)
+    assert "p" in load_config({"PGCLI_JIT_CONFIG": str(path)}).profiles
+
+
+def test_a_symlinked_config_is_checked_as_named_and_as_resolved(tmp_path: Path) -> None:
+    good = config_in(tmp_path / "good")
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    (loose / "config.toml").symlink_to(good)  # the link's directory decides which file is read
+    loose.chmod(0o777)
+    with pytest.raises(ConfigError, match=f"is in {loose}, which group or others can write"):
+        load_config({"PGCLI_JIT_CONFIG": str(loose / "config.toml")})
+    target = config_in(tmp_path / "loose-target", 0o777)
+    (tmp_path / "good" / "link.toml").symlink_to(target)  # the target's directory, what it holds
+    with pytest.raises(ConfigError, match=f"is in {target.parent}, which group or others can write"):
+        load_config({"PGCLI_JIT_CONFIG": str(tmp_path / "good" / "link.toml")})
+
+
+def test_the_test_temp_tree_itself_passes(tmp_path: Path) -> None:
+    """pytest's tmp_path (under the sticky /tmp) and directories made in it with the usual
+    umask are fine, as a user's ~/.config is."""
+    assert "p" in load_config({"PGCLI_JIT_CONFIG": str(config_in(tmp_path / "a" / "b"))}).profiles
+
+
+@pytest.mark.parametrize("sticky", [False, True])
+def test_a_config_in_a_directory_of_another_user_is_refused(tmp_path: Path, sticky: bool) -> None:
+    """Even with the sticky bit: a directory's owner may rename anything in it."""
+    if os.geteuid() != 0:
+        pytest.skip("chown to another user needs root")
+    theirs = tmp_path / "theirs"
+    path = config_in(theirs, 0o1777 if sticky else 0o755)
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(ConfigError) as info:
+        load_config({"PGCLI_JIT_CONFIG": str(path)})
+    text = str(info.value)
+    assert f"is in {theirs}, which is owned by another user (uid 65534)" in text and "\n" not in text
+
+
 def test_a_huge_config_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text("# " + "x" * (2 * 1024 * 1024) + "\n")

@@ -43,7 +43,7 @@ from pgcli_jit.durations import format_duration
 from pgcli_jit.errors import BackendError, BackendUnavailable, NotRenewable
 from pgcli_jit.lease import Credentials, Lease
 from pgcli_jit.limits import MAX_OUTPUT
-from pgcli_jit.permissions import fix_hint
+from pgcli_jit.permissions import fix_hint, parent_problem
 from pgcli_jit.sanitize import clean
 
 log = logging.getLogger(__name__)
@@ -274,17 +274,22 @@ class CommandBackend(Backend):
         return result.stdout
 
     def _checked_program(self, program: str, key: str, env: Mapping[str, str]) -> str:
-        """The program's path, refused when others may write it (they could swap the broker)."""
+        """The program's path, refused when others may write it or a directory above it
+        (they could swap the broker)."""
         path = program if os.sep in program else shutil.which(program, path=env.get("PATH", os.defpath))
         if path is None:
             raise self._error(BackendUnavailable, f"program not found: {program}",
                               f"install it or give its full path in {key}")
         try:
-            problem = writable_by_others(os.stat(path))
+            st = os.stat(path)
         except OSError:
             return path  # missing or unreadable: running it reports why
+        problem = writable_by_others(st)
         if problem:
             raise self._error(BackendError, f"{key}: {path} {problem}", fix_hint(path))
+        above = parent_problem(path, also_trust=st.st_uid)
+        if above:
+            raise self._error(BackendError, f"{key}: {path} {above[0]}", above[1])
         return path
 
     def _argv(self, key: str) -> list[str]:
