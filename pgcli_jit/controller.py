@@ -163,7 +163,7 @@ class Controller:
     def renew(self, ttl: float | None) -> str:
         self.settle()
         if self.ended and self.lease is None:
-            raise JitError(self.ended)
+            raise JitError(self.ended_message() or self.ended)
         renewal = self.manager.renew(ttl)
         return self._apply(renewal, explicit=True)
 

@@ -117,6 +117,7 @@ def test_after_expiry_local_commands_status_and_the_way_back(session: Session) -
     term.run(r"\jit request x", r"Connected as " + JIT_USER)
     term.wait_for(r"JIT access expired", timeout=10)
     term.run("select 1 as one;", r"or \\jit revoke to return to postgres")
+    term.run(r"\jit renew", r"JIT access expired: .* or \\jit revoke to return to postgres")
     term.run(r"\jit status", r"JIT lease " + JIT_USER + r" \(x\) expired at \d\d:\d\d:\d\d \w+ \(\d+s ago\)")
     term.run(r"\timing", r"Timing is (on|off)")
     term.run(r"\x", r"Expanded display is (on|off)")
