@@ -292,3 +292,40 @@ def test_cancel_racing_approve_never_grants_after_a_cancel(cluster: Cluster, pro
         assert final["status"] == "closed" and final["state"] == "cancelled"  # both orders end here
         assert by_bob in ("approved", f"request {rid} is already cancelled")
     assert leases_of(cluster) == 0
+
+
+def test_collecting_an_approved_request_checks_the_cap_and_membership_again(
+        cluster: Cluster, profile: None) -> None:
+    """Approval takes time: at collection the server checks again what jit.request checked.
+    Five approved requests against max_live 1 gave five roles; a requester removed from the
+    profile's requesters role after approval still got one."""
+    with cluster.connect() as su:
+        if su.execute("SELECT 1 FROM pg_roles WHERE rolname = 'four_req'").fetchone() is None:
+            su.execute("CREATE ROLE four_req NOLOGIN")
+        su.execute("GRANT four_req TO alice, dave")
+    with cluster.connect("app") as conn:
+        conn.execute("SELECT jit.profile_set(%s, NULL, NULL, NULL, 'four_req', NULL, NULL, NULL, NULL,"
+                     " NULL, NULL, 1)", (PROFILE,))
+    try:
+        with as_user(cluster, REQUESTER) as alice, as_user(cluster, "bob") as bob:
+            first, second = ask(alice)["request_id"], ask(alice)["request_id"]
+            for rid in (first, second):
+                call(bob, "SELECT jit.approve(%s, 'ok')", rid)
+            granted = call(alice, "SELECT jit.request_status(%s)", first)
+            assert granted["status"] == "granted"
+            refused = call(alice, "SELECT jit.request_status(%s)", second)
+            assert refused["status"] == "denied" and "1 live lease of profile" in refused["error"]
+            assert leases_of(cluster) == 1
+            alice.execute("SELECT jit.revoke(%s)", (granted["rolname"],))  # one ends: the other may come
+            assert call(alice, "SELECT jit.request_status(%s)", second)["status"] == "granted"
+        with as_user(cluster, "dave") as dave, as_user(cluster, "bob") as bob:
+            rid = ask(dave)["request_id"]
+            call(bob, "SELECT jit.approve(%s, 'ok')", rid)
+            with cluster.connect() as su:
+                su.execute("REVOKE four_req FROM dave")
+            closed = call(dave, "SELECT jit.request_status(%s)", rid)
+            assert closed["status"] == "closed" and "no longer a requester" in closed["note"]
+    finally:
+        with cluster.connect("app") as conn:
+            conn.execute("SELECT jit.profile_set(%s, NULL, NULL, NULL, 'jit_requester', NULL, NULL,"
+                         " NULL, NULL, NULL, NULL, 5)", (PROFILE,))

@@ -202,6 +202,8 @@ def test_the_same_request_twice_issues_one_role_and_only_to_its_requester(cluste
         assert first["status"] == again["status"] == "granted"
         assert again["rolname"] == first["rolname"] and again["lease_id"] == first["lease_id"]
         assert again.get("replayed") is True and "replayed" not in first
+        for _ in range(20):  # a loop of replays: the same lease each time, one audit row in all
+            assert _ask(alice, verifier)["rolname"] == first["rolname"]
         his = _ask(bobs, verifier)
         assert his["status"] == "granted" and his["rolname"] != first["rolname"]
         assert his["requester"] == "bob"
@@ -213,10 +215,11 @@ def test_the_same_request_twice_issues_one_role_and_only_to_its_requester(cluste
     with cluster.connect("app") as su:
         events = [e for (e,) in su.execute("SELECT event FROM jit.audit WHERE rolname = %s ORDER BY id",
                                           (first["rolname"],))]
-        alices = su.execute("SELECT count(*) FROM jit.leases WHERE requester = 'alice'"
+        alices = su.execute("SELECT count(*), sum(replays) FROM jit.leases WHERE requester = 'alice'"
                             " AND reason = 'replay'").fetchone()
     assert events[:2] == ["request", "replay"] and events.count("request") == 1, events
-    assert alices == (1,)
+    assert events.count("replay") == 1, events
+    assert alices == (1, 21)
 
 
 # -- "request in a loop until the cluster is full of roles" -----------------------------------
@@ -275,4 +278,29 @@ def test_the_cap_message_at_one(cluster: Cluster, bob: str) -> None:
                                    " or let it expire")
     finally:
         _set_max_live(cluster, None)
+        end_jit_roles(cluster, "atk")
+
+
+def test_the_same_request_sent_twice_at_once_makes_one_role(cluster: Cluster, bob: str) -> None:
+    """Both calls in flight together (the first not committed when the second arrives): the
+    second waits for the first and gets its lease (it was a duplicate-key error)."""
+    with as_user(cluster, "alice") as alice:
+        verifier = scram_verifier(alice, new_password())
+    answers: list[dict[str, object]] = []
+    barrier = threading.Barrier(2)
+
+    def one() -> None:
+        with as_user(cluster, "alice") as conn:
+            barrier.wait()
+            answers.append(_ask(conn, verifier))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert [a["status"] for a in answers] == ["granted", "granted"], answers
+        assert answers[0]["rolname"] == answers[1]["rolname"]
+    finally:
         end_jit_roles(cluster, "atk")

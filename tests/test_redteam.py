@@ -19,10 +19,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from pgcli_jit import server
 from pgcli_jit.admin.reaper import one_pass
 from pgcli_jit.backends.scram import new_password, scram_verifier
-from pgcli_jit.cluster import Cluster
-from tests.conftest import REQUESTER, declare_server_profile, make_login
+from pgcli_jit.cluster import Cluster, start_cluster
+from tests.conftest import GRANT_ROLES, REQUESTER, declare_server_profile, make_login
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 SHORT = "rt_short"   # a lease that expires in 2 s
@@ -113,6 +114,62 @@ def test_an_advisory_lock_on_the_audit_chain_stalls_no_one(cluster: Cluster, cle
     alice.execute("SET statement_timeout = '5s'")
     granted, _ = request(alice, LONG)
     assert granted["status"] == "granted"
+
+
+def test_a_prepared_statement_cannot_hold_the_chain_for_everyone(
+        cluster: Cluster, cleanup: list[Conn]) -> None:
+    """PostgreSQL takes a statement's table locks when it is parsed and checks privileges when
+    it runs: with no privilege on the tables, a PREPAREd statement in an open transaction held
+    ROW SHARE on jit.audit_head, which the broker's LOCK TABLE ... EXCLUSIVE waited on: every
+    request and the reaper stalled.  The broker's lock is a row lock now, which no parse-time
+    lock conflicts with."""
+    mallory = login(cluster, cleanup, "mallory")
+    mallory.execute("BEGIN")
+    for n, statement in enumerate([
+            "SELECT * FROM jit.audit_head FOR UPDATE", "UPDATE jit.audit_head SET last_id = 0",
+            "SELECT * FROM jit.chain_lock FOR UPDATE", "UPDATE jit.chain_lock SET one = true",
+            "INSERT INTO jit.audit SELECT * FROM jit.audit", "UPDATE jit.leases SET reason = ''"]):
+        mallory.execute(f"PREPARE p{n} AS {statement}")
+    held = mallory.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid()"
+                           " AND locktype = 'relation' AND granted").fetchone()
+    assert held is not None and held[0] >= 4  # the locks really are held
+    alice = login(cluster, cleanup, REQUESTER)
+    alice.execute("SET statement_timeout = '5s'")
+    granted, _ = request(alice, LONG)
+    assert granted["status"] == "granted"
+    reap(cluster, timeout="5s")
+
+
+def test_a_prepared_transaction_cannot_hold_the_chain_past_its_session(
+        cluster: Cluster, tmp_path: Any) -> None:
+    """With max_prepared_transactions > 0, PREPARE TRANSACTION keeps a PREPAREd statement's
+    parse-time locks with no session behind them: nothing could end that holder, and the
+    broker's old LOCK TABLE waited on it for good.  A cluster of this test's own, which allows
+    prepared transactions (the shared one does not, as PostgreSQL's default)."""
+    own = start_cluster(settings={"max_prepared_transactions": "2"})
+    try:
+        own.execute("CREATE DATABASE app")
+        with own.connect("app") as conn:
+            server.apply(conn)
+            conn.execute(GRANT_ROLES.encode())
+        make_login(own, "mallory", member_of="jit_requester")
+        make_login(own, REQUESTER, member_of="jit_requester")
+        declare_server_profile(own, LONG, ttl="5m", max_ttl="10m")
+        with psycopg.connect(own.conninfo("app", user="mallory", password=""), autocommit=True) as mallory:
+            mallory.execute("BEGIN")
+            mallory.execute("PREPARE p AS SELECT * FROM jit.audit_head FOR UPDATE")
+            mallory.execute("PREPARE q AS UPDATE jit.chain_lock SET one = true")
+            mallory.execute("PREPARE TRANSACTION 'rt_hold'")
+        try:
+            with psycopg.connect(own.conninfo("app", user=REQUESTER, password=""), autocommit=True) as alice:
+                alice.execute("SET statement_timeout = '5s'")
+                granted, _ = request(alice, LONG)
+            assert granted["status"] == "granted"
+            reap(own, timeout="5s")
+        finally:
+            own.execute("ROLLBACK PREPARED 'rt_hold'", dbname="app")
+    finally:
+        own.stop()
 
 
 def test_a_transaction_left_open_after_a_broker_call_stalls_no_one(

@@ -23,12 +23,15 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
         host(a.client_addr), a.reason, jit._ts(a.expires_at), a.detail)::text, 'UTF8'))
 $$;
 
--- The audit chain's writer lock, taken with a 2 s timeout.  A table lock, which only jit_owner
--- may take: the advisory lock it replaces could be taken and kept by any login.
+-- The audit chain's writer lock, taken with a 2 s timeout: the one row of jit.chain_lock,
+-- FOR UPDATE.  Only jit_owner may lock that row, and the table locks any other login can get
+-- (parse-time, up to ROW EXCLUSIVE: 005_chain_lock.sql) conflict with none this takes.  An
+-- advisory lock (any login may take one) and LOCK TABLE (a PREPAREd statement could hold a
+-- conflicting lock) were both ways to stall everyone.
 CREATE OR REPLACE FUNCTION jit._try_lock_audit() RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '2s' AS $$
 BEGIN
-    LOCK TABLE jit.audit_head IN EXCLUSIVE MODE;
+    PERFORM FROM jit.chain_lock FOR UPDATE;
     RETURN true;
 EXCEPTION WHEN lock_not_available THEN
     RETURN false;
@@ -41,13 +44,26 @@ $$;
 -- request and the reaper: it is ended, unless it is an operator's or a superuser's.
 CREATE OR REPLACE FUNCTION jit._hold_audit_chain() RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    tries integer := 0;
 BEGIN
     WHILE NOT jit._try_lock_audit() LOOP
+        tries := tries + 1;
+        IF tries > 5 THEN
+            RAISE EXCEPTION 'the audit chain is busy: an operator''s transaction has held it for over 10 s'
+                USING ERRCODE = 'lock_not_available', HINT = 'try again in a moment';
+        END IF;
+        -- whoever locked the row holds a lock on the table too; of those, the ones not
+        -- waiting for a lock themselves hold it (or sit in a transaction with a parse-time
+        -- lock on it, harmless but as idle).  pg_stat_activity is read afresh each pass (it is
+        -- a snapshot per transaction otherwise).  The row's xmax cannot name the holder: it
+        -- is the id of the subtransaction that locked it, which pg_locks no longer shows.
+        PERFORM pg_stat_clear_snapshot();
         PERFORM pg_terminate_backend(k.pid, 1000)
            FROM pg_locks k JOIN pg_stat_activity a ON a.pid = k.pid
-          WHERE k.locktype = 'relation' AND k.relation = 'jit.audit_head'::regclass AND k.granted
+          WHERE k.locktype = 'relation' AND k.relation = 'jit.chain_lock'::regclass AND k.granted
             AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-            AND k.pid <> pg_backend_pid()
+            AND k.pid <> pg_backend_pid() AND a.wait_event_type IS DISTINCT FROM 'Lock'
             AND NOT EXISTS (SELECT FROM pg_roles who WHERE who.oid = a.usesysid
                              AND (who.rolsuper OR pg_has_role(who.oid, 'jit_admin', 'MEMBER')));
     END LOOP;
@@ -280,6 +296,25 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT sha256(convert_to(p_verifier, 'UTF8'))
 $$;
 
+-- Whether requester my_oid holds as many live leases of profile p as it allows (max_live).
+-- Called with the audit chain's lock held, so that no other request is counting at once.
+CREATE OR REPLACE FUNCTION jit._at_cap(p jit.profiles, my_oid oid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT count(*) >= p.max_live FROM jit.leases
+     WHERE requester_oid = my_oid AND profile = p.name AND ended_at IS NULL AND expires_at > now()
+$$;
+
+CREATE OR REPLACE FUNCTION jit._cap_message(p jit.profiles) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format('you hold %s live lease%s of profile %s, the most it allows at once',
+                  p.max_live, CASE WHEN p.max_live = 1 THEN '' ELSE 's' END, p.name)
+$$;
+
+CREATE OR REPLACE FUNCTION jit._cap_hint() RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT 'revoke one with \jit revoke in the session that holds it, or let it expire'::text
+$$;
+
 -- A request (or an approved request's collection) made again: the lease it issued, if that
 -- can still log in; nothing new is created either way.
 CREATE OR REPLACE FUNCTION jit._replayed(l jit.leases) RETURNS jsonb
@@ -289,8 +324,11 @@ BEGIN
         RETURN jit._denied(format('this request was answered already, and its role %s has ended',
                                   l.rolname), 'ask again');
     END IF;
-    PERFORM jit._audit('replay', l.profile, l.rolname, l.requester, l.reason, l.expires_at,
-                       jsonb_build_object('lease_id', l.id));
+    IF l.replays = 0 THEN  -- audited once: a loop of replays must not fill the trail
+        PERFORM jit._audit('replay', l.profile, l.rolname, l.requester, l.reason, l.expires_at,
+                           jsonb_build_object('lease_id', l.id));
+    END IF;
+    UPDATE jit.leases SET replays = least(replays, 1000000) + 1 WHERE id = l.id;
     RETURN jit._lease_json(l, 'granted') || jsonb_build_object('replayed', true);
 END
 $$;
@@ -386,6 +424,9 @@ BEGIN
     IF coalesce(p_ttl, p.ttl) <= interval '0' THEN
         RETURN jit._denied('the TTL must be positive');
     END IF;
+    -- the audit chain's lock, held to commit, serializes requests: two at once cannot both
+    -- pass the count below, and the same call sent twice at once finds the first one's lease
+    PERFORM jit._hold_audit_chain();
     -- the same call again (its answer was lost on the way back): what it made, once
     SELECT * INTO l FROM jit.leases
      WHERE requester_oid = my_oid AND request_key = jit._request_key(p_verifier);
@@ -397,16 +438,10 @@ BEGIN
     IF FOUND THEN
         RETURN jit.request_status(r.id);
     END IF;
-    -- the audit chain's lock, held to commit, serializes requests: two at once cannot both
-    -- pass the count below
-    PERFORM jit._hold_audit_chain();
-    IF (SELECT count(*) FROM jit.leases WHERE requester_oid = my_oid AND profile = p.name
-           AND ended_at IS NULL AND expires_at > now()) >= p.max_live THEN
+    IF jit._at_cap(p, my_oid) THEN
         PERFORM jit._audit('deny', p.name, NULL, me, reason, NULL,
                            jsonb_build_object('why', 'live lease limit', 'max_live', p.max_live));
-        RETURN jit._denied(format('you hold %s live lease%s of profile %s, the most it allows at once',
-                                  p.max_live, CASE WHEN p.max_live = 1 THEN '' ELSE 's' END, p.name),
-                           'revoke one with \jit revoke in the session that holds it, or let it expire');
+        RETURN jit._denied(jit._cap_message(p), jit._cap_hint());
     END IF;
     IF p.approvers IS NOT NULL THEN
         RETURN jit._ask_approval(p, me, my_oid, reason, p_ttl, p_verifier);
@@ -593,6 +628,8 @@ DECLARE
     l jit.leases;
     answer jsonb;
 BEGIN
+    -- the chain's lock first, as jit.request takes it (then this row): never the other order
+    PERFORM jit._hold_audit_chain();
     PERFORM jit._expire_requests();
     SELECT * INTO r FROM jit.requests WHERE id = p_id FOR UPDATE;
     IF NOT FOUND OR r.requester_oid IS DISTINCT FROM jit._role_oid(session_user) THEN
@@ -619,6 +656,18 @@ BEGIN
         PERFORM jit._close_request(r, 'cancelled', format('profile %s was removed', r.profile));
         SELECT * INTO r FROM jit.requests WHERE id = p_id;
         RETURN jit._request_json(r, 'closed');
+    END IF;
+    -- approval took time: what jit.request checked is checked again when the role is made
+    -- (the requester may have left the requesters role; the cap counts leases issued since)
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = p.requesters)
+       OR NOT pg_has_role(r.requester_oid, p.requesters, 'MEMBER') THEN
+        PERFORM jit._close_request(r, 'cancelled',
+                                   format('%s is no longer a requester of profile %s', r.requester, p.name));
+        SELECT * INTO r FROM jit.requests WHERE id = p_id;
+        RETURN jit._request_json(r, 'closed');
+    END IF;
+    IF jit._at_cap(p, r.requester_oid) THEN  -- not closed: it may be collected once one ends
+        RETURN jit._denied(jit._cap_message(p), jit._cap_hint());
     END IF;
     answer := jit._issue(p, r.requester, r.requester_oid, r.reason, coalesce(r.ttl_asked, p.ttl),
                          r.verifier, jsonb_build_object('request_id', r.id,
