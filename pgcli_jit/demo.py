@@ -65,7 +65,11 @@ Client audit log (kept after the demo): {audit}
 
 
 def prepare(cluster: Cluster, home: Path) -> dict[str, str]:
-    """Data, the jit schema, grant roles, profiles and the requester; returns the env to run in."""
+    """Data, the jit schema, grant roles, profiles and the requester; returns the env to run in.
+
+    The config and the pgpass file go in ``home``, the user's own directory: the cluster's
+    directory belongs to the server's user when run as root, and a config file in a
+    directory another user owns is refused (``permissions``), as ssh would."""
     cluster.execute(f"CREATE DATABASE {DB}")
     cluster.execute(DATA, dbname=DB)
     with cluster.connect(DB) as conn:
@@ -74,14 +78,14 @@ def prepare(cluster: Cluster, home: Path) -> dict[str, str]:
         password = secrets.token_urlsafe(18)
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE jit_requester").format(
             sql.Identifier(REQUESTER), sql.Literal(scram_verifier(conn, password))))
-    passfile = cluster.base / "pgpass"
+    passfile = home / "pgpass"
     passfile.write_text(f"{cluster.host}:{cluster.port}:*:{REQUESTER}:{password}\n", encoding="utf-8")
     passfile.chmod(0o600)
-    config = cluster.base / "config.toml"
+    config = home / "config.toml"
     config.write_text(demo_config(cluster, home / "audit.jsonl"), encoding="utf-8")
     config.chmod(0o600)
     return {"PGCLI_JIT_CONFIG": str(config), "PGPASSFILE": str(passfile),
-            "XDG_CONFIG_HOME": str(cluster.base / "xdg-config")}
+            "XDG_CONFIG_HOME": str(home / "xdg-config")}
 
 
 def demo_config(cluster: Cluster, audit: Path) -> str:
@@ -129,4 +133,6 @@ def run(pgcli_kwargs: dict[str, Any]) -> None:
         if stop is not None:
             stop.set()
         cluster.stop()
+        for spent in ("pgpass", "config.toml"):  # the audit log stays; a dead cluster's login goes
+            (home / spent).unlink(missing_ok=True)
         click.echo(f"Demo cluster removed. Client audit log: {home / 'audit.jsonl'}", err=True)
