@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from pgcli_jit.cluster import Cluster
@@ -122,9 +123,19 @@ def revoke_hangs(w: World, timeout_words: str) -> Lease:
 
 
 def drop_role(cluster: Cluster, lease: Lease | None) -> None:
-    if lease is not None:
-        with cluster.connect() as conn:
-            conn.execute(f'DROP ROLE IF EXISTS "{lease.username}"'.encode())
+    """The test's own cleanup.  A broker let go again (OpenBao after SIGCONT) may be running
+    its own revocation of the same role at this moment: the two DROPs can deadlock, and the
+    server ends one of them; then the other has dropped it, or this one tries again."""
+    if lease is None:
+        return
+    for _ in range(5):
+        try:
+            with cluster.connect() as conn:
+                conn.execute(f'DROP ROLE IF EXISTS "{lease.username}"'.encode())
+            return
+        except psycopg.errors.DeadlockDetected:
+            time.sleep(0.5)
+    raise AssertionError(f"could not drop {lease.username}")
 
 
 # -- http: the broker reads the request and says nothing ------------------------------------
