@@ -38,8 +38,9 @@ from pgcli_jit.cluster import Cluster
 from pgcli_jit.errors import JitError
 from pgcli_jit.lease import Lease
 from pgcli_jit.policy import Phase, windows
+from tests import test_faults_brokers
 from tests.brokers import http_broker
-from tests.test_faults_brokers import TOKEN, TOKEN_ENV, World, one_line
+from tests.test_faults_brokers import World, one_line
 
 ROOT = str(Path(__file__).parent.parent)
 #: a hang lasts far longer than the profile's 2 s timeout ...
@@ -141,19 +142,8 @@ def drop_role(cluster: Cluster, lease: Lease | None) -> None:
 # -- http: the broker reads the request and says nothing ------------------------------------
 
 
-@pytest.fixture
-def broker(admin_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[http_broker.Broker]:
-    monkeypatch.setenv(TOKEN_ENV, TOKEN)
-    with http_broker.running(admin_dsn, TOKEN) as b:
-        yield b
-
-
-@pytest.fixture
-def web(cluster: Cluster, tmp_path: Path, broker: http_broker.Broker) -> Iterator[World]:
-    w = World(cluster, tmp_path, "web", {"backend": "http", "url": broker.url, "token_env": TOKEN_ENV,
-                                         "allow_http": True})
-    yield w
-    w.close()
+# test_faults_brokers.py's fixtures: the real http broker, and a World over it
+broker, web = test_faults_brokers.broker, test_faults_brokers.web
 
 
 #: silent: the request is read, nothing is ever sent; headers / body: a byte every half

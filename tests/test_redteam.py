@@ -138,6 +138,8 @@ def test_a_prepared_statement_cannot_hold_the_chain_for_everyone(
     granted, _ = request(alice, LONG)
     assert granted["status"] == "granted"
     reap(cluster, timeout="5s")
+    # nothing waited on her locks, so nothing had to end her session (the old LOCK TABLE did)
+    assert alive(mallory)
 
 
 def test_a_prepared_transaction_cannot_hold_the_chain_past_its_session(
