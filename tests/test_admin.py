@@ -38,7 +38,11 @@ def db(cluster: Cluster) -> str:
     cluster.execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1);", dbname=DB)
     with cluster.connect(DB) as conn:
         server.apply(conn)
-        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO jit_read")  # roles are cluster-wide
+        # grant roles of this database's own: a role with privileges in two databases is refused
+        conn.execute("CREATE ROLE adm_read NOLOGIN; CREATE ROLE adm_write NOLOGIN IN ROLE adm_read;"
+                     "GRANT SELECT ON ALL TABLES IN SCHEMA public TO adm_read;"
+                     "GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO adm_write;"
+                     "GRANT adm_read, adm_write TO jit_owner WITH ADMIN OPTION")
     make_login(cluster, "ops", member_of="jit_admin")
     make_login(cluster, "carol", member_of="jit_requester")
     return dsn(cluster, "ops")
@@ -69,7 +73,7 @@ def connect_as(cluster: Cluster, name: str, password: str) -> Conn:
 
 @pytest.fixture(scope="module")
 def read_profile(db: str) -> str:
-    result = run("profile", "add", "adm-read", "--grant", "jit_read", "--ttl", "1m", "--max-ttl", "5m",
+    result = run("profile", "add", "adm-read", "--grant", "adm_read", "--ttl", "1m", "--max-ttl", "5m",
                  "--dsn", db)
     assert result.exit_code == 0, result.output
     return "adm-read"
@@ -119,7 +123,7 @@ def test_setup_without_superuser_is_one_line_and_changes_nothing(cluster: Cluste
 
 
 def test_profile_add_list_set_rm(db: str) -> None:
-    added = run("profile", "add", "adm-tmp", "--grant", "jit_write", "--reason-required", "--dsn", db)
+    added = run("profile", "add", "adm-tmp", "--grant", "adm_write", "--reason-required", "--dsn", db)
     assert added.exit_code == 0 and "adm-tmp" in added.output and "required" in added.output
     changed = run("profile", "set", "adm-tmp", "--max-ttl", "2h", "--dsn", db)
     assert changed.exit_code == 0 and "2h" in changed.output and "required" in changed.output
@@ -130,16 +134,16 @@ def test_profile_add_list_set_rm(db: str) -> None:
     listed = json.loads(run("profile", "list", "--json", "--dsn", db).output)
     assert any(p["PROFILE"] == "adm-tmp" and p["MAX LIVE"] == 2 for p in listed)
     assert run("profile", "set", "adm-tmp", "--max-live", "0", "--dsn", db).exit_code == 2
-    assert run("profile", "add", "adm-tmp", "--grant", "jit_read", "--dsn", db).exit_code == 1
+    assert run("profile", "add", "adm-tmp", "--grant", "adm_read", "--dsn", db).exit_code == 1
     assert run("profile", "rm", "adm-tmp", "--dsn", db).exit_code == 0
     gone = run("profile", "rm", "adm-tmp", "--dsn", db)
     assert gone.exit_code == 1 and "no profile adm-tmp" in gone.output
 
 
 @pytest.mark.parametrize(("grant", "says"), [
-    ("pg_read_all_data", "has SUPERUSER|is a member of|ADMIN OPTION"),
+    ("pg_read_all_data", "is a predefined role"),
     ("postgres", "SUPERUSER"),
-    ("jit_admin", "jit_owner does not hold ADMIN OPTION|is a member of"),
+    ("jit_admin", "may read or write the jit schema itself"),
     ("no_such_role", "does not exist"),
 ])
 def test_dangerous_or_unknown_grant_roles_are_refused_by_the_server(db: str, grant: str, says: str) -> None:
@@ -287,6 +291,7 @@ def test_verify_finds_deleted_rows(cluster: Cluster, db: str, read_profile: str)
     ask(cluster, read_profile)
     ask(cluster, read_profile)
     with cluster.connect(DB) as su:
+        su.execute("SELECT jit.chain_audit()")   # as the reaper does every pass
         su.execute("SET session_replication_role = replica")
         last = su.execute("SELECT max(id) FROM jit.audit").fetchone()[0]  # type: ignore[index]
         su.execute("CREATE TEMP TABLE keep AS SELECT * FROM jit.audit WHERE id >= %s - 1", (last,))

@@ -1,11 +1,17 @@
 """The reaper: ends access on the server's clock, with no client alive.
 
 ``VALID UNTIL`` only stops new password logins; open sessions go on until
-something ends them.  One pass is two transactions, in this order:
+something ends them.  One pass is a few transactions, in this order:
 
 1. ``jit.expire_due()``: every lease past its expiry becomes NOLOGIN (audited);
+   what it cannot end without waiting (a row held open) is reported and its
+   sessions are ended anyway;
 2. ``jit.finish_ended()``: once that is committed, the roles' grants are taken
-   away, their sessions terminated (by OID) and the roles dropped.
+   away, their sessions terminated (by OID) and the roles dropped;
+3. prepared transactions of ended leases are rolled back (``SET ROLE`` to the
+   lease, ``ROLLBACK PREPARED``: only their owner may, and not in a function);
+4. ``jit.chain_audit()``: the audit rows committed since the last pass are
+   linked into the hash chain.
 
 Terminating before step 1 commits would let an automatic reconnect slip in.
 ``watch`` sleeps until the next expiry (server clock) or a ``NOTIFY jit_leases``
@@ -22,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 
 from pgcli_jit.admin.connect import Conn, error_text
 
@@ -31,6 +38,9 @@ CHANNEL = "jit_leases"
 MAX_SLEEP = 60.0
 #: wake this much after the expiry, so the server's now() has passed it
 EPSILON = 0.002
+#: never sleep less than this between passes: a lease whose row is held open stays due, and
+#: a reaper that woke for it at once would spin
+MIN_SLEEP = 0.25
 
 
 @dataclass(frozen=True)
@@ -45,13 +55,39 @@ class Outcome:
 
 
 def one_pass(conn: Conn) -> list[Outcome]:
-    """Expire what is due, then finish every ended lease; autocommit makes each its own transaction."""
-    expired = [Outcome(name, "expired") for (name,) in conn.execute("SELECT * FROM jit.expire_due()")]
+    """Expire what is due, finish every ended lease, roll back their prepared transactions,
+    chain the audit; autocommit makes each its own transaction."""
+    expired = [Outcome(name, action) for name, action
+               in conn.execute("SELECT rolname, outcome FROM jit.expire_due()")]
     expired += [Outcome(f"request {rid}", "timed out")
                 for (rid,) in conn.execute("SELECT * FROM jit.expire_requests()")]
     finished = [Outcome(name, action, int(sessions)) for name, action, sessions
                 in conn.execute("SELECT rolname, outcome, sessions FROM jit.finish_ended()")]
-    return expired + finished
+    rolled = roll_back_prepared(conn)
+    if rolled:
+        finished += [Outcome(name, action, int(sessions)) for name, action, sessions
+                     in conn.execute("SELECT rolname, outcome, sessions FROM jit.finish_ended()")]
+    conn.execute("SELECT jit.chain_audit()")
+    return expired + finished + rolled
+
+
+def roll_back_prepared(conn: Conn) -> list[Outcome]:
+    """ROLLBACK PREPARED each prepared transaction of an ended or due lease, as that lease
+    (the server granted this login SET on it for the purpose, and takes it back after)."""
+    done: list[Outcome] = []
+    for gid, rolname in conn.execute("SELECT gid, rolname FROM jit.prepared_to_end()").fetchall():
+        error = None
+        try:
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(rolname)))
+            conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
+        except psycopg.Error as exc:
+            error = error_text(exc)
+        finally:
+            conn.execute("RESET ROLE")
+        conn.execute("SELECT jit.prepared_ended(%s, %s, %s)", (gid, rolname, error))
+        done.append(Outcome(rolname, f"failed: rollback of prepared {gid}: {error}" if error
+                            else f"rolled back prepared transaction {gid}"))
+    return done
 
 
 def seconds_to_next(conn: Conn) -> float:
@@ -59,7 +95,7 @@ def seconds_to_next(conn: Conn) -> float:
     row = conn.execute("SELECT extract(epoch FROM jit.next_expiry() - clock_timestamp())").fetchone()
     if row is None or row[0] is None:
         return MAX_SLEEP
-    return min(MAX_SLEEP, max(0.0, float(row[0]) + EPSILON))
+    return min(MAX_SLEEP, max(MIN_SLEEP, float(row[0]) + EPSILON))
 
 
 def wait(conn: Conn, timeout: float) -> bool:

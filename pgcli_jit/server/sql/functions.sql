@@ -23,78 +23,157 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
         host(a.client_addr), a.reason, jit._ts(a.expires_at), a.detail)::text, 'UTF8'))
 $$;
 
--- The audit chain's writer lock, taken with a 2 s timeout: the one row of jit.chain_lock,
--- FOR UPDATE.  Only jit_owner may lock that row, and the table locks any other login can get
--- (parse-time, up to ROW EXCLUSIVE: 005_chain_lock.sql) conflict with none this takes.  An
--- advisory lock (any login may take one) and LOCK TABLE (a PREPAREd statement could hold a
--- conflicting lock) were both ways to stall everyone.
-CREATE OR REPLACE FUNCTION jit._try_lock_audit() RETURNS boolean
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '2s' AS $$
-BEGIN
-    PERFORM FROM jit.chain_lock FOR UPDATE;
-    RETURN true;
-EXCEPTION WHEN lock_not_available THEN
-    RETURN false;
-END
+-- The clock every decision about time reads: the wall clock at the moment of the decision,
+-- never now() (the start of a transaction a caller may have held open for minutes).
+CREATE OR REPLACE FUNCTION jit._clock() RETURNS timestamptz
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT clock_timestamp()
 $$;
 
--- One writer at a time, until commit: ids follow the chain's order.  A broker call holds
--- the chain for milliseconds; a transaction that holds it for 2 s while someone waits was
--- left open after one (BEGIN; SELECT jit.renew(...); and no COMMIT), and would stall every
--- request and the reaper: it is ended, unless it is an operator's or a superuser's.
-CREATE OR REPLACE FUNCTION jit._hold_audit_chain() RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- A timestamp as ALTER ROLE ... VALID UNTIL reads it, whatever DateStyle or TimeZone say.
+CREATE OR REPLACE FUNCTION jit._valid_until(t timestamptz) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'
+$$;
+
+-- A duration as whole seconds.  An interval mixes months, days and microseconds, which
+-- compare as 30-day months but add as calendar months: '1200 mon -36000 days +1 min' is
+-- "1 minute" to < and 524 days to now() + it.  Every interval the broker is given is read
+-- as its epoch seconds once, here, and only that is compared, stored and added.
+CREATE OR REPLACE FUNCTION jit._secs(i interval) RETURNS interval
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    tries integer := 0;
+    s numeric;
 BEGIN
-    WHILE NOT jit._try_lock_audit() LOOP
-        tries := tries + 1;
-        IF tries > 5 THEN
-            RAISE EXCEPTION 'the audit chain is busy: an operator''s transaction has held it for over 10 s'
-                USING ERRCODE = 'lock_not_available', HINT = 'try again in a moment';
-        END IF;
-        -- whoever locked the row holds a lock on the table too; of those, the ones not
-        -- waiting for a lock themselves hold it (or sit in a transaction with a parse-time
-        -- lock on it, harmless but as idle).  pg_stat_activity is read afresh each pass (it is
-        -- a snapshot per transaction otherwise).  The row's xmax cannot name the holder: it
-        -- is the id of the subtransaction that locked it, which pg_locks no longer shows.
-        PERFORM pg_stat_clear_snapshot();
-        PERFORM pg_terminate_backend(k.pid, 1000)
-           FROM pg_locks k JOIN pg_stat_activity a ON a.pid = k.pid
-          WHERE k.locktype = 'relation' AND k.relation = 'jit.chain_lock'::regclass AND k.granted
-            AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-            AND k.pid <> pg_backend_pid() AND a.wait_event_type IS DISTINCT FROM 'Lock'
-            AND NOT EXISTS (SELECT FROM pg_roles who WHERE who.oid = a.usesysid
-                             AND (who.rolsuper OR pg_has_role(who.oid, 'jit_admin', 'MEMBER')));
-    END LOOP;
+    IF i IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF NOT isfinite(i) THEN
+        RAISE EXCEPTION 'a duration must be finite' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    s := extract(epoch FROM i);
+    IF abs(s) > 3155760000 THEN  -- 100 years
+        RAISE EXCEPTION 'a duration must be under 100 years' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN make_interval(secs => s);
 END
 $$;
 
+-- The database this schema lives in: a lease belongs to the database whose broker issued it.
+CREATE OR REPLACE FUNCTION jit._mydb() RETURNS oid
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT oid FROM pg_database WHERE datname = current_database()
+$$;
+
+-- The first statement of every function a requester, approver or lease may call.
+-- * NOTIFY makes the caller's transaction impossible to PREPARE: nothing the broker locks
+--   can be kept past the caller's session, where no one could end it.
+-- * The broker's decisions read committed state statement by statement: under REPEATABLE
+--   READ or SERIALIZABLE a held snapshot would hide the leases issued since.
+CREATE OR REPLACE FUNCTION jit._guard() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'the jit functions run in READ COMMITTED transactions (this one is %)',
+                        upper(current_setting('transaction_isolation'))
+            USING ERRCODE = 'feature_not_supported', HINT = 'call them outside the transaction, or in autocommit';
+    END IF;
+    PERFORM pg_notify('jit_calls', '');
+END
+$$;
+
+-- The lock key that marks a transaction working on one lease (shared advisory lock, taken
+-- by every function that locks the lease's row).  pg_locks shows it to the reaper, which
+-- ends a requester's or lease's transaction still holding it once the lease is due.
+CREATE OR REPLACE FUNCTION jit._mark(l jit.leases) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pg_try_advisory_xact_lock_shared(1785295872, (l.id % 2147483647)::int);
+END
+$$;
+
+-- One requester's calls, one at a time: the requester's own row, locked to commit.  Only
+-- that requester's transactions take it, so an open one stalls no one else.
+CREATE OR REPLACE FUNCTION jit._hold_requester(my_oid oid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO jit.requesters AS q (requester_oid, calls) VALUES (my_oid, 1)
+        ON CONFLICT (requester_oid) DO UPDATE SET calls = q.calls + 1;
+EXCEPTION WHEN lock_not_available THEN
+    RAISE EXCEPTION 'another request of yours is still open (a transaction of yours holds it)'
+        USING ERRCODE = 'lock_not_available', HINT = 'commit or roll back that transaction, then ask again';
+END
+$$;
+
+-- An audit row, written in the caller's transaction: it commits or rolls back with the change
+-- it records.  It is chained later (jit.chain_audit), so writing it waits for no one.
 CREATE OR REPLACE FUNCTION jit._audit(
     p_event text, p_profile text, p_rolname text, p_requester text, p_reason text,
     p_expires_at timestamptz, p_detail jsonb DEFAULT '{}'
 ) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    r jit.audit;
 BEGIN
-    PERFORM jit._hold_audit_chain();
-    r.id := nextval('jit.audit_id_seq');
-    r.at := clock_timestamp();
-    r.event := p_event;
-    r.profile := p_profile;
-    r.rolname := p_rolname;
-    r.requester := p_requester;
-    r.actor := session_user;
-    r.client_addr := inet_client_addr();
-    r.reason := p_reason;
-    r.expires_at := p_expires_at;
-    r.detail := coalesce(p_detail, '{}');
-    SELECT h.hash INTO r.prev_hash FROM jit.audit_head h;
-    r.hash := jit._audit_digest(r);
-    INSERT INTO jit.audit SELECT r.*;
-    INSERT INTO jit.audit_head (last_id, hash) VALUES (r.id, r.hash)
-        ON CONFLICT (one) DO UPDATE SET last_id = excluded.last_id, hash = excluded.hash;
+    INSERT INTO jit.audit (id, at, event, profile, rolname, requester, actor, client_addr, reason,
+                           expires_at, detail)
+    VALUES (nextval('jit.audit_id_seq'), clock_timestamp(), p_event, p_profile, p_rolname,
+            p_requester, session_user, inet_client_addr(), p_reason, p_expires_at,
+            coalesce(p_detail, '{}'));
+END
+$$;
+
+-- Link every committed, unchained audit row into the hash chain, in the order the chainer
+-- finds them committed (by id within one pass).  One chainer at a time; a second one finds
+-- the lock taken and returns at once.  Called by the reaper every pass and by audit_verify.
+CREATE OR REPLACE FUNCTION jit._chain_audit() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a jit.audit;
+    prev bytea;
+    n integer := 0;
+BEGIN
+    BEGIN
+        PERFORM FROM jit.chain_lock FOR UPDATE NOWAIT;
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN 0;
+    END;
+    SELECT h.hash INTO prev FROM jit.audit_head h;
+    FOR a IN SELECT * FROM jit.audit WHERE hash IS NULL ORDER BY id FOR UPDATE SKIP LOCKED LOOP
+        a.seq := nextval('jit.audit_seq_seq');
+        a.prev_hash := prev;
+        a.hash := jit._audit_digest(a);
+        UPDATE jit.audit SET seq = a.seq, prev_hash = a.prev_hash, hash = a.hash WHERE id = a.id;
+        INSERT INTO jit.audit_head (last_id, hash) VALUES (a.id, a.hash)
+            ON CONFLICT (one) DO UPDATE SET last_id = excluded.last_id, hash = excluded.hash;
+        prev := a.hash;
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION jit.chain_audit() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM jit._require_admin();
+    RETURN jit._chain_audit();
+END
+$$;
+
+-- Append-only, but for the chainer's one change: hash, prev_hash and seq set once.
+CREATE OR REPLACE FUNCTION jit._audit_is_append_only() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND OLD.hash IS NULL AND OLD.seq IS NULL AND NEW.hash IS NOT NULL
+       AND NEW.seq IS NOT NULL
+       AND (OLD.id, OLD.at, OLD.event, OLD.profile, OLD.rolname, OLD.requester, OLD.actor,
+            OLD.client_addr, OLD.reason, OLD.expires_at, OLD.detail)
+           IS NOT DISTINCT FROM
+           (NEW.id, NEW.at, NEW.event, NEW.profile, NEW.rolname, NEW.requester, NEW.actor,
+            NEW.client_addr, NEW.reason, NEW.expires_at, NEW.detail) THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'jit.audit is append-only: % refused', TG_OP
+        USING HINT = 'audit rows are never edited or deleted; pgcli-jit-admin audit --verify checks the chain';
 END
 $$;
 
@@ -133,13 +212,15 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
         OR (admin_too AND pg_has_role(session_user, 'jit_admin', 'MEMBER'))
 $$;
 
--- A role that may be handed out: no attribute or built-in membership that reaches the OS,
--- every password verifier, other sessions, or the broker itself.
+-- A role that may be handed out, judged by what it can do, not by its name: it is checked
+-- when a profile is declared and again at every issue and renewal (a superuser may have
+-- granted it more since).  NULL when it is fit; otherwise what makes it unfit.
 CREATE OR REPLACE FUNCTION jit._grant_problem(r text) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     a pg_roles;
     bad text;
+    mydb oid := jit._mydb();
 BEGIN
     SELECT * INTO a FROM pg_roles WHERE rolname = r;
     IF NOT FOUND THEN
@@ -151,14 +232,53 @@ BEGIN
     IF a.rolcanlogin THEN
         RETURN format('role %I can log in: grant roles are NOLOGIN groups', r);
     END IF;
-    SELECT string_agg(d, ', ') INTO bad FROM unnest(ARRAY[
-        'pg_read_all_data', 'pg_execute_server_program', 'pg_read_server_files',
-        'pg_write_server_files', 'pg_signal_backend', 'pg_read_all_settings',
-        'pg_create_subscription', 'jit_owner', 'jit_admin', 'jit_lease']) AS d
-      JOIN pg_roles pr ON pr.rolname = d
-     WHERE pg_has_role(r, pr.oid, 'MEMBER');
+    IF a.rolname LIKE 'pg\_%' THEN
+        RETURN format('role %I is a predefined role (a member of %I acts cluster-wide)', r, r);
+    END IF;
+    -- every predefined role acts cluster-wide or beyond the database (pg_write_all_data,
+    -- pg_read_all_stats, pg_checkpoint, pg_maintain, pg_database_owner, ...), and the broker's
+    -- own roles hold its powers
+    SELECT string_agg(pr.rolname, ', ' ORDER BY pr.rolname) INTO bad
+      FROM pg_roles pr
+     WHERE (pr.rolname LIKE 'pg\_%' OR pr.rolname IN ('jit_owner', 'jit_admin', 'jit_lease', 'jit_requester'))
+       AND pr.oid <> a.oid AND pg_has_role(a.oid, pr.oid, 'MEMBER');
     IF bad IS NOT NULL THEN
         RETURN format('role %I is a member of %s', r, bad);
+    END IF;
+    -- ADMIN OPTION on any role: a lease could GRANT it to its requester, for good
+    SELECT string_agg(DISTINCT g.rolname, ', ') INTO bad
+      FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+     WHERE m.admin_option AND pg_has_role(a.oid, m.member, 'MEMBER');
+    IF bad IS NOT NULL THEN
+        RETURN format('role %I can grant %s (ADMIN OPTION): a lease could hand it out for good', r, bad);
+    END IF;
+    -- anything in the broker's own schema beyond calling its public functions
+    SELECT string_agg(c.oid::regclass::text, ', ') INTO bad
+      FROM pg_class c
+     WHERE c.relnamespace = 'jit'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+       AND (has_table_privilege(a.oid, c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+            OR (c.relkind = 'S' AND has_sequence_privilege(a.oid, c.oid, 'USAGE, UPDATE')));
+    IF bad IS NOT NULL OR has_schema_privilege(a.oid, 'jit', 'CREATE') THEN
+        RETURN format('role %I may read or write the jit schema itself (%s)', r, coalesce(bad, 'CREATE'));
+    END IF;
+    SELECT string_agg(p.oid::regprocedure::text, ', ') INTO bad
+      FROM pg_proc p
+     WHERE p.pronamespace = 'jit'::regnamespace AND p.proname LIKE '\_%'
+       AND has_function_privilege(a.oid, p.oid, 'EXECUTE');
+    IF bad IS NOT NULL THEN
+        RETURN format('role %I may call the broker''s internals (%s)', r, bad);
+    END IF;
+    -- privileges or objects in another database: a lease would carry them there, beyond the
+    -- reach and the audit of this database's broker (pg_shdepend sees every database)
+    SELECT string_agg(DISTINCT coalesce(d.datname, '?'), ', ') INTO bad
+      FROM pg_shdepend s LEFT JOIN pg_database d
+        ON d.oid = CASE WHEN s.dbid = 0 THEN s.objid ELSE s.dbid END
+     WHERE s.refclassid = 'pg_authid'::regclass AND s.deptype IN ('a', 'o', 'r', 'i')
+       AND pg_has_role(a.oid, s.refobjid, 'MEMBER')
+       AND ((s.dbid <> 0 AND s.dbid <> mydb)
+            OR (s.dbid = 0 AND s.classid = 'pg_database'::regclass AND s.objid <> mydb));
+    IF bad IS NOT NULL THEN
+        RETURN format('role %I holds privileges or objects in database %s: a lease issued here must not work there', r, bad);
     END IF;
     IF NOT EXISTS (SELECT FROM pg_auth_members m
                    WHERE m.roleid = a.oid AND m.member = jit._role_oid('jit_owner') AND m.admin_option) THEN
@@ -168,28 +288,44 @@ BEGIN
 END
 $$;
 
+-- The first problem of any of a profile's grant roles, or NULL.
+CREATE OR REPLACE FUNCTION jit._grants_problem(p_grants text[]) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT jit._grant_problem(g) FROM unnest(p_grants) AS g
+     WHERE jit._grant_problem(g) IS NOT NULL LIMIT 1
+$$;
+
+-- Whether a role is a lease's (issued here): the event trigger's and the refusals' test.
+CREATE OR REPLACE FUNCTION jit._lease_of(r name) RETURNS jit.leases
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT l.* FROM jit.leases l WHERE l.role_oid = jit._role_oid(r) AND l.dropped_at IS NULL
+     ORDER BY l.id DESC LIMIT 1
+$$;
+
 -- End a lease: NOLOGIN now, so nobody logs in again once this commits.  Sessions are
 -- terminated afterwards, in another transaction (jit._finish), when NOLOGIN is visible:
 -- terminating first would let an auto-reconnect slip in before the commit.
-CREATE OR REPLACE FUNCTION jit._end(l jit.leases, p_event text) RETURNS void
+CREATE OR REPLACE FUNCTION jit._end(l jit.leases, p_event text, p_detail jsonb DEFAULT '{}') RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF EXISTS (SELECT FROM pg_roles WHERE oid = l.role_oid) THEN
         EXECUTE format('ALTER ROLE %I NOLOGIN VALID UNTIL %L', l.rolname,
-                       least(now(), l.expires_at));
+                       jit._valid_until(least(jit._clock(), l.expires_at)));
     END IF;
-    UPDATE jit.leases SET ended_at = now(), end_event = p_event WHERE id = l.id;
-    PERFORM jit._audit(p_event, l.profile, l.rolname, l.requester, l.reason, l.expires_at);
+    UPDATE jit.leases SET ended_at = jit._clock(), end_event = p_event WHERE id = l.id;
+    PERFORM jit._audit(p_event, l.profile, l.rolname, l.requester, l.reason, l.expires_at, p_detail);
     PERFORM jit._doorbell();
 END
 $$;
 
 -- After jit._end has committed: take the role's grants away, end its sessions, drop it.
--- What the role owns goes to the profile's owner role, never to jit_owner; without an
--- owner role the (powerless, NOLOGIN) role is kept and the reason recorded.
--- Locks wait at most a second: a lock another login holds on something the role owns (a
--- table the lease granted to PUBLIC, held in an open transaction) fails this lease, recorded
--- and retried, instead of stalling the reaper for everyone.
+-- What the role owns goes to the profile's owner role, with nothing in it left to run with
+-- the owner's privileges; without an owner role it is dropped with the role: nothing a lease
+-- made outlives it unless an operator named who keeps it.  A prepared transaction of the
+-- role's keeps it (the reaper rolls those back first, jit.prepared_to_end); so do objects in
+-- another database, which only that database can drop.
+-- Locks wait at most a second: a lock another login holds on something the role owns fails
+-- this lease, recorded and retried, instead of stalling the reaper for everyone.
 CREATE OR REPLACE FUNCTION jit._finish(l jit.leases) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $$
 DECLARE
@@ -199,12 +335,16 @@ DECLARE
     owner text;
     owned int;
     elsewhere int;
+    prepared text;
 BEGIN
+    IF l.dbid <> jit._mydb() THEN
+        RETURN 'failed: lease of another database';
+    END IF;
     IF NOT EXISTS (SELECT FROM pg_roles WHERE oid = l.role_oid) THEN
-        UPDATE jit.leases SET dropped_at = coalesce(dropped_at, now()), drop_error = NULL WHERE id = l.id;
+        UPDATE jit.leases SET dropped_at = coalesce(dropped_at, jit._clock()), drop_error = NULL WHERE id = l.id;
         RETURN 'gone';
     END IF;
-    UPDATE jit.leases SET drop_tried_at = now() WHERE id = l.id;
+    UPDATE jit.leases SET drop_tried_at = jit._clock() WHERE id = l.id;
     FOR g IN SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
              WHERE m.member = l.role_oid LOOP
         EXECUTE format('REVOKE %I FROM %I', g, l.rolname);
@@ -216,27 +356,33 @@ BEGIN
         PERFORM jit._doorbell();   -- a session cannot drop its own role: the reaper will
         RETURN 'deferred';
     END IF;
-    SELECT count(*) FILTER (WHERE d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())),
-           count(*) FILTER (WHERE d.dbid <> (SELECT oid FROM pg_database WHERE datname = current_database())
-                              AND d.dbid <> 0)
+    SELECT string_agg(format('%s (database %s)', x.gid, x.database), ', ') INTO prepared
+      FROM pg_prepared_xacts x WHERE x.owner = l.rolname;
+    IF prepared IS NOT NULL THEN
+        UPDATE jit.leases SET drop_error = format(
+            'has prepared transaction(s) %s: the reaper rolls back those in this database; '
+            'elsewhere a superuser runs ROLLBACK PREPARED', prepared) WHERE id = l.id;
+        RETURN 'kept';
+    END IF;
+    SELECT count(*) FILTER (WHERE d.dbid = jit._mydb()),
+           count(*) FILTER (WHERE d.dbid <> jit._mydb() AND d.dbid <> 0)
       INTO owned, elsewhere
       FROM pg_shdepend d
      WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = l.role_oid AND d.deptype = 'o';
     SELECT p.owner INTO owner FROM jit.profiles p WHERE p.name = l.profile;
-    IF elsewhere > 0 OR (owned > 0 AND owner IS NULL) THEN
+    IF elsewhere > 0 THEN
         UPDATE jit.leases SET drop_error = format(
-            'owns %s object(s)%s; it stays NOLOGIN with no grants: set an owner role on profile %s '
-            '(pgcli-jit-admin profile set %s --owner ROLE) or REASSIGN OWNED BY %I by hand',
-            owned + elsewhere, CASE WHEN elsewhere > 0 THEN ' (some in other databases)' ELSE '' END,
-            l.profile, l.profile, l.rolname) WHERE id = l.id;
+            'owns %s object(s) in other databases; it stays NOLOGIN with no grants: '
+            'DROP OWNED BY %I in each of them', elsewhere, l.rolname) WHERE id = l.id;
         RETURN 'kept';
     END IF;
     -- REASSIGN and DROP OWNED need the role's privileges: jit_owner created it, so may take them
     EXECUTE format('GRANT %I TO %I', l.rolname, current_user);
-    IF owned > 0 THEN
+    IF owned > 0 AND owner IS NOT NULL THEN
         -- nothing the lease wrote may run with the owner role's privileges once it is the
         -- owner's: SECURITY DEFINER routines become SECURITY INVOKER, views security_invoker,
-        -- and rules (which run as their table's owner) are dropped
+        -- and rules, triggers and policies (which run as the table's owner or as whoever
+        -- touches the table) are dropped
         FOR obj IN SELECT p.oid::regprocedure::text FROM pg_proc p
                     WHERE p.proowner = l.role_oid AND p.prosecdef LOOP
             EXECUTE format('ALTER ROUTINE %s SECURITY INVOKER', obj);
@@ -250,11 +396,36 @@ BEGIN
                          WHERE c.relowner = l.role_oid AND r.rulename <> '_RETURN' LOOP
             EXECUTE format('DROP RULE %I ON %s', obj, rel);
         END LOOP;
+        FOR obj, rel IN SELECT t.tgname, c.oid::regclass::text FROM pg_trigger t
+                          JOIN pg_class c ON c.oid = t.tgrelid
+                         WHERE c.relowner = l.role_oid AND NOT t.tgisinternal LOOP
+            EXECUTE format('DROP TRIGGER %I ON %s', obj, rel);
+        END LOOP;
+        FOR obj, rel IN SELECT y.polname, c.oid::regclass::text FROM pg_policy y
+                          JOIN pg_class c ON c.oid = y.polrelid
+                         WHERE c.relowner = l.role_oid LOOP
+            EXECUTE format('DROP POLICY %I ON %s', obj, rel);
+        END LOOP;
+        -- privileges the lease granted on what it made go with it: only the owner role's remain
+        FOR obj IN SELECT c.oid::regclass::text FROM pg_class c
+                    WHERE c.relowner = l.role_oid AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') LOOP
+            EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', obj);
+            FOR g IN SELECT DISTINCT x.grantee::regrole::text
+                       FROM pg_class c2, aclexplode(c2.relacl) x
+                      WHERE c2.oid = obj::regclass AND x.grantee <> 0 AND x.grantee <> l.role_oid LOOP
+                EXECUTE format('REVOKE ALL ON %s FROM %s CASCADE', obj, g);
+            END LOOP;
+        END LOOP;
         EXECUTE format('REASSIGN OWNED BY %I TO %I', l.rolname, owner);
     END IF;
-    EXECUTE format('DROP OWNED BY %I', l.rolname);
+    EXECUTE format('DROP OWNED BY %I CASCADE', l.rolname);
     EXECUTE format('DROP ROLE %I', l.rolname);
-    UPDATE jit.leases SET dropped_at = now(), drop_error = NULL WHERE id = l.id;
+    UPDATE jit.leases SET dropped_at = jit._clock(), drop_error = NULL WHERE id = l.id;
+    IF owned > 0 THEN
+        PERFORM jit._audit('drop_owned', l.profile, l.rolname, l.requester, NULL, NULL,
+                           jsonb_build_object('objects', owned, 'owner', owner,
+                                              'dropped', owner IS NULL));
+    END IF;
     RETURN 'dropped';
 END
 $$;
@@ -269,7 +440,7 @@ BEGIN
     RETURN jit._finish(l);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-    UPDATE jit.leases SET drop_error = msg, drop_tried_at = now() WHERE id = l.id;
+    UPDATE jit.leases SET drop_error = msg, drop_tried_at = jit._clock() WHERE id = l.id;
     RETURN 'failed: ' || msg;
 END
 $$;
@@ -297,11 +468,18 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- Whether requester my_oid holds as many live leases of profile p as it allows (max_live).
--- Called with the audit chain's lock held, so that no other request is counting at once.
+-- Called with the requester's row held (jit._hold_requester), so that no other request of
+-- theirs is counting at once.  A lease counts until the server has ended it if a transaction
+-- still holds it (its advisory mark, jit._mark): a renewal held open across the expiry
+-- could otherwise commit after the count let another lease through.
 CREATE OR REPLACE FUNCTION jit._at_cap(p jit.profiles, my_oid oid) RETURNS boolean
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT count(*) >= p.max_live FROM jit.leases
-     WHERE requester_oid = my_oid AND profile = p.name AND ended_at IS NULL AND expires_at > now()
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT count(*) >= p.max_live FROM jit.leases l
+     WHERE l.requester_oid = my_oid AND l.profile = p.name AND l.ended_at IS NULL
+       AND (l.expires_at > jit._clock()
+            OR EXISTS (SELECT FROM pg_locks k WHERE k.locktype = 'advisory' AND k.granted
+                         AND k.classid = 1785295872 AND k.objsubid = 2
+                         AND k.objid = (l.id % 2147483647)::oid))
 $$;
 
 CREATE OR REPLACE FUNCTION jit._cap_message(p jit.profiles) RETURNS text
@@ -320,7 +498,7 @@ $$;
 CREATE OR REPLACE FUNCTION jit._replayed(l jit.leases) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF l.ended_at IS NOT NULL OR l.expires_at <= now() THEN
+    IF l.ended_at IS NOT NULL OR l.expires_at <= jit._clock() THEN
         RETURN jit._denied(format('this request was answered already, and its role %s has ended',
                                   l.rolname), 'ask again');
     END IF;
@@ -335,39 +513,49 @@ $$;
 
 -- Create the temporary role for requester `me` (jit.request, or jit.request_status once
 -- a request was approved).  The server picks the role name, the grants and the expiry
--- (capped at the profile's max_ttl); the lease clock starts here, at issue.
+-- (capped at the profile's max_ttl, as an absolute time); the lease clock starts here.
+-- `wanted` is whole seconds (jit._secs).  A grant role that has become unfit since the
+-- profile was declared refuses the issue.
 CREATE OR REPLACE FUNCTION jit._issue(p jit.profiles, me text, my_oid oid, reason text,
                                       wanted interval, p_verifier text, extra jsonb DEFAULT '{}')
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    ttl interval := least(wanted, p.max_ttl);
+    at timestamptz := jit._clock();
+    ttl interval := least(jit._secs(wanted), jit._secs(p.max_ttl));
     name text;
     g text;
     l jit.leases;
+    problem text := jit._grants_problem(p.grants);
     with_opts text := CASE WHEN current_setting('server_version_num')::int >= 160000
                            THEN ' WITH INHERIT TRUE, SET FALSE' ELSE '' END;
 BEGIN
+    IF problem IS NOT NULL THEN
+        PERFORM jit._audit('deny', p.name, NULL, me, reason, NULL,
+                           jsonb_build_object('why', 'grant role unfit', 'problem', problem) || extra);
+        RETURN jit._denied(format('profile %s cannot be issued now: %s', p.name, problem),
+                           'an operator must fix the grant role (pgcli-jit-admin profile list shows it)');
+    END IF;
     -- the role's name is built here: <jit_><requester>_<random>, at most 63 bytes
     name := 'jit_' || left(regexp_replace(lower(me), '[^a-z0-9_]+', '_', 'g'), 24) || '_'
             || left(replace(gen_random_uuid()::text, '-', ''), 10);
     EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
                    'NOBYPASSRLS INHERIT PASSWORD %L VALID UNTIL %L',
-                   name, p_verifier, now() + ttl);
+                   name, p_verifier, jit._valid_until(at + ttl));
     FOREACH g IN ARRAY p.grants || ARRAY['jit_lease'] LOOP
         EXECUTE format('GRANT %I TO %I', g, name) || with_opts;
     END LOOP;
     INSERT INTO jit.leases (rolname, role_oid, profile, requester, requester_oid, reason,
-                            client_addr, issued_at, expires_at, max_expires_at, request_key)
+                            client_addr, issued_at, expires_at, max_expires_at, request_key, dbid)
     VALUES (name, jit._role_oid(name), p.name, me, my_oid, reason, inet_client_addr(),
-            now(), now() + ttl, now() + p.max_ttl, jit._request_key(p_verifier))
+            at, at + ttl, at + jit._secs(p.max_ttl), jit._request_key(p_verifier), jit._mydb())
     RETURNING * INTO l;
     PERFORM jit._audit('request', p.name, name, me, reason, l.expires_at,
                        jsonb_build_object('grants', to_jsonb(p.grants), 'lease_id', l.id,
                                           'ttl_asked', extract(epoch FROM wanted),
-                                          'capped', wanted > ttl) || extra);
+                                          'capped', jit._secs(wanted) > ttl) || extra);
     PERFORM jit._doorbell();
-    RETURN jit._lease_json(l, 'granted') || jsonb_build_object('capped', wanted > ttl,
+    RETURN jit._lease_json(l, 'granted') || jsonb_build_object('capped', jit._secs(wanted) > ttl,
         'max_ttl_seconds', extract(epoch FROM p.max_ttl)) || extra;
 END
 $$;
@@ -386,7 +574,9 @@ DECLARE
     me text := session_user;
     my_oid oid := jit._role_oid(session_user);
     reason text := coalesce(p_reason, '');
+    ttl interval;
 BEGIN
+    PERFORM jit._guard();
     PERFORM jit._expire_requests();
     IF length(reason) > 1000 OR reason ~ '[[:cntrl:]]' THEN
         RETURN jit._denied('the reason must be at most 1000 characters with no control characters');
@@ -421,12 +611,13 @@ BEGIN
         RAISE EXCEPTION 'the password must be sent as a SCRAM-SHA-256 verifier'
             USING HINT = 'compute it client-side (libpq PQencryptPasswordConn)';
     END IF;
-    IF coalesce(p_ttl, p.ttl) <= interval '0' THEN
+    ttl := jit._secs(coalesce(p_ttl, p.ttl));
+    IF ttl <= interval '0' THEN
         RETURN jit._denied('the TTL must be positive');
     END IF;
-    -- the audit chain's lock, held to commit, serializes requests: two at once cannot both
-    -- pass the count below, and the same call sent twice at once finds the first one's lease
-    PERFORM jit._hold_audit_chain();
+    -- the requester's own row, held to commit, serializes their requests: two at once cannot
+    -- both pass the count below, and the same call sent twice at once finds the first's lease
+    PERFORM jit._hold_requester(my_oid);
     -- the same call again (its answer was lost on the way back): what it made, once
     SELECT * INTO l FROM jit.leases
      WHERE requester_oid = my_oid AND request_key = jit._request_key(p_verifier);
@@ -444,31 +635,70 @@ BEGIN
         RETURN jit._denied(jit._cap_message(p), jit._cap_hint());
     END IF;
     IF p.approvers IS NOT NULL THEN
-        RETURN jit._ask_approval(p, me, my_oid, reason, p_ttl, p_verifier);
+        RETURN jit._ask_approval(p, me, my_oid, reason, jit._secs(p_ttl), p_verifier);
     END IF;
-    RETURN jit._issue(p, me, my_oid, reason, coalesce(p_ttl, p.ttl), p_verifier);
+    RETURN jit._issue(p, me, my_oid, reason, ttl, p_verifier);
 END
 $$;
 
--- Extend a lease, never past its hard limit (issue time + the profile's max_ttl).
+-- A lease the caller may act on, locked and marked (jit._mark) for the rest of the
+-- transaction; NULL if there is none of theirs in this database.  The lock waits at most
+-- lock_timeout (set on every function).
+CREATE OR REPLACE FUNCTION jit._my_lease(p_rolname text, admin_too boolean) RETURNS jit.leases
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    l jit.leases;
+BEGIN
+    SELECT * INTO l FROM jit.leases WHERE rolname = p_rolname;
+    IF NOT FOUND OR l.dbid <> jit._mydb() OR NOT jit._may_act(l, admin_too) THEN
+        RETURN NULL;
+    END IF;
+    PERFORM jit._mark(l);
+    BEGIN
+        SELECT * INTO l FROM jit.leases WHERE id = l.id FOR UPDATE;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION 'lease % is busy: another transaction holds it', p_rolname
+            USING ERRCODE = 'lock_not_available', HINT = 'try again in a moment';
+    END;
+    RETURN l;
+END
+$$;
+
+-- Extend a lease, never past its hard limit (issue time + the profile's max_ttl).  Decided on
+-- the wall clock: a lease that has expired by now is never renewed, whenever the caller's
+-- transaction began.
 CREATE OR REPLACE FUNCTION jit.renew(p_rolname text, p_ttl interval) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     l jit.leases;
     p jit.profiles;
+    ttl interval;
     wanted timestamptz;
     new_exp timestamptz;
+    problem text;
 BEGIN
-    SELECT * INTO l FROM jit.leases WHERE rolname = p_rolname FOR UPDATE;
-    IF NOT FOUND OR NOT jit._may_act(l, false) THEN
+    PERFORM jit._guard();
+    l := jit._my_lease(p_rolname, false);
+    IF l.id IS NULL THEN
         RETURN jit._denied(format('no lease %s of yours', p_rolname));
     END IF;
-    IF l.ended_at IS NOT NULL OR l.expires_at <= now() THEN
+    IF l.ended_at IS NOT NULL OR l.expires_at <= jit._clock() THEN
         RETURN jit._denied(format('lease %s has ended', p_rolname)) || '{"status": "ended"}';
     END IF;
     SELECT * INTO p FROM jit.profiles WHERE name = l.profile;
-    wanted := now() + least(coalesce(p_ttl, p.ttl, l.expires_at - l.issued_at),
-                            coalesce(p.max_ttl, l.max_expires_at - l.issued_at));
+    problem := jit._grants_problem((SELECT array_agg(r.rolname) FROM pg_auth_members m
+                                      JOIN pg_roles r ON r.oid = m.roleid
+                                     WHERE m.member = l.role_oid AND r.rolname <> 'jit_lease'));
+    IF problem IS NOT NULL THEN
+        PERFORM jit._audit('deny', l.profile, l.rolname, l.requester, l.reason, l.expires_at,
+                           jsonb_build_object('why', 'grant role unfit', 'problem', problem));
+        RETURN jit._denied(format('lease %s cannot be renewed: %s', p_rolname, problem));
+    END IF;
+    ttl := jit._secs(coalesce(p_ttl, p.ttl, l.expires_at - l.issued_at));
+    IF ttl <= interval '0' THEN
+        RETURN jit._denied('the TTL must be positive');
+    END IF;
+    wanted := jit._clock() + least(ttl, jit._secs(coalesce(p.max_ttl, l.max_expires_at - l.issued_at)));
     new_exp := least(wanted, l.max_expires_at);
     IF new_exp <= l.expires_at THEN
         IF l.expires_at >= l.max_expires_at THEN
@@ -476,7 +706,7 @@ BEGIN
         END IF;
         RETURN jit._lease_json(l, 'unchanged');
     END IF;
-    EXECUTE format('ALTER ROLE %I VALID UNTIL %L', l.rolname, new_exp);
+    EXECUTE format('ALTER ROLE %I VALID UNTIL %L', l.rolname, jit._valid_until(new_exp));
     UPDATE jit.leases SET expires_at = new_exp, renewals = renewals + 1 WHERE id = l.id
         RETURNING * INTO l;
     PERFORM jit._audit('renew', l.profile, l.rolname, l.requester, l.reason, new_exp,
@@ -493,12 +723,13 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     l jit.leases;
 BEGIN
-    SELECT * INTO l FROM jit.leases WHERE rolname = p_rolname FOR UPDATE;
-    IF NOT FOUND OR NOT jit._may_act(l, true) THEN
+    PERFORM jit._guard();
+    l := jit._my_lease(p_rolname, true);
+    IF l.id IS NULL THEN
         RETURN jit._denied(format('no lease %s of yours', p_rolname));
     END IF;
     IF l.ended_at IS NULL THEN
-        PERFORM jit._end(l, CASE WHEN l.expires_at <= now() THEN 'expire' ELSE 'revoke' END);
+        PERFORM jit._end(l, CASE WHEN l.expires_at <= jit._clock() THEN 'expire' ELSE 'revoke' END);
         SELECT * INTO l FROM jit.leases WHERE id = l.id;
     END IF;
     RETURN jit._lease_json(l, 'revoked');
@@ -512,8 +743,9 @@ DECLARE
     l jit.leases;
     outcome text;
 BEGIN
-    SELECT * INTO l FROM jit.leases WHERE rolname = p_rolname FOR UPDATE;
-    IF NOT FOUND OR NOT jit._may_act(l, true) THEN
+    PERFORM jit._guard();
+    l := jit._my_lease(p_rolname, true);
+    IF l.id IS NULL THEN
         RETURN jit._denied(format('no lease %s of yours', p_rolname));
     END IF;
     IF l.ended_at IS NULL THEN
@@ -529,11 +761,11 @@ $$;
 -- The caller's leases (as requester), or the caller's own lease (as a temporary role).
 CREATE OR REPLACE FUNCTION jit.my_leases() RETURNS SETOF jsonb
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT jit._lease_json(l, CASE WHEN l.ended_at IS NULL AND l.expires_at > now()
+    SELECT jit._lease_json(l, CASE WHEN l.ended_at IS NULL AND l.expires_at > clock_timestamp()
                                    THEN 'live' ELSE 'ended' END)
       FROM jit.leases l
      WHERE (l.requester_oid = jit._role_oid(session_user) OR l.role_oid = jit._role_oid(session_user))
-       AND l.dropped_at IS NULL
+       AND l.dropped_at IS NULL AND l.dbid = jit._mydb()
      ORDER BY l.id
 $$;
 
@@ -565,7 +797,7 @@ CREATE OR REPLACE FUNCTION jit._close_request(r jit.requests, p_status text, p_n
                                               p_detail jsonb DEFAULT '{}') RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    UPDATE jit.requests SET status = p_status, verifier = NULL, decided_at = now(),
+    UPDATE jit.requests SET status = p_status, verifier = NULL, decided_at = jit._clock(),
            decided_by = CASE WHEN p_status = 'timed_out' THEN NULL ELSE session_user END,
            decision_note = p_note
      WHERE id = r.id;
@@ -583,7 +815,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r jit.requests;
 BEGIN
-    FOR r IN SELECT * FROM jit.requests WHERE status IN ('pending', 'approved') AND expires_at <= now()
+    PERFORM jit._guard();
+    FOR r IN SELECT * FROM jit.requests WHERE status IN ('pending', 'approved') AND expires_at <= jit._clock()
              ORDER BY id FOR UPDATE SKIP LOCKED LOOP
         PERFORM jit._close_request(r, 'timed_out', CASE r.status
             WHEN 'pending' THEN 'not decided within the approval timeout'
@@ -607,7 +840,7 @@ BEGIN
     INSERT INTO jit.requests (profile, requester, requester_oid, reason, ttl_asked, verifier,
                               approvers, approvals_needed, client_addr, expires_at, request_key)
     VALUES (p.name, me, my_oid, reason, p_ttl, p_verifier, p.approvers, p.approvals,
-            inet_client_addr(), now() + p.approval_timeout, jit._request_key(p_verifier))
+            inet_client_addr(), jit._clock() + jit._secs(p.approval_timeout), jit._request_key(p_verifier))
     RETURNING * INTO r;
     PERFORM jit._audit('pending', p.name, NULL, me, reason, r.expires_at, jsonb_build_object(
         'request_id', r.id, 'approvers', p.approvers, 'approvals', p.approvals,
@@ -628,14 +861,16 @@ DECLARE
     l jit.leases;
     answer jsonb;
 BEGIN
-    -- the chain's lock first, as jit.request takes it (then this row): never the other order
-    PERFORM jit._hold_audit_chain();
+    PERFORM jit._guard();
+    -- the requester's row first, as jit.request takes it (then this request's): never the
+    -- other order
+    PERFORM jit._hold_requester(jit._role_oid(session_user));
     PERFORM jit._expire_requests();
     SELECT * INTO r FROM jit.requests WHERE id = p_id FOR UPDATE;
     IF NOT FOUND OR r.requester_oid IS DISTINCT FROM jit._role_oid(session_user) THEN
         RETURN jit._denied(format('no request %s of yours', p_id));
     END IF;
-    IF r.status IN ('pending', 'approved') AND r.expires_at <= now() THEN
+    IF r.status IN ('pending', 'approved') AND r.expires_at <= jit._clock() THEN
         PERFORM jit._close_request(r, 'timed_out', 'not decided within the approval timeout');
         SELECT * INTO r FROM jit.requests WHERE id = p_id;
     END IF;
@@ -643,7 +878,7 @@ BEGIN
         RETURN jit._request_json(r, 'pending');
     ELSIF r.status = 'issued' THEN  -- asked again after the answer was lost: the same lease
         SELECT * INTO l FROM jit.leases WHERE id = r.lease_id;
-        IF FOUND AND l.ended_at IS NULL AND l.expires_at > now() THEN
+        IF FOUND AND l.ended_at IS NULL AND l.expires_at > jit._clock() THEN
             RETURN jit._replayed(l) || jsonb_build_object('request_id', r.id,
                 'approved_by', jit._request_json(r, '')->'approved_by');
         END IF;
@@ -685,6 +920,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r jit.requests;
 BEGIN
+    PERFORM jit._guard();
     PERFORM jit._expire_requests();
     SELECT * INTO r FROM jit.requests WHERE id = p_id FOR UPDATE;
     IF NOT FOUND OR r.requester_oid IS DISTINCT FROM jit._role_oid(session_user) THEN
@@ -706,21 +942,23 @@ DECLARE
     r jit.requests;
     my_oid oid := jit._role_oid(session_user);
 BEGIN
-    SELECT * INTO r FROM jit.requests WHERE id = p_id FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no request %', p_id USING HINT = '\jit pending lists what you may decide';
+    IF EXISTS (SELECT FROM jit.leases WHERE role_oid = my_oid) THEN
+        RAISE EXCEPTION 'a temporary role cannot decide requests' USING HINT = 'use your own login';
+    END IF;
+    -- a request the caller may not decide is not there, as one that does not exist: the
+    -- answer tells nobody which ids exist or which role approves them
+    SELECT * INTO r FROM jit.requests WHERE id = p_id;
+    IF NOT FOUND OR (r.requester_oid <> my_oid
+                     AND (NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r.approvers)
+                          OR NOT pg_has_role(session_user, r.approvers, 'MEMBER'))) THEN
+        RAISE EXCEPTION 'no request % that you may decide', p_id
+            USING HINT = '\jit pending lists what you may decide';
     END IF;
     IF r.requester_oid = my_oid THEN
         RAISE EXCEPTION 'request % is your own: another member of % must decide it', p_id, r.approvers;
     END IF;
-    IF EXISTS (SELECT FROM jit.leases WHERE role_oid = my_oid) THEN
-        RAISE EXCEPTION 'a temporary role cannot decide requests' USING HINT = 'use your own login';
-    END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r.approvers)
-       OR NOT pg_has_role(session_user, r.approvers, 'MEMBER') THEN
-        RAISE EXCEPTION 'you may not decide request %: you are not a member of %', p_id, r.approvers;
-    END IF;
-    IF r.status = 'pending' AND r.expires_at <= now() THEN
+    SELECT * INTO r FROM jit.requests WHERE id = p_id FOR UPDATE;
+    IF r.status = 'pending' AND r.expires_at <= jit._clock() THEN
         RAISE EXCEPTION 'request % has timed out', p_id;
     END IF;
     IF r.status <> 'pending' THEN
@@ -748,6 +986,7 @@ DECLARE
     comment text := jit._check_note(p_comment, 'comment');
     got int;
 BEGIN
+    PERFORM jit._guard();
     PERFORM jit._expire_requests();
     r := jit._decidable(p_id);
     IF EXISTS (SELECT FROM jit.approvals WHERE request_id = r.id
@@ -763,9 +1002,9 @@ BEGIN
         'request_id', r.id, 'approver', session_user, 'comment', comment,
         'approvals', got, 'needed', r.approvals_needed));
     IF got >= r.approvals_needed THEN
-        UPDATE jit.requests SET status = 'approved', decided_at = now(), decided_by = session_user,
+        UPDATE jit.requests SET status = 'approved', decided_at = jit._clock(), decided_by = session_user,
                decision_note = comment,
-               expires_at = now() + coalesce((SELECT approval_timeout FROM jit.profiles
+               expires_at = jit._clock() + coalesce((SELECT approval_timeout FROM jit.profiles
                                               WHERE name = r.profile), interval '1 hour')
          WHERE id = r.id RETURNING * INTO r;
         PERFORM jit._audit('approved', r.profile, NULL, r.requester, r.reason, NULL,
@@ -785,6 +1024,7 @@ DECLARE
     r jit.requests;
     why text := jit._check_note(p_reason, 'reason');
 BEGIN
+    PERFORM jit._guard();
     IF btrim(why) = '' THEN
         RAISE EXCEPTION 'a denial needs a reason' USING HINT = '--reason "..."';
     END IF;
@@ -814,7 +1054,7 @@ BEGIN
            r.expires_at, (SELECT count(*)::int FROM jit.approvals a WHERE a.request_id = r.id),
            r.approvals_needed
       FROM jit.requests r LEFT JOIN jit.profiles p ON p.name = r.profile
-     WHERE r.status = 'pending' AND r.expires_at > now() AND r.requester_oid <> my_oid
+     WHERE r.status = 'pending' AND r.expires_at > jit._clock() AND r.requester_oid <> my_oid
        AND EXISTS (SELECT FROM pg_roles WHERE rolname = r.approvers)
        AND pg_has_role(session_user, r.approvers, 'MEMBER')
        AND NOT EXISTS (SELECT FROM jit.approvals a WHERE a.request_id = r.id AND a.approver_oid = my_oid)
@@ -830,7 +1070,7 @@ BEGIN
     RETURN QUERY SELECT jit._request_json(r, CASE WHEN r.status = 'pending' THEN 'pending' ELSE 'closed' END)
       FROM jit.requests r
      WHERE r.requester_oid = jit._role_oid(session_user)
-       AND (r.status IN ('pending', 'approved') OR r.decided_at > now() - interval '1 day')
+       AND (r.status IN ('pending', 'approved') OR r.decided_at > jit._clock() - interval '1 day')
      ORDER BY r.id;
 END
 $$;
@@ -918,6 +1158,10 @@ BEGIN
     p_approvals := coalesce(p_approvals, old.approvals, 1);
     p_approval_timeout := coalesce(p_approval_timeout, old.approval_timeout, interval '1 hour');
     p_max_live := coalesce(p_max_live, old.max_live, 5);
+    -- whole seconds, as every duration the broker compares or adds (jit._secs)
+    p_ttl := jit._secs(p_ttl);
+    p_max_ttl := jit._secs(p_max_ttl);
+    p_approval_timeout := jit._secs(p_approval_timeout);
     IF p_max_live NOT BETWEEN 1 AND 1000 THEN
         RAISE EXCEPTION 'profile %: max_live must be between 1 and 1000', p_name;
     END IF;
@@ -965,12 +1209,12 @@ BEGIN
                                    description, updated_at, updated_by, approvers, approvals,
                                    approval_timeout, max_live)
     VALUES (p_name, p_grants, p_ttl, p_max_ttl, p_requesters, p_reason_required, p_owner,
-            p_description, now(), session_user, p_approvers, p_approvals, p_approval_timeout,
+            p_description, jit._clock(), session_user, p_approvers, p_approvals, p_approval_timeout,
             p_max_live)
     ON CONFLICT (name) DO UPDATE SET grants = excluded.grants, ttl = excluded.ttl,
         max_ttl = excluded.max_ttl, requesters = excluded.requesters,
         reason_required = excluded.reason_required, owner = excluded.owner,
-        description = excluded.description, updated_at = now(), updated_by = session_user,
+        description = excluded.description, updated_at = jit._clock(), updated_by = session_user,
         approvers = excluded.approvers, approvals = excluded.approvals,
         approval_timeout = excluded.approval_timeout, max_live = excluded.max_live;
     -- the requesters role may call the requester functions (it can still ask only for
@@ -1017,37 +1261,105 @@ $$;
 -- The reaper's safety net: end the sessions of leases past their expiry or ended, whoever
 -- holds their rows.  VALID UNTIL (or NOLOGIN) already refuses their password, so nobody logs
 -- back in.  'writing' (before anything is locked): sessions in a transaction that wrote, as
--- a lease holding its own pg_authid row does (ALTER ROLE itself PASSWORD, left open), which
--- made ALTER ROLE NOLOGIN wait for ever.  'unended' and 'ended' (after a pass): the leases
--- whose rows a transaction left open holds (BEGIN; SELECT jit.renew(...), by the lease or its
--- requester), which SKIP LOCKED passed over while their sessions lived on.
+-- a lease holding its own pg_authid row does (ALTER ROLE itself PASSWORD, left open).
+-- 'unended' and 'ended' (after a pass): the leases whose rows are still held, which SKIP
+-- LOCKED passed over while their sessions lived on.
 CREATE OR REPLACE FUNCTION jit._end_overdue_sessions(p_which text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM pg_terminate_backend(a.pid)
        FROM pg_stat_activity a JOIN jit.leases l ON l.role_oid = a.usesysid
-      WHERE l.dropped_at IS NULL AND a.pid <> pg_backend_pid()
+      WHERE l.dropped_at IS NULL AND a.pid <> pg_backend_pid() AND l.dbid = jit._mydb()
         AND CASE p_which
-            WHEN 'writing' THEN (l.ended_at IS NOT NULL OR l.expires_at <= now())
+            WHEN 'writing' THEN (l.ended_at IS NOT NULL OR l.expires_at <= jit._clock())
                                 AND a.backend_xid IS NOT NULL
-            WHEN 'unended' THEN l.ended_at IS NULL AND l.expires_at <= now()
+            WHEN 'unended' THEN l.ended_at IS NULL AND l.expires_at <= jit._clock()
             WHEN 'ended' THEN l.ended_at IS NOT NULL
             END;
 END
 $$;
 
--- Step one of the reaper: end (NOLOGIN, audited) every lease past its expiry.
-CREATE OR REPLACE FUNCTION jit.expire_due() RETURNS SETOF text
+-- The transactions still holding a lease that is due (its mark, jit._mark): a renewal or
+-- revoke left open, by the lease's requester or the lease itself, past the expiry.  Only
+-- those two logins' backends count (anyone may take the same advisory lock; that only
+-- exposes their own session), and only once idle in the transaction or in it for over a
+-- second: a call under way when the lease fell due finishes by itself.  Returns the pids
+-- ended.
+CREATE OR REPLACE FUNCTION jit._end_holders() RETURNS SETOF integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    holder integer;
+BEGIN
+    PERFORM pg_stat_clear_snapshot();
+    FOR holder IN
+        SELECT DISTINCT a.pid FROM pg_locks k
+          JOIN pg_stat_activity a ON a.pid = k.pid
+          JOIN jit.leases l ON (l.id % 2147483647)::oid = k.objid
+          JOIN pg_roles who ON who.oid = a.usesysid
+         WHERE k.locktype = 'advisory' AND k.granted AND k.classid = 1785295872 AND k.objsubid = 2
+           AND k.database = jit._mydb() AND a.pid <> pg_backend_pid() AND l.dbid = jit._mydb()
+           AND l.dropped_at IS NULL AND (l.ended_at IS NOT NULL OR l.expires_at <= jit._clock())
+           AND a.usesysid IN (l.requester_oid, l.role_oid) AND NOT who.rolsuper
+           AND (a.state LIKE 'idle in transaction%' OR a.xact_start < jit._clock() - interval '1 second')
+    LOOP
+        IF pg_terminate_backend(holder, 1000) THEN
+            RETURN NEXT holder;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Step one of the reaper: end (NOLOGIN, audited) every lease past its expiry, and every live
+-- lease whose grant roles have become unfit (a superuser granted them more).  Nothing here
+-- waits longer than a fifth of a second on a lock: what cannot be ended now is reported
+-- ('skipped: ...') and tried again on the next pass, and its sessions are ended anyway.
+CREATE OR REPLACE FUNCTION jit.expire_due() RETURNS TABLE (rolname text, outcome text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     l jit.leases;
+    problem text;
+    unfit jsonb;
 BEGIN
     PERFORM jit._require_admin();
     PERFORM jit._end_overdue_sessions('writing');
-    FOR l IN SELECT * FROM jit.leases WHERE ended_at IS NULL AND expires_at <= now()
-             ORDER BY expires_at FOR UPDATE SKIP LOCKED LOOP
-        PERFORM jit._end(l, 'expire');
-        RETURN NEXT l.rolname;
+    PERFORM count(*) FROM jit._end_holders();
+    PERFORM set_config('lock_timeout', '200ms', true);
+    -- each grant role of a live lease judged once a pass, not once per lease
+    SELECT coalesce(jsonb_object_agg(d.roleid::text, d.problem), '{}') INTO unfit
+      FROM (SELECT g.roleid, jit._grant_problem(g.rolname) AS problem
+              FROM (SELECT DISTINCT m.roleid, r.rolname FROM jit.leases x
+                      JOIN pg_auth_members m ON m.member = x.role_oid
+                      JOIN pg_roles r ON r.oid = m.roleid
+                     WHERE x.ended_at IS NULL AND x.dbid = jit._mydb() AND r.rolname <> 'jit_lease') g) d
+     WHERE d.problem IS NOT NULL;
+    FOR l IN SELECT * FROM jit.leases x WHERE x.ended_at IS NULL AND x.dbid = jit._mydb()
+               AND (x.expires_at <= jit._clock()
+                    OR (unfit <> '{}' AND EXISTS (SELECT FROM pg_auth_members m
+                                                  WHERE m.member = x.role_oid AND unfit ? m.roleid::text)))
+             ORDER BY x.expires_at LOOP
+        problem := NULL;
+        IF l.expires_at > jit._clock() THEN
+            SELECT unfit ->> m.roleid::text INTO problem FROM pg_auth_members m
+             WHERE m.member = l.role_oid AND unfit ? m.roleid::text LIMIT 1;
+        END IF;
+        rolname := l.rolname;
+        BEGIN
+            SELECT * INTO l FROM jit.leases x WHERE x.id = l.id AND x.ended_at IS NULL
+               FOR UPDATE SKIP LOCKED;
+            IF NOT FOUND THEN
+                outcome := 'skipped: its row is held by an open transaction';
+            ELSIF problem IS NULL THEN
+                PERFORM jit._end(l, 'expire');
+                outcome := 'expired';
+            ELSE
+                PERFORM jit._end(l, 'revoke', jsonb_build_object('why', 'grant role unfit',
+                                                                'problem', problem));
+                outcome := 'revoked: ' || problem;
+            END IF;
+        EXCEPTION WHEN lock_not_available THEN
+            outcome := 'skipped: its role is locked by another transaction (a prepared one?)';
+        END;
+        RETURN NEXT;
     END LOOP;
     PERFORM jit._end_overdue_sessions('unended');
 END
@@ -1062,15 +1374,71 @@ DECLARE
     l jit.leases;
 BEGIN
     PERFORM jit._require_admin();
-    FOR l IN SELECT * FROM jit.leases WHERE ended_at IS NOT NULL AND dropped_at IS NULL
-               AND (drop_error IS NULL OR drop_tried_at < now() - interval '1 minute')
-             ORDER BY id FOR UPDATE SKIP LOCKED LOOP
+    FOR l IN SELECT * FROM jit.leases x WHERE x.ended_at IS NOT NULL AND x.dropped_at IS NULL
+               AND x.dbid = jit._mydb()
+               AND (x.drop_error IS NULL OR x.drop_tried_at < jit._clock() - interval '1 minute'
+                    OR EXISTS (SELECT FROM pg_prepared_xacts p WHERE p.owner = x.rolname) IS FALSE
+                       AND x.drop_error LIKE 'has prepared transaction%')
+             ORDER BY x.id FOR UPDATE SKIP LOCKED LOOP
         rolname := l.rolname;
         sessions := (SELECT count(*) FROM pg_stat_activity WHERE usesysid = l.role_oid)::int;
         outcome := jit._finish_safely(l);
         RETURN NEXT;
     END LOOP;
     PERFORM jit._end_overdue_sessions('ended');
+END
+$$;
+
+-- Prepared transactions of leases that are ended or due, in this database: PREPARE
+-- TRANSACTION keeps a lease's locks (its own role's row, rows of the tables it wrote) with no
+-- session to end.  Only the role that prepared one (or a superuser) may roll it back, and
+-- ROLLBACK PREPARED cannot run in a function: so this grants the calling operator login
+-- membership in each such role (SET, no INHERIT, after taking the role's grants away), and
+-- the reaper runs SET ROLE, ROLLBACK PREPARED, RESET ROLE, then jit.prepared_ended.
+CREATE OR REPLACE FUNCTION jit.prepared_to_end() RETURNS TABLE (gid text, rolname text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $$
+DECLARE
+    l jit.leases;
+    g text;
+    with_opts text := CASE WHEN current_setting('server_version_num')::int >= 160000
+                           THEN ' WITH INHERIT FALSE, SET TRUE' ELSE '' END;
+BEGIN
+    PERFORM jit._require_admin();
+    FOR l IN SELECT DISTINCT ON (x.id) x.* FROM jit.leases x JOIN pg_prepared_xacts p ON p.owner = x.rolname
+              WHERE x.dropped_at IS NULL AND x.dbid = jit._mydb() AND p.database = current_database()
+                AND (x.ended_at IS NOT NULL OR x.expires_at <= jit._clock()) LOOP
+        FOR g IN SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
+                 WHERE m.member = l.role_oid LOOP
+            EXECUTE format('REVOKE %I FROM %I', g, l.rolname);
+        END LOOP;
+        IF NOT pg_has_role(session_user, l.role_oid, 'SET') THEN
+            EXECUTE format('GRANT %I TO %I', l.rolname, session_user) || with_opts;
+        END IF;
+        RETURN QUERY SELECT p.gid, l.rolname FROM pg_prepared_xacts p
+                      WHERE p.owner = l.rolname AND p.database = current_database();
+    END LOOP;
+END
+$$;
+
+-- After the reaper's ROLLBACK PREPARED: the operator's membership in the lease's role goes,
+-- and the rollback is audited.
+CREATE OR REPLACE FUNCTION jit.prepared_ended(p_gid text, p_rolname text, p_error text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    l jit.leases;
+BEGIN
+    PERFORM jit._require_admin();
+    SELECT * INTO l FROM jit.leases WHERE jit.leases.rolname = p_rolname AND dbid = jit._mydb();
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT FROM pg_auth_members m WHERE m.roleid = l.role_oid
+                AND m.member = jit._role_oid(session_user)) THEN
+        EXECUTE format('REVOKE %I FROM %I', l.rolname, session_user);
+    END IF;
+    PERFORM jit._audit('rollback_prepared', l.profile, l.rolname, l.requester, l.reason, l.expires_at,
+                       jsonb_build_object('gid', p_gid, 'error', p_error));
 END
 $$;
 
@@ -1081,19 +1449,23 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
                  (SELECT min(expires_at) FROM jit.requests WHERE status IN ('pending', 'approved')))
 $$;
 
--- Walk the chain: the first row whose link or hash does not match, or a cut-off tail.
+-- Chain what is committed, then walk the chain in its order: the first row whose link or
+-- hash does not match, or a cut-off tail.  Rows not chained yet (their transaction had not
+-- committed when the chainer ran) are counted in `problem` only if they are over a minute old.
 CREATE OR REPLACE FUNCTION jit.audit_verify()
 RETURNS TABLE (rows_checked bigint, bad_id bigint, problem text)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     a jit.audit;
     prev bytea;
     last_id bigint;
     head jit.audit_head;
+    stale bigint;
 BEGIN
     PERFORM jit._require_admin();
+    PERFORM jit._chain_audit();
     rows_checked := 0;
-    FOR a IN SELECT * FROM jit.audit ORDER BY id LOOP
+    FOR a IN SELECT * FROM jit.audit WHERE seq IS NOT NULL ORDER BY seq LOOP
         rows_checked := rows_checked + 1;
         IF a.prev_hash IS DISTINCT FROM prev THEN
             bad_id := a.id;
@@ -1102,7 +1474,7 @@ BEGIN
             RETURN NEXT;
             RETURN;
         END IF;
-        IF jit._audit_digest(a) <> a.hash THEN
+        IF a.hash IS NULL OR jit._audit_digest(a) <> a.hash THEN
             bad_id := a.id;
             problem := 'its contents do not match its hash: the row was edited';
             RETURN NEXT;
@@ -1118,9 +1490,90 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
+    SELECT count(*) INTO stale FROM jit.audit WHERE hash IS NULL AND at < jit._clock() - interval '1 minute';
+    IF stale > 0 THEN
+        bad_id := (SELECT min(id) FROM jit.audit WHERE hash IS NULL);
+        problem := format('%s row(s) over a minute old are not chained: is the chainer''s lock held?', stale);
+        RETURN NEXT;
+        RETURN;
+    END IF;
     bad_id := NULL;
     problem := NULL;
     RETURN NEXT;
+END
+$$;
+
+-- -- what a lease may leave behind: the DDL guard (installed as event triggers below) -----
+
+-- Commands a lease's session may not run, whatever its grant roles allow: each leaves
+-- something that outlives the lease and runs as, or grants to, someone else (privileges and
+-- default privileges, code that runs when others touch a table or a type, foreign servers,
+-- extensions).  The grant role's own owners and operators run these, not a lease.
+CREATE OR REPLACE FUNCTION jit._lease_ddl_refused() RETURNS text[]
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ARRAY['GRANT', 'REVOKE', 'ALTER DEFAULT PRIVILEGES', 'CREATE RULE', 'CREATE TRIGGER',
+                 'ALTER TRIGGER', 'CREATE EVENT TRIGGER', 'ALTER EVENT TRIGGER', 'CREATE POLICY',
+                 'ALTER POLICY', 'CREATE CAST', 'CREATE OPERATOR', 'ALTER OPERATOR',
+                 'CREATE OPERATOR CLASS', 'ALTER OPERATOR CLASS', 'CREATE OPERATOR FAMILY',
+                 'ALTER OPERATOR FAMILY', 'CREATE CONVERSION', 'ALTER CONVERSION', 'CREATE TRANSFORM',
+                 'CREATE LANGUAGE', 'ALTER LANGUAGE', 'CREATE EXTENSION', 'ALTER EXTENSION',
+                 'CREATE FOREIGN DATA WRAPPER', 'ALTER FOREIGN DATA WRAPPER', 'CREATE SERVER',
+                 'ALTER SERVER', 'CREATE USER MAPPING', 'ALTER USER MAPPING', 'IMPORT FOREIGN SCHEMA',
+                 'CREATE PUBLICATION', 'ALTER PUBLICATION', 'CREATE SUBSCRIPTION',
+                 'ALTER SUBSCRIPTION', 'SECURITY LABEL', 'CREATE ACCESS METHOD',
+                 'CREATE TEXT SEARCH PARSER', 'CREATE TEXT SEARCH TEMPLATE']
+$$;
+
+CREATE OR REPLACE FUNCTION jit._lease_ddl_start() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tg_tag = ANY (jit._lease_ddl_refused()) AND (jit._lease_of(session_user)).id IS NOT NULL THEN
+        RAISE EXCEPTION 'a temporary role may not run %', tg_tag
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'what a lease grants, triggers or hands over would outlive it; ask an operator';
+    END IF;
+END
+$$;
+
+-- After each DDL command of a lease: what it created or changed is recorded (the lease's own
+-- record of its DDL), and refused when the command made a SECURITY DEFINER routine, gave
+-- away an object the lease created, or handed one to the broker's roles.
+CREATE OR REPLACE FUNCTION jit._lease_ddl_end() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    l jit.leases := jit._lease_of(session_user);
+    c record;
+    owner oid;
+BEGIN
+    IF l.id IS NULL THEN
+        RETURN;
+    END IF;
+    FOR c IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+        IF c.classid = 'pg_proc'::regclass
+           AND EXISTS (SELECT FROM pg_proc p WHERE p.oid = c.objid AND p.prosecdef) THEN
+            RAISE EXCEPTION 'a temporary role may not make SECURITY DEFINER routines (%)', c.object_identity
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'it would run with its owner''s privileges after the lease ends';
+        END IF;
+        owner := NULL;
+        SELECT d.refobjid INTO owner FROM pg_shdepend d
+         WHERE d.dbid = jit._mydb() AND d.classid = c.classid AND d.objid = c.objid
+           AND d.objsubid = 0 AND d.deptype = 'o';
+        IF owner IN (SELECT oid FROM pg_roles
+                      WHERE rolname IN ('jit_owner', 'jit_admin', 'jit_lease', 'jit_requester')) THEN
+            RAISE EXCEPTION 'a temporary role may not give % to the broker''s roles', c.object_identity
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        IF owner IS DISTINCT FROM l.role_oid AND EXISTS (
+               SELECT FROM jit.lease_objects o WHERE o.lease_id = l.id AND o.classid = c.classid
+                  AND o.objid = c.objid AND o.command LIKE 'CREATE%') THEN
+            RAISE EXCEPTION 'a temporary role may not give away what it created (%)', c.object_identity
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'what a lease creates is its own until it ends; then it goes to the profile''s owner role';
+        END IF;
+        INSERT INTO jit.lease_objects (lease_id, command, object_type, identity, classid, objid)
+        VALUES (l.id, c.command_tag, c.object_type, left(c.object_identity, 1000), c.classid, c.objid);
+    END LOOP;
 END
 $$;
 
@@ -1141,7 +1594,51 @@ GRANT EXECUTE ON FUNCTION jit.revoke(text), jit.finish(text), jit.my_leases(),
     jit.profile_set(text, text[], interval, interval, text, boolean, text, text, text, integer, interval,
                     integer),
     jit.profile_drop(text), jit.expire_due(), jit.finish_ended(), jit.next_expiry(),
-    jit.expire_requests(),
-    jit.audit_verify() TO jit_admin;
+    jit.expire_requests(), jit.chain_audit(), jit.prepared_to_end(),
+    jit.prepared_ended(text, text, text), jit.audit_verify() TO jit_admin;
+
+-- -- settings every function depends on, pinned -------------------------------------
+-- A caller's session settings reach into a SECURITY DEFINER function unless it sets them
+-- itself: TimeZone and DateStyle moved VALID UNTIL by days, createrole_self_grant (16+) made
+-- jit_owner a member of the roles it created, a session's lock_timeout 0 let a broker call
+-- wait for ever.  Each function carries its own values for every setting that changes what
+-- it reads, writes or waits for (search_path is set in each definition).
+DO $pin$
+DECLARE
+    f regprocedure;
+    conf text[];
+    pins text := 'SET TimeZone = ''UTC'' SET DateStyle = ''ISO, YMD'' SET IntervalStyle = ''postgres'''
+                 ' SET timezone_abbreviations = ''Default'' SET extra_float_digits = 1'
+                 ' SET bytea_output = ''hex'' SET standard_conforming_strings = on'
+                 ' SET transform_null_equals = off SET array_nulls = on SET exit_on_error = off'
+                 ' SET default_transaction_read_only = off SET row_security = on';
+BEGIN
+    IF current_setting('server_version_num')::int >= 160000 THEN
+        pins := pins || ' SET createrole_self_grant = ''''';
+    END IF;
+    FOR f, conf IN SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
+                    WHERE p.pronamespace = 'jit'::regnamespace LOOP
+        EXECUTE format('ALTER FUNCTION %s %s', f, pins);
+        IF NOT EXISTS (SELECT FROM unnest(conf) c WHERE c LIKE 'lock\_timeout=%') THEN
+            EXECUTE format('ALTER FUNCTION %s SET lock_timeout = ''2s''', f);
+        END IF;
+    END LOOP;
+END
+$pin$;
 
 RESET ROLE;
+
+-- The DDL guard: event triggers need a superuser, as setup is.  They fire for every DDL
+-- command in this database and return at once unless the session is a lease's.
+DO $guard$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_event_trigger WHERE evtname = 'jit_lease_ddl_start') THEN
+        CREATE EVENT TRIGGER jit_lease_ddl_start ON ddl_command_start
+            EXECUTE FUNCTION jit._lease_ddl_start();
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_event_trigger WHERE evtname = 'jit_lease_ddl_end') THEN
+        CREATE EVENT TRIGGER jit_lease_ddl_end ON ddl_command_end
+            EXECUTE FUNCTION jit._lease_ddl_end();
+    END IF;
+END
+$guard$;

@@ -1,0 +1,64 @@
+-- pgcli-jit server-side broker, schema version 6: nothing a requester holds can stall others,
+-- outlive its bounds, or reach past the database that issued it.
+--
+-- * The audit chain has no lock a requester's transaction takes.  Broker functions write
+--   their audit row in the same transaction as the change, unchained (hash NULL); the
+--   reaper (jit.chain_audit) links committed rows into the chain in the order it sees them
+--   committed, numbering them in `seq`.  The append-only trigger lets exactly that one
+--   change through: hash, prev_hash and seq set once, nothing else touched.
+-- * One row per requester (jit.requesters) serializes a requester's own requests, so the
+--   live-lease cap is counted by one call at a time; only that requester's calls lock it.
+-- * Leases remember the database that issued them (dbid): a restored or cloned copy of this
+--   schema in another database never acts on them.
+-- * jit.lease_objects: what each lease created or changed with DDL (the event trigger in
+--   functions.sql records it and refuses what would outlive the lease).
+-- * Durations are whole seconds: every stored interval is normalised, so a mixed-unit
+--   interval ('1200 mon -36000 days +1 min') means the same to every comparison and sum.
+
+-- jit_owner reads pg_stat_activity in full (state, xact_start of every backend): the reaper
+-- ends a transaction left open on a lease's row only once it has been idle in it.
+GRANT pg_read_all_stats TO jit_owner;
+
+SET LOCAL ROLE jit_owner;
+
+-- the version-5 chain lock is now taken by the reaper's chainer alone
+ALTER TABLE jit.audit ALTER COLUMN hash DROP NOT NULL;
+ALTER TABLE jit.audit ADD COLUMN seq bigint UNIQUE;
+UPDATE jit.audit SET seq = id;  -- the rows chained so far, in the order they were chained
+CREATE SEQUENCE jit.audit_seq_seq OWNED BY jit.audit.seq;
+SELECT setval('jit.audit_seq_seq', coalesce((SELECT max(id) FROM jit.audit), 0) + 1, false);
+CREATE INDEX audit_unchained ON jit.audit (id) WHERE hash IS NULL;
+
+CREATE TABLE jit.requesters (
+    requester_oid oid PRIMARY KEY,
+    calls         bigint NOT NULL DEFAULT 0
+);
+
+ALTER TABLE jit.leases ADD COLUMN dbid oid;
+UPDATE jit.leases SET dbid = (SELECT oid FROM pg_database WHERE datname = current_database());
+ALTER TABLE jit.leases ALTER COLUMN dbid SET NOT NULL;
+CREATE INDEX leases_role_oid ON jit.leases (role_oid);
+
+CREATE TABLE jit.lease_objects (
+    lease_id    bigint NOT NULL REFERENCES jit.leases (id),
+    at          timestamptz NOT NULL DEFAULT clock_timestamp(),
+    command     text NOT NULL,
+    object_type text,
+    identity    text,
+    classid     oid,
+    objid       oid
+);
+CREATE INDEX lease_objects_lease ON jit.lease_objects (lease_id);
+GRANT SELECT ON jit.lease_objects TO jit_admin;
+
+UPDATE jit.profiles SET ttl = make_interval(secs => extract(epoch FROM ttl)),
+                        max_ttl = make_interval(secs => extract(epoch FROM max_ttl)),
+                        approval_timeout = make_interval(secs => extract(epoch FROM approval_timeout));
+
+-- expire_due reports what it could not end, and why
+DROP FUNCTION IF EXISTS jit.expire_due();
+-- the chain lock's holder-terminating guard is gone with the lock requesters took
+DROP FUNCTION IF EXISTS jit._hold_audit_chain();
+DROP FUNCTION IF EXISTS jit._try_lock_audit();
+
+RESET ROLE;
