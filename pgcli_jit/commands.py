@@ -1,88 +1,39 @@
-"""Parsing ``\\jit`` lines: raw text in, a :class:`JitCommand` out.
+"""The ``\\jit`` subcommands: one table, and the parsing, completion, help and dispatch read from it.
 
-pgcli 4.5+ strips ``--`` comments from special-command arguments, so
-``--ttl 15m`` would never reach a pgspecial handler: the shell hands this
-module the raw line instead.  ``shlex`` keeps quoted reasons together.
-No argument ever carries a secret: pgcli writes every line to its history.
+Each :class:`Subcommand` row says everything about one subcommand (its synopsis, help,
+options, argument and handler); nothing here lists subcommands a second time, so a new
+one is one row and one handler.  Handlers take the session's
+:class:`~pgcli_jit.controller.Controller` and return pgspecial-style results, so the
+table needs no pgcli.
+
+pgcli 4.5+ strips ``--`` comments from special-command arguments, so ``--ttl 15m``
+would never reach a pgspecial handler: the shell hands this module the raw line instead.
+``shlex`` keeps quoted reasons together.  No argument ever carries a secret: pgcli
+writes every line to its history.
 """
 
 from __future__ import annotations
 
+import enum
 import re
 import shlex
 import textwrap
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pgcli_jit.durations import option_duration
 from pgcli_jit.errors import UsageError
 
-SUBCOMMANDS = ("request", "status", "renew", "revoke", "cancel", "profiles", "pending", "approve", "deny",
-               "help")
-OPTIONS = {"request": ("--ttl", "--reason"), "renew": ("--ttl",), "approve": ("--comment",),
-           "deny": ("--reason",)}
-#: subcommands whose one argument is a request id
-DECIDING = ("approve", "deny")
+if TYPE_CHECKING:
+    from pgcli_jit.controller import Controller
+
 _JIT = re.compile(r"^\s*\\jit(?:\s|;|$)", re.IGNORECASE)
-
-#: (subcommand, synopsis, one line) for the usage table; aligned by code, not by hand
-SYNOPSES = (
-    ("request", "\\jit request [PROFILE] [--ttl DUR] [--reason TEXT]",
-     "obtain credentials and reconnect as them"),
-    ("status", "\\jit status", "the current lease (or how the last one ended)"),
-    ("renew", "\\jit renew [--ttl DUR]", "extend the lease (or rotate to new credentials)"),
-    ("revoke", "\\jit revoke", "end access now, back to the identity used before \\jit request"),
-    ("cancel", "\\jit cancel", "withdraw your request that waits for approval"),
-    ("profiles", "\\jit profiles", "what can be requested"),
-    ("pending", "\\jit pending", "requests you may approve (never your own)"),
-    ("approve", "\\jit approve ID [--comment TEXT]", "approve someone's request"),
-    ("deny", "\\jit deny ID --reason TEXT", "deny someone's request, saying why"),
-    ("help", "\\jit help [SUBCOMMAND]", "this text, or one subcommand's"),
-)
+#: what a bare ``\jit`` runs
+DEFAULT = "help"
 FOOTER = 'Durations: 90s, 15m, 1h30m or seconds. Quote a reason with spaces: --reason "INC-123 hotfix".'
-DETAILS = {
-    "request": ("PROFILE defaults to the config's default_profile. --ttl asks for a lease length "
-                "(the profile's max_ttl caps it, and the reply says so); "
-                "--reason is recorded in the audit log. "
-                "Refused inside an open transaction."),
-    "status": "Profile, backend, database user, times (local, with zone), renewals, lease id; "
-              "after access ended: what ended, when, and what to do.",
-    "renew": ("--ttl asks for a new length, counted from now, capped at max_ttl; later renewals keep it. "
-              "When the backend cannot extend, new credentials are issued and the session reconnects "
-              "after the open transaction ends."),
-    "revoke": "Revokes at the backend and returns to the login used before \\jit request; after expiry "
-              "it only returns to that login.",
-    "profiles": ("Every profile with its backend, ttl, max ttl and renew mode; "
-                 "Vault profiles list their roles."),
-    "help": "\\jit help SUBCOMMAND shows one subcommand's options.",
-    "cancel": "On a profile that needs approval, \\jit request answers at once and the session switches "
-              "when the request is approved; \\jit cancel withdraws it (credentials already granted but "
-              "not yet switched to are revoked).",
-    "pending": "Requests that wait for your approval: id, requester, profile, ttl, reason, waiting since. "
-               "The toolbar shows how many while you may decide some.",
-    "approve": "The server checks that you are a member of the profile's approvers role and not the "
-               "requester; the comment goes to the audit trail.",
-    "deny": "The reason is shown to the requester and recorded in the audit trail.",
-}
-
-
-def _usage_table(rows: tuple[tuple[str, str, str], ...]) -> list[str]:
-    width = max(len(synopsis) for _, synopsis, _ in rows) + 3
-    return [f"{synopsis:<{width}}{what}" for _, synopsis, what in rows]
-
-
-USAGE = "\n".join([*_usage_table(SYNOPSES), FOOTER])
-
-
-def usage(subcommand: str | None = None) -> str:
-    """All subcommands, or one (``\\jit help request``): its synopsis, then the details."""
-    if not subcommand:
-        return USAGE
-    name = subcommand.lower()
-    rows = tuple(row for row in SYNOPSES if row[0] == name)
-    if not rows:
-        raise UsageError(f"\\jit help: unknown subcommand {subcommand!r}",
-                         f"use one of: {', '.join(SUBCOMMANDS)}")
-    return "\n".join([*_usage_table(rows), *textwrap.wrap(DETAILS[name], 78)])
+#: the one line pgspecial's ``\?`` shows for ``\jit``
+MENU_DESCRIPTION = "Just-in-time credentials and approvals (\\jit help)."
 
 
 @dataclass(frozen=True)
@@ -93,6 +44,260 @@ class JitCommand:
     reason: str = ""
     request_id: int | None = None  # approve, deny
     comment: str = ""
+
+
+#: pgspecial-style (title, rows, headers, status): what the shell prints for a subcommand
+Result: TypeAlias = tuple[str | None, Sequence[Sequence[Any]] | None, Sequence[str] | None, str | None]
+Handler: TypeAlias = "Callable[[Controller, JitCommand], Result]"
+
+
+class Argument(enum.Enum):
+    """The one positional word a subcommand takes: how it is parsed and completed."""
+
+    NONE = "none"
+    #: optional; a profile name, completed from the config's profiles
+    PROFILE = "profile"
+    #: optional; a subcommand's name (checked at parse time), completed from this table
+    SUBCOMMAND = "subcommand"
+    #: required; a request id as ``\jit pending`` lists them
+    REQUEST_ID = "request id"
+
+
+@dataclass(frozen=True)
+class Option:
+    """A ``--name VALUE`` option; every option takes a value (``--name=VALUE`` too)."""
+
+    name: str
+    #: the :class:`JitCommand` field the value fills
+    field: str
+    #: turns the text into the field's value; a bad value raises UsageError naming the option
+    value: Callable[[str], object] = str
+    #: when not empty the option is required, and this is the hint given when it is missing
+    required: str = ""
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One row of the table: everything parsing, completion, help, ``\\?`` and dispatch need."""
+
+    name: str
+    synopsis: str
+    #: one line in the ``\jit help`` table
+    summary: str
+    #: the paragraph ``\jit help NAME`` adds under the synopsis
+    details: str
+    handler: Handler
+    options: tuple[Option, ...] = ()
+    argument: Argument = Argument.NONE
+    #: False when the subcommand still works while the config file cannot be read
+    needs_config: bool = True
+    #: False when a ``\i`` file may not run it: pgcli strips ``--`` options there, and the
+    #: file runs on the very connection the subcommand would switch or act as
+    from_file: bool = True
+
+
+# -- handlers: what each subcommand does to the session ------------------------------------
+
+
+def _help(jit: Controller, cmd: JitCommand) -> Result:
+    return (None, None, None, usage(cmd.profile))
+
+
+def _request(jit: Controller, cmd: JitCommand) -> Result:
+    return (None, None, None, jit.request(cmd.profile, cmd.ttl, cmd.reason))
+
+
+def _renew(jit: Controller, cmd: JitCommand) -> Result:
+    return (None, None, None, jit.renew(cmd.ttl))
+
+
+def _revoke(jit: Controller, cmd: JitCommand) -> Result:
+    return (None, None, None, jit.revoke())
+
+
+def _cancel(jit: Controller, cmd: JitCommand) -> Result:
+    return (None, None, None, jit.cancel())
+
+
+def _status(jit: Controller, cmd: JitCommand) -> Result:
+    """The lease as the backend sees it now (the client's view when the lookup fails), plus a
+    rotation waiting for the transaction and a request waiting for approval."""
+    from pgcli_jit.errors import JitError
+    from pgcli_jit.report import local_time, status_rows
+
+    manager = jit.manager
+    lease, profile = manager.lease, manager.profile
+    waiting = jit.approvals.waiting
+    if waiting is not None and (lease is None or profile is None):
+        from pgcli_jit import waiting as pending
+
+        return (None, pending.status_rows(waiting, manager.clock()), ["field", "value"], None)
+    if lease is None or profile is None:
+        return (None, None, None, jit.status_after_end())
+    source = "backend"
+    try:
+        lease = manager.backend_for(profile).lookup(lease)
+    except JitError as exc:
+        source = f"client (lookup failed: {exc})"
+    rows = status_rows(lease, profile, manager.clock(), source)
+    rotation = jit.waiting_lease()
+    if rotation is not None:
+        rows.append(("waiting to switch in", f"{rotation.username} until "
+                     f"{local_time(rotation.expires_at, zone=True)} (when the open transaction ends; "
+                     f"COMMIT before {local_time(lease.expires_at)})"))
+    if waiting is not None:
+        from pgcli_jit import waiting as pending
+
+        rows += [(f"pending {k}", v) for k, v in pending.status_rows(waiting, manager.clock())]
+    return (None, rows, ["field", "value"], None)
+
+
+def _profiles(jit: Controller, cmd: JitCommand) -> Result:
+    """Every profile with what its backend offers; a backend that cannot load still gets its line."""
+    import contextlib
+
+    from pgcli_jit.errors import JitError
+    from pgcli_jit.report import PROFILE_HEADERS, profile_rows
+
+    manager = jit.manager
+    cfg = manager.config
+    if not cfg.profiles:
+        return (None, None, None, f"No profiles: add [profiles.NAME] to {cfg.path}")
+    backends = {}
+    for name, profile in cfg.profiles.items():
+        with contextlib.suppress(JitError):
+            backends[name] = manager.backend_for(profile)
+    return (None, profile_rows(cfg, backends), PROFILE_HEADERS, None)
+
+
+def _pending(jit: Controller, cmd: JitCommand) -> Result:
+    from datetime import UTC, datetime
+
+    from pgcli_jit import approval
+
+    rows = jit.approvals.pending()
+    if not rows:
+        return (None, None, None, "No requests are waiting for your approval.")
+    return (None, approval.pending_rows(rows, datetime.now(UTC)), list(approval.PENDING_HEADERS), None)
+
+
+def _approve(jit: Controller, cmd: JitCommand) -> Result:
+    assert cmd.request_id is not None  # Argument.REQUEST_ID is required
+    return (None, None, None, jit.approvals.decide(cmd.request_id, True, cmd.comment))
+
+
+def _deny(jit: Controller, cmd: JitCommand) -> Result:
+    assert cmd.request_id is not None  # Argument.REQUEST_ID is required
+    return (None, None, None, jit.approvals.decide(cmd.request_id, False, cmd.reason))
+
+
+def _ttl(text: str) -> float | None:
+    return option_duration(text, "--ttl")
+
+
+# -- the table -------------------------------------------------------------------------------
+
+TTL = Option("--ttl", "ttl", _ttl)
+REASON = Option("--reason", "reason")
+
+TABLE: tuple[Subcommand, ...] = (
+    Subcommand(
+        "request", "\\jit request [PROFILE] [--ttl DUR] [--reason TEXT]",
+        "obtain credentials and reconnect as them",
+        "PROFILE defaults to the config's default_profile. --ttl asks for a lease length "
+        "(the profile's max_ttl caps it, and the reply says so); "
+        "--reason is recorded in the audit log. "
+        "Refused inside an open transaction.",
+        _request, (TTL, REASON), Argument.PROFILE, from_file=False),
+    Subcommand(
+        "status", "\\jit status", "the current lease (or how the last one ended)",
+        "Profile, backend, database user, times (local, with zone), renewals, lease id; "
+        "after access ended: what ended, when, and what to do.",
+        _status, needs_config=False),
+    Subcommand(
+        "renew", "\\jit renew [--ttl DUR]", "extend the lease (or rotate to new credentials)",
+        "--ttl asks for a new length, counted from now, capped at max_ttl; later renewals keep it. "
+        "When the backend cannot extend, new credentials are issued and the session reconnects "
+        "after the open transaction ends.",
+        _renew, (TTL,), from_file=False),
+    Subcommand(
+        "revoke", "\\jit revoke", "end access now, back to the identity used before \\jit request",
+        "Revokes at the backend and returns to the login used before \\jit request; after expiry "
+        "it only returns to that login.",
+        _revoke, from_file=False),
+    Subcommand(
+        "cancel", "\\jit cancel", "withdraw your request that waits for approval",
+        "On a profile that needs approval, \\jit request answers at once and the session switches "
+        "when the request is approved; \\jit cancel withdraws it (credentials already granted but "
+        "not yet switched to are revoked).",
+        _cancel),
+    Subcommand(
+        "profiles", "\\jit profiles", "what can be requested",
+        "Every profile with its backend, ttl, max ttl and renew mode; Vault profiles list their roles.",
+        _profiles),
+    Subcommand(
+        "pending", "\\jit pending", "requests you may approve (never your own)",
+        "Requests that wait for your approval: id, requester, profile, ttl, reason, waiting since. "
+        "The toolbar shows how many while you may decide some.",
+        _pending),
+    Subcommand(
+        "approve", "\\jit approve ID [--comment TEXT]", "approve someone's request",
+        "The server checks that you are a member of the profile's approvers role and not the "
+        "requester; the comment goes to the audit trail.",
+        _approve, (Option("--comment", "comment"),), Argument.REQUEST_ID, from_file=False),
+    Subcommand(
+        "deny", "\\jit deny ID --reason TEXT", "deny someone's request, saying why",
+        "The reason is shown to the requester and recorded in the audit trail.",
+        _deny, (Option("--reason", "reason", required='the requester reads it: --reason "why"'),),
+        Argument.REQUEST_ID, from_file=False),
+    Subcommand(
+        "help", "\\jit help [SUBCOMMAND]", "this text, or one subcommand's",
+        "\\jit help SUBCOMMAND shows one subcommand's options.",
+        _help, argument=Argument.SUBCOMMAND, needs_config=False),
+)
+
+BY_NAME: dict[str, Subcommand] = {row.name: row for row in TABLE}
+SUBCOMMANDS = tuple(BY_NAME)
+#: options that take a value: nothing is completed while one is being typed
+_VALUED = frozenset(option.name for row in TABLE for option in row.options)
+#: the syntax pgspecial's ``\?`` shows for ``\jit`` (a bare ``\jit`` is the default, help)
+MENU_SYNTAX = f"\\jit [{'|'.join(name for name in SUBCOMMANDS if name != DEFAULT)}]"
+
+
+def subcommand(name: str) -> Subcommand:
+    """The row of a parsed :class:`JitCommand`'s action."""
+    return BY_NAME[name]
+
+
+def run(jit: Controller, cmd: JitCommand) -> Result:
+    """Dispatch a parsed command to its row's handler."""
+    return BY_NAME[cmd.action].handler(jit, cmd)
+
+
+# -- help ------------------------------------------------------------------------------------
+
+
+def _usage_table(rows: Sequence[Subcommand]) -> list[str]:
+    """Synopses aligned by code, not by hand."""
+    width = max(len(row.synopsis) for row in rows) + 3
+    return [f"{row.synopsis:<{width}}{row.summary}" for row in rows]
+
+
+USAGE = "\n".join([*_usage_table(TABLE), FOOTER])
+
+
+def usage(name: str | None = None) -> str:
+    """All subcommands, or one (``\\jit help request``): its synopsis, then the details."""
+    if not name:
+        return USAGE
+    row = BY_NAME.get(name.lower())
+    if row is None:
+        raise UsageError(f"\\jit help: unknown subcommand {name!r}",
+                         f"use one of: {', '.join(SUBCOMMANDS)}")
+    return "\n".join([*_usage_table((row,)), *textwrap.wrap(row.details, 78)])
+
+
+# -- parsing ---------------------------------------------------------------------------------
 
 
 def is_jit(text: str) -> bool:
@@ -107,20 +312,18 @@ def parse(text: str) -> JitCommand:
     except ValueError as exc:
         raise UsageError(f"\\jit: {exc}", "close the quote around --reason") from None
     if not words:
-        return JitCommand("help")
-    action, rest = words[0].lower(), words[1:]
-    if action not in SUBCOMMANDS:
+        return JitCommand(DEFAULT)
+    row = BY_NAME.get(words[0].lower())
+    if row is None:
         raise UsageError(f"\\jit: unknown subcommand {words[0]!r}", f"use one of: {', '.join(SUBCOMMANDS)}")
-    cmd = _parse_args(action, rest)
-    if action == "help" and cmd.profile is not None:
-        usage(cmd.profile)  # an unknown subcommand is a usage error here, not at display
-    return cmd
+    return _parse_args(row, words[1:])
 
 
-def _parse_args(action: str, words: list[str]) -> JitCommand:
-    allowed = OPTIONS.get(action, ())
-    profile: str | None = None
-    opts: dict[str, str] = {}
+def _parse_args(row: Subcommand, words: list[str]) -> JitCommand:
+    action = row.name
+    allowed = {option.name: option for option in row.options}
+    argument: str | None = None
+    given: dict[str, str] = {}
     it = iter(words)
     for word in it:
         name, eq, inline = word.partition("=")
@@ -131,16 +334,26 @@ def _parse_args(action: str, words: list[str]) -> JitCommand:
             value = inline if eq else next(it, None)
             if value is None or (not eq and value.startswith("--")):
                 raise UsageError(f"\\jit {action}: {name} needs a value")
-            opts[name.lower()] = value
-        elif action in ("request", "help") and profile is None:
-            profile = word
-        elif action in DECIDING and profile is None:
-            profile = _request_id(action, word)
+            given[name.lower()] = value
+        elif row.argument is not Argument.NONE and argument is None:
+            argument = _request_id(action, word) if row.argument is Argument.REQUEST_ID else word
         else:
             raise UsageError(f"\\jit {action}: unexpected argument {word!r}", "see \\jit help")
-    if action in DECIDING:
-        return _deciding(action, profile, opts)
-    return JitCommand(action, profile, _ttl(opts.get("--ttl")), opts.get("--reason", ""))
+    if row.argument is Argument.REQUEST_ID and argument is None:
+        raise UsageError(f"\\jit {action}: which request?", f"\\jit {action} ID (\\jit pending lists them)")
+    fields: dict[str, Any] = {}
+    for option in row.options:
+        if option.required and not given.get(option.name, "").strip():
+            raise UsageError(f"\\jit {action}: {option.name} is required", option.required)
+        if option.name in given:
+            fields[option.field] = option.value(given[option.name])
+    if row.argument is Argument.REQUEST_ID:
+        fields["request_id"] = int(str(argument))
+    elif argument is not None:
+        fields["profile"] = argument
+    if row.argument is Argument.SUBCOMMAND and argument is not None:
+        usage(argument)  # an unknown subcommand is a usage error here, not at display
+    return JitCommand(action, **fields)
 
 
 def _request_id(action: str, word: str) -> str:
@@ -149,17 +362,7 @@ def _request_id(action: str, word: str) -> str:
     return word
 
 
-def _deciding(action: str, rid: str | None, opts: dict[str, str]) -> JitCommand:
-    if rid is None:
-        raise UsageError(f"\\jit {action}: which request?", f"\\jit {action} ID (\\jit pending lists them)")
-    if action == "deny" and not opts.get("--reason", "").strip():
-        raise UsageError("\\jit deny: --reason is required", 'the requester reads it: --reason "why"')
-    return JitCommand(action, request_id=int(rid), reason=opts.get("--reason", ""),
-                      comment=opts.get("--comment", ""))
-
-
-def _ttl(text: str | None) -> float | None:
-    return option_duration(text, "--ttl")
+# -- completion ------------------------------------------------------------------------------
 
 
 def completions(line: str, profiles: list[str]) -> list[str]:
@@ -174,20 +377,20 @@ def completions(line: str, profiles: list[str]) -> list[str]:
     if position == 1:
         pool = list(SUBCOMMANDS)
     else:
-        action = words[1].lower()
-        if words[position - 1].lower() in ("--ttl", "--reason", "--comment"):
+        row = BY_NAME.get(words[1].lower())
+        if words[position - 1].lower() in _VALUED:
             return []
         given = {w.split("=", 1)[0].lower() for w in words[2:position]}
-        pool = [o for o in OPTIONS.get(action, ()) if o not in given]
-        if action == "request" and not _has_profile(words[2:position]):
+        pool = [o.name for o in (row.options if row else ()) if o.name not in given]
+        if row is not None and row.argument is Argument.PROFILE and not _has_argument(words[2:position]):
             pool = profiles + pool
-        if action == "help" and position == 2:
+        if row is not None and row.argument is Argument.SUBCOMMAND and position == 2:
             pool = list(SUBCOMMANDS)
     return [c for c in pool if c.lower().startswith(current.lower())]
 
 
-def _has_profile(words: list[str]) -> bool:
-    """Whether a profile name already stands among ``request``'s arguments (option values aside)."""
+def _has_argument(words: list[str]) -> bool:
+    """Whether the positional word already stands among the arguments (option values aside)."""
     skip = False
     for word in words:
         if skip:

@@ -453,6 +453,8 @@ class Controller:
         return " ".join(filter(None, [rotated, replaced, *notes]))
 
     def _switch_or_discard(self, lease: Lease, profile: Profile) -> list[str]:
+        """Connect as ``lease``; when that fails in any way (a refused login, pgcli's exit when
+        a ``--jit`` first connection fails, Ctrl-C) the unused lease is revoked, never left live."""
         overrides = {**profile.connection_overrides(), **lease.conninfo}
         try:
             return self.connector.switch(lease, overrides)
@@ -463,6 +465,9 @@ class Controller:
                     f"{exc.message}; {lease.username} could not be revoked either ({error}): "
                     f"it can log in until {local_time(lease.expires_at)}",
                     self._who_ends(lease, profile)) from None
+            raise
+        except BaseException:
+            self.manager.discard(lease, profile)
             raise
 
     def _who_ends(self, lease: Lease, profile: Profile) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import getpass
 import logging
 import sys
@@ -91,6 +92,8 @@ class PgcliConnector:
         self.shell = shell
         self.previous: dict[str, Any] | None = None
         self.active = False  # the session runs on JIT credentials
+        #: set by ``--jit`` until the session's first connection is made: how to make it
+        self.first_connection: Callable[[Lease, dict[str, str]], None] | None = None
 
     @property
     def executor(self) -> Any:
@@ -103,6 +106,11 @@ class PgcliConnector:
         return bool(ex.valid_transaction() or ex.failed_transaction())
 
     def switch(self, lease: Lease, overrides: dict[str, str]) -> list[str]:
+        first, self.first_connection = self.first_connection, None
+        if first is not None:  # --jit: the session's first connection, nothing to carry over
+            first(lease, overrides)
+            self.active = True
+            return []
         ex = self.executor
         if not self.active:
             self.previous = dict(ex._conn_params)
@@ -244,9 +252,7 @@ class JitShell(PGCli):  # type: ignore[misc]
     def register_special_commands(self) -> None:
         super().register_special_commands()
         self.pgspecial.register(
-            self._jit_from_pgspecial, "\\jit",
-            "\\jit [request|status|renew|revoke|cancel|profiles|pending|approve|deny]",
-            "Just-in-time credentials and approvals (\\jit help).",
+            self._jit_from_pgspecial, "\\jit", commands.MENU_SYNTAX, commands.MENU_DESCRIPTION,
             arg_type=PARSED_QUERY, case_sensitive=False,
         )
 
@@ -254,7 +260,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         """Reached only from a \\i file: pgcli has stripped ``--`` options there, and the
         file runs on the connection these actions would switch, so they are refused."""
         cmd = commands.parse("\\jit " + pattern)
-        if cmd.action in ("request", "renew", "revoke", "approve", "deny"):
+        if not commands.subcommand(cmd.action).from_file:
             raise JitError(f"\\jit {cmd.action} cannot run from a \\i file",
                            "pgcli strips its --options there: type it at the prompt, or use -f FILE")
         return list(self.jit_results("\\jit " + pattern))
@@ -355,87 +361,12 @@ class JitShell(PGCli):  # type: ignore[misc]
             self.echo_via_pager("\n".join(output))
         return MetaQuery(query=text, successful=True, is_special=True)
 
-    def jit_results(self, text: str) -> Iterable[tuple[Any, ...]]:
+    def jit_results(self, text: str) -> Iterable[commands.Result]:
         """Run one \\jit line; yields pgspecial-style (title, rows, headers, status)."""
         cmd = commands.parse(text)
-        if self.jit_config_error and cmd.action not in ("help", "status"):
+        if self.jit_config_error and commands.subcommand(cmd.action).needs_config:
             raise JitError(self.jit_config_error)
-        if cmd.action == "help":
-            yield (None, None, None, commands.usage(cmd.profile))
-        elif cmd.action == "request":
-            yield (None, None, None, self.jit.request(cmd.profile, cmd.ttl, cmd.reason))
-        elif cmd.action == "renew":
-            yield (None, None, None, self.jit.renew(cmd.ttl))
-        elif cmd.action == "revoke":
-            yield (None, None, None, self.jit.revoke())
-        elif cmd.action == "status":
-            yield self._status()
-        elif cmd.action == "profiles":
-            yield self._profiles()
-        else:
-            yield self._approval_command(cmd)
-
-    def _approval_command(self, cmd: commands.JitCommand) -> tuple[Any, ...]:
-        """``\\jit cancel`` (the requester), ``pending``, ``approve``, ``deny`` (the approver)."""
-        flow = self.jit.approvals
-        if cmd.action == "cancel":
-            return (None, None, None, self.jit.cancel())
-        if cmd.action == "pending":
-            return self._pending_table(flow.pending())
-        assert cmd.request_id is not None
-        text = cmd.comment if cmd.action == "approve" else cmd.reason
-        return (None, None, None, flow.decide(cmd.request_id, cmd.action == "approve", text))
-
-    def _pending_table(self, rows: list[tuple[Any, ...]]) -> tuple[Any, ...]:
-        from datetime import UTC, datetime
-
-        from pgcli_jit import approval
-
-        if not rows:
-            return (None, None, None, "No requests are waiting for your approval.")
-        return (None, approval.pending_rows(rows, datetime.now(UTC)), list(approval.PENDING_HEADERS), None)
-
-    def _status(self) -> tuple[Any, ...]:
-        from pgcli_jit.report import local_time, status_rows
-
-        manager = self.jit.manager
-        lease, profile = manager.lease, manager.profile
-        waiting = self.jit.approvals.waiting
-        if waiting is not None and (lease is None or profile is None):
-            from pgcli_jit import waiting as pending
-
-            return (None, pending.status_rows(waiting, manager.clock()), ["field", "value"], None)
-        if lease is None or profile is None:
-            return (None, None, None, self.jit.status_after_end())
-        source = "backend"
-        try:
-            lease = manager.backend_for(profile).lookup(lease)
-        except JitError as exc:
-            source = f"client (lookup failed: {exc})"
-        rows = status_rows(lease, profile, manager.clock(), source)
-        rotation = self.jit.waiting_lease()
-        if rotation is not None:
-            rows.append(("waiting to switch in", f"{rotation.username} until "
-                         f"{local_time(rotation.expires_at, zone=True)} (when the open transaction ends; "
-                         f"COMMIT before {local_time(lease.expires_at)})"))
-        if waiting is not None:
-            from pgcli_jit import waiting as pending
-
-            rows += [(f"pending {k}", v) for k, v in pending.status_rows(waiting, manager.clock())]
-        return (None, rows, ["field", "value"], None)
-
-    def _profiles(self) -> tuple[Any, ...]:
-        from pgcli_jit.report import PROFILE_HEADERS, profile_rows
-
-        manager = self.jit.manager
-        cfg = manager.config
-        if not cfg.profiles:
-            return (None, None, None, f"No profiles: add [profiles.NAME] to {cfg.path}")
-        backends = {}
-        for name, profile in cfg.profiles.items():
-            with contextlib.suppress(JitError):
-                backends[name] = manager.backend_for(profile)
-        return (None, profile_rows(cfg, backends), PROFILE_HEADERS, None)
+        yield commands.run(self.jit, cmd)
 
     def _output_settings(self) -> Any:
         return OutputSettings(table_format=self.table_format, missingval=self.null_string,
@@ -478,18 +409,17 @@ class JitShell(PGCli):  # type: ignore[misc]
 
     def _connect_with_jit(self, startup: Startup, database: str, host: str, port: Any, dsn: str,
                           kwargs: dict[str, Any], user: str = "", passwd: str = "") -> None:
-        """``--jit``: mint first, connect as the lease, never touch the keyring.
+        """``--jit``: mint first, then take the lease up as ``\\jit request`` does
+        (:meth:`Controller.adopt_new`), with pgcli's first connection as the switch.
 
         The only password ever asked for is the user's own (``-W``, or when the server
         wants one and libpq found none), for the login that asks: it stays in memory.
         """
-        from pgcli_jit.backends.postgres import PostgresBackend
-        from pgcli_jit.controller import connected_line
-
         if self.jit_config_error:
             fail(self.jit_config_error)
-        self.jit_connector.previous = {"dbname": database, "host": host, "port": port, "user": user,
-                                       "password": passwd, "dsn": dsn}
+        connector = self.jit_connector
+        connector.previous = {"dbname": database, "host": host, "port": port, "user": user,
+                              "password": passwd, "dsn": dsn}
         try:
             profile = self.jit.config.requestable(startup.profile)
             if self.force_passwd_prompt and not passwd:
@@ -497,14 +427,24 @@ class JitShell(PGCli):  # type: ignore[misc]
             lease = self._mint_at_startup(profile, startup)
         except JitError as exc:
             fail(str(exc))
-        backend = self.jit.manager.backend_for(profile)
-        if isinstance(backend, PostgresBackend):  # \jit revoke returns to the login that asked
-            asked = backend.login()
-            self.jit_connector.previous = {**asked.params, "password": asked.password}
-        else:
-            self.jit_connector.previous = None  # no identity of the user's own to go back to
-        extra = {k: v for k, v in {**profile.connection_overrides(), **lease.conninfo}.items()
-                 if k not in ("host", "port", "dbname")}
+        asked = self._asking_login(profile)
+        # \jit revoke returns to the login that asked; with no login of the user's own, to none
+        connector.previous = {**asked.params, "password": asked.password} if asked is not None else None
+        connector.first_connection = functools.partial(self._connect_as, database, host, port, dsn, kwargs)
+        try:
+            line = self.jit.adopt_new(lease, profile, startup.ttl)
+        finally:
+            connector.first_connection = None
+        if not self.less_chatty:
+            click.secho(line, err=True)
+
+    def _connect_as(self, database: str, host: str, port: Any, dsn: str, kwargs: dict[str, Any],
+                    lease: Lease, overrides: dict[str, str]) -> None:
+        """pgcli's own first connection, as the lease: never the keyring, never a password prompt.
+        Where to connect is already settled (the profile's host, port and dbname, overridden by
+        the command line), so only the other connection parameters are taken from ``overrides``.
+        pgcli exits when it fails, having said why."""
+        extra = {k: v for k, v in overrides.items() if k not in ("host", "port", "dbname")}
         if dsn:
             dsn = make_conninfo(dsn, user=lease.username, **extra)
         saved = (auth.keyring, self.never_passwd_prompt, self.force_passwd_prompt)
@@ -512,19 +452,16 @@ class JitShell(PGCli):  # type: ignore[misc]
         try:
             super().connect(database, host, lease.username, port, lease.credentials.password, dsn,
                             **{**kwargs, **extra})
-        except SystemExit:
-            self.jit.manager.discard(lease, profile)
-            raise
         finally:
             auth.keyring, self.never_passwd_prompt, self.force_passwd_prompt = saved
-        self.jit_connector.active = True
-        self.jit.manager.adopt(lease, profile)
-        if not self.less_chatty:
-            click.secho(connected_line(lease, profile, startup.ttl), err=True)
+
+    def _asking_login(self, profile: Profile) -> Login | None:
+        """The user's own login the profile's backend asks as; None when it asks otherwise."""
+        backend = self.jit.manager.backend_for(profile)
+        return backend.asking_login() if backend.uses_session_login else None
 
     def _mint_at_startup(self, profile: Profile, startup: Startup) -> Lease:
-        from pgcli_jit.backends.base import ApprovalPending
-        from pgcli_jit.backends.postgres import NeedsPassword
+        from pgcli_jit.backends.base import ApprovalPending, NeedsPassword
 
         try:
             try:
@@ -541,12 +478,10 @@ class JitShell(PGCli):  # type: ignore[misc]
         """The password of the login that asks (the profile's ``user``, else ``-U``, else
         libpq's default), typed once.  It is kept for that user: a password typed for
         demo_user must reach demo_user's login, not be dropped as another user's."""
-        from pgcli_jit.backends.postgres import PostgresBackend
-
         previous = self.jit_connector.previous
         assert previous is not None
-        backend = self.jit.manager.backend_for(profile)
-        who = backend.login().params.get("user", "") if isinstance(backend, PostgresBackend) else ""
+        asked = self._asking_login(profile)
+        who = asked.params.get("user", "") if asked is not None else ""
         who = who or str(previous.get("user") or "")
         if who:
             previous["user"] = who

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 
-from pgcli_jit.commands import SUBCOMMANDS, USAGE, JitCommand, completions, is_jit, parse, usage
+from pgcli_jit.commands import (
+    BY_NAME,
+    DEFAULT,
+    MENU_SYNTAX,
+    SUBCOMMANDS,
+    TABLE,
+    USAGE,
+    Argument,
+    JitCommand,
+    Result,
+    Subcommand,
+    completions,
+    is_jit,
+    parse,
+    usage,
+)
 from pgcli_jit.errors import UsageError
 
 PROFILES = ["demo", "prod-read", "prod-write"]
@@ -194,3 +212,80 @@ def test_given_options_are_not_offered_again() -> None:
 def test_help_completes_subcommands() -> None:
     assert completions("\\jit help re", PROFILES) == ["request", "renew", "revoke"]
     assert completions("\\jit help renew ", PROFILES) == []
+
+
+# -- the table: each subcommand is one row, and help, completion, \? and dispatch read it --------
+
+
+def _shortest_line(row: Subcommand) -> str:
+    """The shortest line that parses as ``row``: its required argument and options filled in."""
+    words = [row.name, *(["7"] if row.argument is Argument.REQUEST_ID else [])]
+    words += [f"{option.name} x" for option in row.options if option.required]
+    return "\\jit " + " ".join(words)
+
+
+def test_the_table_is_the_list_of_subcommands() -> None:
+    names = [row.name for row in TABLE]
+    assert tuple(names) == SUBCOMMANDS and len(set(names)) == len(names)
+    assert all(name == name.lower() and name.isalpha() for name in names)
+    assert DEFAULT in names
+
+
+@pytest.mark.parametrize("row", TABLE, ids=lambda row: row.name)
+def test_every_row_is_in_help(row: Subcommand) -> None:
+    assert USAGE.splitlines()[TABLE.index(row)].startswith(row.synopsis)
+    assert row.synopsis.startswith(f"\\jit {row.name}")
+    one = usage(row.name)
+    assert one.splitlines()[0].startswith(row.synopsis) and row.summary in one.splitlines()[0]
+    assert " ".join(one.splitlines()[1:]) == " ".join(row.details.split())
+    assert row.name in MENU_SYNTAX.removeprefix("\\jit [").removesuffix("]").split("|") or row.name == DEFAULT
+
+
+@pytest.mark.parametrize("row", TABLE, ids=lambda row: row.name)
+def test_every_row_is_in_completions(row: Subcommand) -> None:
+    assert row.name in completions("\\jit ", PROFILES)
+    assert row.name in completions(f"\\jit {row.name[:2]}", PROFILES)
+    assert row.name in completions("\\jit help ", PROFILES)
+    offered = completions(f"\\jit {row.name} ", PROFILES)
+    if row.argument is Argument.SUBCOMMAND:
+        assert offered == list(SUBCOMMANDS)
+    else:
+        assert offered == [*(PROFILES if row.argument is Argument.PROFILE else []),
+                           *(option.name for option in row.options)]
+
+
+@pytest.mark.parametrize("row", TABLE, ids=lambda row: row.name)
+def test_every_row_is_dispatched_to_its_handler(row: Subcommand, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the shell's own dispatch, with the row's handler swapped for one that records."""
+    from pgcli_jit.shell import JitShell
+
+    ran: list[tuple[object, JitCommand]] = []
+
+    def handler(jit: Any, cmd: JitCommand) -> Result:
+        ran.append((jit, cmd))
+        return (None, None, None, f"ran {cmd.action}")
+
+    monkeypatch.setitem(BY_NAME, row.name, dataclasses.replace(row, handler=handler))
+    shell = JitShell.__new__(JitShell)  # no pgcli start-up: only the dispatch is exercised
+    controller = object()
+    shell._jit, shell._jit_config_error = controller, None
+    line = _shortest_line(row)
+    assert list(shell.jit_results(line)) == [(None, None, None, f"ran {row.name}")]
+    assert ran == [(controller, parse(line))]
+
+
+def test_a_broken_config_stops_only_the_rows_that_need_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pgcli_jit.errors import JitError
+    from pgcli_jit.shell import JitShell
+
+    for row in TABLE:
+        monkeypatch.setitem(BY_NAME, row.name, dataclasses.replace(
+            row, handler=lambda jit, cmd: (None, None, None, "ran")))
+    shell = JitShell.__new__(JitShell)
+    shell._jit, shell._jit_config_error = object(), "the config is bad"
+    for row in TABLE:
+        if row.needs_config:
+            with pytest.raises(JitError, match="the config is bad"):
+                list(shell.jit_results(_shortest_line(row)))
+        else:
+            assert list(shell.jit_results(_shortest_line(row))) == [(None, None, None, "ran")]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pgcli_jit.clock import Clock, system_clock
 from pgcli_jit.durations import parse_duration
-from pgcli_jit.errors import BackendError, JitError, UsageError
+from pgcli_jit.errors import BackendError, BackendUnavailable, JitError, UsageError
 from pgcli_jit.limits import MAX_NAME, MAX_REASON
 from pgcli_jit.sanitize import check_text
 
@@ -102,6 +102,11 @@ class ApprovalPending(JitError):
         self.pending = pending
 
 
+class NeedsPassword(BackendUnavailable):
+    """The login a backend asks as (``uses_session_login``) needs a password that libpq did not
+    find; the shell may ask the user for it."""
+
+
 class Backend(ABC):
     """Mint, extend, inspect and end leases for one profile.
 
@@ -187,6 +192,12 @@ class Backend(ABC):
 
     def use_session(self, login: Callable[[], Login | None]) -> None:
         """Receive the session's own login (see ``uses_session_login``); others ignore it."""
+
+    def asking_login(self) -> Login | None:
+        """The user's own database login this backend asks as (``uses_session_login``): ``--jit``
+        asks its password and ``\\jit revoke`` returns to it.  None for backends that ask
+        with credentials of their own."""
+        return None
 
     def effective_ttl(self, ttl: float | None) -> float:
         """The TTL to ask for: the request's, else the profile's, capped at max_ttl."""

@@ -18,7 +18,14 @@ from typing import Any, ClassVar
 import psycopg
 
 from pgcli_jit.backends import scram
-from pgcli_jit.backends.base import ApprovalPending, Backend, LeaseRequest, PendingRequest, RoleInfo
+from pgcli_jit.backends.base import (
+    ApprovalPending,
+    Backend,
+    LeaseRequest,
+    NeedsPassword,
+    PendingRequest,
+    RoleInfo,
+)
 from pgcli_jit.backends.pg_answers import Answer
 from pgcli_jit.backends.pg_login import Login, NoAnswer, WarmConnection, needs_password
 from pgcli_jit.clock import Clock, system_clock
@@ -45,10 +52,6 @@ JIT_CONNINFO = {"require_auth": "scram-sha-256"}
 DEFAULT_TIMEOUT = 10.0
 #: how a request that needed approval can end without a role (jit.requests.status)
 CLOSED_STATES = frozenset({"denied", "cancelled", "timed_out", "issued"})
-
-
-class NeedsPassword(BackendUnavailable):
-    """The requester's login needs a password that libpq did not find; the shell may ask for it."""
 
 
 class PostgresBackend(Backend):
@@ -91,6 +94,10 @@ class PostgresBackend(Backend):
         wanted = {**self.profile.connection_overrides(), **self._profile_user()}
         session = self._session()
         return session.overlaid(wanted) if session is not None else Login(wanted)
+
+    def asking_login(self) -> Login:
+        """Requests are made as the session's own login: :meth:`login`."""
+        return self.login()
 
     def _profile_user(self) -> dict[str, str]:
         user = self.profile.options.get("user")
