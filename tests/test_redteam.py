@@ -267,7 +267,7 @@ def test_what_would_outlive_a_lease_is_refused_when_it_is_made(
     # (handing a table to jit_lease is refused by PostgreSQL itself where jit_lease may not
     # create in the schema, and by the guard where it may)
     with pytest.raises(psycopg.errors.InsufficientPrivilege,
-                       match="temporary role may not|permission denied for schema"):
+                       match=r"temporary role may not|permission denied for schema"):
         lease.execute(attack.format(t=t))
 
 

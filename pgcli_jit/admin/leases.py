@@ -19,6 +19,8 @@ SELECT l.rolname, l.requester, l.profile, l.reason, l.issued_at, l.expires_at,
        greatest(0, extract(epoch FROM l.expires_at - clock_timestamp())) AS remaining,
        (SELECT count(*) FROM pg_stat_activity a WHERE a.usesysid = l.role_oid) AS sessions,
        CASE WHEN l.dropped_at IS NOT NULL THEN 'dropped'
+            WHEN l.dbid <> (SELECT oid FROM pg_database WHERE datname = current_database())
+                 THEN 'of another database: this schema is a copy; it never acts on it'
             WHEN l.drop_error IS NOT NULL THEN 'kept: ' || l.drop_error
             WHEN l.ended_at IS NOT NULL THEN l.end_event || 'd, not yet dropped'
             WHEN l.expires_at <= clock_timestamp() THEN 'expired, not yet reaped'

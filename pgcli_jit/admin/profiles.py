@@ -38,8 +38,8 @@ def profile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--reason-required/--no-reason-required", default=None,
                      help="Refuse requests without --reason."),
         click.option("--owner", metavar="ROLE",
-                     help="Who receives objects a lease created when it ends ('' for nobody: such a "
-                          "role is kept NOLOGIN, not dropped)."),
+                     help="Who receives objects a lease created when it ends ('' for nobody: they "
+                          "are dropped with the lease's role)."),
         click.option("--description", metavar="TEXT", help="Shown by \\jit profiles."),
         click.option("--approvers", metavar="ROLE",
                      help="Requests wait for approval by members of ROLE (never the requester); "

@@ -53,7 +53,7 @@ CREATE TABLE jit.profiles (
     max_ttl         interval NOT NULL CHECK (max_ttl >= ttl),
     requesters      text NOT NULL DEFAULT 'jit_requester',
     reason_required boolean NOT NULL DEFAULT false,
-    owner           text,   -- who receives what a lease created; NULL: such a role is kept, not dropped
+    owner           text,   -- who receives what a lease created; NULL: it is dropped with the role (006)
     description     text NOT NULL DEFAULT '',
     updated_at      timestamptz NOT NULL DEFAULT now(),
     updated_by      name NOT NULL DEFAULT session_user
