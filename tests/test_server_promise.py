@@ -402,6 +402,24 @@ def test_a_lease_carries_nothing_into_another_database(own: Cluster, opened: lis
         elsewhere.execute("SELECT * FROM t")
 
 
+def test_pg_hba_can_refuse_a_lease_every_database_but_its_own(own: Cluster, opened: list[Conn]) -> None:
+    """The operator guide's two lines: leases of app's broker are members of jit_in_app."""
+    hba = own.datadir / "pg_hba.conf"
+    before = hba.read_text(encoding="utf-8")
+    hba.write_text("host app +jit_in_app 127.0.0.1/32 scram-sha-256\n"
+                   "host all +jit_lease 127.0.0.1/32 reject\n" + before, encoding="utf-8")
+    own.execute("SELECT pg_reload_conf()")
+    try:
+        time.sleep(0.5)
+        granted, password = ask(login(own, opened, "alice"), SHORT, "1 min")
+        assert alive(login(own, opened, granted["rolname"], password, db="app"))
+        with pytest.raises(psycopg.OperationalError, match="rejects connection"):
+            login(own, opened, granted["rolname"], password, db="other")
+    finally:
+        hba.write_text(before, encoding="utf-8")
+        own.execute("SELECT pg_reload_conf()")
+
+
 def test_a_copy_of_the_schema_never_acts_on_the_originals_leases(own: Cluster, opened: list[Conn]) -> None:
     granted, session = lease(own, opened, SHORT)
     with own.connect("app") as su:

@@ -9,11 +9,26 @@
 -- * One row per requester (jit.requesters) serializes a requester's own requests, so the
 --   live-lease cap is counted by one call at a time; only that requester's calls lock it.
 -- * Leases remember the database that issued them (dbid): a restored or cloned copy of this
---   schema in another database never acts on them.
+--   schema in another database never acts on them; and each is a member of this
+--   database's role jit_in_<database>, which pg_hba.conf can match.
 -- * jit.lease_objects: what each lease created or changed with DDL (the event trigger in
 --   functions.sql records it and refuses what would outlive the lease).
 -- * Durations are whole seconds: every stored interval is normalised, so a mixed-unit
 --   interval ('1200 mon -36000 days +1 min') means the same to every comparison and sum.
+
+-- A role per database that every lease issued here is a member of: pg_hba.conf can match
+-- it (`host app +jit_in_app ...` before `host all +jit_lease ... reject`), so the server
+-- refuses a lease's login to any other database.  NOLOGIN, no privileges, no other members.
+DO $db$
+DECLARE
+    r text := left('jit_in_' || current_database(), 63);
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
+        EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+    END IF;
+    EXECUTE format('GRANT %I TO jit_owner WITH ADMIN OPTION', r);
+END
+$db$;
 
 -- jit_owner reads pg_stat_activity in full (state, xact_start of every backend): the reaper
 -- ends a transaction left open on a lease's row only once it has been idle in it.
@@ -29,6 +44,14 @@ CREATE SEQUENCE jit.audit_seq_seq OWNED BY jit.audit.seq;
 SELECT setval('jit.audit_seq_seq', coalesce((SELECT max(id) FROM jit.audit), 0) + 1, false);
 CREATE INDEX audit_unchained ON jit.audit (id) WHERE hash IS NULL;
 
+-- What this install is: the database-role above, by name (a database renamed later keeps it).
+CREATE TABLE jit.install (
+    one     boolean PRIMARY KEY DEFAULT true CHECK (one),
+    db_role text NOT NULL
+);
+INSERT INTO jit.install (db_role) VALUES (left('jit_in_' || current_database(), 63));
+GRANT SELECT ON jit.install TO jit_admin;
+
 CREATE TABLE jit.requesters (
     requester_oid oid PRIMARY KEY,
     calls         bigint NOT NULL DEFAULT 0
@@ -40,7 +63,7 @@ ALTER TABLE jit.leases ALTER COLUMN dbid SET NOT NULL;
 CREATE INDEX leases_role_oid ON jit.leases (role_oid);
 
 CREATE TABLE jit.lease_objects (
-    lease_id    bigint NOT NULL REFERENCES jit.leases (id),
+    lease_id    bigint NOT NULL,   -- no foreign key: its check would lock the lease row
     at          timestamptz NOT NULL DEFAULT clock_timestamp(),
     command     text NOT NULL,
     object_type text,

@@ -240,7 +240,8 @@ BEGIN
     -- own roles hold its powers
     SELECT string_agg(pr.rolname, ', ' ORDER BY pr.rolname) INTO bad
       FROM pg_roles pr
-     WHERE (pr.rolname LIKE 'pg\_%' OR pr.rolname IN ('jit_owner', 'jit_admin', 'jit_lease', 'jit_requester'))
+     WHERE (pr.rolname LIKE 'pg\_%' OR pr.rolname LIKE 'jit\_in\_%'
+            OR pr.rolname IN ('jit_owner', 'jit_admin', 'jit_lease', 'jit_requester'))
        AND pr.oid <> a.oid AND pg_has_role(a.oid, pr.oid, 'MEMBER');
     IF bad IS NOT NULL THEN
         RETURN format('role %I is a member of %s', r, bad);
@@ -290,9 +291,19 @@ $$;
 
 -- The first problem of any of a profile's grant roles, or NULL.
 CREATE OR REPLACE FUNCTION jit._grants_problem(p_grants text[]) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT jit._grant_problem(g) FROM unnest(p_grants) AS g
-     WHERE jit._grant_problem(g) IS NOT NULL LIMIT 1
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    g text;
+    problem text;
+BEGIN
+    FOREACH g IN ARRAY coalesce(p_grants, '{}') LOOP
+        problem := jit._grant_problem(g);
+        IF problem IS NOT NULL THEN
+            RETURN problem;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
 $$;
 
 -- Whether a role is a lease's (issued here): the event trigger's and the refusals' test.
@@ -542,7 +553,7 @@ BEGIN
     EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
                    'NOBYPASSRLS INHERIT PASSWORD %L VALID UNTIL %L',
                    name, p_verifier, jit._valid_until(at + ttl));
-    FOREACH g IN ARRAY p.grants || ARRAY['jit_lease'] LOOP
+    FOREACH g IN ARRAY p.grants || ARRAY['jit_lease', (SELECT db_role FROM jit.install)] LOOP
         EXECUTE format('GRANT %I TO %I', g, name) || with_opts;
     END LOOP;
     INSERT INTO jit.leases (rolname, role_oid, profile, requester, requester_oid, reason,
@@ -655,7 +666,7 @@ BEGIN
     END IF;
     PERFORM jit._mark(l);
     BEGIN
-        SELECT * INTO l FROM jit.leases WHERE id = l.id FOR UPDATE;
+        SELECT * INTO l FROM jit.leases WHERE id = l.id FOR NO KEY UPDATE;
     EXCEPTION WHEN lock_not_available THEN
         RAISE EXCEPTION 'lease % is busy: another transaction holds it', p_rolname
             USING ERRCODE = 'lock_not_available', HINT = 'try again in a moment';
@@ -688,7 +699,8 @@ BEGIN
     SELECT * INTO p FROM jit.profiles WHERE name = l.profile;
     problem := jit._grants_problem((SELECT array_agg(r.rolname) FROM pg_auth_members m
                                       JOIN pg_roles r ON r.oid = m.roleid
-                                     WHERE m.member = l.role_oid AND r.rolname <> 'jit_lease'));
+                                     WHERE m.member = l.role_oid AND r.rolname <> 'jit_lease'
+                                       AND r.rolname <> (SELECT db_role FROM jit.install)));
     IF problem IS NOT NULL THEN
         PERFORM jit._audit('deny', l.profile, l.rolname, l.requester, l.reason, l.expires_at,
                            jsonb_build_object('why', 'grant role unfit', 'problem', problem));
@@ -1330,7 +1342,8 @@ BEGIN
               FROM (SELECT DISTINCT m.roleid, r.rolname FROM jit.leases x
                       JOIN pg_auth_members m ON m.member = x.role_oid
                       JOIN pg_roles r ON r.oid = m.roleid
-                     WHERE x.ended_at IS NULL AND x.dbid = jit._mydb() AND r.rolname <> 'jit_lease') g) d
+                     WHERE x.ended_at IS NULL AND x.dbid = jit._mydb() AND r.rolname <> 'jit_lease'
+                       AND r.rolname <> (SELECT db_role FROM jit.install)) g) d
      WHERE d.problem IS NOT NULL;
     FOR l IN SELECT * FROM jit.leases x WHERE x.ended_at IS NULL AND x.dbid = jit._mydb()
                AND (x.expires_at <= jit._clock()
@@ -1345,7 +1358,7 @@ BEGIN
         rolname := l.rolname;
         BEGIN
             SELECT * INTO l FROM jit.leases x WHERE x.id = l.id AND x.ended_at IS NULL
-               FOR UPDATE SKIP LOCKED;
+               FOR NO KEY UPDATE SKIP LOCKED;
             IF NOT FOUND THEN
                 outcome := 'skipped: its row is held by an open transaction';
             ELSIF problem IS NULL THEN
@@ -1379,7 +1392,7 @@ BEGIN
                AND (x.drop_error IS NULL OR x.drop_tried_at < jit._clock() - interval '1 minute'
                     OR EXISTS (SELECT FROM pg_prepared_xacts p WHERE p.owner = x.rolname) IS FALSE
                        AND x.drop_error LIKE 'has prepared transaction%')
-             ORDER BY x.id FOR UPDATE SKIP LOCKED LOOP
+             ORDER BY x.id FOR NO KEY UPDATE SKIP LOCKED LOOP
         rolname := l.rolname;
         sessions := (SELECT count(*) FROM pg_stat_activity WHERE usesysid = l.role_oid)::int;
         outcome := jit._finish_safely(l);
