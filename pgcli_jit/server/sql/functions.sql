@@ -1630,12 +1630,18 @@ BEGIN
     IF current_setting('server_version_num')::int >= 160000 THEN
         pins := pins || ' SET createrole_self_grant = ''''';
     END IF;
+    -- Only entry points are pinned: what a session may call (EXECUTE is granted on no
+    -- internal jit._ function, and a grant role that could call one is refused), and the
+    -- trigger functions PostgreSQL calls itself.  Internals run inside an entry point and
+    -- see its values; a SET clause on each of them would cost a save and restore per call.
     FOR f, conf IN SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
-                    WHERE p.pronamespace = 'jit'::regnamespace LOOP
+                    WHERE p.pronamespace = 'jit'::regnamespace
+                      AND (p.proname NOT LIKE '\_%'
+                           OR p.prorettype IN ('trigger'::regtype, 'event_trigger'::regtype)) LOOP
         EXECUTE format('ALTER FUNCTION %s %s', f, pins);
         -- the entry points bound their waits; internals wait as long as their caller allows
         -- (the reaper sets a fifth of a second around each lease it ends)
-        IF f::text NOT LIKE 'jit.\_%' AND NOT EXISTS (SELECT FROM unnest(conf) c WHERE c LIKE 'lock\_timeout=%') THEN
+        IF NOT EXISTS (SELECT FROM unnest(conf) c WHERE c LIKE 'lock\_timeout=%') THEN
             EXECUTE format('ALTER FUNCTION %s SET lock_timeout = ''2s''', f);
         END IF;
     END LOOP;
