@@ -122,7 +122,7 @@ def write(path: Path, figures: list[Figure], started: float, load_before: tuple[
 
 
 def _pg_version() -> str:
-    from pgcli_jit.cluster import find_bindir
+    from pgcli_jit.devtools.cluster import find_bindir
 
     out = subprocess.run([str(find_bindir() / "postgres"), "--version"], capture_output=True, text=True,
                          check=False)

@@ -32,8 +32,7 @@ import psycopg
 
 from bench.common import Figure, Summary, per_round_ratios
 from bench.world import PROFILE, REQUESTER, Conn, World
-from pgcli_jit.backends import scram
-from pgcli_jit.backends.postgres import JIT_CONNINFO
+from pgcli_jit.backends.postgres.backend import JIT_CONNINFO, scram
 
 
 @contextlib.contextmanager
@@ -49,7 +48,7 @@ def new_shell(world: World) -> Any:
     import os
 
     os.environ.update(world.env())
-    from pgcli_jit.shell import JitShell
+    from pgcli_jit.shell.jitshell import JitShell
 
     shell = JitShell(never_passwd_prompt=True, less_chatty=True)
     c = world.cluster

@@ -22,8 +22,7 @@ import psycopg
 from bench.common import Figure, Summary, percentile
 from bench.world import PROFILE, REQUESTER, STATIC_USER, Conn, World
 from pgcli_jit.admin import reaper
-from pgcli_jit.backends import scram
-from pgcli_jit.backends.postgres import JIT_CONNINFO
+from pgcli_jit.backends.postgres.backend import JIT_CONNINFO, scram
 
 WITH_SESSIONS = 5
 

@@ -70,7 +70,7 @@ def pgcli_jit_argv(source: str | None) -> list[str]:
     checkout, e.g. a ``git worktree`` of an older commit, to compare before and after."""
     if source is None:
         return [executable("pgcli-jit")]
-    code = f"import sys; sys.path.insert(0, {source!r}); from pgcli_jit.cli import main; main()"
+    code = f"import sys; sys.path.insert(0, {source!r}); from pgcli_jit.shell.cli import main; main()"
     return [sys.executable, "-c", code]
 
 

@@ -3,7 +3,7 @@
 pgcli-jit redraws the toolbar every second while idle (``refresh_interval``)
 and prompt_toolkit redraws it on every key press, so its cost is paid all
 the time.  Baseline: pgcli's ``create_toolbar_tokens_func(pgcli)()``.
-Candidate: the same tokens plus ``pgcli_jit.toolbar.segment(...)`` for a live
+Candidate: the same tokens plus ``pgcli_jit.shell.toolbar.segment(...)`` for a live
 lease, concatenated the way ``JitPGCli._build_cli`` does.  One lease, one
 phase at a time (fresh, window, final minute, expired), with the clock fixed
 so each phase is hit exactly.
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pgcli.pgtoolbar import create_toolbar_tokens_func
 
 from bench.common import Figure, Summary, format_seconds, per_round_ratios, rotated, table
-from pgcli_jit.lease import Credentials, Lease
-from pgcli_jit.policy import Phase, phase, windows
-from pgcli_jit.toolbar import Tokens, segment
+from pgcli_jit.core.lease import Credentials, Lease
+from pgcli_jit.core.policy import Phase, phase, windows
+from pgcli_jit.shell.toolbar import Tokens, segment
 
 T0 = 1_800_000_000.0
 TTL = 900.0  # a 15-minute lease: renewal window from 10:00, final minute from 14:00

@@ -23,8 +23,8 @@ import psycopg
 from psycopg import sql
 
 from pgcli_jit import server
-from pgcli_jit.backends.scram import scram_verifier
-from pgcli_jit.cluster import Cluster, start_cluster
+from pgcli_jit.backends.postgres.scram import scram_verifier
+from pgcli_jit.devtools.cluster import Cluster, start_cluster
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 REQUESTER = "alice"

@@ -17,9 +17,9 @@ import pytest
 from psycopg import sql
 
 from pgcli_jit import server
-from pgcli_jit.backends.scram import scram_verifier
-from pgcli_jit.cluster import Cluster, start_cluster
-from pgcli_jit.lease import Lease
+from pgcli_jit.backends.postgres.scram import scram_verifier
+from pgcli_jit.core.lease import Lease
+from pgcli_jit.devtools.cluster import Cluster, start_cluster
 
 if TYPE_CHECKING:
     from tests.openbao import Vault
@@ -181,7 +181,7 @@ def postgres_profile_toml(name: str, _unused: object, cluster: Cluster, **extra:
 def declare_server_profile(cluster: Cluster, name: str, *, grant: list[str] | None = None,
                            ttl: object = "15m", max_ttl: object = "1d", reason_required: bool = False,
                            owner: str | None = None, requesters: str = "jit_requester") -> None:
-    from pgcli_jit.durations import parse_duration
+    from pgcli_jit.core.durations import parse_duration
 
     seconds = parse_duration(ttl)  # type: ignore[arg-type]
     longest = max(seconds, parse_duration(max_ttl))  # type: ignore[arg-type]
@@ -234,7 +234,7 @@ def tls_cluster() -> Iterator[Cluster]:
     import subprocess
     import tempfile
 
-    from pgcli_jit.cluster import SERVER_USER, find_bindir
+    from pgcli_jit.devtools.cluster import SERVER_USER, find_bindir
 
     openssl = shutil.which("openssl")
     if openssl is None:

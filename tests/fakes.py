@@ -1,7 +1,7 @@
 """A fault-injecting backend for lease-logic tests.
 
 Only faults and time are faked here: the backend mints leases from a
-:class:`~pgcli_jit.testing.FakeClock`, and can be told to fail, hang, hand
+:class:`~pgcli_jit.devtools.testing.FakeClock`, and can be told to fail, hang, hand
 back an already-expired lease or refuse to renew.  Everything that talks to a
 real database uses the real ``postgres`` backend instead.
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import ClassVar
 
 from pgcli_jit.backends.base import Backend, LeaseRequest
-from pgcli_jit.clock import Clock
-from pgcli_jit.config import Profile
-from pgcli_jit.errors import BackendError, NotRenewable
-from pgcli_jit.lease import Credentials, Lease
+from pgcli_jit.core.clock import Clock
+from pgcli_jit.core.errors import BackendError, NotRenewable
+from pgcli_jit.core.lease import Credentials, Lease
+from pgcli_jit.session.config import Profile
 
 _counter = itertools.count(1)
 

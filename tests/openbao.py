@@ -23,7 +23,7 @@ from typing import Any
 
 import requests
 
-from pgcli_jit.cluster import Cluster, free_port
+from pgcli_jit.devtools.cluster import Cluster, free_port
 
 CREATION = [
     "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pgcli_jit.cluster import Cluster
+from pgcli_jit.devtools.cluster import Cluster
 from tests.conftest import postgres_profile_toml
 from tests.terminal import Terminal, isolated_env
 

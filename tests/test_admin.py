@@ -22,8 +22,8 @@ from click.testing import CliRunner, Result
 
 from pgcli_jit import server
 from pgcli_jit.admin import main, reaper
-from pgcli_jit.backends.scram import new_password, scram_verifier
-from pgcli_jit.cluster import Cluster
+from pgcli_jit.backends.postgres.scram import new_password, scram_verifier
+from pgcli_jit.devtools.cluster import Cluster
 from tests.conftest import make_login
 
 ADMIN = Path(sys.executable).with_name("pgcli-jit-admin")

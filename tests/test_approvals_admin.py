@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pgcli_jit.admin import main
-from pgcli_jit.backends.scram import new_password, scram_verifier
-from pgcli_jit.cluster import Cluster
+from pgcli_jit.backends.postgres.scram import new_password, scram_verifier
+from pgcli_jit.devtools.cluster import Cluster
 from tests.conftest import REQUESTER, make_login
 from tests.test_approvals_server import people  # noqa: F401  (the fixture)
 

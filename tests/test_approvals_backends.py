@@ -12,11 +12,11 @@ import pytest
 
 from pgcli_jit.backends.base import ApprovalPending, LeaseRequest, PendingRequest
 from pgcli_jit.backends.http import HttpBackend
-from pgcli_jit.backends.postgres import PostgresBackend
-from pgcli_jit.cluster import Cluster
-from pgcli_jit.config import parse_profile
-from pgcli_jit.errors import BackendError, RequestClosed
-from pgcli_jit.lease import Lease
+from pgcli_jit.backends.postgres.backend import PostgresBackend
+from pgcli_jit.core.errors import BackendError, RequestClosed
+from pgcli_jit.core.lease import Lease
+from pgcli_jit.devtools.cluster import Cluster
+from pgcli_jit.session.config import parse_profile
 from tests.brokers import http_broker
 from tests.conftest import REQUESTER, can_login, postgres_profile_toml
 from tests.test_approvals_server import PROFILE, people, set_profile  # noqa: F401

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from pgcli_jit.cluster import Cluster
+from pgcli_jit.devtools.cluster import Cluster
 from tests.shell_fixtures import Session
 from tests.terminal import Terminal
 from tests.test_approvals_server import people  # noqa: F401  (the fixture)

@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgcli_jit.backends.scram import new_password, scram_verifier
-from pgcli_jit.cluster import Cluster
+from pgcli_jit.backends.postgres.scram import new_password, scram_verifier
+from pgcli_jit.devtools.cluster import Cluster
 from tests.conftest import REQUESTER, make_login
 
 Conn = psycopg.Connection[tuple[Any, ...]]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pgcli_jit.audit import EVENTS, AuditLog
-from pgcli_jit.lease import Credentials, Lease
-from pgcli_jit.testing import FakeClock
+from pgcli_jit.core.lease import Credentials, Lease
+from pgcli_jit.devtools.testing import FakeClock
+from pgcli_jit.session.audit import EVENTS, AuditLog
 
 T0 = 1_800_000_000.0
 PASSWORD = "pw-never-logged-7Q2x"
@@ -76,7 +76,7 @@ def test_unwritable_path_is_a_warning_not_an_exception(
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     log = AuditLog(blocker / "audit.jsonl")
-    with caplog.at_level(logging.WARNING, logger="pgcli_jit.audit"):
+    with caplog.at_level(logging.WARNING, logger="pgcli_jit.session.audit"):
         entry = log.record("request", lease())
     assert entry["event"] == "request"
     assert any("audit log" in r.getMessage() and "not written" in r.getMessage() for r in caplog.records)

@@ -16,12 +16,12 @@ import psycopg
 import pytest
 
 from pgcli_jit.backends.base import LeaseRequest
-from pgcli_jit.backends.postgres import PostgresBackend
-from pgcli_jit.backends.scram import new_password, scram_verifier
-from pgcli_jit.cluster import Cluster
-from pgcli_jit.config import parse_profile
-from pgcli_jit.errors import ConfigError, PermissionDenied
-from pgcli_jit.lease import Lease
+from pgcli_jit.backends.postgres.backend import PostgresBackend
+from pgcli_jit.backends.postgres.scram import new_password, scram_verifier
+from pgcli_jit.core.errors import ConfigError, PermissionDenied
+from pgcli_jit.core.lease import Lease
+from pgcli_jit.devtools.cluster import Cluster
+from pgcli_jit.session.config import parse_profile
 from tests.conftest import declare_server_profile, end_jit_roles, make_login, postgres_profile_toml
 
 Conn = psycopg.Connection[tuple[object, ...]]

@@ -6,7 +6,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from pgcli_jit import cli
+from pgcli_jit.shell import cli
 
 
 def test_version_help_names_both_programs() -> None:

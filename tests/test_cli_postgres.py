@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pgcli_jit.cluster import Cluster
+from pgcli_jit.devtools.cluster import Cluster
 from tests.conftest import declare_server_profile, live_jit_roles, make_login
 from tests.terminal import Terminal, isolated_env
 

@@ -14,11 +14,11 @@ import pytest
 from pgcli_jit.backends import command
 from pgcli_jit.backends.base import LeaseRequest
 from pgcli_jit.backends.command import CommandBackend, RunResult
-from pgcli_jit.cluster import Cluster
-from pgcli_jit.config import parse_profile
-from pgcli_jit.errors import BackendError, BackendUnavailable, ConfigError, NotRenewable
-from pgcli_jit.lease import Lease
-from pgcli_jit.testing import BackendContract
+from pgcli_jit.core.errors import BackendError, BackendUnavailable, ConfigError, NotRenewable
+from pgcli_jit.core.lease import Lease
+from pgcli_jit.devtools.cluster import Cluster
+from pgcli_jit.devtools.testing import BackendContract
+from pgcli_jit.session.config import parse_profile
 from tests.brokers import roles as pg_roles
 from tests.conftest import can_login
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from pgcli_jit.commands import (
+from pgcli_jit.core.errors import UsageError
+from pgcli_jit.session.commands import (
     BY_NAME,
     DEFAULT,
     MENU_SYNTAX,
@@ -23,7 +24,6 @@ from pgcli_jit.commands import (
     parse,
     usage,
 )
-from pgcli_jit.errors import UsageError
 
 PROFILES = ["demo", "prod-read", "prod-write"]
 
@@ -257,7 +257,7 @@ def test_every_row_is_in_completions(row: Subcommand) -> None:
 @pytest.mark.parametrize("row", TABLE, ids=lambda row: row.name)
 def test_every_row_is_dispatched_to_its_handler(row: Subcommand, monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the shell's own dispatch, with the row's handler swapped for one that records."""
-    from pgcli_jit.shell import JitShell
+    from pgcli_jit.shell.jitshell import JitShell
 
     ran: list[tuple[object, JitCommand]] = []
 
@@ -275,8 +275,8 @@ def test_every_row_is_dispatched_to_its_handler(row: Subcommand, monkeypatch: py
 
 
 def test_a_broken_config_stops_only_the_rows_that_need_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pgcli_jit.errors import JitError
-    from pgcli_jit.shell import JitShell
+    from pgcli_jit.core.errors import JitError
+    from pgcli_jit.shell.jitshell import JitShell
 
     for row in TABLE:
         monkeypatch.setitem(BY_NAME, row.name, dataclasses.replace(

@@ -16,15 +16,15 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
 
-from pgcli_jit import session_state
-from pgcli_jit.audit import AuditLog
-from pgcli_jit.cluster import Cluster
-from pgcli_jit.config import Config, parse_profile
-from pgcli_jit.controller import EXPIRED, REVOKED, Controller
-from pgcli_jit.errors import ConnectionSwitchError, JitError, db_error_line
-from pgcli_jit.lease import Lease
-from pgcli_jit.manager import LeaseManager
-from pgcli_jit.testing import FakeClock
+from pgcli_jit.core.errors import ConnectionSwitchError, JitError, db_error_line
+from pgcli_jit.core.lease import Lease
+from pgcli_jit.devtools.cluster import Cluster
+from pgcli_jit.devtools.testing import FakeClock
+from pgcli_jit.session.audit import AuditLog
+from pgcli_jit.session.config import Config, parse_profile
+from pgcli_jit.session.controller import EXPIRED, REVOKED, Controller
+from pgcli_jit.session.manager import LeaseManager
+from pgcli_jit.shell import session_state
 from tests.conftest import end_jit_roles, live_jit_roles, postgres_profile_toml
 
 

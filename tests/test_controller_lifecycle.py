@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from pgcli_jit.audit import AuditLog
-from pgcli_jit.config import Config
-from pgcli_jit.controller import EXPIRED, Controller, connected_line
-from pgcli_jit.lease import Credentials, Lease
-from pgcli_jit.manager import LeaseManager
-from pgcli_jit.testing import FakeClock
+from pgcli_jit.core.lease import Credentials, Lease
+from pgcli_jit.devtools.testing import FakeClock
+from pgcli_jit.session.audit import AuditLog
+from pgcli_jit.session.config import Config
+from pgcli_jit.session.controller import EXPIRED, Controller, connected_line
+from pgcli_jit.session.manager import LeaseManager
 from tests.fakes import FaultyBackend, RecordingConnector, faulty_profile
 
 T0 = 1_800_000_000.0

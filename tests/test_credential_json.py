@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from pgcli_jit.backends.credential_json import CredentialFormatError, parse_object, parse_text
-from pgcli_jit.clock import parse_timestamp
-from pgcli_jit.lease import Credentials
+from pgcli_jit.core.clock import parse_timestamp
+from pgcli_jit.core.lease import Credentials
 
 NOW = parse_timestamp("2026-03-01T12:00:00Z")
 SECRET = "s3cr3t-Pa55word"

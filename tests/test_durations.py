@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgcli_jit.durations import format_clock, format_duration, parse_duration
+from pgcli_jit.core.durations import format_clock, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
-from pgcli_jit.audit import AuditLog
-from pgcli_jit.cluster import Cluster, free_port
-from pgcli_jit.config import Config, parse_profile
-from pgcli_jit.controller import Controller
-from pgcli_jit.errors import JitError
-from pgcli_jit.manager import LeaseManager
-from pgcli_jit.policy import Phase, windows
-from pgcli_jit.testing import FakeClock
+from pgcli_jit.core.errors import JitError
+from pgcli_jit.core.policy import Phase, windows
+from pgcli_jit.devtools.cluster import Cluster, free_port
+from pgcli_jit.devtools.testing import FakeClock
+from pgcli_jit.session.audit import AuditLog
+from pgcli_jit.session.config import Config, parse_profile
+from pgcli_jit.session.controller import Controller
+from pgcli_jit.session.manager import LeaseManager
 from tests.brokers import http_broker
 from tests.conftest import can_login
 from tests.test_controller import PsycopgConnector

@@ -24,10 +24,10 @@ import pytest
 
 from pgcli_jit import server
 from pgcli_jit.admin.reaper import one_pass
-from pgcli_jit.backends.pg_login import APPLICATION_NAME
-from pgcli_jit.cluster import Cluster, _as_server_user, start_cluster
-from pgcli_jit.errors import BackendUnavailable, ConnectionSwitchError, JitError
-from pgcli_jit.policy import Phase
+from pgcli_jit.backends.postgres.login import APPLICATION_NAME
+from pgcli_jit.core.errors import BackendUnavailable, ConnectionSwitchError, JitError
+from pgcli_jit.core.policy import Phase
+from pgcli_jit.devtools.cluster import Cluster, _as_server_user, start_cluster
 from tests import faultproxy
 from tests.conftest import GRANT_ROLES, REQUESTER, can_login, end_jit_roles, make_login
 from tests.test_controller import Harness

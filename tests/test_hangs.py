@@ -34,10 +34,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgcli_jit.cluster import Cluster
-from pgcli_jit.errors import JitError
-from pgcli_jit.lease import Lease
-from pgcli_jit.policy import Phase, windows
+from pgcli_jit.core.errors import JitError
+from pgcli_jit.core.lease import Lease
+from pgcli_jit.core.policy import Phase, windows
+from pgcli_jit.devtools.cluster import Cluster
 from tests import test_faults_brokers
 from tests.brokers import http_broker
 from tests.test_faults_brokers import World, one_line

@@ -13,11 +13,11 @@ from types import MappingProxyType
 
 import pytest
 
-from pgcli_jit.audit import AuditLog
-from pgcli_jit.config import Config, parse_profile
-from pgcli_jit.errors import AuditError, BackendError
-from pgcli_jit.lease import Credentials, Lease
-from pgcli_jit.manager import LeaseManager
+from pgcli_jit.core.errors import AuditError, BackendError
+from pgcli_jit.core.lease import Credentials, Lease
+from pgcli_jit.session.audit import AuditLog
+from pgcli_jit.session.config import Config, parse_profile
+from pgcli_jit.session.manager import LeaseManager
 
 T0 = 1_800_000_000.0
 PY = sys.executable
@@ -43,7 +43,7 @@ def test_an_existing_loose_file_is_tightened_to_0600(
     path = tmp_path / "audit.jsonl"
     path.write_text("")
     path.chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="pgcli_jit.audit"):
+    with caplog.at_level(logging.WARNING, logger="pgcli_jit.session.audit"):
         AuditLog(path).record("request", lease())
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert "tightened to 0600" in caplog.text
@@ -70,7 +70,7 @@ def test_ensure_writable_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_ensure_writable_not_required_only_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="pgcli_jit.audit"):
+    with caplog.at_level(logging.WARNING, logger="pgcli_jit.session.audit"):
         AuditLog(tmp_path).ensure_writable(lease(), required=False)
     assert "audit_required = false" in caplog.text
 

@@ -19,10 +19,10 @@ import pytest
 from pgcli_jit.backends.base import LeaseRequest
 from pgcli_jit.backends.command import CommandBackend
 from pgcli_jit.backends.http import HttpBackend
-from pgcli_jit.backends.vault import VaultBackend
-from pgcli_jit.config import parse_profile
-from pgcli_jit.errors import BackendError, ConfigError
-from pgcli_jit.lease import Credentials, Lease
+from pgcli_jit.backends.vault.backend import VaultBackend
+from pgcli_jit.core.errors import BackendError, ConfigError
+from pgcli_jit.core.lease import Credentials, Lease
+from pgcli_jit.session.config import parse_profile
 
 PY = sys.executable
 REQ = LeaseRequest(ttl=60, reason="INC-42 private reason", requester="alice")

@@ -11,10 +11,10 @@ import pytest
 
 from pgcli_jit.backends import credential_json
 from pgcli_jit.backends.base import LeaseRequest
-from pgcli_jit.config import load_config, parse_config, parse_profile
-from pgcli_jit.durations import parse_duration
-from pgcli_jit.errors import ConfigError, DurationError, JitError, UsageError
-from pgcli_jit.limits import MAX_DURATION, MAX_REASON
+from pgcli_jit.core.durations import parse_duration
+from pgcli_jit.core.errors import ConfigError, DurationError, JitError, UsageError
+from pgcli_jit.core.limits import MAX_DURATION, MAX_REASON
+from pgcli_jit.session.config import load_config, parse_config, parse_profile
 
 NOW = 1_800_000_000.0
 CMD = {"backend": "command", "command": ["broker"]}

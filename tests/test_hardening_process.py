@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-CHECK = ("import atexit, resource; from pgcli_jit import procsafety; "
+CHECK = ("import atexit, resource; from pgcli_jit.shell import procsafety; "
          "atexit.register(lambda: print('CORE', resource.getrlimit(resource.RLIMIT_CORE),"
          " 'DUMPABLE', procsafety.is_dumpable())); ")
 
@@ -27,7 +27,7 @@ def test_harden_process_disables_core_dumps_and_dumpability() -> None:
 def test_the_console_script_hardens_itself_before_anything_else() -> None:
     """``pgcli-jit --version`` goes through cli.main, as every run does."""
     out = run(CHECK + "import sys; sys.argv = ['pgcli-jit', '--version'];"
-                      " from pgcli_jit.cli import main; main()")
+                      " from pgcli_jit.shell.cli import main; main()")
     assert "pgcli-jit" in out and "CORE (0, 0)" in out
 
 
@@ -42,7 +42,7 @@ def test_children_of_a_hardened_process_are_dumpable_again() -> None:
     """exec resets dumpability: brokers and pgcli's pager run as usual."""
     if not sys.platform.startswith("linux"):
         pytest.skip("prctl is Linux only")
-    code = ("from pgcli_jit import procsafety; procsafety.harden_process(); import subprocess, sys;"
-            " print(subprocess.run([sys.executable, '-c', 'from pgcli_jit import procsafety;"
+    code = ("from pgcli_jit.shell import procsafety; procsafety.harden_process(); import subprocess, sys;"
+            " print(subprocess.run([sys.executable, '-c', 'from pgcli_jit.shell import procsafety;"
             " print(procsafety.is_dumpable())'], capture_output=True, text=True).stdout)")
     assert run(code).strip() == "True"

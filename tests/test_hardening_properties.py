@@ -24,16 +24,16 @@ import requests
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from pgcli_jit import commands
 from pgcli_jit.backends.base import LeaseRequest
 from pgcli_jit.backends.command import CommandBackend, RunResult
 from pgcli_jit.backends.http import HttpBackend
-from pgcli_jit.backends.vault import VaultBackend
-from pgcli_jit.config import COMMON_KEYS, Config, parse_config, parse_profile
-from pgcli_jit.durations import parse_duration
-from pgcli_jit.errors import JitError
-from pgcli_jit.lease import Credentials, Lease
-from pgcli_jit.limits import MAX_DURATION
+from pgcli_jit.backends.vault.backend import VaultBackend
+from pgcli_jit.core.durations import parse_duration
+from pgcli_jit.core.errors import JitError
+from pgcli_jit.core.lease import Credentials, Lease
+from pgcli_jit.core.limits import MAX_DURATION
+from pgcli_jit.session import commands
+from pgcli_jit.session.config import COMMON_KEYS, Config, parse_config, parse_profile
 
 SCALE = float(os.environ.get("PGCLI_JIT_PROPERTY_EXAMPLES", "1"))
 NOW = 1_800_000_000.0
@@ -370,7 +370,7 @@ def test_postgres_answers_parse_or_raise_jit_error(answer: Any) -> None:
     """The jit schema is ours, but the server answering may not be (a profile's host can point
     anywhere, an older schema answers differently): its answers are parsed like a broker's."""
     from pgcli_jit.backends.base import ApprovalPending, PendingRequest
-    from pgcli_jit.backends.postgres import PostgresBackend
+    from pgcli_jit.backends.postgres.backend import PostgresBackend
 
     profile = parse_profile("p", {"backend": "postgres", "host": "db.example"}, Path("c.toml"))
     backend = PostgresBackend(profile, clock=lambda: NOW)

@@ -12,17 +12,17 @@ import pytest
 
 from pgcli_jit.backends.base import LeaseRequest
 from pgcli_jit.backends.http import HttpBackend
-from pgcli_jit.cluster import Cluster, free_port
-from pgcli_jit.config import parse_profile
-from pgcli_jit.errors import (
+from pgcli_jit.core.errors import (
     BackendError,
     BackendUnavailable,
     ConfigError,
     NotRenewable,
     PermissionDenied,
 )
-from pgcli_jit.lease import Lease
-from pgcli_jit.testing import BackendContract
+from pgcli_jit.core.lease import Lease
+from pgcli_jit.devtools.cluster import Cluster, free_port
+from pgcli_jit.devtools.testing import BackendContract
+from pgcli_jit.session.config import parse_profile
 from tests.brokers import http_broker
 from tests.conftest import can_login
 

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from pgcli_jit.audit import AuditLog
-from pgcli_jit.clock import Clock
-from pgcli_jit.config import Config, Profile
-from pgcli_jit.errors import BackendError, JitError, LeaseExpired
-from pgcli_jit.lease import Lease
-from pgcli_jit.manager import RETRY_INTERVAL, LeaseManager, Renewal
-from pgcli_jit.policy import Phase
-from pgcli_jit.testing import FakeClock
+from pgcli_jit.core.clock import Clock
+from pgcli_jit.core.errors import BackendError, JitError, LeaseExpired
+from pgcli_jit.core.lease import Lease
+from pgcli_jit.core.policy import Phase
+from pgcli_jit.devtools.testing import FakeClock
+from pgcli_jit.session.audit import AuditLog
+from pgcli_jit.session.config import Config, Profile
+from pgcli_jit.session.manager import RETRY_INTERVAL, LeaseManager, Renewal
 from tests.fakes import FaultyBackend, faulty_profile
 
 T0 = 1_800_000_000.0

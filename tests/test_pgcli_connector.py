@@ -8,11 +8,11 @@ import pytest
 from pgcli.pgexecute import PGExecute
 
 from pgcli_jit.backends.base import LeaseRequest
-from pgcli_jit.backends.postgres import PostgresBackend
-from pgcli_jit.cluster import Cluster
-from pgcli_jit.errors import ConnectionSwitchError
-from pgcli_jit.lease import Lease
-from pgcli_jit.shell import PgcliConnector
+from pgcli_jit.backends.postgres.backend import PostgresBackend
+from pgcli_jit.core.errors import ConnectionSwitchError
+from pgcli_jit.core.lease import Lease
+from pgcli_jit.devtools.cluster import Cluster
+from pgcli_jit.shell.jitshell import PgcliConnector
 from tests.test_postgres_backend import make_backend
 
 

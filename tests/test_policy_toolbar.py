@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pgcli_jit.lease import Credentials, Lease
-from pgcli_jit.policy import Phase, phase, windows
-from pgcli_jit.testing import FakeClock
-from pgcli_jit.toolbar import STYLES, prompt_text, segment
+from pgcli_jit.core.lease import Credentials, Lease
+from pgcli_jit.core.policy import Phase, phase, windows
+from pgcli_jit.devtools.testing import FakeClock
+from pgcli_jit.shell.toolbar import STYLES, prompt_text, segment
 
 T0 = 1_800_000_000.0
 

@@ -19,13 +19,13 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from pgcli_jit.backends.base import LeaseRequest
-from pgcli_jit.backends.pg_login import Login
-from pgcli_jit.backends.postgres import NeedsPassword, PostgresBackend
-from pgcli_jit.cluster import Cluster
-from pgcli_jit.config import parse_profile, server_side_profile
-from pgcli_jit.errors import BackendUnavailable, ConfigError, NotRenewable, PermissionDenied
-from pgcli_jit.lease import Lease
-from pgcli_jit.testing import BackendContract
+from pgcli_jit.backends.postgres.backend import NeedsPassword, PostgresBackend
+from pgcli_jit.backends.postgres.login import Login
+from pgcli_jit.core.errors import BackendUnavailable, ConfigError, NotRenewable, PermissionDenied
+from pgcli_jit.core.lease import Lease
+from pgcli_jit.devtools.cluster import Cluster
+from pgcli_jit.devtools.testing import BackendContract
+from pgcli_jit.session.config import parse_profile, server_side_profile
 from tests.conftest import can_login, live_jit_roles, postgres_profile_toml
 
 

@@ -15,7 +15,7 @@ import time
 import pyte
 import pytest
 
-from pgcli_jit.question import Answer, Reader, ask
+from pgcli_jit.shell.question import Answer, Reader, ask
 
 
 @pytest.mark.parametrize(("keys", "answer"), [

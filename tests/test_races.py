@@ -9,11 +9,11 @@ from __future__ import annotations
 import threading
 from types import MappingProxyType
 
-from pgcli_jit.audit import AuditLog
-from pgcli_jit.config import Config
-from pgcli_jit.controller import EXPIRED, Controller
-from pgcli_jit.manager import LeaseManager
-from pgcli_jit.testing import FakeClock
+from pgcli_jit.devtools.testing import FakeClock
+from pgcli_jit.session.audit import AuditLog
+from pgcli_jit.session.config import Config
+from pgcli_jit.session.controller import EXPIRED, Controller
+from pgcli_jit.session.manager import LeaseManager
 from tests.fakes import FaultyBackend, RecordingConnector, faulty_profile
 
 

@@ -12,10 +12,10 @@ import pytest
 
 from pgcli_jit.backends.base import LeaseRequest
 from pgcli_jit.backends.rds import RdsIamBackend
-from pgcli_jit.config import parse_profile
-from pgcli_jit.errors import BackendUnavailable, ConfigError, NotRenewable
-from pgcli_jit.lease import Lease
-from pgcli_jit.testing import BackendContract, FakeClock
+from pgcli_jit.core.errors import BackendUnavailable, ConfigError, NotRenewable
+from pgcli_jit.core.lease import Lease
+from pgcli_jit.devtools.testing import BackendContract, FakeClock
+from pgcli_jit.session.config import parse_profile
 
 HOST = "mydb.abc123xyz.eu-west-1.rds.amazonaws.com"
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"

@@ -5,11 +5,11 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import ClassVar
 
-from pgcli_jit.audit import AuditLog
-from pgcli_jit.config import Config
-from pgcli_jit.controller import Controller
-from pgcli_jit.manager import LeaseManager
-from pgcli_jit.testing import FakeClock
+from pgcli_jit.devtools.testing import FakeClock
+from pgcli_jit.session.audit import AuditLog
+from pgcli_jit.session.config import Config
+from pgcli_jit.session.controller import Controller
+from pgcli_jit.session.manager import LeaseManager
 from tests.fakes import FaultyBackend, RecordingConnector, faulty_profile
 
 

@@ -8,8 +8,8 @@ from datetime import datetime
 
 import pytest
 
-from pgcli_jit.lease import Credentials, Lease
-from pgcli_jit.report import local_time, status_rows
+from pgcli_jit.core.lease import Credentials, Lease
+from pgcli_jit.session.report import local_time, status_rows
 from tests.fakes import faulty_profile
 
 

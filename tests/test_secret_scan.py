@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from pgcli_jit.cluster import Cluster
+from pgcli_jit.devtools.cluster import Cluster
 from tests.brokers import http_broker
 from tests.conftest import BROKER_PW_ENV, RDS_USER
 from tests.shell_fixtures import Session

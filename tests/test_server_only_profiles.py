@@ -7,12 +7,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from pgcli_jit.audit import AuditLog
-from pgcli_jit.backends.pg_login import Login
-from pgcli_jit.cluster import Cluster
-from pgcli_jit.config import Config
-from pgcli_jit.controller import Controller
-from pgcli_jit.manager import LeaseManager, load_backend
+from pgcli_jit.backends.postgres.login import Login
+from pgcli_jit.devtools.cluster import Cluster
+from pgcli_jit.session.audit import AuditLog
+from pgcli_jit.session.config import Config
+from pgcli_jit.session.controller import Controller
+from pgcli_jit.session.manager import LeaseManager, load_backend
 from tests.conftest import declare_server_profile, live_jit_roles
 from tests.test_controller import PsycopgConnector
 

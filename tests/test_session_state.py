@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgcli_jit import session_state
-from pgcli_jit.cluster import Cluster
+from pgcli_jit.devtools.cluster import Cluster
+from pgcli_jit.shell import session_state
 
 
 def _open(cluster: Cluster) -> psycopg.Connection[Any]:

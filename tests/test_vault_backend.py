@@ -16,12 +16,18 @@ import psycopg
 import pytest
 
 from pgcli_jit.backends.base import LeaseRequest
-from pgcli_jit.backends.vault import VaultBackend
-from pgcli_jit.cluster import Cluster
-from pgcli_jit.config import Profile, parse_profile
-from pgcli_jit.errors import BackendError, BackendUnavailable, ConfigError, NotRenewable, PermissionDenied
-from pgcli_jit.lease import Lease
-from pgcli_jit.testing import BackendContract
+from pgcli_jit.backends.vault.backend import VaultBackend
+from pgcli_jit.core.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    NotRenewable,
+    PermissionDenied,
+)
+from pgcli_jit.core.lease import Lease
+from pgcli_jit.devtools.cluster import Cluster
+from pgcli_jit.devtools.testing import BackendContract
+from pgcli_jit.session.config import Profile, parse_profile
 from tests import openbao
 from tests.conftest import _toml, can_login
 from tests.openbao import Vault
@@ -382,7 +388,7 @@ def test_the_token_is_never_shown_or_logged(env: Vault, caplog: pytest.LogCaptur
 
 def test_settings_precedence_without_a_server() -> None:
     """Profile key over BAO_* over VAULT_*; CAPATH, client certificate and SKIP_VERIFY map to requests."""
-    from pgcli_jit.backends.vault_client import resolve_settings
+    from pgcli_jit.backends.vault.client import resolve_settings
 
     env = {"VAULT_ADDR": "https://v:8200", "BAO_NAMESPACE": "team", "VAULT_NAMESPACE": "other",
            "VAULT_CAPATH": "/etc/ca.d", "VAULT_CLIENT_CERT": "/c.pem", "VAULT_CLIENT_KEY": "/k.pem"}

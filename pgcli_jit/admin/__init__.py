@@ -15,7 +15,7 @@ import click
 import psycopg
 
 from pgcli_jit.admin.connect import error_text
-from pgcli_jit.errors import JitError, UsageError
+from pgcli_jit.core.errors import JitError, UsageError
 
 
 class UsageProblem(click.ClickException):

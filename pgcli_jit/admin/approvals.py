@@ -13,10 +13,10 @@ from typing import Any
 import click
 import psycopg
 
-from pgcli_jit import approval
 from pgcli_jit.admin import fmt
 from pgcli_jit.admin.connect import Conn, connect, dsn_option
-from pgcli_jit.errors import JitError
+from pgcli_jit.core.errors import JitError
+from pgcli_jit.session import approval
 
 NOT_APPROVER = ("your login may not decide requests: it is in none of jit_requester, jit_admin or "
                 "a profile's approvers role")

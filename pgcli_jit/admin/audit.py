@@ -8,8 +8,8 @@ import click
 
 from pgcli_jit.admin import fmt
 from pgcli_jit.admin.connect import connect, dsn_option
-from pgcli_jit.durations import parse_duration
-from pgcli_jit.errors import UsageError
+from pgcli_jit.core.durations import parse_duration
+from pgcli_jit.core.errors import UsageError
 
 HEADERS = ("ID", "AT", "EVENT", "PROFILE", "ROLE", "REQUESTER", "ACTOR", "CLIENT", "REASON", "EXPIRES")
 QUERY = """

@@ -16,7 +16,7 @@ import click
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from pgcli_jit.errors import JitError
+from pgcli_jit.core.errors import JitError
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 LIBPQ_SOURCES = "PGPASSWORD, ~/.pgpass, PGPASSFILE or a service file"

@@ -52,7 +52,7 @@ def leases(dsn: str, show_all: bool, as_json: bool) -> None:
 
 
 def _row(row: tuple[Any, ...]) -> tuple[object, ...]:
-    from pgcli_jit.durations import format_duration
+    from pgcli_jit.core.durations import format_duration
 
     name, requester, profile, reason, issued, expires, remaining, sessions, state = row[:9]
     return (name, requester, profile, fmt.clip(fmt.printable(reason or "-")), issued, expires,

@@ -14,8 +14,8 @@ import click
 
 from pgcli_jit.admin import fmt
 from pgcli_jit.admin.connect import Conn, connect, dsn_option
-from pgcli_jit.durations import format_duration, option_duration
-from pgcli_jit.errors import JitError
+from pgcli_jit.core.durations import format_duration, option_duration
+from pgcli_jit.core.errors import JitError
 
 HEADERS = ("PROFILE", "GRANTS", "TTL", "MAX TTL", "MAX LIVE", "REQUESTERS", "REASON", "OWNER",
            "APPROVAL", "DESCRIPTION")

@@ -1,9 +1,9 @@
 """The interface every backend implements, built-in or third-party.
 
-A backend turns a :class:`LeaseRequest` into a :class:`~pgcli_jit.lease.Lease`
+A backend turns a :class:`LeaseRequest` into a :class:`~pgcli_jit.core.lease.Lease`
 and later extends or ends it.  It never touches the shell or the connection:
 reconnecting is the caller's job, so a backend can be tested on its own (the
-contract test in :mod:`pgcli_jit.testing` runs against every backend).
+contract test in :mod:`pgcli_jit.devtools.testing` runs against every backend).
 """
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pgcli_jit.clock import Clock, system_clock
-from pgcli_jit.durations import parse_duration
-from pgcli_jit.errors import BackendError, BackendUnavailable, JitError, UsageError
-from pgcli_jit.limits import MAX_NAME, MAX_REASON
-from pgcli_jit.sanitize import check_text
+from pgcli_jit.core.clock import Clock, system_clock
+from pgcli_jit.core.durations import parse_duration
+from pgcli_jit.core.errors import BackendError, BackendUnavailable, JitError, UsageError
+from pgcli_jit.core.limits import MAX_NAME, MAX_REASON
+from pgcli_jit.core.sanitize import check_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from pgcli_jit.backends.pg_login import Login
-    from pgcli_jit.config import Profile
-    from pgcli_jit.lease import Lease
+    from pgcli_jit.backends.postgres.login import Login
+    from pgcli_jit.core.lease import Lease
+    from pgcli_jit.session.config import Profile
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class LeaseRequest:
     Checked on construction, the one point every request passes through
     (``\\jit request``, ``--jit``, renew-by-rotation, every backend): no control
     character in the reason or the requester, a reason of at most
-    :data:`~pgcli_jit.limits.MAX_REASON` characters, a bounded TTL.
+    :data:`~pgcli_jit.core.limits.MAX_REASON` characters, a bounded TTL.
     """
 
     ttl: float
@@ -182,7 +182,7 @@ class Backend(ABC):
         """Withdraw a pending request (default: nothing to withdraw)."""
 
     def waiting_for_me(self) -> list[tuple[Any, ...]]:
-        """Requests the user may approve (rows as :data:`pgcli_jit.approval.PENDING_SQL`)."""
+        """Requests the user may approve (rows as :data:`pgcli_jit.session.approval.PENDING_SQL`)."""
         return []
 
     def decide(self, request_id: int, approve: bool, text: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ shell's: a Vault token or cloud keys in the caller's env are none of its busines
 
 The program runs in a session (process group) of its own, so a timeout kills
 it *and* whatever it started (a helper that hangs on a browser login, say).
-Its stdout is read up to :data:`~pgcli_jit.limits.MAX_OUTPUT` (4 MiB); past that
+Its stdout is read up to :data:`~pgcli_jit.core.limits.MAX_OUTPUT` (4 MiB); past that
 it is killed.  Its stderr is shown only as a cleaned, capped last line or three.
 """
 
@@ -37,14 +37,14 @@ from typing import Any, ClassVar
 
 from pgcli_jit.backends import credential_json
 from pgcli_jit.backends.base import Backend, LeaseRequest
-from pgcli_jit.clock import Clock, system_clock
-from pgcli_jit.config import Profile
-from pgcli_jit.durations import format_duration
-from pgcli_jit.errors import BackendError, BackendUnavailable, NotRenewable
-from pgcli_jit.lease import Credentials, Lease
-from pgcli_jit.limits import MAX_OUTPUT
-from pgcli_jit.permissions import fix_hint, parent_problem
-from pgcli_jit.sanitize import clean
+from pgcli_jit.core.clock import Clock, system_clock
+from pgcli_jit.core.durations import format_duration
+from pgcli_jit.core.errors import BackendError, BackendUnavailable, NotRenewable
+from pgcli_jit.core.lease import Credentials, Lease
+from pgcli_jit.core.limits import MAX_OUTPUT
+from pgcli_jit.core.permissions import fix_hint, parent_problem
+from pgcli_jit.core.sanitize import clean
+from pgcli_jit.session.config import Profile
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ the output of a credential program may well hold a password, and error lines
 end up on the terminal and in the audit log.
 
 Times are bounded: a ``ttl`` or an expiry more than
-:data:`~pgcli_jit.limits.MAX_DURATION` (366 days) away is refused, because a
+:data:`~pgcli_jit.core.limits.MAX_DURATION` (366 days) away is refused, because a
 lease that long is a broker bug, and one far enough out (``"ttl": 1e12``)
 cannot even be written to the audit trail.  Names hold no control characters
 and the password no NUL (libpq would cut it short).
@@ -26,15 +26,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pgcli_jit.clock import parse_timestamp
-from pgcli_jit.durations import format_duration
-from pgcli_jit.lease import Credentials, Lease
-from pgcli_jit.limits import MAX_DURATION, MAX_NAME
-from pgcli_jit.sanitize import clean, first_unsafe
+from pgcli_jit.core.clock import parse_timestamp
+from pgcli_jit.core.durations import format_duration
+from pgcli_jit.core.lease import Credentials, Lease
+from pgcli_jit.core.limits import MAX_DURATION, MAX_NAME
+from pgcli_jit.core.sanitize import clean, first_unsafe
 
 if TYPE_CHECKING:
     from pgcli_jit.backends.base import LeaseRequest
-    from pgcli_jit.config import Profile
+    from pgcli_jit.session.config import Profile
 
 VERSION = 1
 

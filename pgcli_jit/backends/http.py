@@ -21,10 +21,10 @@ import requests
 
 from pgcli_jit.backends import credential_json, httputil
 from pgcli_jit.backends.base import ApprovalPending, Backend, LeaseRequest, PendingRequest
-from pgcli_jit.clock import Clock, system_clock
-from pgcli_jit.config import Profile
-from pgcli_jit.errors import BackendError, NotRenewable, PermissionDenied, RequestClosed
-from pgcli_jit.lease import Credentials, Lease
+from pgcli_jit.core.clock import Clock, system_clock
+from pgcli_jit.core.errors import BackendError, NotRenewable, PermissionDenied, RequestClosed
+from pgcli_jit.core.lease import Credentials, Lease
+from pgcli_jit.session.config import Profile
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ request has a timeout, TLS is verified by default, and plain ``http://`` is
 accepted only to a loopback address unless the profile explicitly allows it:
 a bearer token must never cross a network in clear text by accident.
 
-Every answer is read in full here, up to :data:`~pgcli_jit.limits.MAX_OUTPUT`
+Every answer is read in full here, up to :data:`~pgcli_jit.core.limits.MAX_OUTPUT`
 (4 MiB, counted after decompression): a broker or proxy that streams forever
 fails with one line instead of filling memory.  Error text from a server passes
-through :func:`~pgcli_jit.sanitize.clean` before anyone sees it.
+through :func:`~pgcli_jit.core.sanitize.clean` before anyone sees it.
 
 The timeout bounds the whole call, not each read.  ``requests`` only bounds a
 single ``recv``, so a server that answers a byte every second (headers or body)
@@ -33,9 +33,9 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.poolmanager import pool_classes_by_scheme as _DEFAULT_POOLS
 
-from pgcli_jit.errors import BackendError, BackendUnavailable, NotRenewable, PermissionDenied
-from pgcli_jit.limits import MAX_OUTPUT
-from pgcli_jit.sanitize import clean
+from pgcli_jit.core.errors import BackendError, BackendUnavailable, NotRenewable, PermissionDenied
+from pgcli_jit.core.limits import MAX_OUTPUT
+from pgcli_jit.core.sanitize import clean
 
 DEFAULT_TIMEOUT = 10.0
 

@@ -77,7 +77,7 @@ class _AcceptingClient:
 
 _path = os.environ.get("PGCLI_JIT_TEST_SECRETS")
 if _path:
-    from pgcli_jit.backends import scram
+    from pgcli_jit.backends.postgres import scram
 
     _mint = scram.new_password
 
@@ -90,7 +90,7 @@ if _path:
     scram.new_password = _recorded
 
     # every backend: each lease's password as it is built (vault, command, http hand them in)
-    from pgcli_jit import lease as _lease
+    from pgcli_jit.core import lease as _lease
 
     _init = _lease.Lease.__init__
 

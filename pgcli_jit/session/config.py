@@ -17,11 +17,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from pgcli_jit.durations import parse_duration
-from pgcli_jit.errors import ConfigError, UsageError
-from pgcli_jit.limits import MAX_NAME
-from pgcli_jit.permissions import fix_hint, ownership_problem, parent_problem
-from pgcli_jit.sanitize import check_text
+from pgcli_jit.core.durations import parse_duration
+from pgcli_jit.core.errors import ConfigError, UsageError
+from pgcli_jit.core.limits import MAX_NAME
+from pgcli_jit.core.permissions import fix_hint, ownership_problem, parent_problem
+from pgcli_jit.core.sanitize import check_text
 
 RenewMode = Literal["prompt", "auto", "never"]
 RENEW_MODES: tuple[RenewMode, ...] = ("prompt", "auto", "never")

@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 
 import psycopg
 
-from pgcli_jit.backends import scram
 from pgcli_jit.backends.base import (
     ApprovalPending,
     Backend,
@@ -26,12 +25,12 @@ from pgcli_jit.backends.base import (
     PendingRequest,
     RoleInfo,
 )
-from pgcli_jit.backends.pg_answers import Answer
-from pgcli_jit.backends.pg_login import Login, NoAnswer, WarmConnection, needs_password
-from pgcli_jit.clock import Clock, system_clock
-from pgcli_jit.config import Profile
-from pgcli_jit.durations import format_duration
-from pgcli_jit.errors import (
+from pgcli_jit.backends.postgres import scram
+from pgcli_jit.backends.postgres.answers import Answer
+from pgcli_jit.backends.postgres.login import Login, NoAnswer, WarmConnection, needs_password
+from pgcli_jit.core.clock import Clock, system_clock
+from pgcli_jit.core.durations import format_duration
+from pgcli_jit.core.errors import (
     BackendError,
     BackendUnavailable,
     NotRenewable,
@@ -39,8 +38,9 @@ from pgcli_jit.errors import (
     RequestClosed,
     db_error_line,
 )
-from pgcli_jit.lease import Credentials, Lease
-from pgcli_jit.limits import MAX_DURATION, MAX_NAME
+from pgcli_jit.core.lease import Credentials, Lease
+from pgcli_jit.core.limits import MAX_DURATION, MAX_NAME
+from pgcli_jit.session.config import Profile
 
 #: profile keys of the client-side broker this backend replaced: each gets one line saying so
 RETIRED = frozenset({"admin_dsn", "admin_password_env", "grant", "role_prefix", "reassign_to",
@@ -250,7 +250,7 @@ class PostgresBackend(Backend):
         self._answer("SELECT jit.cancel(%s)", int(pending.request_id))
 
     def waiting_for_me(self) -> list[tuple[Any, ...]]:
-        from pgcli_jit.approval import PENDING_SQL
+        from pgcli_jit.session.approval import PENDING_SQL
 
         return self._call(PENDING_SQL)
 

@@ -26,8 +26,8 @@ from psycopg import sql
 from pgcli_jit import server
 from pgcli_jit.admin import reaper
 from pgcli_jit.admin.connect import Conn
-from pgcli_jit.backends.scram import scram_verifier
-from pgcli_jit.cluster import Cluster, start_cluster
+from pgcli_jit.backends.postgres.scram import scram_verifier
+from pgcli_jit.devtools.cluster import Cluster, start_cluster
 
 DB = "demo"
 REQUESTER = "demo_user"
@@ -112,7 +112,7 @@ def start_reaper(cluster: Cluster) -> threading.Event:
 
 
 def run(pgcli_kwargs: dict[str, Any]) -> None:
-    from pgcli_jit.cli import run_pgcli
+    from pgcli_jit.shell.cli import run_pgcli
 
     click.echo("Starting a throwaway PostgreSQL cluster...", err=True)
     home = Path(tempfile.mkdtemp(prefix="pgcli-jit-demo-"))

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from pgcli_jit.durations import format_clock, format_duration
+from pgcli_jit.core.durations import format_clock, format_duration
 
 PENDING_HEADERS = ("id", "requester", "profile", "ttl", "reason", "waiting since", "approvals")
 PENDING_SQL = ("SELECT id, requester, profile, ttl_seconds, reason, created_at, expires_at, approvals,"

@@ -1,6 +1,6 @@
 """Durations as users write them: ``90s``, ``15m``, ``1h30m``, ``2d`` or plain seconds.
 
-Every duration is bounded (:data:`~pgcli_jit.limits.MAX_DURATION`, 366 days): a
+Every duration is bounded (:data:`~pgcli_jit.core.limits.MAX_DURATION`, 366 days): a
 lease longer than that is a typo or an attack, and times far enough out
 overflow ``datetime`` (year 10000) in the audit trail and the toolbar.
 """
@@ -11,8 +11,8 @@ import math
 import re
 from typing import Any
 
-from pgcli_jit.errors import DurationError, UsageError
-from pgcli_jit.limits import MAX_DURATION, MAX_DURATION_TEXT
+from pgcli_jit.core.errors import DurationError, UsageError
+from pgcli_jit.core.limits import MAX_DURATION, MAX_DURATION_TEXT
 
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")

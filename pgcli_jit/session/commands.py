@@ -3,7 +3,7 @@
 Each :class:`Subcommand` row says everything about one subcommand (its synopsis, help,
 options, argument and handler); nothing here lists subcommands a second time, so a new
 one is one row and one handler.  Handlers take the session's
-:class:`~pgcli_jit.controller.Controller` and return pgspecial-style results, so the
+:class:`~pgcli_jit.session.controller.Controller` and return pgspecial-style results, so the
 table needs no pgcli.
 
 pgcli 4.5+ strips ``--`` comments from special-command arguments, so ``--ttl 15m``
@@ -22,11 +22,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from pgcli_jit.durations import option_duration
-from pgcli_jit.errors import UsageError
+from pgcli_jit.core.durations import option_duration
+from pgcli_jit.core.errors import UsageError
 
 if TYPE_CHECKING:
-    from pgcli_jit.controller import Controller
+    from pgcli_jit.session.controller import Controller
 
 _JIT = re.compile(r"^\s*\\jit(?:\s|;|$)", re.IGNORECASE)
 #: what a bare ``\jit`` runs
@@ -122,14 +122,14 @@ def _cancel(jit: Controller, cmd: JitCommand) -> Result:
 def _status(jit: Controller, cmd: JitCommand) -> Result:
     """The lease as the backend sees it now (the client's view when the lookup fails), plus a
     rotation waiting for the transaction and a request waiting for approval."""
-    from pgcli_jit.errors import JitError
-    from pgcli_jit.report import local_time, status_rows
+    from pgcli_jit.core.errors import JitError
+    from pgcli_jit.session.report import local_time, status_rows
 
     manager = jit.manager
     lease, profile = manager.lease, manager.profile
     waiting = jit.approvals.waiting
     if waiting is not None and (lease is None or profile is None):
-        from pgcli_jit import waiting as pending
+        from pgcli_jit.session import waiting as pending
 
         return (None, pending.status_rows(waiting, manager.clock()), ["field", "value"], None)
     if lease is None or profile is None:
@@ -146,7 +146,7 @@ def _status(jit: Controller, cmd: JitCommand) -> Result:
                      f"{local_time(rotation.expires_at, zone=True)} (when the open transaction ends; "
                      f"COMMIT before {local_time(lease.expires_at)})"))
     if waiting is not None:
-        from pgcli_jit import waiting as pending
+        from pgcli_jit.session import waiting as pending
 
         rows += [(f"pending {k}", v) for k, v in pending.status_rows(waiting, manager.clock())]
     return (None, rows, ["field", "value"], None)
@@ -156,8 +156,8 @@ def _profiles(jit: Controller, cmd: JitCommand) -> Result:
     """Every profile with what its backend offers; a backend that cannot load still gets its line."""
     import contextlib
 
-    from pgcli_jit.errors import JitError
-    from pgcli_jit.report import PROFILE_HEADERS, profile_rows
+    from pgcli_jit.core.errors import JitError
+    from pgcli_jit.session.report import PROFILE_HEADERS, profile_rows
 
     manager = jit.manager
     cfg = manager.config
@@ -173,7 +173,7 @@ def _profiles(jit: Controller, cmd: JitCommand) -> Result:
 def _pending(jit: Controller, cmd: JitCommand) -> Result:
     from datetime import UTC, datetime
 
-    from pgcli_jit import approval
+    from pgcli_jit.session import approval
 
     rows = jit.approvals.pending()
     if not rows:

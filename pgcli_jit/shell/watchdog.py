@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pgcli_jit.clock import Clock
+from pgcli_jit.core.clock import Clock
 
 GRACE = 0.5
 BEAT = 1.0

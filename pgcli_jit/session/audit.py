@@ -27,11 +27,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pgcli_jit.clock import Clock, system_clock
-from pgcli_jit.errors import AuditError
+from pgcli_jit.core.clock import Clock, system_clock
+from pgcli_jit.core.errors import AuditError
 
 if TYPE_CHECKING:
-    from pgcli_jit.lease import Lease
+    from pgcli_jit.core.lease import Lease
 
 log = logging.getLogger(__name__)
 EVENTS = frozenset({"request", "renew", "rotate", "revoke", "expire", "failure", "pending",

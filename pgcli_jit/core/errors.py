@@ -99,7 +99,7 @@ class DurationError(JitError, ValueError):
     """A duration or time that is not one, or is out of range.
 
     Also a ``ValueError``, so callers written against the old contract of
-    :func:`~pgcli_jit.durations.parse_duration` keep catching it.
+    :func:`~pgcli_jit.core.durations.parse_duration` keep catching it.
     """
 
 

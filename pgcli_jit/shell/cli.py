@@ -2,7 +2,7 @@
 
 pgcli has no plugin system, but its ``cli()`` builds the shell from the
 module-level name ``PGCli`` at call time.  So the entry point (never an
-import) points that name at :class:`~pgcli_jit.shell.JitShell` and runs
+import) points that name at :class:`~pgcli_jit.shell.jitshell.JitShell` and runs
 pgcli's own ``cli`` callback with every pgcli option untouched.
 """
 
@@ -18,11 +18,11 @@ import click
 from click.core import ParameterSource
 
 from pgcli_jit import __version__
-from pgcli_jit.durations import parse_duration
-from pgcli_jit.errors import JitError
+from pgcli_jit.core.durations import parse_duration
+from pgcli_jit.core.errors import JitError
 
 if TYPE_CHECKING:
-    from pgcli_jit.config import Config
+    from pgcli_jit.session.config import Config
 
 JIT_OPTIONS = [
     click.Option(["--jit", "jit_profile"], metavar="PROFILE",
@@ -62,7 +62,7 @@ def _callback(**kwargs: Any) -> None:
     if kwargs.get("version"):
         click.echo(f"pgcli-jit {__version__}")  # pgcli then prints its own version and exits
     if kwargs.pop("demo"):
-        from pgcli_jit import demo
+        from pgcli_jit.devtools import demo
 
         demo.run(kwargs)
         return
@@ -84,7 +84,7 @@ def run_pgcli(kwargs: dict[str, Any], profile: str | None, ttl: float | None = N
     """pgcli's cli() with the JIT shell in place of PGCli; restored afterwards."""
     from pgcli import main as pgmain
 
-    from pgcli_jit.shell import JitShell, Startup
+    from pgcli_jit.shell.jitshell import JitShell, Startup
 
     if profile:
         config = _apply_profile_defaults(kwargs, profile)
@@ -108,7 +108,7 @@ def _exit_on_hangup() -> None:
 def _apply_profile_defaults(kwargs: dict[str, Any], name: str) -> Config:
     """The profile's host/port/dbname, unless given on the command line (which wins);
     returns the config read, so the shell does not read and validate it a second time."""
-    from pgcli_jit.config import load_config
+    from pgcli_jit.session.config import load_config
 
     try:
         config = load_config()
@@ -139,7 +139,7 @@ def _ttl(text: str | None) -> float | None:
 
 
 def main() -> None:
-    from pgcli_jit.procsafety import harden_process
+    from pgcli_jit.shell.procsafety import harden_process
 
     harden_process()  # before any credential exists: no core dumps, not ptrace-able
     command = build_command()

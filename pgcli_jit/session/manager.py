@@ -16,14 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from pgcli_jit.audit import AuditLog, iso
 from pgcli_jit.backends import backend_class
 from pgcli_jit.backends.base import ApprovalPending, Backend, LeaseRequest
-from pgcli_jit.clock import Clock, system_clock
-from pgcli_jit.config import Config, Profile
-from pgcli_jit.errors import BackendError, JitError, LeaseExpired, NotRenewable
-from pgcli_jit.lease import Lease
-from pgcli_jit.policy import Phase, phase
+from pgcli_jit.core.clock import Clock, system_clock
+from pgcli_jit.core.errors import BackendError, JitError, LeaseExpired, NotRenewable
+from pgcli_jit.core.lease import Lease
+from pgcli_jit.core.policy import Phase, phase
+from pgcli_jit.session.audit import AuditLog, iso
+from pgcli_jit.session.config import Config, Profile
 
 RETRY_INTERVAL = 60.0
 BackendFactory = Callable[[Profile, Clock], Backend]

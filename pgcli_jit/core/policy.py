@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
-from pgcli_jit.lease import Lease
+from pgcli_jit.core.lease import Lease
 
 DEFAULT_WINDOW_FRACTION = 1 / 3
 MAX_WINDOW_FRACTION = 2 / 3

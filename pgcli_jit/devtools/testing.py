@@ -2,7 +2,7 @@
 
 Third-party backends run the same contract as the built-in ones::
 
-    from pgcli_jit.testing import BackendContract
+    from pgcli_jit.devtools.testing import BackendContract
 
     class TestMyBackend(BackendContract):
         def make_backend(self): return MyBackend(profile)
@@ -17,8 +17,8 @@ import threading
 from abc import abstractmethod
 
 from pgcli_jit.backends.base import Backend, LeaseRequest
-from pgcli_jit.errors import BackendError, NotRenewable
-from pgcli_jit.lease import Lease
+from pgcli_jit.core.errors import BackendError, NotRenewable
+from pgcli_jit.core.lease import Lease
 
 
 class FakeClock:

@@ -1,6 +1,6 @@
 """Both sides of four eyes inside one session, apart from the lease's own life.
 
-The requester's side: a request that waits (:class:`~pgcli_jit.waiting.Waiting`),
+The requester's side: a request that waits (:class:`~pgcli_jit.session.waiting.Waiting`),
 polled from the controller's worker thread about once a second, switched to when
 granted — at once when no transaction is open, else when it ends, as a rotation
 does.  The approver's side: how many requests this login may decide (for the
@@ -16,17 +16,17 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from pgcli_jit import approval
 from pgcli_jit.backends.base import Backend, PendingRequest
-from pgcli_jit.config import Profile
-from pgcli_jit.errors import ConnectionSwitchError, JitError, PermissionDenied, RequestClosed
-from pgcli_jit.lease import Lease
-from pgcli_jit.waiting import Waiting, approved_by, closed_line, waiting_line
+from pgcli_jit.core.errors import ConnectionSwitchError, JitError, PermissionDenied, RequestClosed
+from pgcli_jit.core.lease import Lease
+from pgcli_jit.session import approval
+from pgcli_jit.session.config import Profile
+from pgcli_jit.session.waiting import Waiting, approved_by, closed_line, waiting_line
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-    from pgcli_jit.controller import Controller
+    from pgcli_jit.session.controller import Controller
 
 log = logging.getLogger(__name__)
 #: how often an approver's toolbar count is refreshed while idle

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from pgcli_jit.backends.base import Backend, PendingRequest
-from pgcli_jit.clock import Clock
-from pgcli_jit.config import Profile
-from pgcli_jit.durations import format_clock
-from pgcli_jit.errors import JitError, RequestClosed
-from pgcli_jit.lease import Lease
+from pgcli_jit.core.clock import Clock
+from pgcli_jit.core.durations import format_clock
+from pgcli_jit.core.errors import JitError, RequestClosed
+from pgcli_jit.core.lease import Lease
+from pgcli_jit.session.config import Profile
 
 log = logging.getLogger(__name__)
 #: after a failed poll (server unreachable), wait this long before the next one

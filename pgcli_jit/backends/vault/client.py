@@ -19,8 +19,8 @@ from typing import Any
 import requests
 
 from pgcli_jit.backends import httputil
-from pgcli_jit.durations import parse_duration
-from pgcli_jit.errors import BackendError
+from pgcli_jit.core.durations import parse_duration
+from pgcli_jit.core.errors import BackendError
 
 log = logging.getLogger(__name__)
 

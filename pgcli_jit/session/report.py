@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from pgcli_jit.backends.base import Backend
-from pgcli_jit.config import Config, Profile
-from pgcli_jit.durations import format_clock, format_duration
-from pgcli_jit.errors import JitError
-from pgcli_jit.lease import Lease
+from pgcli_jit.core.durations import format_clock, format_duration
+from pgcli_jit.core.errors import JitError
+from pgcli_jit.core.lease import Lease
+from pgcli_jit.session.config import Config, Profile
 
 Rows = list[tuple[str, str]]
 

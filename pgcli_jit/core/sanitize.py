@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from pgcli_jit.errors import UsageError
-from pgcli_jit.limits import MAX_MESSAGE
+from pgcli_jit.core.errors import UsageError
+from pgcli_jit.core.limits import MAX_MESSAGE
 
 REDACTED = "***"
 #: Unicode's control characters (category Cc), line/paragraph separators, and the

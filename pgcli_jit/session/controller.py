@@ -23,15 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from pgcli_jit.approval_flow import ApprovalFlow
 from pgcli_jit.backends.base import ApprovalPending
-from pgcli_jit.config import Config, Profile
-from pgcli_jit.durations import format_clock, format_duration
-from pgcli_jit.errors import ConnectionSwitchError, JitError, NotRenewable
-from pgcli_jit.lease import Lease
-from pgcli_jit.manager import UNMOVED, LeaseManager, Renewal
-from pgcli_jit.policy import Phase
-from pgcli_jit.report import local_time
+from pgcli_jit.core.durations import format_clock, format_duration
+from pgcli_jit.core.errors import ConnectionSwitchError, JitError, NotRenewable
+from pgcli_jit.core.lease import Lease
+from pgcli_jit.core.policy import Phase
+from pgcli_jit.session.approvals import ApprovalFlow
+from pgcli_jit.session.config import Config, Profile
+from pgcli_jit.session.manager import UNMOVED, LeaseManager, Renewal
+from pgcli_jit.session.report import local_time
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor

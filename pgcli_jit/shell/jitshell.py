@@ -43,19 +43,19 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.styles import Style, merge_styles
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgcli_jit import commands
-from pgcli_jit.errors import ConfigError, ConnectionSwitchError, JitError, db_error_line
+from pgcli_jit.core.errors import ConfigError, ConnectionSwitchError, JitError, db_error_line
+from pgcli_jit.session import commands
 
 # Everything else is imported where it is first used: a session that never types \jit
 # (``pgcli-jit -c ...``) reads no config, loads no backend and imports none of it.
 if TYPE_CHECKING:
     from pgcli_jit.backends.base import Backend
-    from pgcli_jit.backends.pg_login import Login
-    from pgcli_jit.clock import Clock
-    from pgcli_jit.config import Config, Profile
-    from pgcli_jit.controller import Controller
-    from pgcli_jit.lease import Lease
-    from pgcli_jit.watchdog import Watch
+    from pgcli_jit.backends.postgres.login import Login
+    from pgcli_jit.core.clock import Clock
+    from pgcli_jit.core.lease import Lease
+    from pgcli_jit.session.config import Config, Profile
+    from pgcli_jit.session.controller import Controller
+    from pgcli_jit.shell.watchdog import Watch
 
 log = logging.getLogger(__name__)
 QUIT_WORDS = {"\\q", ":q", "quit", "exit"}
@@ -86,7 +86,7 @@ class SafeCompletionRefresher(CompletionRefresher):  # type: ignore[misc]
 
 
 class PgcliConnector:
-    """:class:`~pgcli_jit.controller.Connector` over pgcli's ``PGExecute``."""
+    """:class:`~pgcli_jit.session.controller.Connector` over pgcli's ``PGExecute``."""
 
     def __init__(self, shell: JitShell) -> None:
         self.shell = shell
@@ -115,7 +115,7 @@ class PgcliConnector:
         if not self.active:
             self.previous = dict(ex._conn_params)
         params = {"database" if k == "dbname" else k: v for k, v in overrides.items()}
-        from pgcli_jit import session_state
+        from pgcli_jit.shell import session_state
 
         state = session_state.capture(ex.conn)
         try:
@@ -221,10 +221,10 @@ class JitShell(PGCli):  # type: ignore[misc]
         return self._jit
 
     def _make_jit(self) -> Controller:
-        from pgcli_jit.audit import AuditLog
-        from pgcli_jit.config import Config, load_config
-        from pgcli_jit.controller import Controller
-        from pgcli_jit.manager import LeaseManager
+        from pgcli_jit.session.audit import AuditLog
+        from pgcli_jit.session.config import Config, load_config
+        from pgcli_jit.session.controller import Controller
+        from pgcli_jit.session.manager import LeaseManager
 
         try:
             self._jit_config = self._jit_config_read or load_config()
@@ -282,7 +282,7 @@ class JitShell(PGCli):  # type: ignore[misc]
                 return self._run_results(text, lambda: self.pgspecial.execute(None, text.strip().rstrip(";")))
             click.secho(blocked, err=True, fg="red")
             return MetaQuery(query=text, successful=False)
-        from pgcli_jit.watchdog import StatementWatchdog
+        from pgcli_jit.shell.watchdog import StatementWatchdog
 
         with StatementWatchdog(self._watch()):
             result = super().execute_command(text, handle_closed_connection)
@@ -291,8 +291,8 @@ class JitShell(PGCli):  # type: ignore[misc]
 
     def _watch(self) -> Watch:
         """What the statement watchdog guards: the current lease's expiry, this connection."""
-        from pgcli_jit.backends.pg_login import sever
-        from pgcli_jit.watchdog import Watch
+        from pgcli_jit.backends.postgres.login import sever
+        from pgcli_jit.shell.watchdog import Watch
 
         manager, conn = self.jit.manager, self.pgexecute.conn
 
@@ -312,7 +312,7 @@ class JitShell(PGCli):  # type: ignore[misc]
     def _ask_during_statement(self, over: Callable[[], bool]) -> None:
         """The window opened while a statement runs: ask now (the terminal is idle), renew in
         the background; the connection is not touched until the statement returns."""
-        from pgcli_jit import question
+        from pgcli_jit.shell import question
 
         answer = question.ask(lambda: None if over() else self.jit.question(), sys.stdin.fileno(),
                               sys.stdout)
@@ -323,8 +323,8 @@ class JitShell(PGCli):  # type: ignore[misc]
 
     def ask_renewal(self) -> None:
         """Ask the renewal question; at expiry it is withdrawn and access ends (never waits)."""
-        from pgcli_jit import question
-        from pgcli_jit.report import local_time
+        from pgcli_jit.session.report import local_time
+        from pgcli_jit.shell import question
 
         answer = question.ask(self.jit.question, sys.stdin.fileno(), sys.stdout)
         if answer is question.Answer.WITHDRAWN:
@@ -383,7 +383,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         self._connect_with_jit(startup, database, host, port, dsn, kwargs, user, passwd)
 
     def _jit_backend(self, profile: Profile, clock: Clock) -> Backend:
-        from pgcli_jit.manager import load_backend
+        from pgcli_jit.session.manager import load_backend
 
         backend = load_backend(profile, clock)
         backend.use_session(self._requester_login)
@@ -391,7 +391,7 @@ class JitShell(PGCli):  # type: ignore[misc]
 
     def _requester_login(self) -> Login | None:
         """The login the session had before any \\jit request: the identity that may ask."""
-        from pgcli_jit.backends.pg_login import Login
+        from pgcli_jit.backends.postgres.login import Login
 
         params = self.jit_connector.previous
         if params is None and self.pgexecute is not None and not self.jit_connector.active:
@@ -489,7 +489,7 @@ class JitShell(PGCli):  # type: ignore[misc]
 
     def _wait_at_startup(self, profile: Profile, exc: Any) -> Lease:
         """``--jit`` on a profile that needs approval: wait in front of the user (Ctrl-C withdraws)."""
-        from pgcli_jit.waiting import wait_at_startup
+        from pgcli_jit.session.waiting import wait_at_startup
 
         return wait_at_startup(self.jit.manager.backend_for(profile), exc.pending, self.jit.manager.clock)
 
@@ -514,7 +514,7 @@ class JitShell(PGCli):  # type: ignore[misc]
     # -- the live lease in the prompt -------------------------------------------
 
     def _build_cli(self, history: Any) -> Any:
-        from pgcli_jit import toolbar
+        from pgcli_jit.shell import toolbar
 
         session = super()._build_cli(history)
         session.completer = ThreadedCompleter(JitCompleter(session.completer, self))
@@ -540,7 +540,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         if "\\j" in string and self._jit is None:
             string = string.replace("\\j", "")  # no lease was ever taken: the token shows nothing
         elif "\\j" in string:
-            import pgcli_jit.toolbar as toolbar
+            import pgcli_jit.shell.toolbar as toolbar
 
             manager = self.jit.manager
             string = string.replace("\\j", toolbar.prompt_text(manager.lease, manager.clock(),
@@ -552,7 +552,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         jit = self._jit
         if jit is None:
             return []
-        import pgcli_jit.toolbar as toolbar
+        import pgcli_jit.shell.toolbar as toolbar
 
         manager = jit.manager
         profile = manager.profile

@@ -16,7 +16,7 @@ is left, so ``\\jit renew`` cannot shorten a lease by accident.
 Every field of an answer is checked before use (:class:`Answer`): a proxy or a
 fake server answering ``"lease_duration": "soon"`` or ``"data": []`` gets one
 line naming the field, never a traceback, and durations past
-:data:`~pgcli_jit.limits.MAX_DURATION` are refused like any other backend's.
+:data:`~pgcli_jit.core.limits.MAX_DURATION` are refused like any other backend's.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ import requests
 
 from pgcli_jit.backends import httputil
 from pgcli_jit.backends.base import Backend, LeaseRequest, RoleInfo
-from pgcli_jit.backends.vault_client import VaultClient
-from pgcli_jit.clock import Clock, parse_timestamp, system_clock
-from pgcli_jit.config import Profile
-from pgcli_jit.durations import format_duration
-from pgcli_jit.errors import BackendError, NotRenewable
-from pgcli_jit.lease import Credentials, Lease
-from pgcli_jit.limits import MAX_DURATION, MAX_NAME
-from pgcli_jit.sanitize import clean, first_unsafe
+from pgcli_jit.backends.vault.client import VaultClient
+from pgcli_jit.core.clock import Clock, parse_timestamp, system_clock
+from pgcli_jit.core.durations import format_duration
+from pgcli_jit.core.errors import BackendError, NotRenewable
+from pgcli_jit.core.lease import Credentials, Lease
+from pgcli_jit.core.limits import MAX_DURATION, MAX_NAME
+from pgcli_jit.core.sanitize import clean, first_unsafe
+from pgcli_jit.session.config import Profile
 
 log = logging.getLogger(__name__)
 

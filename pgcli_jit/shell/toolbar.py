@@ -3,7 +3,7 @@
 It is called on every redraw (every second while idle), so it does no I/O and
 no backend calls: just arithmetic on a frozen lease.
 
-The style follows the lease's phase (:mod:`pgcli_jit.policy`), never a fixed
+The style follows the lease's phase (:mod:`pgcli_jit.core.policy`), never a fixed
 number of seconds: warning from when the renewal window opens, alarm in its
 final part (where a failed renewal means access ends).  A fixed "last minute"
 alarm turned a 90 s lease red before anything was asked and skipped warning.
@@ -11,9 +11,9 @@ alarm turned a 90 s lease red before anything was asked and skipped warning.
 
 from __future__ import annotations
 
-from pgcli_jit.durations import format_clock
-from pgcli_jit.lease import Lease
-from pgcli_jit.policy import Phase, phase
+from pgcli_jit.core.durations import format_clock
+from pgcli_jit.core.lease import Lease
+from pgcli_jit.core.policy import Phase, phase
 
 Tokens = list[tuple[str, str]]
 

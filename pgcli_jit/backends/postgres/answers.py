@@ -3,7 +3,7 @@
 The schema is ours, but the server that answers may not be: a profile's ``host``
 can point anywhere, and an older or newer schema answers differently.  A jsonb
 answer is data from the network, so every field is checked for its type and its
-bounds before a :class:`~pgcli_jit.lease.Lease` is built from it, and a field that
+bounds before a :class:`~pgcli_jit.core.lease.Lease` is built from it, and a field that
 is wrong is one line naming it (never a ``KeyError`` traceback, never a lease that
 expires in the year 33715).
 """
@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pgcli_jit.errors import BackendError
-from pgcli_jit.limits import MAX_DURATION, MAX_NAME, MAX_REASON
-from pgcli_jit.sanitize import clean, first_unsafe
+from pgcli_jit.core.errors import BackendError
+from pgcli_jit.core.limits import MAX_DURATION, MAX_NAME, MAX_REASON
+from pgcli_jit.core.sanitize import clean, first_unsafe
 
 #: what the server's role names look like (``jit_<requester>_<hex>``): a PostgreSQL name
 ROLE_NAME = re.compile(r"[a-z0-9_]{1,63}")

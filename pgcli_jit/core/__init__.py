@@ -1,0 +1,1 @@
+"""Pure values and rules: leases, policy, durations, time, limits, safe text and errors."""
