@@ -21,8 +21,8 @@ import pytest
 
 from pgcli_jit import server
 from pgcli_jit.admin import reaper
-from pgcli_jit.backends.scram import new_password, scram_verifier
-from pgcli_jit.cluster import Cluster, start_cluster
+from pgcli_jit.backends.postgres.scram import new_password, scram_verifier
+from pgcli_jit.devtools.cluster import Cluster, start_cluster
 from tests.conftest import GRANT_ROLES, make_login
 
 Conn = psycopg.Connection[tuple[Any, ...]]
