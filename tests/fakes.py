@@ -18,7 +18,7 @@ from pgcli_jit.backends.base import Backend, LeaseRequest
 from pgcli_jit.core.clock import Clock
 from pgcli_jit.core.errors import BackendError, NotRenewable
 from pgcli_jit.core.lease import Credentials, Lease
-from pgcli_jit.session.config import Profile
+from pgcli_jit.core.profile import Profile
 
 _counter = itertools.count(1)
 

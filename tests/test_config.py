@@ -8,7 +8,8 @@ import pytest
 
 from pgcli_jit.backends import available
 from pgcli_jit.core.errors import ConfigError
-from pgcli_jit.session.config import DEFAULT_TTL, config_path, default_audit_path, load_config
+from pgcli_jit.core.profile import DEFAULT_TTL
+from pgcli_jit.session.config import config_path, default_audit_path, load_config
 
 PG = '[profiles.{name}]\nbackend = "postgres"\nuser = "alice"\n'
 

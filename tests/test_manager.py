@@ -15,9 +15,10 @@ from pgcli_jit.core.clock import Clock
 from pgcli_jit.core.errors import BackendError, JitError, LeaseExpired
 from pgcli_jit.core.lease import Lease
 from pgcli_jit.core.policy import Phase
+from pgcli_jit.core.profile import Profile
 from pgcli_jit.devtools.testing import FakeClock
 from pgcli_jit.session.audit import AuditLog
-from pgcli_jit.session.config import Config, Profile
+from pgcli_jit.session.config import Config
 from pgcli_jit.session.manager import RETRY_INTERVAL, LeaseManager, Renewal
 from tests.fakes import FaultyBackend, faulty_profile
 

@@ -25,9 +25,10 @@ from pgcli_jit.core.errors import (
     PermissionDenied,
 )
 from pgcli_jit.core.lease import Lease
+from pgcli_jit.core.profile import Profile
 from pgcli_jit.devtools.cluster import Cluster
 from pgcli_jit.devtools.testing import BackendContract
-from pgcli_jit.session.config import Profile, parse_profile
+from pgcli_jit.session.config import parse_profile
 from tests import openbao
 from tests.conftest import _toml, can_login
 from tests.openbao import Vault

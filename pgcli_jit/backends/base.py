@@ -3,7 +3,10 @@
 A backend turns a :class:`LeaseRequest` into a :class:`~pgcli_jit.core.lease.Lease`
 and later extends or ends it.  It never touches the shell or the connection:
 reconnecting is the caller's job, so a backend can be tested on its own (the
-contract test in :mod:`pgcli_jit.devtools.testing` runs against every backend).
+contract test in :mod:`pgcli_jit.testing` runs against every backend).
+
+``__all__`` is the backend author's API: the classes to subclass, raise and return, and
+the values a backend receives (the profile) and hands back (the lease).
 """
 
 from __future__ import annotations
@@ -15,15 +18,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pgcli_jit.core.clock import Clock, system_clock
 from pgcli_jit.core.durations import parse_duration
 from pgcli_jit.core.errors import BackendError, BackendUnavailable, JitError, UsageError
+from pgcli_jit.core.lease import Credentials, Lease
 from pgcli_jit.core.limits import MAX_NAME, MAX_REASON
+from pgcli_jit.core.profile import Profile
 from pgcli_jit.core.sanitize import check_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from pgcli_jit.backends.postgres.login import Login
-    from pgcli_jit.core.lease import Lease
-    from pgcli_jit.session.config import Profile
 
 
 @dataclass(frozen=True)
@@ -203,3 +206,17 @@ class Backend(ABC):
         """The TTL to ask for: the request's, else the profile's, capped at max_ttl."""
         wanted = ttl or self.profile.ttl
         return min(wanted, self.profile.max_ttl) if self.profile.max_ttl else wanted
+
+
+#: what a backend author imports from here; errors come from :mod:`pgcli_jit.errors`
+__all__ = [
+    "ApprovalPending",
+    "Backend",
+    "Credentials",
+    "Lease",
+    "LeaseRequest",
+    "NeedsPassword",
+    "PendingRequest",
+    "Profile",
+    "RoleInfo",
+]

@@ -43,8 +43,8 @@ from pgcli_jit.core.errors import BackendError, BackendUnavailable, NotRenewable
 from pgcli_jit.core.lease import Credentials, Lease
 from pgcli_jit.core.limits import MAX_OUTPUT
 from pgcli_jit.core.permissions import fix_hint, parent_problem
+from pgcli_jit.core.profile import Profile
 from pgcli_jit.core.sanitize import clean
-from pgcli_jit.session.config import Profile
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from pgcli_jit.core.sanitize import clean, first_unsafe
 
 if TYPE_CHECKING:
     from pgcli_jit.backends.base import LeaseRequest
-    from pgcli_jit.session.config import Profile
+    from pgcli_jit.core.profile import Profile
 
 VERSION = 1
 

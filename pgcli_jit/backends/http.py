@@ -24,7 +24,7 @@ from pgcli_jit.backends.base import ApprovalPending, Backend, LeaseRequest, Pend
 from pgcli_jit.core.clock import Clock, system_clock
 from pgcli_jit.core.errors import BackendError, NotRenewable, PermissionDenied, RequestClosed
 from pgcli_jit.core.lease import Credentials, Lease
-from pgcli_jit.session.config import Profile
+from pgcli_jit.core.profile import Profile
 
 log = logging.getLogger(__name__)
 

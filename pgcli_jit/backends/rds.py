@@ -28,8 +28,8 @@ from pgcli_jit.backends.base import Backend, LeaseRequest
 from pgcli_jit.core.clock import Clock, system_clock
 from pgcli_jit.core.errors import BackendError, BackendUnavailable, NotRenewable
 from pgcli_jit.core.lease import Credentials, Lease
+from pgcli_jit.core.profile import Profile
 from pgcli_jit.core.sanitize import clean
-from pgcli_jit.session.config import Profile
 
 log = logging.getLogger(__name__)
 

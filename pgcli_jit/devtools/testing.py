@@ -2,7 +2,7 @@
 
 Third-party backends run the same contract as the built-in ones::
 
-    from pgcli_jit.devtools.testing import BackendContract
+    from pgcli_jit.testing import BackendContract
 
     class TestMyBackend(BackendContract):
         def make_backend(self): return MyBackend(profile)

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from pgcli_jit.backends.base import Backend, PendingRequest
 from pgcli_jit.core.errors import ConnectionSwitchError, JitError, PermissionDenied, RequestClosed
 from pgcli_jit.core.lease import Lease
+from pgcli_jit.core.profile import Profile
 from pgcli_jit.session import approval
-from pgcli_jit.session.config import Profile
 from pgcli_jit.session.waiting import Waiting, approved_by, closed_line, waiting_line
 
 if TYPE_CHECKING:

@@ -12,70 +12,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 from pgcli_jit.core.durations import parse_duration
 from pgcli_jit.core.errors import ConfigError, UsageError
 from pgcli_jit.core.limits import MAX_NAME
 from pgcli_jit.core.permissions import fix_hint, ownership_problem, parent_problem
+from pgcli_jit.core.profile import DEFAULT_TTL, RENEW_MODES, Profile
 from pgcli_jit.core.sanitize import check_text
 
-RenewMode = Literal["prompt", "auto", "never"]
-RENEW_MODES: tuple[RenewMode, ...] = ("prompt", "auto", "never")
 COMMON_KEYS = frozenset(
     {"backend", "ttl", "max_ttl", "renew", "renew_before", "revoke_on_exit",
      "host", "port", "dbname", "sslmode", "description", "audit_required"}
 )
 TOP_KEYS = frozenset({"default_profile", "audit_log", "profiles"})
-DEFAULT_TTL = 900.0
 #: A config file is a few KiB; anything past this is not one.
 MAX_CONFIG_BYTES = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Profile:
-    """One requestable kind of access.  ``options`` are the backend's own keys."""
-
-    name: str
-    backend: str
-    ttl: float = DEFAULT_TTL
-    max_ttl: float | None = None
-    renew: RenewMode = "prompt"
-    renew_before: float | None = None
-    revoke_on_exit: bool = True
-    #: the file set ``ttl`` (else ``ttl`` is the default, and a server may apply its own)
-    ttl_given: bool = False
-    #: False lets access go on when the audit trail cannot be written (default: refuse)
-    audit_required: bool = True
-    host: str | None = None
-    port: int | None = None
-    dbname: str | None = None
-    sslmode: str | None = None
-    description: str = ""
-    options: Mapping[str, Any] = field(default_factory=dict)
-    source: Path | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
-
-    def connection_overrides(self) -> dict[str, str]:
-        """host/port/dbname/sslmode the profile names, as libpq parameters."""
-        pairs = {"host": self.host, "port": self.port, "dbname": self.dbname, "sslmode": self.sslmode}
-        return {k: str(v) for k, v in pairs.items() if v not in (None, "")}
-
-    def duration_option(self, key: str, default: float) -> float:
-        """A backend's own duration key (e.g. ``timeout``); a bad value names the key."""
-        try:
-            return parse_duration(self.options.get(key, default))
-        except ValueError as exc:
-            raise self.error(key, str(exc)) from None
-
-    def error(self, key: str, message: str, hint: str = "") -> ConfigError:
-        """A ConfigError that names this profile's file and key."""
-        return ConfigError(message, path=self.source, key=f"profiles.{self.name}.{key}", hint=hint)
 
 
 @dataclass(frozen=True)

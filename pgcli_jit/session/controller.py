@@ -28,8 +28,9 @@ from pgcli_jit.core.durations import format_clock, format_duration
 from pgcli_jit.core.errors import ConnectionSwitchError, JitError, NotRenewable
 from pgcli_jit.core.lease import Lease
 from pgcli_jit.core.policy import Phase
+from pgcli_jit.core.profile import Profile
 from pgcli_jit.session.approvals import ApprovalFlow
-from pgcli_jit.session.config import Config, Profile
+from pgcli_jit.session.config import Config
 from pgcli_jit.session.manager import UNMOVED, LeaseManager, Renewal
 from pgcli_jit.session.report import local_time
 

@@ -22,8 +22,9 @@ from pgcli_jit.core.clock import Clock, system_clock
 from pgcli_jit.core.errors import BackendError, JitError, LeaseExpired, NotRenewable
 from pgcli_jit.core.lease import Lease
 from pgcli_jit.core.policy import Phase, phase
+from pgcli_jit.core.profile import Profile
 from pgcli_jit.session.audit import AuditLog, iso
-from pgcli_jit.session.config import Config, Profile
+from pgcli_jit.session.config import Config
 
 RETRY_INTERVAL = 60.0
 BackendFactory = Callable[[Profile, Clock], Backend]

@@ -8,7 +8,8 @@ from pgcli_jit.backends.base import Backend
 from pgcli_jit.core.durations import format_clock, format_duration
 from pgcli_jit.core.errors import JitError
 from pgcli_jit.core.lease import Lease
-from pgcli_jit.session.config import Config, Profile
+from pgcli_jit.core.profile import Profile
+from pgcli_jit.session.config import Config
 
 Rows = list[tuple[str, str]]
 

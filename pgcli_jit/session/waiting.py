@@ -22,7 +22,7 @@ from pgcli_jit.core.clock import Clock
 from pgcli_jit.core.durations import format_clock
 from pgcli_jit.core.errors import JitError, RequestClosed
 from pgcli_jit.core.lease import Lease
-from pgcli_jit.session.config import Profile
+from pgcli_jit.core.profile import Profile
 
 log = logging.getLogger(__name__)
 #: after a failed poll (server unreachable), wait this long before the next one

@@ -53,7 +53,8 @@ if TYPE_CHECKING:
     from pgcli_jit.backends.postgres.login import Login
     from pgcli_jit.core.clock import Clock
     from pgcli_jit.core.lease import Lease
-    from pgcli_jit.session.config import Config, Profile
+    from pgcli_jit.core.profile import Profile
+    from pgcli_jit.session.config import Config
     from pgcli_jit.session.controller import Controller
     from pgcli_jit.shell.watchdog import Watch
 

@@ -40,7 +40,7 @@ from pgcli_jit.core.errors import (
 )
 from pgcli_jit.core.lease import Credentials, Lease
 from pgcli_jit.core.limits import MAX_DURATION, MAX_NAME
-from pgcli_jit.session.config import Profile
+from pgcli_jit.core.profile import Profile
 
 #: profile keys of the client-side broker this backend replaced: each gets one line saying so
 RETIRED = frozenset({"admin_dsn", "admin_password_env", "grant", "role_prefix", "reassign_to",

@@ -36,8 +36,8 @@ from pgcli_jit.core.durations import format_duration
 from pgcli_jit.core.errors import BackendError, NotRenewable
 from pgcli_jit.core.lease import Credentials, Lease
 from pgcli_jit.core.limits import MAX_DURATION, MAX_NAME
+from pgcli_jit.core.profile import Profile
 from pgcli_jit.core.sanitize import clean, first_unsafe
-from pgcli_jit.session.config import Profile
 
 log = logging.getLogger(__name__)
 
