@@ -16,6 +16,7 @@ import os
 import secrets
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,9 @@ role from the server profile `read` (read-only, 5 minutes). Try:
 Config: {config}
 Client audit log (kept after the demo): {audit}
 """
+
+#: the shell's start: pgcli's keyword arguments, the ``--jit`` profile, a TTL, a reason
+RunPgcli = Callable[[dict[str, Any], str | None, float | None, str], None]
 
 
 def prepare(cluster: Cluster, home: Path) -> dict[str, str]:
@@ -111,9 +115,9 @@ def start_reaper(cluster: Cluster) -> threading.Event:
     return stop
 
 
-def run(pgcli_kwargs: dict[str, Any]) -> None:
-    from pgcli_jit.shell.cli import run_pgcli
-
+def run(pgcli_kwargs: dict[str, Any], run_pgcli: RunPgcli) -> None:
+    """A throwaway cluster with profiles and a reaper, then ``run_pgcli`` (the shell's own
+    start, handed in by the shell's ``--demo``: a developer tool never reaches up into it)."""
     click.echo("Starting a throwaway PostgreSQL cluster...", err=True)
     home = Path(tempfile.mkdtemp(prefix="pgcli-jit-demo-"))
     try:
@@ -128,7 +132,7 @@ def run(pgcli_kwargs: dict[str, Any]) -> None:
                                  config=os.environ["PGCLI_JIT_CONFIG"], audit=home / "audit.jsonl"), err=True)
         pgcli_kwargs.update(host=None, port=None, dbname=None, dbname_opt=None, username=None,
                             username_opt=None)
-        run_pgcli(pgcli_kwargs, "read", reason="pgcli-jit demo")
+        run_pgcli(pgcli_kwargs, "read", None, "pgcli-jit demo")
     finally:
         if stop is not None:
             stop.set()

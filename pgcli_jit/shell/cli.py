@@ -64,7 +64,7 @@ def _callback(**kwargs: Any) -> None:
     if kwargs.pop("demo"):
         from pgcli_jit.devtools import demo
 
-        demo.run(kwargs)
+        demo.run(kwargs, run_pgcli)
         return
     run_pgcli(kwargs, profile, _ttl(ttl_text), reason)
 
