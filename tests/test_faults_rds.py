@@ -24,6 +24,7 @@ import psycopg
 import pytest
 
 from pgcli_jit.backends.rds import RdsIamBackend, boto3_client
+from pgcli_jit.core.clock import local_time
 from pgcli_jit.core.errors import ConnectionSwitchError, JitError
 from pgcli_jit.devtools.cluster import Cluster
 from pgcli_jit.devtools.testing import FakeClock
@@ -31,7 +32,6 @@ from pgcli_jit.session.audit import AuditLog, iso
 from pgcli_jit.session.config import Config, parse_profile
 from pgcli_jit.session.controller import Controller
 from pgcli_jit.session.manager import LeaseManager
-from pgcli_jit.session.report import local_time
 from tests.conftest import RDS_USER
 from tests.instrument.sitecustomize import IamDatabase
 from tests.test_controller import PsycopgConnector

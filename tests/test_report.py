@@ -8,8 +8,9 @@ from datetime import datetime
 
 import pytest
 
+from pgcli_jit.core.clock import local_time
 from pgcli_jit.core.lease import Credentials, Lease
-from pgcli_jit.session.report import local_time, status_rows
+from pgcli_jit.session.report import status_rows
 from tests.fakes import faulty_profile
 
 

@@ -16,7 +16,7 @@ import click
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from pgcli_jit.core.errors import JitError
+from pgcli_jit.core.errors import JitError, db_error_line
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 LIBPQ_SOURCES = "PGPASSWORD, ~/.pgpass, PGPASSFILE or a service file"
@@ -52,14 +52,7 @@ def connect(dsn: str) -> Iterator[Conn]:
 
 def error_text(exc: BaseException) -> str:
     """The server's own words: message, then the first line of detail and hint."""
-    diag = getattr(exc, "diag", None)
-    primary = getattr(diag, "message_primary", None) or str(exc)
-    lines = [line.strip() for line in primary.splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    for extra in (getattr(diag, "message_detail", None), getattr(diag, "message_hint", None)):
-        if extra:
-            text += f": {extra.splitlines()[0]}"
-    return text
+    return db_error_line(exc, detail=True)
 
 
 def dsn_option(fn: F) -> F:

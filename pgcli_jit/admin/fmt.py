@@ -12,16 +12,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from pgcli_jit.core import clock
+from pgcli_jit.core.sanitize import printable as printable  # the admin tables use it as fmt.printable
+
 REASON_WIDTH = 40
 
 
-def printable(value: object) -> str:
-    """``str(value)`` with every non-printable character (ESC, newline ...) shown as ``?``."""
-    return "".join(ch if ch.isprintable() else "?" for ch in str(value))
-
-
 def local_time(value: datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z") if value else "-"
+    """With date and zone: an operator compares these with logs from other machines."""
+    return clock.local_time(value, zone=True, date=True) if value else "-"
 
 
 def clip(text: str, width: int = REASON_WIDTH) -> str:

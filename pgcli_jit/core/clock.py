@@ -22,6 +22,23 @@ def to_datetime(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
+def local_time(when: float | datetime, *, zone: bool = False, now: float | None = None,
+               date: bool | None = None) -> str:
+    """A time as people read it: local wall-clock time, the one format every line uses.
+
+    ``date``: None shows the date only when ``when`` is not today (``now``'s day), True
+    always, False never.  ``zone`` adds the zone name (``14:02:29 CET``): the audit log is in
+    UTC, so a table that will be compared with it must say which clock it uses.
+    """
+    moment = when if isinstance(when, datetime) else datetime.fromtimestamp(when)
+    local = moment.astimezone()
+    if date is None:
+        today = (datetime.now() if now is None else datetime.fromtimestamp(now)).astimezone().date()
+        date = local.date() != today
+    fmt = "%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S"
+    return local.strftime(fmt + (" %Z" if zone else ""))
+
+
 def parse_timestamp(text: str) -> float:
     """ISO-8601 (``Z`` or offset; naive means UTC) to POSIX seconds.
 

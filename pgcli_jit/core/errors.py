@@ -87,12 +87,19 @@ class ConnectionSwitchError(JitError):
     """The session could not be switched to new credentials; the old connection stays."""
 
 
-def db_error_line(exc: BaseException) -> str:
-    """The server's own message, one line: never ``repr`` of psycopg internals (they may hold a password)."""
+def db_error_line(exc: BaseException, *, detail: bool = False) -> str:
+    """The server's own message, one line: never ``repr`` of psycopg internals (they may hold a
+    password).  ``detail`` adds the first line of the server's detail and hint (the operator's
+    CLI shows them: they name the role or the grant that is missing)."""
     diag = getattr(exc, "diag", None)
-    text = getattr(diag, "message_primary", None) or str(exc)
-    lines = text.strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    primary = getattr(diag, "message_primary", None) or str(exc)
+    lines = [line.strip() for line in primary.splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    extras = (getattr(diag, "message_detail", None), getattr(diag, "message_hint", None)) if detail else ()
+    for extra in extras:
+        if extra:
+            text += f": {extra.splitlines()[0]}"
+    return text
 
 
 class DurationError(JitError, ValueError):

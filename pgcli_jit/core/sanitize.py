@@ -1,6 +1,7 @@
 """Text from outside, made safe to show and to record; names and reasons, checked.
 
-Two directions, one module, so there is exactly one definition of "safe":
+Two directions, one module, so there is exactly one definition of "safe" (and
+:func:`printable` for tables of names and reasons others typed):
 
 * :func:`check_text` refuses *input* (a reason, a profile or grant name) that
   holds control characters or is too long, with one line saying so.  A NUL
@@ -60,6 +61,12 @@ def check_text(value: str, what: str, *, limit: int, allow_empty: bool = True) -
     if not allow_empty and not value:
         raise UsageError(f"{what} is empty")
     return value
+
+
+def printable(value: object) -> str:
+    """``str(value)`` with every non-printable character (ESC, newline ...) shown as ``?``:
+    a crafted name or reason in a table cannot move the cursor or rewrite earlier lines."""
+    return "".join(ch if ch.isprintable() else "?" for ch in str(value))
 
 
 def clean(text: str, secrets: Iterable[str | None] = (), *, limit: int = MAX_MESSAGE) -> str:

@@ -122,8 +122,9 @@ def _cancel(jit: Controller, cmd: JitCommand) -> Result:
 def _status(jit: Controller, cmd: JitCommand) -> Result:
     """The lease as the backend sees it now (the client's view when the lookup fails), plus a
     rotation waiting for the transaction and a request waiting for approval."""
+    from pgcli_jit.core.clock import local_time
     from pgcli_jit.core.errors import JitError
-    from pgcli_jit.session.report import local_time, status_rows
+    from pgcli_jit.session.report import status_rows
 
     manager = jit.manager
     lease, profile = manager.lease, manager.profile

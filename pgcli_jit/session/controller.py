@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from pgcli_jit.backends.base import ApprovalPending
+from pgcli_jit.core.clock import local_time
 from pgcli_jit.core.durations import format_clock, format_duration
 from pgcli_jit.core.errors import ConnectionSwitchError, JitError, NotRenewable
 from pgcli_jit.core.lease import Lease
@@ -32,7 +33,6 @@ from pgcli_jit.core.profile import Profile
 from pgcli_jit.session.approvals import ApprovalFlow
 from pgcli_jit.session.config import Config
 from pgcli_jit.session.manager import UNMOVED, LeaseManager, Renewal
-from pgcli_jit.session.report import local_time
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor

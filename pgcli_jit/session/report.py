@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pgcli_jit.backends.base import Backend
+from pgcli_jit.core.clock import local_time
 from pgcli_jit.core.durations import format_clock, format_duration
 from pgcli_jit.core.errors import JitError
 from pgcli_jit.core.lease import Lease
@@ -12,18 +11,6 @@ from pgcli_jit.core.profile import Profile
 from pgcli_jit.session.config import Config
 
 Rows = list[tuple[str, str]]
-
-
-def local_time(ts: float, *, zone: bool = False, now: float | None = None) -> str:
-    """Expiry as people read it: local wall-clock time, with the date only when not today.
-
-    ``zone`` adds the zone name (``14:02:29 CET``): the audit log is in UTC, so a
-    status table that will be compared with it must say which clock it uses.
-    """
-    when = datetime.fromtimestamp(ts).astimezone()
-    today = (datetime.now() if now is None else datetime.fromtimestamp(now)).astimezone().date()
-    fmt = "%H:%M:%S" if when.date() == today else "%Y-%m-%d %H:%M:%S"
-    return when.strftime(fmt + (" %Z" if zone else ""))
 
 
 def status_rows(lease: Lease, profile: Profile, now: float, source: str) -> Rows:

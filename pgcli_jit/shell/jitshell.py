@@ -324,7 +324,7 @@ class JitShell(PGCli):  # type: ignore[misc]
 
     def ask_renewal(self) -> None:
         """Ask the renewal question; at expiry it is withdrawn and access ends (never waits)."""
-        from pgcli_jit.session.report import local_time
+        from pgcli_jit.core.clock import local_time
         from pgcli_jit.shell import question
 
         answer = question.ask(self.jit.question, sys.stdin.fileno(), sys.stdout)
