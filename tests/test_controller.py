@@ -126,7 +126,7 @@ class Harness:
         return str(self.connector.query("select current_user"))
 
     def cleanup(self) -> None:
-        self.controller._worker.shutdown(wait=True)
+        self.controller.jobs.shutdown()
         self.connector.close()
         end_jit_roles(self.cluster, self.name)
 
@@ -386,15 +386,13 @@ def test_password_never_in_audit_file_or_server_log(make: Any) -> None:
         assert lease.credentials.password not in log
 
 
-# -- bugs ---------------------------------------------------------------------------------------
+# -- rotations that wait ---------------------------------------------------------------------------------------
 
 
 def _tick(h: Harness) -> None:
     """What the shell's idle ticker does every second, waiting for any renewal it started."""
     h.controller.step()
-    inflight = h.controller._inflight
-    if inflight is not None:
-        inflight.result(10)
+    h.controller._renewal.settle(10)
 
 
 def test_waiting_rotation_is_not_minted_again_every_tick(make: Any) -> None:

@@ -68,7 +68,7 @@ class World:
         assert lease is not None
         self.clock.set(lease.expires_at + 1)
         self.controller.gate()
-        self.controller._worker.submit(lambda: None).result()  # the background release is done
+        self.controller.jobs.submit(lambda: None).result()  # the background release is done
 
 
 # -- item 4: the deadline of a waiting rotation -------------------------------------------------

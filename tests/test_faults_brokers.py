@@ -54,7 +54,7 @@ class World:
         self.controller = Controller(self.manager, self.connector, self.said.append)
 
     def close(self) -> None:
-        self.controller._worker.shutdown(wait=True)
+        self.controller.jobs.shutdown()
         self.connector.close()
 
 

@@ -96,7 +96,7 @@ class World:
         return bool(self.connector.query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"))
 
     def close(self) -> None:
-        self.controller._worker.shutdown(wait=True)
+        self.controller.jobs.shutdown()
         self.connector.close()
 
 

@@ -86,7 +86,7 @@ def test_expiry_while_a_renewal_is_running_ends_access_once_and_drops_the_result
     assert w.said.count(EXPIRED) == 1 and w.connector.closed == 1
     gate.set()
     w.controller.settle()
-    w.controller._worker.submit(lambda: None).result(5)  # the queued release has run
+    w.controller.jobs.submit(lambda: None).result(5)  # the queued release has run
     w.controller.step()
     assert not any(s.startswith("Renewed") for s in w.said)
     assert w.controller.gate() == EXPIRED

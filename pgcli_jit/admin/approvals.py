@@ -15,8 +15,9 @@ import psycopg
 
 from pgcli_jit.admin import fmt
 from pgcli_jit.admin.connect import Conn, connect, dsn_option
+from pgcli_jit.backends.postgres.backend import APPROVE_SQL, DENY_SQL, PENDING_SQL, decidable
 from pgcli_jit.core.errors import JitError
-from pgcli_jit.session import approval
+from pgcli_jit.session import approvals as approval
 
 NOT_APPROVER = ("your login may not decide requests: it is in none of jit_requester, jit_admin or "
                 "a profile's approvers role")
@@ -37,7 +38,7 @@ def pending(dsn: str, as_json: bool) -> None:
     """Requests you may approve or deny now (never your own)."""
     with connect(dsn) as conn:
         try:
-            rows = conn.execute(approval.PENDING_SQL).fetchall()
+            rows = conn.execute(PENDING_SQL).fetchall()
         except psycopg.errors.InsufficientPrivilege:
             raise JitError(NOT_APPROVER) from None
     if as_json:
@@ -47,7 +48,7 @@ def pending(dsn: str, as_json: bool) -> None:
     elif not rows:
         click.echo("No requests waiting for you.")
     else:
-        lines = approval.pending_rows(rows, datetime.now(UTC))
+        lines = approval.pending_rows([decidable(row) for row in rows], datetime.now(UTC))
         click.echo(fmt.table([h.upper() for h in approval.PENDING_HEADERS], lines))
 
 
@@ -58,7 +59,7 @@ def pending(dsn: str, as_json: bool) -> None:
 def approve(request_id: int, comment: str, dsn: str) -> None:
     """Approve request REQUEST_ID."""
     with connect(dsn) as conn:
-        answer = _answer(conn, approval.APPROVE_SQL, request_id, comment)
+        answer = _answer(conn, APPROVE_SQL, request_id, comment)
     click.echo(approval.decided_line(answer, "approve"))
 
 
@@ -69,7 +70,7 @@ def approve(request_id: int, comment: str, dsn: str) -> None:
 def deny(request_id: int, reason: str, dsn: str) -> None:
     """Deny request REQUEST_ID."""
     with connect(dsn) as conn:
-        answer = _answer(conn, approval.DENY_SQL, request_id, reason)
+        answer = _answer(conn, DENY_SQL, request_id, reason)
     click.echo(approval.decided_line(answer, "deny"))
 
 

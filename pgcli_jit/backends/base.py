@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pgcli_jit.core.clock import Clock, system_clock
 from pgcli_jit.core.durations import parse_duration
@@ -90,6 +91,34 @@ class PendingRequest:
     secret: str | None = field(default=None, repr=False)
 
 
+@dataclass(frozen=True)
+class Decidable:
+    """A request someone else made that the user may approve or deny; every text was typed
+    by someone else (the table that shows it makes it printable)."""
+
+    request_id: int
+    requester: str
+    profile: str
+    ttl: float
+    reason: str
+    created_at: datetime
+    expires_at: datetime | None
+    approvals: int
+    needed: int
+
+
+class Approver(Protocol):
+    """What a backend that offers approvals answers (:meth:`Backend.approver`): typed, so a
+    broker other than PostgreSQL (an HTTP one) can offer them the same way."""
+
+    def waiting_for_me(self) -> list[Decidable]:
+        """Requests the user may decide now, never the user's own."""
+
+    def decide(self, request_id: int, approve: bool, text: str) -> dict[str, Any]:
+        """Approve (``text``: a comment) or deny (``text``: the reason) someone's request; the
+        broker's answer (``request_id``, ``requester``, ``profile``, ``state``, ...)."""
+
+
 class ApprovalPending(JitError):
     """Raised by :meth:`Backend.request` when the answer is "asked, not yet granted".
 
@@ -133,6 +162,9 @@ class Backend(ABC):
     #: True when the backend asks as the user's own database login (postgres): the shell
     #: then hands it the session's login through :meth:`use_session`
     uses_session_login: ClassVar[bool] = False
+    #: True when :meth:`approver` answers: the session then asks it for the requests the user
+    #: may decide (the toolbar's count, ``\\jit pending|approve|deny``)
+    offers_approvals: ClassVar[bool] = False
     #: True when the server decides TTLs and grants (the client's ttl is only a wish)
     server_policy: ClassVar[bool] = False
 
@@ -155,6 +187,16 @@ class Backend(ABC):
     @abstractmethod
     def revoke(self, lease: Lease) -> None:
         """End ``lease`` at the source, so its credentials stop working."""
+
+    def ended_without_revoke(self, lease: Lease) -> str:
+        """What ends ``lease`` when the client could neither use nor revoke it (say, a switch
+        and the revoke both failed): the user is told who to expect it from."""
+        return "its broker must end it; until then it stays valid"
+
+    def approver(self) -> Approver | None:
+        """The approver's side of four eyes, when this backend offers it: the requests the
+        user may decide, and the decision.  None when it has no approvals to decide."""
+        return None
 
     def valid_after_revoke(self, lease: Lease) -> float | None:
         """When credentials that :meth:`revoke` cannot withdraw stop working on their own (a
@@ -184,15 +226,6 @@ class Backend(ABC):
     def cancel(self, pending: PendingRequest) -> None:
         """Withdraw a pending request (default: nothing to withdraw)."""
 
-    def waiting_for_me(self) -> list[tuple[Any, ...]]:
-        """Requests the user may approve (rows as :data:`pgcli_jit.session.approval.PENDING_SQL`)."""
-        return []
-
-    def decide(self, request_id: int, approve: bool, text: str) -> dict[str, Any]:
-        """Approve (``text``: a comment) or deny (``text``: the reason) someone's request."""
-        raise BackendError("this backend has no approvals", backend=self.name,
-                           profile=self.profile.name, hint="approvals need the postgres backend")
-
     def use_session(self, login: Callable[[], Login | None]) -> None:
         """Receive the session's own login (see ``uses_session_login``); others ignore it."""
 
@@ -211,8 +244,10 @@ class Backend(ABC):
 #: what a backend author imports from here; errors come from :mod:`pgcli_jit.errors`
 __all__ = [
     "ApprovalPending",
+    "Approver",
     "Backend",
     "Credentials",
+    "Decidable",
     "Lease",
     "LeaseRequest",
     "NeedsPassword",

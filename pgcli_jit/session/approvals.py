@@ -1,56 +1,114 @@
-"""Both sides of four eyes inside one session, apart from the lease's own life.
+"""Four eyes inside one session: the requester's waiting request and the approver's decisions.
 
-The requester's side: a request that waits (:class:`~pgcli_jit.session.waiting.Waiting`),
-polled from the controller's worker thread about once a second, switched to when
-granted — at once when no transaction is open, else when it ends, as a rotation
-does.  The approver's side: how many requests this login may decide (for the
-toolbar), ``\\jit pending``, ``\\jit approve`` and ``\\jit deny``.
+The requester's side: a request that waits (:class:`Waiting`) is polled on the session's
+worker about once a second; once granted, its lease waits in the request until the
+controller switches to it (at once when no transaction is open, else when it ends, as a
+rotation does).  ``wait_at_startup`` is the other shape: ``--jit PROFILE`` has no session
+yet, so it waits in front of the user, and Ctrl-C withdraws the request.
 
-Everything that touches the connection runs on the main thread (from
-:meth:`ApprovalFlow.tick`); the worker only asks the backend.
+The approver's side: how many requests this login may decide (for the toolbar),
+``\\jit pending``, ``\\jit approve`` and ``\\jit deny`` through the typed
+:class:`~pgcli_jit.backends.base.Approver` of the first profile whose backend offers one,
+and the table and lines both ends print (``pgcli-jit-admin pending|approve|deny`` prints
+the same words).  Every name and reason was typed by someone else: it is made printable
+before it reaches a terminal.
+
+The flow needs the lease manager (clock, backends, audit, discard), the session's jobs and
+a way to speak, never the controller: what touches the connection stays there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TextIO
 
-from pgcli_jit.backends.base import Backend, PendingRequest
-from pgcli_jit.core.errors import ConnectionSwitchError, JitError, PermissionDenied, RequestClosed
+from pgcli_jit.backends import backend_class
+from pgcli_jit.backends.base import Approver, Backend, Decidable, PendingRequest
+from pgcli_jit.core.clock import Clock, local_time
+from pgcli_jit.core.durations import format_clock, format_duration
+from pgcli_jit.core.errors import JitError, PermissionDenied, RequestClosed
 from pgcli_jit.core.lease import Lease
 from pgcli_jit.core.profile import Profile
-from pgcli_jit.session import approval
-from pgcli_jit.session.waiting import Waiting, approved_by, closed_line, waiting_line
+from pgcli_jit.core.sanitize import printable
+from pgcli_jit.session.jobs import Jobs, Slot
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
-    from pgcli_jit.session.controller import Controller
+    from pgcli_jit.session.manager import LeaseManager
 
 log = logging.getLogger(__name__)
+Say = Callable[[str], None]
+#: after a failed poll (server unreachable), wait this long before the next one
+RETRY_AFTER = 5.0
+#: poll at least this often, whatever the backend suggests: approval reaches the user in < 2 s
+MAX_POLL_AFTER = 1.0
 #: how often an approver's toolbar count is refreshed while idle
 APPROVER_POLL = 2.0
 #: after a failed count (server away), wait this long
 APPROVER_BACKOFF = 60.0
-SETTLE_TIMEOUT = 30.0
+PENDING_HEADERS = ("id", "requester", "profile", "ttl", "reason", "waiting since", "approvals")
+
+
+@dataclass
+class Waiting:
+    """One pending request of this session; ``approved`` holds the lease until it can switch."""
+
+    pending: PendingRequest
+    profile: Profile
+    ttl: float | None
+    next_poll: float
+    approved: Lease | None = None
+    said_transaction: bool = False
+    said_failure: bool = False
+
+    def due(self, now: float) -> bool:
+        return self.approved is None and now >= self.next_poll
+
+    def settle(self, result: Lease | PendingRequest, now: float) -> None:
+        """A poll's answer: still waiting (maybe with more approvals), or granted."""
+        self.said_failure = False
+        if isinstance(result, Lease):
+            self.approved = result
+            return
+        self.pending = result
+        self.next_poll = now + min(result.poll_after, MAX_POLL_AFTER)
+
+    def failed(self, exc: JitError, now: float) -> str | None:
+        """A poll that could not reach the backend: retry later; the first failure is said."""
+        self.next_poll = now + RETRY_AFTER
+        log.warning("polling request %s failed: %s", self.pending.request_id, exc)
+        if self.said_failure:
+            return None
+        self.said_failure = True
+        return f"Could not check request {self.pending.request_id}: {exc}; will retry."
+
+    def waited(self, now: float) -> float:
+        return max(0.0, now - self.pending.asked_at)
 
 
 class ApprovalFlow:
-    def __init__(self, controller: Controller) -> None:
-        self.c = controller
+    """Both sides of an approval inside one session; touches no connection."""
+
+    def __init__(self, manager: LeaseManager, jobs: Jobs, say: Say) -> None:
+        self.manager = manager
+        self.say = say
         self.waiting: Waiting | None = None
-        self._poll: Future[Lease | PendingRequest] | None = None
+        self._poll: Slot[Lease | PendingRequest] = Slot(jobs)
         #: requests this login may decide, as last counted (the approver's toolbar)
         self.decidable = 0
-        self._count: Future[list[tuple[Any, ...]]] | None = None
+        self._count: Slot[list[Decidable]] = Slot(jobs)
         self._next_count = 0.0
         self._counting_off = False
 
     # -- the requester ----------------------------------------------------------------
 
     def start(self, pending: PendingRequest, profile: Profile, ttl: float | None) -> str:
-        now = self.c.manager.clock()
+        now = self.manager.clock()
         self.waiting = Waiting(pending, profile, ttl, next_poll=now + min(pending.poll_after, 1.0))
         return waiting_line(pending)
 
@@ -59,119 +117,101 @@ class ApprovalFlow:
             raise JitError(f"request {self.waiting.pending.request_id} for {self.waiting.profile.name} "
                            "is still waiting for approval", "\\jit cancel withdraws it first")
 
-    def settle(self) -> None:
-        """Before a user command: let a poll in flight finish and apply its answer."""
-        if self._poll is not None:
-            with contextlib.suppress(Exception):
-                self._poll.result(timeout=SETTLE_TIMEOUT)
-        self._take_poll()
-
     def cancel(self) -> str:
-        self.settle()
+        self._poll.settle()
+        self._take_poll()
         w, self.waiting = self.waiting, None
         if w is None:
             return "No request is waiting for approval."
         rid = w.pending.request_id
         if w.approved is not None:  # granted while it waited for a transaction: never used
-            self.c.manager.discard(w.approved, w.profile, why="cancelled")
+            self.manager.discard(w.approved, w.profile, why="cancelled")
             return f"Request {rid} withdrawn; the credentials it was granted were revoked unused."
         try:
-            self.c.manager.backend_for(w.profile).cancel(w.pending)
+            self.manager.backend_for(w.profile).cancel(w.pending)
         except JitError:
             self.waiting = w
             raise
-        self.c.manager.audit.record("cancel", None, profile=w.profile.name, request_id=rid)
+        self.manager.audit.record("cancel", None, profile=w.profile.name, request_id=rid)
         return f"Request {rid} for {w.profile.name} withdrawn."
 
-    def tick(self) -> None:
-        """Main thread, every idle second and before statements: apply a poll's answer,
-        switch to granted credentials when no transaction is open, start the next poll."""
+    def tick(self) -> Waiting | None:
+        """Main thread, every idle second and before statements: apply a poll's answer and
+        start the next poll; the request whose lease was granted and waits to be switched in."""
         self._take_poll()
         w = self.waiting
         if w is None:
-            return
+            return None
         if w.approved is not None:
-            self._switch(w)
-        elif self._poll is None and w.due(self.c.manager.clock()):
-            self._poll = self.c.submit(self.c.manager.backend_for(w.profile).poll, w.pending)
+            return w
+        if not self._poll.busy and w.due(self.manager.clock()):
+            self._poll.start(self.manager.backend_for(w.profile).poll, w.pending)
+        return None
+
+    def switched(self) -> None:
+        """The controller took the granted lease (switched to it, or gave up on it)."""
+        self.waiting = None
 
     def _take_poll(self) -> None:
-        future, w = self._poll, self.waiting
-        if future is None or not future.done():
+        future, w = self._poll.finished(), self.waiting
+        if future is None:
             return
-        self._poll = None
         if w is None:  # withdrawn meanwhile: a lease that came back anyway is revoked unused
-            self._discard_result(future)
+            with contextlib.suppress(Exception):
+                result = future.result()
+                if isinstance(result, Lease):
+                    self.manager.discard(result, self.manager.config.requestable(result.profile),
+                                         why="cancelled")
             return
-        now = self.c.manager.clock()
+        now = self.manager.clock()
         try:
             w.settle(future.result(), now)
         except RequestClosed as exc:
             self.waiting = None
-            self.c.manager.audit.record("approval_closed", None, profile=w.profile.name,
-                                        request_id=w.pending.request_id, state=exc.state)
-            self.c.say(closed_line(w.pending, exc))
+            self.manager.audit.record("approval_closed", None, profile=w.profile.name,
+                                      request_id=w.pending.request_id, state=exc.state)
+            self.say(closed_line(w.pending, exc))
         except JitError as exc:
-            self.c.say(w.failed(exc, now) or "")
-
-    def _discard_result(self, future: Future[Lease | PendingRequest]) -> None:
-        with contextlib.suppress(Exception):
-            result = future.result()
-            if isinstance(result, Lease):
-                self.c.manager.discard(result, self.c.config.requestable(result.profile),
-                                       why="cancelled")
-
-    def _switch(self, w: Waiting) -> None:
-        lease = w.approved
-        assert lease is not None
-        who, rid = approved_by(lease), w.pending.request_id
-        if self.c.connector.in_transaction():
-            if not w.said_transaction:
-                w.said_transaction = True
-                self.c.say(f"Request {rid} approved by {who}: the session switches when the open "
-                           "transaction ends (COMMIT or ROLLBACK).")
-            return
-        self.waiting = None
-        try:
-            line = self.c.adopt_new(lease, w.profile, w.ttl)
-        except ConnectionSwitchError as exc:
-            self.c.say(f"Request {rid} was approved by {who}, but: {exc}")
-            return
-        self.c.say(f"Approved by {who}: {line[0].lower()}{line[1:]}")
+            self.say(w.failed(exc, now) or "")
 
     def shutdown(self) -> None:
-        """On exit: nothing asked for may be granted to nobody."""
-        self._take_poll()  # the worker has stopped: a lease it brought back settles into w
+        """On exit (the worker has stopped): nothing asked for may be granted to nobody."""
+        self._take_poll()  # a lease the worker brought back settles into the request
         w, self.waiting = self.waiting, None
         if w is None:
             return
         if w.approved is not None:
-            self.c.manager.discard(w.approved, w.profile, why="never used")
+            self.manager.discard(w.approved, w.profile, why="never used")
             return
         with contextlib.suppress(JitError):
-            self.c.manager.backend_for(w.profile).cancel(w.pending)
+            self.manager.backend_for(w.profile).cancel(w.pending)
 
     # -- the approver ---------------------------------------------------------------------
 
-    def backend(self) -> Backend | None:
-        """Where this login decides: the default profile, else the first, that uses the
-        postgres backend (the broker that knows approvals); None without one."""
-        cfg = self.c.config
+    def approver(self) -> Approver | None:
+        """Where this login decides: the default profile, else the first, whose backend offers
+        approvals; None without one."""
+        cfg = self.manager.config
         names = [cfg.default_profile, *cfg.profiles] if cfg.default_profile else list(cfg.profiles)
         for name in names:
             profile = cfg.profiles.get(name or "")
-            if profile is not None and profile.backend == "postgres":
-                return self.c.manager.backend_for(profile)
+            if profile is None:
+                continue
+            with contextlib.suppress(JitError):  # a backend that cannot load offers nothing
+                # the class says so first: no other profile's backend is built for the count
+                if backend_class(profile.backend).offers_approvals:
+                    approver = self.manager.backend_for(profile).approver()
+                    if approver is not None:
+                        return approver
         return None
 
     def count_tick(self) -> None:
         """Refresh the toolbar's count every couple of seconds, in the worker."""
-        future = self._count
-        now = self.c.manager.clock()
-        if future is not None:
-            if not future.done():
+        now = self.manager.clock()
+        if self._count.busy:
+            future = self._count.finished()
+            if future is None:
                 return
-            self._count = None
             try:
                 self.decidable = len(future.result())
             except PermissionDenied:  # not even a requester: never ask again this session
@@ -181,26 +221,116 @@ class ApprovalFlow:
             return
         if self._counting_off or now < self._next_count:
             return
-        backend = self.backend()
-        if backend is None:
+        approver = self.approver()
+        if approver is None:
             self._counting_off = True
             return
         self._next_count = now + APPROVER_POLL
-        self._count = self.c.submit(backend.waiting_for_me)
+        self._count.start(approver.waiting_for_me)
 
-    def _need_backend(self) -> Backend:
-        backend = self.backend()
-        if backend is None:
+    def _need_approver(self) -> Approver:
+        approver = self.approver()
+        if approver is None:
             raise JitError("approvals need a profile with backend = \"postgres\"",
                            "add one for the database whose requests you approve")
-        return backend
+        return approver
 
-    def pending(self) -> list[tuple[Any, ...]]:
-        rows = self._need_backend().waiting_for_me()
-        self.decidable = len(rows)
-        return rows
+    def pending(self) -> list[Decidable]:
+        requests = self._need_approver().waiting_for_me()
+        self.decidable = len(requests)
+        return requests
 
     def decide(self, request_id: int, approve: bool, text: str) -> str:
-        answer = self._need_backend().decide(request_id, approve, text)
+        answer = self._need_approver().decide(request_id, approve, text)
         self._next_count = 0.0  # the count changed: refresh it on the next beat
-        return approval.decided_line(answer, "approve" if approve else "deny")
+        return decided_line(answer, "approve" if approve else "deny")
+
+
+# -- what both ends print ------------------------------------------------------------------
+
+def waiting_line(pending: PendingRequest) -> str:
+    """What ``\\jit request`` answers at once on a profile that needs approval."""
+    who = pending.approvers or "an approver"
+    return (f"Request {pending.request_id} for {pending.profile} is waiting for approval by {who}; "
+            f"keep working, the session switches when it is approved (\\jit cancel to withdraw)")
+
+
+def closed_line(pending: PendingRequest, exc: RequestClosed) -> str:
+    """Denied, timed out or cancelled, as the requester reads it (said once)."""
+    rid = pending.request_id
+    if exc.state == "denied":
+        by = f" by {exc.decided_by}" if exc.decided_by else ""
+        return f"Request {rid} denied{by}: {exc.note or 'no reason given'}"
+    if exc.state == "timed_out":
+        return f"Request {rid} for {pending.profile} timed out: nobody approved it in time."
+    return f"Request {rid} for {pending.profile} was cancelled" + (f": {exc.note}" if exc.note else ".")
+
+
+def approved_by(lease: Lease) -> str:
+    names = lease.backend_data.get("approved_by") or []
+    return ", ".join(str(n) for n in names) or "an approver"
+
+
+def status_rows(waiting: Waiting, now: float) -> list[tuple[str, str]]:
+    """``\\jit status`` rows for a request that waits."""
+    p = waiting.pending
+    state = ("approved: switching when the open transaction ends" if waiting.approved is not None
+             else f"waiting for approval by {p.approvers or 'an approver'} ({p.approvals} of {p.needed})")
+    rows = [("request", f"{p.request_id} ({p.profile})"), ("state", state),
+            ("waited", format_clock(waiting.waited(now)))]
+    if p.expires_at is not None and waiting.approved is None:
+        rows.append(("times out in", format_clock(max(0.0, p.expires_at - now))))
+    if p.reason:
+        rows.append(("reason", p.reason))
+    rows.append(("withdraw", "\\jit cancel"))
+    return rows
+
+
+def pending_rows(requests: Sequence[Decidable], now: datetime) -> list[tuple[str, ...]]:
+    """One line per request the caller may decide, with how long it has waited."""
+    out: list[tuple[str, ...]] = []
+    for r in requests:
+        waited = format_clock(max(0.0, (now - r.created_at).total_seconds()))
+        since = local_time(r.created_at, date=False)
+        out.append((str(r.request_id), printable(r.requester), printable(r.profile), format_duration(r.ttl),
+                    printable(r.reason or "-"), f"{since} ({waited} ago)", f"{r.approvals} of {r.needed}"))
+    return out
+
+
+def decided_line(answer: Mapping[str, Any], verb: str) -> str:
+    """``Approved request 17 (alice, write)``, or how many approvals are still missing."""
+    rid, who, profile = answer.get("request_id"), answer.get("requester"), answer.get("profile")
+    head = f"request {rid} ({printable(who)}, {printable(profile)})"
+    state = answer.get("state")
+    if verb == "deny":
+        return f"Denied {head}: {printable(answer.get('note') or '')}"
+    if state == "approved":
+        return f"Approved {head}: {printable(who)}'s session switches when it collects the role."
+    got, needed = len(answer.get("approved_by") or ()), answer.get("needed")
+    return f"Approval recorded for {head}: {got} of {needed}; waiting for another member of " \
+           f"{printable(answer.get('approvers'))}."
+
+
+def wait_at_startup(backend: Backend, pending: PendingRequest, clock: Clock,
+                    out: TextIO = sys.stderr, sleep: Callable[[float], None] = time.sleep) -> Lease:
+    """``--jit PROFILE`` on a profile that needs approval: poll until granted, in front of the
+    user.  Ctrl-C withdraws the request; a denial or timeout raises RequestClosed."""
+    line = waiting_line(pending).split(";")[0]
+    try:
+        while True:
+            out.write(f"\r{line}: waited {format_clock(max(0.0, clock() - pending.asked_at))} "
+                      "(Ctrl-C to withdraw)")
+            out.flush()
+            sleep(min(pending.poll_after, MAX_POLL_AFTER))
+            result = backend.poll(pending)
+            if isinstance(result, Lease):
+                out.write("\n")
+                return result
+            pending = result
+    except KeyboardInterrupt:
+        out.write("\n")
+        backend.cancel(pending)
+        raise JitError(f"Request {pending.request_id} withdrawn.") from None
+    except RequestClosed as exc:
+        out.write("\n")
+        raise JitError(closed_line(pending, exc)) from None

@@ -130,7 +130,7 @@ def _status(jit: Controller, cmd: JitCommand) -> Result:
     lease, profile = manager.lease, manager.profile
     waiting = jit.approvals.waiting
     if waiting is not None and (lease is None or profile is None):
-        from pgcli_jit.session import waiting as pending
+        from pgcli_jit.session import approvals as pending
 
         return (None, pending.status_rows(waiting, manager.clock()), ["field", "value"], None)
     if lease is None or profile is None:
@@ -147,7 +147,7 @@ def _status(jit: Controller, cmd: JitCommand) -> Result:
                      f"{local_time(rotation.expires_at, zone=True)} (when the open transaction ends; "
                      f"COMMIT before {local_time(lease.expires_at)})"))
     if waiting is not None:
-        from pgcli_jit.session import waiting as pending
+        from pgcli_jit.session import approvals as pending
 
         rows += [(f"pending {k}", v) for k, v in pending.status_rows(waiting, manager.clock())]
     return (None, rows, ["field", "value"], None)
@@ -174,7 +174,7 @@ def _profiles(jit: Controller, cmd: JitCommand) -> Result:
 def _pending(jit: Controller, cmd: JitCommand) -> Result:
     from datetime import UTC, datetime
 
-    from pgcli_jit.session import approval
+    from pgcli_jit.session import approvals as approval
 
     rows = jit.approvals.pending()
     if not rows:

@@ -7,18 +7,19 @@ psycopg connection.  The rules that protect the user live here:
 
 - a connection is switched only outside a transaction, new one first, and a
   failed switch keeps the old connection (and revokes the unused lease);
-- background renewals never touch the connection: their results are applied on
-  the main thread, before a statement or while idle (:meth:`apply_pending`);
+- background work (renewals, releases, approval polls) runs on the session's one worker
+  (:mod:`~pgcli_jit.session.jobs`) and never touches the connection: its results are
+  applied on the main thread, before a statement or while idle (:meth:`apply_pending`);
+- a lease that waits to be switched in (a rotation, or an approved request) is switched
+  here, when no transaction is open;
 - at expiry the connection is closed and its secret scrubbed, so nothing (not
   pgcli's auto-reconnect either) can log back in with it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -30,12 +31,13 @@ from pgcli_jit.core.errors import ConnectionSwitchError, JitError, NotRenewable
 from pgcli_jit.core.lease import Lease
 from pgcli_jit.core.policy import Phase
 from pgcli_jit.core.profile import Profile
-from pgcli_jit.session.approvals import ApprovalFlow
+from pgcli_jit.session.approvals import ApprovalFlow, approved_by
 from pgcli_jit.session.config import Config
+from pgcli_jit.session.jobs import Jobs, Slot
 from pgcli_jit.session.manager import UNMOVED, LeaseManager, Renewal
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import Future
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
@@ -43,8 +45,6 @@ T = TypeVar("T")
 
 EXPIRED = "JIT access expired: \\jit request to continue"
 REVOKED = "JIT access revoked: \\jit request to continue"
-#: how long a user command waits for a background renewal to finish (backends time out sooner)
-SETTLE_TIMEOUT = 60.0
 _ENDED_WORDS = {EXPIRED: "expired", REVOKED: "revoked"}  # read on every toolbar redraw
 IN_TRANSACTION = "a transaction is open: COMMIT or ROLLBACK first (pgcli-jit never rolls it back for you)"
 
@@ -91,27 +91,15 @@ class Controller:
         self.connector = connector
         self.say = say
         self.ended: str | None = None  # why statements are refused: EXPIRED or REVOKED
-        self._pool: ThreadPoolExecutor | None = None  # made by the first background job
-        self._pool_lock = threading.Lock()  # the watchdog's thread may start a renewal too
-        self._inflight: Future[Renewal] | None = None
+        self.jobs = Jobs()
+        self._renewal: Slot[Renewal] = Slot(self.jobs)
         self._waiting_rotation: Renewal | None = None
         self._said_waiting = False
         self.last_end: Ended | None = None
         #: set when a statement was cancelled because the lease expired under it
         self.cancelled_at_expiry = False
         #: requests that wait for a second person (ours), and those we may decide
-        self.approvals = ApprovalFlow(self)
-
-    @property
-    def _worker(self) -> ThreadPoolExecutor:
-        """One thread for background renewals and releases, started (and its module
-        imported) only when a session first needs one."""
-        with self._pool_lock:
-            if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgcli-jit")
-            return self._pool
+        self.approvals = ApprovalFlow(manager, self.jobs, say)
 
     @property
     def config(self) -> Config:
@@ -126,10 +114,7 @@ class Controller:
     def settle(self) -> None:
         """Before a user command: let a background renewal finish and apply its result,
         so the command acts on the current lease and never races the worker."""
-        future = self._inflight
-        if future is not None:
-            with contextlib.suppress(Exception):
-                future.result(timeout=SETTLE_TIMEOUT)
+        self._renewal.settle()
         self.apply_pending()
 
     def request(self, profile_name: str | None, ttl: float | None, reason: str) -> str:
@@ -159,7 +144,7 @@ class Controller:
 
     def submit(self, fn: Callable[..., T], *args: object) -> Future[T]:
         """Run ``fn`` on the background worker (backend calls that must not block the prompt)."""
-        return self._worker.submit(fn, *args)
+        return self.jobs.submit(fn, *args)
 
     def renew(self, ttl: float | None) -> str:
         self.settle()
@@ -241,7 +226,7 @@ class Controller:
         end expired access, start a due auto-renewal; returns the renewal question if one is due."""
         self.apply_pending()
         self.enforce_expiry()
-        self.approvals.tick()
+        self._switch_approved()
         self.approvals.count_tick()
         if self.auto_renew_due():
             self.start_background_renewal()
@@ -251,7 +236,7 @@ class Controller:
         """Before a statement: apply what is pending, enforce expiry; a message blocks it."""
         self.apply_pending()
         self.enforce_expiry()
-        self.approvals.tick()
+        self._switch_approved()
         return self.ended_message()
 
     def enforce_expiry(self) -> None:
@@ -268,7 +253,7 @@ class Controller:
         why = ("; the running statement was cancelled" if cancelled else "") + (
             "; the open transaction was rolled back by the server" if lost else "")
         self.say(f"{self.ended_message()}{why}")
-        self._worker.submit(self._release_expired, lease)
+        self.jobs.submit(self._release_expired, lease)
 
     def _release_expired(self, lease: Lease) -> None:
         try:
@@ -318,21 +303,20 @@ class Controller:
 
     def auto_renew_due(self) -> bool:
         profile = self.manager.profile
-        return (profile is not None and profile.renew == "auto" and self._inflight is None
+        return (profile is not None and profile.renew == "auto" and not self._renewal.busy
                 and self._waiting_rotation is None and self.manager.due(self.manager.clock()))
 
     def start_background_renewal(self) -> None:
         """Renew in the worker thread; the result is applied later by :meth:`apply_pending`."""
         lease = self.lease
-        if lease is None or self._inflight is not None:
+        if lease is None or self._renewal.busy:
             return
-        self._inflight = self._worker.submit(self.manager.renew, None, lease)
+        self._renewal.start(self.manager.renew, None, lease)
 
     def apply_pending(self) -> None:
         """Main thread only: take a finished background renewal, or a rotation that waited."""
-        future = self._inflight
-        if future is not None and future.done():
-            self._inflight = None
+        future = self._renewal.finished()
+        if future is not None:
             try:
                 renewal = future.result()
             except JitError as exc:
@@ -356,7 +340,7 @@ class Controller:
         now = self.manager.clock()
         if lease is None or profile is None or profile.renew != "prompt" or not self.manager.due(now):
             return None
-        if self._inflight is not None or self._waiting_rotation is not None:
+        if self._renewal.busy or self._waiting_rotation is not None:
             return None
         left = format_clock(lease.remaining(now))
         rotate = " (new credentials: reconnects)" if self._will_rotate(lease, profile) else ""
@@ -383,10 +367,7 @@ class Controller:
         Nothing minted may outlive the session: a replacement waiting for a
         transaction, or one a background renewal just finished, is revoked too.
         """
-        with self._pool_lock:
-            pool = self._pool
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        self.jobs.shutdown()
         self._discard_unapplied()
         self.approvals.shutdown()
         lease, profile = self.lease, self.manager.profile
@@ -473,13 +454,30 @@ class Controller:
 
     def _who_ends(self, lease: Lease, profile: Profile) -> str:
         """What ends a minted role the client could neither use nor revoke."""
-        if self.manager.backend_for(profile).server_policy:
-            return ("the operator's reaper, pgcli-jit-admin reap --watch, drops it at that expiry; "
-                    "pgcli-jit-admin leases shows it until then")
-        if profile.backend == "vault":
-            return (f"Vault revokes lease {lease.lease_id} at that expiry; "
-                    "bao/vault lease revoke ends it sooner")
-        return "its broker must end it; until then it stays valid"
+        return self.manager.backend_for(profile).ended_without_revoke(lease)
+
+    def _switch_approved(self) -> None:
+        """Switch to the lease an approver granted, once no transaction is open (said once
+        while one is); the request then stops waiting."""
+        w = self.approvals.tick()
+        if w is None:
+            return
+        lease = w.approved
+        assert lease is not None
+        who, rid = approved_by(lease), w.pending.request_id
+        if self.connector.in_transaction():
+            if not w.said_transaction:
+                w.said_transaction = True
+                self.say(f"Request {rid} approved by {who}: the session switches when the open "
+                         "transaction ends (COMMIT or ROLLBACK).")
+            return
+        self.approvals.switched()
+        try:
+            line = self.adopt_new(lease, w.profile, w.ttl)
+        except ConnectionSwitchError as exc:
+            self.say(f"Request {rid} was approved by {who}, but: {exc}")
+            return
+        self.say(f"Approved by {who}: {line[0].lower()}{line[1:]}")
 
     def _revoke_quietly(self, old: Lease) -> str:
         """Revoke the lease a new one replaced; the sentence that says so (or that it failed).
@@ -505,7 +503,7 @@ class Controller:
                 f"{local_time(until)} (a signed token cannot be withdrawn)")
 
     def _discard_unapplied(self) -> None:
-        future, self._inflight = self._inflight, None
+        future = self._renewal.clear()
         if future is not None and future.done() and not future.cancelled() and future.exception() is None:
             renewal = future.result()
             if renewal.kind == "rotate" and self._waiting_rotation is None:

@@ -490,7 +490,7 @@ class JitShell(PGCli):  # type: ignore[misc]
 
     def _wait_at_startup(self, profile: Profile, exc: Any) -> Lease:
         """``--jit`` on a profile that needs approval: wait in front of the user (Ctrl-C withdraws)."""
-        from pgcli_jit.session.waiting import wait_at_startup
+        from pgcli_jit.session.approvals import wait_at_startup
 
         return wait_at_startup(self.jit.manager.backend_for(profile), exc.pending, self.jit.manager.clock)
 

@@ -12,14 +12,16 @@ leaves this process.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import psycopg
 
 from pgcli_jit.backends.base import (
     ApprovalPending,
+    Approver,
     Backend,
+    Decidable,
     LeaseRequest,
     NeedsPassword,
     PendingRequest,
@@ -50,6 +52,11 @@ RETIRED = frozenset({"admin_dsn", "admin_password_env", "grant", "role_prefix", 
 JIT_CONNINFO = {"require_auth": "scram-sha-256"}
 #: for logging in and for each answer; the profile's ``timeout`` changes it
 DEFAULT_TIMEOUT = 10.0
+#: the approver's statements, sent by this backend and by ``pgcli-jit-admin pending|approve|deny``
+PENDING_SQL = ("SELECT id, requester, profile, ttl_seconds, reason, created_at, expires_at, approvals,"
+               " needed FROM jit.pending_for_me()")
+APPROVE_SQL = "SELECT jit.approve(%s, %s)"
+DENY_SQL = "SELECT jit.deny(%s, %s)"
 #: how a request that needed approval can end without a role (jit.requests.status)
 CLOSED_STATES = frozenset({"denied", "cancelled", "timed_out", "issued"})
 
@@ -58,6 +65,7 @@ class PostgresBackend(Backend):
     name: ClassVar[str] = "postgres"
     OPTIONS: ClassVar[frozenset[str]] = frozenset({"user", "server_profile", "timeout"})
     RETIRED_OPTIONS: ClassVar[frozenset[str]] = RETIRED
+    offers_approvals: ClassVar[bool] = True
 
     uses_session_login: ClassVar[bool] = True
     server_policy: ClassVar[bool] = True
@@ -249,15 +257,20 @@ class PostgresBackend(Backend):
     def cancel(self, pending: PendingRequest) -> None:
         self._answer("SELECT jit.cancel(%s)", int(pending.request_id))
 
-    def waiting_for_me(self) -> list[tuple[Any, ...]]:
-        from pgcli_jit.session.approval import PENDING_SQL
+    def approver(self) -> Approver:
+        """The ``jit`` schema decides who may approve what (``jit._decidable``)."""
+        return self
 
-        return self._call(PENDING_SQL)
+    def waiting_for_me(self) -> list[Decidable]:
+        return [decidable(row) for row in self._call(PENDING_SQL)]
 
     def decide(self, request_id: int, approve: bool, text: str) -> dict[str, Any]:
         """The server checks who may (``jit._decidable``); its refusal is the message."""
-        query = "SELECT jit.approve(%s, %s)" if approve else "SELECT jit.deny(%s, %s)"
-        return dict(self._answer(query, request_id, text).data)
+        return dict(self._answer(APPROVE_SQL if approve else DENY_SQL, request_id, text).data)
+
+    def ended_without_revoke(self, lease: Lease) -> str:
+        return ("the operator's reaper, pgcli-jit-admin reap --watch, drops it at that expiry; "
+                "pgcli-jit-admin leases shows it until then")
 
     def _pending(self, answer: Answer, password: str | None, asked_at: float) -> PendingRequest:
         poll_after = answer.get("poll_after")
@@ -296,6 +309,13 @@ class PostgresBackend(Backend):
         if expires_at <= answer.now:
             raise answer.malformed("expires_at has already passed")
         return expires_at
+
+
+def decidable(row: Sequence[Any]) -> Decidable:
+    """One row of :data:`PENDING_SQL` as the approver's interface types it."""
+    rid, requester, profile, ttl, reason, created, expires, got, needed = row
+    return Decidable(int(rid), str(requester), str(profile), float(ttl), str(reason or ""),
+                     created, expires, int(got), int(needed))
 
 
 __all__ = ["JIT_CONNINFO", "NeedsPassword", "PostgresBackend"]

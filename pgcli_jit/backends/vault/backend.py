@@ -117,6 +117,10 @@ class VaultBackend(Backend):
         return lease.extended(now + duration, renewable=answer.renewable(),
                               warnings=answer.warnings(lease.credentials.password))
 
+    def ended_without_revoke(self, lease: Lease) -> str:
+        return (f"Vault revokes lease {lease.lease_id} at that expiry; "
+                "bao/vault lease revoke ends it sooner")
+
     def revoke(self, lease: Lease) -> None:
         if lease.lease_id:
             self.client.call("PUT", "sys/leases/revoke", {"lease_id": lease.lease_id})
