@@ -1,0 +1,46 @@
+"""Bounds the client and the server both enforce are the same numbers and patterns.
+
+The server's are read from the SQL text itself (the files ``pgcli-jit-admin setup``
+applies), so changing one side without the other fails here, not in production.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pgcli_jit import server
+from pgcli_jit.core.limits import MAX_REASON, PROFILE_NAME_PATTERN
+
+SQL = Path(server.__file__).parent / "sql"
+
+
+def sql(name: str) -> str:
+    return (SQL / name).read_text()
+
+
+def test_the_reason_bound_is_the_servers() -> None:
+    """``jit.request`` refuses a longer reason; the client refuses it first, with the same number."""
+    found = re.findall(r"length\(reason\)\s*>\s*(\d+)", sql("functions.sql"))
+    assert found and {int(n) for n in found} == {MAX_REASON}
+
+
+def test_the_approvers_note_bound_is_the_reasons() -> None:
+    """An approval comment or a denial reason is held to the same bound as a request's reason."""
+    found = re.findall(r"length\(coalesce\(note,\s*''\)\)\s*>\s*(\d+)", sql("functions.sql"))
+    assert found and {int(n) for n in found} == {MAX_REASON}
+
+
+def test_the_profile_name_pattern_is_the_servers() -> None:
+    """Both places the server checks a profile name: the table's CHECK and ``jit.request``."""
+    table = re.findall(r"name\s+text PRIMARY KEY CHECK \(name ~ '([^']+)'\)", sql("001_schema.sql"))
+    request = re.findall(r"p_profile !~ '([^']+)'", sql("functions.sql"))
+    assert table == [PROFILE_NAME_PATTERN]
+    assert request and set(request) == {PROFILE_NAME_PATTERN}
+
+
+def test_the_pattern_means_what_the_docs_say() -> None:
+    """The control: the pattern read back is a working regular expression of that meaning."""
+    name = re.compile(PROFILE_NAME_PATTERN)
+    assert name.match("read") and name.match("db1.write-2") and name.match("a" * 63)
+    assert not name.match("a" * 64) and not name.match("-x") and not name.match("x y")
