@@ -19,8 +19,8 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from pgcli_jit.backends.base import LeaseRequest
+from pgcli_jit.backends.login import Login
 from pgcli_jit.backends.postgres.backend import NeedsPassword, PostgresBackend
-from pgcli_jit.backends.postgres.login import Login
 from pgcli_jit.core.errors import BackendUnavailable, ConfigError, NotRenewable, PermissionDenied
 from pgcli_jit.core.lease import Lease
 from pgcli_jit.devtools.cluster import Cluster

@@ -7,7 +7,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from pgcli_jit.backends.postgres.login import Login
+from pgcli_jit.backends.login import Login
 from pgcli_jit.devtools.cluster import Cluster
 from pgcli_jit.session.audit import AuditLog
 from pgcli_jit.session.config import Config

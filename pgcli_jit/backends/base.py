@@ -27,7 +27,7 @@ from pgcli_jit.core.sanitize import check_text
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from pgcli_jit.backends.postgres.login import Login
+    from pgcli_jit.backends.login import Login
 
 
 @dataclass(frozen=True)

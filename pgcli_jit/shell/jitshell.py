@@ -50,7 +50,7 @@ from pgcli_jit.session import commands
 # (``pgcli-jit -c ...``) reads no config, loads no backend and imports none of it.
 if TYPE_CHECKING:
     from pgcli_jit.backends.base import Backend
-    from pgcli_jit.backends.postgres.login import Login
+    from pgcli_jit.backends.login import Login
     from pgcli_jit.core.clock import Clock
     from pgcli_jit.core.lease import Lease
     from pgcli_jit.core.profile import Profile
@@ -292,7 +292,7 @@ class JitShell(PGCli):  # type: ignore[misc]
 
     def _watch(self) -> Watch:
         """What the statement watchdog guards: the current lease's expiry, this connection."""
-        from pgcli_jit.backends.postgres.login import sever
+        from pgcli_jit.backends.login import sever
         from pgcli_jit.shell.watchdog import Watch
 
         manager, conn = self.jit.manager, self.pgexecute.conn
@@ -392,7 +392,7 @@ class JitShell(PGCli):  # type: ignore[misc]
 
     def _requester_login(self) -> Login | None:
         """The login the session had before any \\jit request: the identity that may ask."""
-        from pgcli_jit.backends.postgres.login import Login
+        from pgcli_jit.backends.login import Login
 
         params = self.jit_connector.previous
         if params is None and self.pgexecute is not None and not self.jit_connector.active:

@@ -27,9 +27,9 @@ from pgcli_jit.backends.base import (
     PendingRequest,
     RoleInfo,
 )
+from pgcli_jit.backends.login import Login, NoAnswer, WarmConnection, needs_password
 from pgcli_jit.backends.postgres import scram
 from pgcli_jit.backends.postgres.answers import Answer
-from pgcli_jit.backends.postgres.login import Login, NoAnswer, WarmConnection, needs_password
 from pgcli_jit.core.clock import Clock, system_clock
 from pgcli_jit.core.durations import format_duration
 from pgcli_jit.core.errors import (
