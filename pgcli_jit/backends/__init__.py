@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from pgcli_jit.backends.base import Backend
 
 GROUP = "pgcli_jit.backends"
+#: the backend of a profile that only the server defines (``pgcli-jit --jit NAME`` with no
+#: config file): the broker that keeps its profiles in the database the session is connected to
+SERVER_PROFILES = "postgres"
 
 
 @functools.cache

@@ -1,8 +1,8 @@
-"""The requester's own login: the only credential the ``postgres`` backend ever uses.
+"""The user's own database login, for backends that ask as the user (``uses_session_login``).
 
-The server-side broker (the ``jit`` schema) takes the requester's identity from
-``session_user``, so the backend must ask over a connection that PostgreSQL
-authenticated as the user: the login the pgcli session started with (its
+A broker inside PostgreSQL (the ``postgres`` backend's ``jit`` schema) takes the
+requester's identity from ``session_user``, so such a backend must ask over a connection
+that PostgreSQL authenticated as the user: the login the pgcli session started with (its
 password, if one was typed, stays in memory only), or the profile's
 ``host``/``port``/``dbname``/``user`` with libpq finding the password (``.pgpass``,
 ``PGPASSFILE``, a service file, a certificate, GSSAPI).  No broker secret exists.
@@ -10,7 +10,8 @@ password, if one was typed, stays in memory only), or the profile's
 One connection is kept warm (a request then costs one round trip, not a login)
 and reopened when the server closed it.  Every call has a deadline: a server that
 accepts and never answers (stopped, partitioned away) costs the caller the profile's
-timeout, not the shell.
+timeout, not the shell.  :func:`sever` is also how the shell ends a statement that
+outlives its lease.
 """
 
 from __future__ import annotations

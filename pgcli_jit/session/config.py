@@ -17,6 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from pgcli_jit.backends import SERVER_PROFILES, backend_class
 from pgcli_jit.core.durations import parse_duration
 from pgcli_jit.core.errors import ConfigError, UsageError
 from pgcli_jit.core.limits import MAX_NAME
@@ -76,8 +77,8 @@ class Config:
 
 
 def server_side_profile(name: str, source: Path | None = None) -> Profile:
-    """A profile that exists only on the server: the postgres backend, nothing else set."""
-    return Profile(name=name, backend="postgres", options={"server_profile": name},
+    """A profile that exists only on the server: its broker's backend, nothing else set."""
+    return Profile(name=name, backend=SERVER_PROFILES, options={"server_profile": name},
                    description="asked of the connected server", source=source)
 
 
@@ -179,8 +180,6 @@ def _check_string(value: str, path: Path, key: str, limit: int = 4096) -> None:
 
 def parse_profile(name: str, body: Any, path: Path) -> Profile:
     """Validate one ``[profiles.NAME]`` table against the common keys and its backend's."""
-    from pgcli_jit.backends import backend_class  # late: loading backends reads entry points
-
     where = f"profiles.{_safe_name(name)}"
     _check_string(name, path, where, MAX_NAME)
     if not isinstance(body, Mapping):
