@@ -179,7 +179,7 @@ def test_no_second_profile_offered() -> None:
     assert completions("\\jit request demo ", PROFILES) == ["--ttl", "--reason"]
 
 
-# -- issue 9, item 16 -----------------------------------------------------------------------
+# -- \jit help SUBCOMMAND ------------------------------------------------------------------
 
 
 def test_help_for_one_subcommand() -> None:

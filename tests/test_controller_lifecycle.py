@@ -1,4 +1,4 @@
-"""What the controller says and does around the ends of a lease (issue 9), with the
+"""What the controller says and does around the ends of a lease, with the
 fault-injecting backend, a fake clock and a connector that records: no database."""
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class World:
         self.controller.jobs.submit(lambda: None).result()  # the background release is done
 
 
-# -- item 4: the deadline of a waiting rotation -------------------------------------------------
+# -- the deadline of a waiting rotation ---------------------------------------------------------
 
 
 def test_a_rotation_waiting_on_a_transaction_names_the_deadline(tmp_path: Path) -> None:
@@ -87,7 +87,7 @@ def test_a_rotation_waiting_on_a_transaction_names_the_deadline(tmp_path: Path) 
     assert "COMMIT before " in message
 
 
-# -- item 5: back to the login after expiry -------------------------------------------------------
+# -- back to the login after expiry ---------------------------------------------------------------
 
 
 def test_revoke_after_expiry_returns_to_the_previous_login(tmp_path: Path) -> None:
@@ -108,7 +108,7 @@ def test_revoke_after_expiry_without_a_previous_login(tmp_path: Path) -> None:
     assert w.controller.revoke() == "No JIT lease to revoke."
 
 
-# -- item 7: status after the end, and a waiting credential ----------------------------------------
+# -- status after the end, and a waiting credential ------------------------------------------------
 
 
 def test_status_after_expiry_says_what_ended_when_and_what_to_do(tmp_path: Path) -> None:
@@ -142,7 +142,7 @@ def test_the_waiting_credential_is_visible(tmp_path: Path) -> None:
     assert waiting is not None and waiting.username != w.connector.users[-1]
 
 
-# -- item 8: a TTL capped at request ---------------------------------------------------------------
+# -- a TTL capped at request -----------------------------------------------------------------------
 
 
 def test_request_says_when_the_ttl_was_capped(tmp_path: Path) -> None:
@@ -156,7 +156,7 @@ def test_request_within_the_limit_says_nothing_of_caps(tmp_path: Path) -> None:
     assert "capped" not in w.controller.request(None, 600, "")
 
 
-# -- item 9: a renewal that changes nothing ----------------------------------------------------------
+# -- a renewal that changes nothing ------------------------------------------------------------------
 
 
 def test_renew_that_moves_nothing_says_so_and_is_not_audited(tmp_path: Path) -> None:
@@ -180,7 +180,7 @@ def test_a_renewal_that_moves_the_expiry_is_still_a_renewal(tmp_path: Path) -> N
     assert w.events() == ["request", "renew"]
 
 
-# -- item 10 / 11: what a switch says ----------------------------------------------------------------
+# -- what a switch says ----------------------------------------------------------------------------
 
 
 def test_second_request_says_the_replaced_lease_was_revoked(tmp_path: Path) -> None:

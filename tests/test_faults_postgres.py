@@ -369,7 +369,7 @@ def test_server_down_at_revoke_is_reported_and_the_reaper_cleans_up(own: Cluster
     reap_until_gone(own, lease.username)
 
 
-# -- item 10: connect and revoke both failed -------------------------------------------------
+# -- connect and revoke both failed ---------------------------------------------------------
 
 
 def test_no_connection_slots_for_connect_or_revoke_says_what_the_reaper_will_do(

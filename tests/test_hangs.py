@@ -1,4 +1,4 @@
-"""Issue 10: a broker that hangs at renew or at revoke, for the http, command and vault backends.
+"""A broker that hangs at renew or at revoke, for the http, command and vault backends.
 
 "Hangs" means the broker takes the request and never answers within the profile's
 ``timeout`` (2 s here), all on real sockets and real processes: the http broker reads

@@ -1,4 +1,4 @@
-"""Issue 10, the audit file: 0600, no symlinks, loose modes tightened, and fail closed:
+"""The audit file: 0600, no symlinks, loose modes tightened, and fail closed:
 credentials that could not be audited are revoked and never handed out."""
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def test_mint_with_a_writable_trail_works_and_leaves_it_0600(tmp_path: Path) -> 
 
 
 def test_a_ttl_of_1e12_is_refused_before_any_connection(tmp_path: Path) -> None:
-    """The reported case: it used to connect, then crash writing the audit line."""
+    """Refused before any connection: a TTL past year 9999 cannot be written to the audit line."""
     audit = tmp_path / "audit.jsonl"
     m = manager(tmp_path, audit=audit, ttl=1e12)
     with pytest.raises(BackendError, match='"ttl" is longer than 366 days') as info:

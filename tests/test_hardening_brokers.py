@@ -1,4 +1,4 @@
-"""Issue 10, items 4, 5, 8 and 9 for the brokers: real programs and a real HTTP server
+"""The brokers' bad days: real programs and a real HTTP server
 that misbehave on purpose.  What reaches the user is one clean line: no control
 character, no secret, no unbounded read."""
 

@@ -1,4 +1,4 @@
-"""Issue 10, item 7: the pgcli-jit process writes no core dump and is not dumpable."""
+"""The pgcli-jit process writes no core dump and is not dumpable."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 10, item 10: generated bad input.  Every parser either parses or raises the
+"""Generated bad input.  Every parser either parses or raises the
 project's own JitError with a one-line message: zero other exceptions, zero tracebacks.
 
 The backends are driven through their designed seams (the command backend's
@@ -402,7 +402,7 @@ def test_postgres_answers_parse_or_raise_jit_error(answer: Any) -> None:
             assert NOW < got.expires_at <= NOW + MAX_DURATION and got.request_id.isprintable()
 
 
-# -- the \jit argument parser (commands.py belongs to issue 9; this only exercises it) -----------------
+# -- the \jit argument parser (tests/test_commands.py holds its cases; this only generates input) ----
 
 WORDS = st.sampled_from(["request", "status", "renew", "revoke", "profiles", "help", "--ttl", "--reason",
                          "--ttl=", "--reason=", "15m", "99999999999h", '"', "'", "\\", ";", "--", "demo"])

@@ -1,4 +1,4 @@
-"""Issue 9 as a demanding pgcli user tries it: real pgcli-jit in a pty, real cluster, short TTLs.
+"""The end of a lease as a demanding pgcli user meets it: real pgcli-jit in a pty, short TTLs.
 
 Access ends on time whatever the shell is doing (a question on screen, a statement
 running, a transaction open); after the end the session stays usable; the screen says

@@ -446,7 +446,7 @@ def test_a_failure_is_said_again_when_the_final_part_begins(env: Env) -> None:
     assert env.manager.first_failure_report()
 
 
-# -- issue 9, item 9: a renewal that moves nothing -------------------------------------------
+# -- a renewal that moves nothing ------------------------------------------------------------
 
 
 def test_renewal_that_does_not_move_the_expiry_is_unchanged_and_not_audited(env: Env) -> None:

@@ -1,4 +1,4 @@
-"""Session state across a reconnect (issue 9, item 10), against the real cluster: settings made
+"""Session state across a reconnect, against the real cluster: settings made
 with SET are re-applied; temp tables, prepared statements and LISTENs are named as left behind."""
 
 from __future__ import annotations

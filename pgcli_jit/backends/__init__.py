@@ -26,7 +26,7 @@ SERVER_PROFILES = "postgres"
 def _entry_points() -> tuple[EntryPoint, ...]:
     """The group's entry points, read once per process when a profile first needs a backend
     (never at import): scanning every installed distribution takes milliseconds, and a
-    config load followed by a request used to scan twice."""
+    config load followed by a request would otherwise scan twice."""
     from importlib.metadata import entry_points
 
     return tuple(entry_points(group=GROUP))

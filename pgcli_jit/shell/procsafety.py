@@ -1,6 +1,6 @@
 """Keep the lease password out of core dumps and away from same-user debuggers.
 
-A core dump of a ``--jit`` process held the password four times (issue 10).
+A core dump of a ``--jit`` process would hold the password in several copies.
 Two switches, both set once at start-up and inherited by nothing that
 ``exec``\\s (the kernel resets dumpability on exec, so brokers run normally):
 
