@@ -134,7 +134,7 @@ class World:
 
     def live_roles(self) -> list[str]:
         with self.connect() as conn:
-            rows = conn.execute("SELECT rolname FROM jit.leases WHERE dropped_at IS NULL").fetchall()
+            rows = conn.execute("SELECT rolname FROM jit_data.leases WHERE dropped_at IS NULL").fetchall()
         return [str(name) for (name,) in rows]
 
     def end_all(self) -> None:

@@ -195,7 +195,7 @@ def declare_server_profile(cluster: Cluster, name: str, *, grant: list[str] | No
 def live_jit_roles(cluster: Cluster, profile: str | None = None) -> list[str]:
     """Temporary roles that still exist, by the server's own lease table."""
     with cluster.connect("app") as conn:
-        rows = conn.execute("SELECT rolname FROM jit.leases WHERE dropped_at IS NULL"
+        rows = conn.execute("SELECT rolname FROM jit_data.leases WHERE dropped_at IS NULL"
                             " AND (%s::text IS NULL OR profile = %s) ORDER BY id", (profile, profile))
         return [name for (name,) in rows.fetchall()]
 

@@ -274,17 +274,17 @@ def test_audit_lists_events_and_verify_finds_an_edited_row(cluster: Cluster, db:
     assert ok.exit_code == 0 and "intact" in ok.output
     # nobody but a superuser can touch it, and even then the chain shows it
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        psycopg.connect(db, autocommit=True).execute("DELETE FROM jit.audit")
+        psycopg.connect(db, autocommit=True).execute("DELETE FROM jit_data.audit")
     with cluster.connect(DB) as su:
         with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
-            su.execute("UPDATE jit.audit SET reason = 'nothing to see' WHERE id = %s", (request["id"],))
+            su.execute("UPDATE jit_data.audit SET reason = 'nothing to see' WHERE id = %s", (request["id"],))
         su.execute("SET session_replication_role = replica")  # a superuser bypasses the trigger
-        su.execute("UPDATE jit.audit SET reason = 'nothing to see' WHERE id = %s", (request["id"],))
+        su.execute("UPDATE jit_data.audit SET reason = 'nothing to see' WHERE id = %s", (request["id"],))
     broken = CliRunner().invoke(main, ["audit", "--verify", "--dsn", db])
     assert broken.exit_code == 1 and f"broken at row {request['id']}" in broken.output
     with cluster.connect(DB) as su:
         su.execute("SET session_replication_role = replica")
-        su.execute("UPDATE jit.audit SET reason = 'INC-8 audit me' WHERE id = %s", (request["id"],))
+        su.execute("UPDATE jit_data.audit SET reason = 'INC-8 audit me' WHERE id = %s", (request["id"],))
 
 
 def test_verify_finds_deleted_rows(cluster: Cluster, db: str, read_profile: str) -> None:
@@ -293,15 +293,15 @@ def test_verify_finds_deleted_rows(cluster: Cluster, db: str, read_profile: str)
     with cluster.connect(DB) as su:
         su.execute("SELECT jit.chain_audit()")   # as the reaper does every pass
         su.execute("SET session_replication_role = replica")
-        last = su.execute("SELECT max(id) FROM jit.audit").fetchone()[0]  # type: ignore[index]
-        su.execute("CREATE TEMP TABLE keep AS SELECT * FROM jit.audit WHERE id >= %s - 1", (last,))
-        su.execute("DELETE FROM jit.audit WHERE id = %s - 1", (last,))
+        last = su.execute("SELECT max(id) FROM jit_data.audit").fetchone()[0]  # type: ignore[index]
+        su.execute("CREATE TEMP TABLE keep AS SELECT * FROM jit_data.audit WHERE id >= %s - 1", (last,))
+        su.execute("DELETE FROM jit_data.audit WHERE id = %s - 1", (last,))
         middle = CliRunner().invoke(main, ["audit", "--verify", "--dsn", db])
         assert middle.exit_code == 1 and f"broken at row {last}" in middle.output
-        su.execute("DELETE FROM jit.audit WHERE id = %s", (last,))
+        su.execute("DELETE FROM jit_data.audit WHERE id = %s", (last,))
         tail = CliRunner().invoke(main, ["audit", "--verify", "--dsn", db])
         assert tail.exit_code == 1 and "newest rows are missing" in tail.output
-        su.execute("INSERT INTO jit.audit SELECT * FROM keep")
+        su.execute("INSERT INTO jit_data.audit SELECT * FROM keep")
     assert run("audit", "--verify", "--dsn", db).exit_code == 0
 
 

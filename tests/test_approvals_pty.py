@@ -39,7 +39,7 @@ def world(session: Session, people: None) -> Iterator[Session]:  # noqa: F811
     bob_config.write_text(session.config.read_text().replace('user = "alice"', 'user = "bob"'))
     yield session
     with session.cluster.connect("app") as conn:
-        conn.execute("UPDATE jit.requests SET status = 'cancelled', verifier = NULL"
+        conn.execute("UPDATE jit_data.requests SET status = 'cancelled', verifier = NULL"
                      " WHERE status IN ('pending', 'approved')")
     # other modules' "write" profiles are granted at once: the approval policy goes with the test
     approvals(session.cluster, "write", approvers="")
@@ -85,7 +85,7 @@ def test_bob_approves_from_his_shell_and_alices_session_switches(world: Session)
     bob.wait_for(lambda _: "JIT: 1 request" not in bob.toolbar(), timeout=5)
     with world.cluster.connect("app") as conn:
         events = [e for (e,) in conn.execute(
-            "SELECT event FROM jit.audit WHERE detail->>'request_id' = %s ORDER BY id", (rid,))]
+            "SELECT event FROM jit_data.audit WHERE detail->>'request_id' = %s ORDER BY id", (rid,))]
     assert events == ["pending", "approve", "approved", "request"]
 
 
@@ -113,7 +113,7 @@ def test_timeout_is_said_once_and_cancel_withdraws(world: Session) -> None:
     other = ask(alice)
     alice.run("\\jit cancel", rf"Request {other} for write withdrawn\.")
     with world.cluster.connect("app") as conn:
-        row = conn.execute("SELECT status FROM jit.requests WHERE id = %s", (int(other),)).fetchone()
+        row = conn.execute("SELECT status FROM jit_data.requests WHERE id = %s", (int(other),)).fetchone()
     assert row == ("cancelled",)
 
 
@@ -169,5 +169,5 @@ def test_ctrl_c_at_startup_withdraws_the_request(world: Session) -> None:
     term.wait_for(rf"Request {rid} withdrawn")
     assert term.close() == 1
     with world.cluster.connect("app") as conn:
-        row = conn.execute("SELECT status FROM jit.requests WHERE id = %s", (int(rid),)).fetchone()
+        row = conn.execute("SELECT status FROM jit_data.requests WHERE id = %s", (int(rid),)).fetchone()
     assert row == ("cancelled",)

@@ -52,9 +52,9 @@ def profile(cluster: Cluster, people: None) -> Iterator[None]:
     set_profile(cluster)
     yield
     with cluster.connect("app") as conn:
-        conn.execute("UPDATE jit.requests SET status = 'cancelled', verifier = NULL"
+        conn.execute("UPDATE jit_data.requests SET status = 'cancelled', verifier = NULL"
                      " WHERE status IN ('pending', 'approved')")
-        for (name,) in conn.execute("SELECT rolname FROM jit.leases WHERE dropped_at IS NULL"
+        for (name,) in conn.execute("SELECT rolname FROM jit_data.leases WHERE dropped_at IS NULL"
                                     " AND profile = %s", (PROFILE,)).fetchall():
             conn.execute("SELECT jit.revoke(%s)", (name,))
             conn.execute("SELECT jit.finish(%s)", (name,))
@@ -81,14 +81,14 @@ def refused(conn: Conn, query: str, *params: object) -> str:
 
 def audit_events(cluster: Cluster, request_id: int) -> list[str]:
     with cluster.connect("app") as conn:
-        rows = conn.execute("SELECT event FROM jit.audit WHERE detail->>'request_id' = %s ORDER BY id",
+        rows = conn.execute("SELECT event FROM jit_data.audit WHERE detail->>'request_id' = %s ORDER BY id",
                             (str(request_id),)).fetchall()
     return [e for (e,) in rows]
 
 
 def leases_of(cluster: Cluster) -> int:
     with cluster.connect("app") as conn:
-        row = conn.execute("SELECT count(*) FROM jit.leases WHERE profile = %s AND dropped_at IS NULL",
+        row = conn.execute("SELECT count(*) FROM jit_data.leases WHERE profile = %s AND dropped_at IS NULL",
                            (PROFILE,)).fetchone()
     return int(row[0]) if row else 0
 
@@ -206,20 +206,20 @@ def test_verifier_is_unreadable_and_forgotten(cluster: Cluster, profile: None) -
         rid = ask(alice)["request_id"]
         for conn in (alice, bob):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute("SELECT verifier FROM jit.requests")
+                conn.execute("SELECT verifier FROM jit_data.requests")
         call(alice, "SELECT jit.cancel(%s)", rid)
     with cluster.connect("app") as conn:
-        row = conn.execute("SELECT verifier FROM jit.requests WHERE id = %s", (rid,)).fetchone()
+        row = conn.execute("SELECT verifier FROM jit_data.requests WHERE id = %s", (rid,)).fetchone()
     assert row == (None,)
 
 
 def test_a_requester_cannot_approve_by_writing_tables(cluster: Cluster, profile: None) -> None:
     with as_user(cluster, REQUESTER) as alice:
         rid = ask(alice)["request_id"]
-        for statement in ("UPDATE jit.requests SET status = 'approved'",
-                          f"INSERT INTO jit.approvals VALUES ({rid}, 'bob', 0, '', now())",
-                          "SELECT jit._issue(p, 'alice', 0, '', '1 min', 'x') FROM jit.profiles p",
-                          "SELECT jit._close_request(r, 'approved', '') FROM jit.requests r"):
+        for statement in ("UPDATE jit_data.requests SET status = 'approved'",
+                          f"INSERT INTO jit_data.approvals VALUES ({rid}, 'bob', 0, '', now())",
+                          "SELECT jit._issue(p, 'alice', 0, '', '1 min', 'x') FROM jit_data.profiles p",
+                          "SELECT jit._close_request(r, 'approved', '') FROM jit_data.requests r"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 alice.execute(statement)
         assert call(alice, "SELECT jit.request_status(%s)", rid)["state"] == "pending"

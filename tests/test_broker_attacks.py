@@ -67,7 +67,7 @@ def test_the_requester_login_can_mint_nothing_itself(cluster: Cluster, bob: str)
         assert_denied(alice, "CREATE ROLE x LOGIN IN ROLE payroll_admin")
         assert_denied(alice, "GRANT pg_execute_server_program TO alice")
         assert_denied(alice, "COPY (SELECT 1) TO PROGRAM 'id'")
-        assert_denied(alice, "SELECT jit._finish(l) FROM jit.leases l")  # internals are not callable
+        assert_denied(alice, "SELECT jit._finish(l) FROM jit_data.leases l")  # internals are not callable
         assert_denied(alice, "SELECT jit._audit('request', 'x', 'x', 'x', 'x', now())")
         assert_denied(alice, "SELECT jit.profile_set('atk', ARRAY['payroll_admin'], null, '100 years',"
                              " null, null, null, null)")
@@ -126,7 +126,7 @@ def test_a_profile_one_is_not_a_requester_of_is_denied_and_audited(cluster: Clus
     with pytest.raises(PermissionDenied, match="no profile atk-leads that alice may request"):
         backend.request(LeaseRequest(ttl=60, reason="let me in", requester="alice"))
     with cluster.connect("app") as conn:
-        row = conn.execute("SELECT event, requester, actor FROM jit.audit WHERE profile = 'atk-leads'"
+        row = conn.execute("SELECT event, requester, actor FROM jit_data.audit WHERE profile = 'atk-leads'"
                            " ORDER BY id DESC LIMIT 1").fetchone()
     assert row == ("deny", "alice", "alice")
 
@@ -143,9 +143,9 @@ def test_someone_elses_lease_cannot_be_touched(cluster: Cluster, bobs_lease: Lea
             row = alice.execute(call, (name,)).fetchone()
             assert row is not None and row[0]["status"] == "denied"
         assert not [r for (r,) in alice.execute("SELECT jit.my_leases()") if r["rolname"] == name]
-        assert_denied(alice, "UPDATE jit.leases SET requester = 'mallory'")
-        assert_denied(alice, "SELECT * FROM jit.audit")
-        assert_denied(alice, "INSERT INTO jit.audit (id, at, event, actor, hash)"
+        assert_denied(alice, "UPDATE jit_data.leases SET requester = 'mallory'")
+        assert_denied(alice, "SELECT * FROM jit_data.audit")
+        assert_denied(alice, "INSERT INTO jit_data.audit (id, at, event, actor, hash)"
                              " VALUES (0, now(), 'x', 'x', '')")
     with cluster.connect() as conn:
         row = conn.execute("SELECT rolvaliduntil < 'infinity' FROM pg_roles WHERE rolname = %s",
@@ -170,7 +170,7 @@ def test_a_lease_reads_no_verifier_and_touches_the_schema_only_through_functions
     with psycopg.connect(cluster.conninfo("app", user=bobs_lease.username,
                                           password=bobs_lease.credentials.password), autocommit=True) as jit:
         assert_denied(jit, "SELECT rolpassword FROM pg_authid")
-        assert_denied(jit, "SELECT * FROM jit.leases")
+        assert_denied(jit, "SELECT * FROM jit_data.leases")
         assert_denied(jit, "CREATE ROLE sneaky LOGIN")
         assert_denied(jit, "CREATE DATABASE sneaky")
         verifier = scram_verifier(jit, new_password())
@@ -213,9 +213,9 @@ def test_the_same_request_twice_issues_one_role_and_only_to_its_requester(cluste
         ended = _ask(alice, verifier)
         assert ended["status"] == "denied" and "has ended" in str(ended["error"])
     with cluster.connect("app") as su:
-        events = [e for (e,) in su.execute("SELECT event FROM jit.audit WHERE rolname = %s ORDER BY id",
+        events = [e for (e,) in su.execute("SELECT event FROM jit_data.audit WHERE rolname = %s ORDER BY id",
                                           (first["rolname"],))]
-        alices = su.execute("SELECT count(*), sum(replays) FROM jit.leases WHERE requester = 'alice'"
+        alices = su.execute("SELECT count(*), sum(replays) FROM jit_data.leases WHERE requester = 'alice'"
                             " AND reason = 'replay'").fetchone()
     assert events[:2] == ["request", "replay"] and events.count("request") == 1, events
     assert events.count("replay") == 1, events
@@ -258,7 +258,7 @@ def test_a_request_loop_stops_at_the_profiles_live_lease_cap(cluster: Cluster, b
             alice.execute("SELECT jit.revoke(%s)", (granted[0]["rolname"],))
             assert _ask(alice, scram_verifier(alice, new_password()))["status"] == "granted"
         with cluster.connect("app") as su:
-            why = su.execute("SELECT count(*) FROM jit.audit WHERE event = 'deny'"
+            why = su.execute("SELECT count(*) FROM jit_data.audit WHERE event = 'deny'"
                              " AND detail->>'why' = 'live lease limit'").fetchone()
         assert why is not None and why[0] >= 4
     finally:

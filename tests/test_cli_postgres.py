@@ -37,7 +37,8 @@ def test_no_config_asks_the_server_and_revokes_at_exit(cluster: Cluster, home: P
     assert "Connected as jit_alice_" in proc.stderr and "(cli-read)" in proc.stderr
     assert not live_jit_roles(cluster, "cli-read")  # revoked and dropped on exit
     with cluster.connect("app") as conn:
-        row = conn.execute("select requester, reason, end_event from jit.leases where profile = 'cli-read'"
+        row = conn.execute("select requester, reason, end_event from jit_data.leases"
+                           " where profile = 'cli-read'"
                            " order by id desc limit 1").fetchone()
     assert row == ("alice", "INC-5", "revoke")
 
@@ -106,6 +107,6 @@ def test_a_reason_required_profile_refuses_a_request_without_one(cluster: Cluste
     proc = run(cluster, home, "--jit", "cli-reason", "-c", "select 1")
     assert proc.returncode == 1 and "profile cli-reason requires a reason" in proc.stderr
     with cluster.connect("app") as conn:
-        row = conn.execute("select event, requester from jit.audit where profile = 'cli-reason'"
+        row = conn.execute("select event, requester from jit_data.audit where profile = 'cli-reason'"
                            " order by id desc limit 1").fetchone()
     assert row == ("deny", "alice")

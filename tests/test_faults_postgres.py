@@ -24,7 +24,7 @@ import pytest
 
 from pgcli_jit import server
 from pgcli_jit.admin.reaper import one_pass
-from pgcli_jit.backends.postgres.login import APPLICATION_NAME
+from pgcli_jit.backends.login import APPLICATION_NAME
 from pgcli_jit.core.errors import BackendUnavailable, ConnectionSwitchError, JitError
 from pgcli_jit.core.policy import Phase
 from pgcli_jit.devtools.cluster import Cluster, _as_server_user, start_cluster
@@ -144,7 +144,7 @@ def test_connection_dropped_mid_request_leaves_no_half_made_role(own: Cluster, m
     before = login_roles(own)
     blocker = own.connect("app")
     blocker.autocommit = False
-    blocker.execute("LOCK TABLE jit.leases IN EXCLUSIVE MODE")
+    blocker.execute("LOCK TABLE jit_data.leases IN EXCLUSIVE MODE")
     result: dict[str, Any] = {}
 
     def ask() -> None:
@@ -180,7 +180,7 @@ def test_connection_dropped_mid_request_leaves_no_half_made_role(own: Cluster, m
 
 def requests_of(c: Cluster, profile: str) -> list[str]:
     with c.connect("app") as conn:
-        return [r for (r,) in conn.execute("SELECT rolname FROM jit.leases WHERE profile = %s",
+        return [r for (r,) in conn.execute("SELECT rolname FROM jit_data.leases WHERE profile = %s",
                                            (profile,))]
 
 
@@ -200,8 +200,8 @@ def test_answer_lost_after_the_request_committed_gives_the_same_role_once(own: C
         assert requests_of(own, h.name) == [lease.username]  # one role, the one the client holds
         assert h.user() == lease.username and can_login(own, lease)
     with own.connect("app") as conn:
-        events = [e for (e,) in conn.execute("SELECT event FROM jit.audit WHERE rolname = %s ORDER BY id",
-                                             (lease.username,))]
+        events = [e for (e,) in conn.execute(
+            "SELECT event FROM jit_data.audit WHERE rolname = %s ORDER BY id", (lease.username,))]
     assert events == ["request", "replay"]
 
 

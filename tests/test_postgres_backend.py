@@ -45,7 +45,7 @@ def request(backend: PostgresBackend, ttl: float = 60, reason: str = "INC-1 chec
 
 def lease_row(cluster: Cluster, name: str) -> dict[str, object]:
     with cluster.connect("app") as conn:
-        cur = conn.execute("SELECT * FROM jit.leases WHERE rolname = %s", (name,))
+        cur = conn.execute("SELECT * FROM jit_data.leases WHERE rolname = %s", (name,))
         row = cur.fetchone()
         assert row is not None
         return dict(zip([c.name for c in cur.description or []], row, strict=True))

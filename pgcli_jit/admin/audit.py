@@ -14,7 +14,7 @@ from pgcli_jit.core.errors import UsageError
 HEADERS = ("ID", "AT", "EVENT", "PROFILE", "ROLE", "REQUESTER", "ACTOR", "CLIENT", "REASON", "EXPIRES")
 QUERY = """
 SELECT id, at, event, profile, rolname, requester, actor, host(client_addr), reason, expires_at, detail
-  FROM jit.audit WHERE at >= %s ORDER BY id DESC LIMIT %s
+  FROM jit_data.audit WHERE at >= %s ORDER BY id DESC LIMIT %s
 """
 
 

@@ -26,7 +26,7 @@ SELECT l.rolname, l.requester, l.profile, l.reason, l.issued_at, l.expires_at,
             WHEN l.expires_at <= clock_timestamp() THEN 'expired, not yet reaped'
             ELSE 'live' END AS state,
        l.renewals, l.max_expires_at, l.ended_at, l.client_addr
-  FROM jit.leases l
+  FROM jit_data.leases l
  WHERE %s OR l.dropped_at IS NULL
  ORDER BY l.id
 """

@@ -70,7 +70,7 @@ def _parsed(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _exists(conn: Conn, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM jit.profiles WHERE name = %s", (name,)).fetchone() is not None
+    return conn.execute("SELECT 1 FROM jit_data.profiles WHERE name = %s", (name,)).fetchone() is not None
 
 
 @click.group()
@@ -136,7 +136,7 @@ def rows_of(conn: Conn, name: str | None = None) -> list[tuple[object, ...]]:
     query = ("SELECT name, array_to_string(grants, ', '), extract(epoch FROM ttl),"
              " extract(epoch FROM max_ttl), max_live, requesters, reason_required, owner, approvers,"
              " approvals, extract(epoch FROM approval_timeout), description"
-             " FROM jit.profiles" + (" WHERE name = %s" if name else "") + " ORDER BY name")
+             " FROM jit_data.profiles" + (" WHERE name = %s" if name else "") + " ORDER BY name")
     rows = conn.execute(query, (name,) if name else ()).fetchall()
     return [(n, g, format_duration(float(t)), format_duration(float(m)), live, r,
              "required" if need else "optional", o, approval(a, k, float(w)), d)

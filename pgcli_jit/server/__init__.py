@@ -18,6 +18,8 @@ import psycopg
 Conn = psycopg.Connection[tuple[Any, ...]]
 FUNCTIONS = "functions.sql"
 _NUMBERED = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+#: the schema version whose file moved the tables from ``jit`` to ``jit_data``
+DATA_SCHEMA_SINCE = 6
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,17 @@ def latest_version() -> int:
 
 def installed_version(conn: Conn) -> int:
     """0 when the schema is not installed in this database."""
-    row = conn.execute("SELECT to_regclass('jit.schema_version') IS NOT NULL").fetchone()
+    row = conn.execute("SELECT coalesce(to_regclass('jit_data.schema_version'),"
+                       " to_regclass('jit.schema_version'))::text").fetchone()
     if not row or not row[0]:
         return 0
-    found = conn.execute("SELECT coalesce(max(version), 0) FROM jit.schema_version").fetchone()
+    found = conn.execute(f"SELECT coalesce(max(version), 0) FROM {row[0]}").fetchone()
     return int(found[0]) if found else 0
+
+
+def version_table(version: int) -> str:
+    """Where schema version ``version`` is recorded: its tables moved to ``jit_data`` in 6."""
+    return "jit_data.schema_version" if version >= DATA_SCHEMA_SINCE else "jit.schema_version"
 
 
 def pending(current: int) -> list[SqlFile]:
@@ -62,7 +70,7 @@ def script(current: int = 0) -> str:
     for f in pending(current):
         parts += [f"-- ==== {f.name} ====", f.text.rstrip()]
         if f.version is not None:
-            parts.append(f"INSERT INTO jit.schema_version (version) VALUES ({f.version});")
+            parts.append(f"INSERT INTO {version_table(f.version)} (version) VALUES ({f.version});")
     parts.append("COMMIT;")
     return "\n".join(parts)
 
@@ -76,6 +84,6 @@ def apply(conn: Conn) -> list[str]:
         for f in pending(current):
             conn.execute(f.text.encode())
             if f.version is not None:
-                conn.execute("INSERT INTO jit.schema_version (version) VALUES (%s)", (f.version,))
+                conn.execute(f"INSERT INTO {version_table(f.version)} (version) VALUES (%s)", (f.version,))
             done.append(f"applied {f.name}")
     return done

@@ -16,7 +16,7 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- The hashed form of an audit row: independent of TimeZone, DateStyle and column order.
-CREATE OR REPLACE FUNCTION jit._audit_digest(a jit.audit) RETURNS bytea
+CREATE OR REPLACE FUNCTION jit._audit_digest(a jit_data.audit) RETURNS bytea
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT sha256(coalesce(a.prev_hash, '\x'::bytea) || convert_to(jsonb_build_array(
         a.id, jit._ts(a.at), a.event, a.profile, a.rolname, a.requester, a.actor,
@@ -85,7 +85,7 @@ $$;
 -- The lock key that marks a transaction working on one lease (shared advisory lock, taken
 -- by every function that locks the lease's row).  pg_locks shows it to the reaper, which
 -- ends a requester's or lease's transaction still holding it once the lease is due.
-CREATE OR REPLACE FUNCTION jit._mark(l jit.leases) RETURNS void
+CREATE OR REPLACE FUNCTION jit._mark(l jit_data.leases) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM pg_try_advisory_xact_lock_shared(1785295872, (l.id % 2147483647)::int);
@@ -97,7 +97,7 @@ $$;
 CREATE OR REPLACE FUNCTION jit._hold_requester(my_oid oid) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    INSERT INTO jit.requesters AS q (requester_oid, calls) VALUES (my_oid, 1)
+    INSERT INTO jit_data.requesters AS q (requester_oid, calls) VALUES (my_oid, 1)
         ON CONFLICT (requester_oid) DO UPDATE SET calls = q.calls + 1;
 EXCEPTION WHEN lock_not_available THEN
     RAISE EXCEPTION 'another request of yours is still open (a transaction of yours holds it)'
@@ -113,9 +113,9 @@ CREATE OR REPLACE FUNCTION jit._audit(
 ) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    INSERT INTO jit.audit (id, at, event, profile, rolname, requester, actor, client_addr, reason,
+    INSERT INTO jit_data.audit (id, at, event, profile, rolname, requester, actor, client_addr, reason,
                            expires_at, detail)
-    VALUES (nextval('jit.audit_id_seq'), clock_timestamp(), p_event, p_profile, p_rolname,
+    VALUES (nextval('jit_data.audit_id_seq'), clock_timestamp(), p_event, p_profile, p_rolname,
             p_requester, session_user, inet_client_addr(), p_reason, p_expires_at,
             coalesce(p_detail, '{}'));
 END
@@ -127,22 +127,22 @@ $$;
 CREATE OR REPLACE FUNCTION jit._chain_audit() RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    a jit.audit;
+    a jit_data.audit;
     prev bytea;
     n integer := 0;
 BEGIN
     BEGIN
-        PERFORM FROM jit.chain_lock FOR UPDATE NOWAIT;
+        PERFORM FROM jit_data.chain_lock FOR UPDATE NOWAIT;
     EXCEPTION WHEN lock_not_available THEN
         RETURN 0;
     END;
-    SELECT h.hash INTO prev FROM jit.audit_head h;
-    FOR a IN SELECT * FROM jit.audit WHERE hash IS NULL ORDER BY id FOR UPDATE SKIP LOCKED LOOP
-        a.seq := nextval('jit.audit_seq_seq');
+    SELECT h.hash INTO prev FROM jit_data.audit_head h;
+    FOR a IN SELECT * FROM jit_data.audit WHERE hash IS NULL ORDER BY id FOR UPDATE SKIP LOCKED LOOP
+        a.seq := nextval('jit_data.audit_seq_seq');
         a.prev_hash := prev;
         a.hash := jit._audit_digest(a);
-        UPDATE jit.audit SET seq = a.seq, prev_hash = a.prev_hash, hash = a.hash WHERE id = a.id;
-        INSERT INTO jit.audit_head (last_id, hash) VALUES (a.id, a.hash)
+        UPDATE jit_data.audit SET seq = a.seq, prev_hash = a.prev_hash, hash = a.hash WHERE id = a.id;
+        INSERT INTO jit_data.audit_head (last_id, hash) VALUES (a.id, a.hash)
             ON CONFLICT (one) DO UPDATE SET last_id = excluded.last_id, hash = excluded.hash;
         prev := a.hash;
         n := n + 1;
@@ -172,7 +172,7 @@ BEGIN
             NEW.client_addr, NEW.reason, NEW.expires_at, NEW.detail) THEN
         RETURN NEW;
     END IF;
-    RAISE EXCEPTION 'jit.audit is append-only: % refused', TG_OP
+    RAISE EXCEPTION 'jit_data.audit is append-only: % refused', TG_OP
         USING HINT = 'audit rows are never edited or deleted; pgcli-jit-admin audit --verify checks the chain';
 END
 $$;
@@ -193,7 +193,7 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_build_object('status', 'denied', 'error', msg, 'hint', hint)
 $$;
 
-CREATE OR REPLACE FUNCTION jit._lease_json(l jit.leases, p_status text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION jit._lease_json(l jit_data.leases, p_status text) RETURNS jsonb
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_build_object(
         'status', p_status, 'rolname', l.rolname, 'lease_id', l.id, 'profile', l.profile,
@@ -205,7 +205,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- Who may act on a lease: its requester, the lease's own role, and (for revoke) jit_admin.
-CREATE OR REPLACE FUNCTION jit._may_act(l jit.leases, admin_too boolean) RETURNS boolean
+CREATE OR REPLACE FUNCTION jit._may_act(l jit_data.leases, admin_too boolean) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT l.requester_oid = jit._role_oid(session_user)
         OR l.role_oid = jit._role_oid(session_user)
@@ -256,10 +256,12 @@ BEGIN
     -- anything in the broker's own schema beyond calling its public functions
     SELECT string_agg(c.oid::regclass::text, ', ') INTO bad
       FROM pg_class c
-     WHERE c.relnamespace = 'jit'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+     WHERE c.relnamespace IN ('jit'::regnamespace, 'jit_data'::regnamespace)
+       AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
        AND (has_table_privilege(a.oid, c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
             OR (c.relkind = 'S' AND has_sequence_privilege(a.oid, c.oid, 'USAGE, UPDATE')));
-    IF bad IS NOT NULL OR has_schema_privilege(a.oid, 'jit', 'CREATE') THEN
+    IF bad IS NOT NULL OR has_schema_privilege(a.oid, 'jit', 'CREATE')
+       OR has_schema_privilege(a.oid, 'jit_data', 'USAGE') THEN
         RETURN format('role %I may read or write the jit schema itself (%s)', r, coalesce(bad, 'CREATE'));
     END IF;
     SELECT string_agg(p.oid::regprocedure::text, ', ') INTO bad
@@ -307,23 +309,23 @@ END
 $$;
 
 -- Whether a role is a lease's (issued here): the event trigger's and the refusals' test.
-CREATE OR REPLACE FUNCTION jit._lease_of(r name) RETURNS jit.leases
+CREATE OR REPLACE FUNCTION jit._lease_of(r name) RETURNS jit_data.leases
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT l.* FROM jit.leases l WHERE l.role_oid = jit._role_oid(r) AND l.dropped_at IS NULL
+    SELECT l.* FROM jit_data.leases l WHERE l.role_oid = jit._role_oid(r) AND l.dropped_at IS NULL
      ORDER BY l.id DESC LIMIT 1
 $$;
 
 -- End a lease: NOLOGIN now, so nobody logs in again once this commits.  Sessions are
 -- terminated afterwards, in another transaction (jit._finish), when NOLOGIN is visible:
 -- terminating first would let an auto-reconnect slip in before the commit.
-CREATE OR REPLACE FUNCTION jit._end(l jit.leases, p_event text, p_detail jsonb DEFAULT '{}') RETURNS void
+CREATE OR REPLACE FUNCTION jit._end(l jit_data.leases, p_event text, p_detail jsonb DEFAULT '{}') RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF EXISTS (SELECT FROM pg_roles WHERE oid = l.role_oid) THEN
         EXECUTE format('ALTER ROLE %I NOLOGIN VALID UNTIL %L', l.rolname,
                        jit._valid_until(least(jit._clock(), l.expires_at)));
     END IF;
-    UPDATE jit.leases SET ended_at = jit._clock(), end_event = p_event WHERE id = l.id;
+    UPDATE jit_data.leases SET ended_at = jit._clock(), end_event = p_event WHERE id = l.id;
     PERFORM jit._audit(p_event, l.profile, l.rolname, l.requester, l.reason, l.expires_at, p_detail);
     PERFORM jit._doorbell();
 END
@@ -337,7 +339,7 @@ $$;
 -- another database, which only that database can drop.
 -- Locks wait at most a second: a lock another login holds on something the role owns fails
 -- this lease, recorded and retried, instead of stalling the reaper for everyone.
-CREATE OR REPLACE FUNCTION jit._finish(l jit.leases) RETURNS text
+CREATE OR REPLACE FUNCTION jit._finish(l jit_data.leases) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $$
 DECLARE
     g text;
@@ -352,10 +354,10 @@ BEGIN
         RETURN 'failed: lease of another database';
     END IF;
     IF NOT EXISTS (SELECT FROM pg_roles WHERE oid = l.role_oid) THEN
-        UPDATE jit.leases SET dropped_at = coalesce(dropped_at, jit._clock()), drop_error = NULL WHERE id = l.id;
+        UPDATE jit_data.leases SET dropped_at = coalesce(dropped_at, jit._clock()), drop_error = NULL WHERE id = l.id;
         RETURN 'gone';
     END IF;
-    UPDATE jit.leases SET drop_tried_at = jit._clock() WHERE id = l.id;
+    UPDATE jit_data.leases SET drop_tried_at = jit._clock() WHERE id = l.id;
     FOR g IN SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
              WHERE m.member = l.role_oid LOOP
         EXECUTE format('REVOKE %I FROM %I', g, l.rolname);
@@ -370,7 +372,7 @@ BEGIN
     SELECT string_agg(format('%s (database %s)', x.gid, x.database), ', ') INTO prepared
       FROM pg_prepared_xacts x WHERE x.owner = l.rolname;
     IF prepared IS NOT NULL THEN
-        UPDATE jit.leases SET drop_error = format(
+        UPDATE jit_data.leases SET drop_error = format(
             'has prepared transaction(s) %s: the reaper rolls back those in this database; '
             'elsewhere a superuser runs ROLLBACK PREPARED', prepared) WHERE id = l.id;
         RETURN 'kept';
@@ -380,9 +382,9 @@ BEGIN
       INTO owned, elsewhere
       FROM pg_shdepend d
      WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = l.role_oid AND d.deptype = 'o';
-    SELECT p.owner INTO owner FROM jit.profiles p WHERE p.name = l.profile;
+    SELECT p.owner INTO owner FROM jit_data.profiles p WHERE p.name = l.profile;
     IF elsewhere > 0 THEN
-        UPDATE jit.leases SET drop_error = format(
+        UPDATE jit_data.leases SET drop_error = format(
             'owns %s object(s) in other databases; it stays NOLOGIN with no grants: '
             'DROP OWNED BY %I in each of them', elsewhere, l.rolname) WHERE id = l.id;
         RETURN 'kept';
@@ -431,7 +433,7 @@ BEGIN
     END IF;
     EXECUTE format('DROP OWNED BY %I CASCADE', l.rolname);
     EXECUTE format('DROP ROLE %I', l.rolname);
-    UPDATE jit.leases SET dropped_at = jit._clock(), drop_error = NULL WHERE id = l.id;
+    UPDATE jit_data.leases SET dropped_at = jit._clock(), drop_error = NULL WHERE id = l.id;
     IF owned > 0 THEN
         PERFORM jit._audit('drop_owned', l.profile, l.rolname, l.requester, NULL, NULL,
                            jsonb_build_object('objects', owned, 'owner', owner,
@@ -443,7 +445,7 @@ $$;
 
 -- jit._finish for one lease, with its failure recorded instead of raised: one odd role
 -- never stops the reaper for everyone.
-CREATE OR REPLACE FUNCTION jit._finish_safely(l jit.leases) RETURNS text
+CREATE OR REPLACE FUNCTION jit._finish_safely(l jit_data.leases) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     msg text;
@@ -451,7 +453,7 @@ BEGIN
     RETURN jit._finish(l);
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-    UPDATE jit.leases SET drop_error = msg, drop_tried_at = jit._clock() WHERE id = l.id;
+    UPDATE jit_data.leases SET drop_error = msg, drop_tried_at = jit._clock() WHERE id = l.id;
     RETURN 'failed: ' || msg;
 END
 $$;
@@ -465,7 +467,7 @@ RETURNS TABLE (name text, ttl_seconds double precision, max_ttl_seconds double p
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT p.name, extract(epoch FROM p.ttl)::float8, extract(epoch FROM p.max_ttl)::float8,
            p.reason_required, p.description
-      FROM jit.profiles p
+      FROM jit_data.profiles p
      WHERE EXISTS (SELECT FROM pg_roles WHERE rolname = p.requesters)
        AND pg_has_role(session_user, p.requesters, 'MEMBER')
      ORDER BY p.name
@@ -483,9 +485,9 @@ $$;
 -- theirs is counting at once.  A lease counts until the server has ended it if a transaction
 -- still holds it (its advisory mark, jit._mark): a renewal held open across the expiry
 -- could otherwise commit after the count let another lease through.
-CREATE OR REPLACE FUNCTION jit._at_cap(p jit.profiles, my_oid oid) RETURNS boolean
+CREATE OR REPLACE FUNCTION jit._at_cap(p jit_data.profiles, my_oid oid) RETURNS boolean
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT count(*) >= p.max_live FROM jit.leases l
+    SELECT count(*) >= p.max_live FROM jit_data.leases l
      WHERE l.requester_oid = my_oid AND l.profile = p.name AND l.ended_at IS NULL
        AND (l.expires_at > jit._clock()
             OR EXISTS (SELECT FROM pg_locks k WHERE k.locktype = 'advisory' AND k.granted
@@ -493,7 +495,7 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
                          AND k.objid = (l.id % 2147483647)::oid))
 $$;
 
-CREATE OR REPLACE FUNCTION jit._cap_message(p jit.profiles) RETURNS text
+CREATE OR REPLACE FUNCTION jit._cap_message(p jit_data.profiles) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT format('you hold %s live lease%s of profile %s, the most it allows at once',
                   p.max_live, CASE WHEN p.max_live = 1 THEN '' ELSE 's' END, p.name)
@@ -506,18 +508,19 @@ $$;
 
 -- A request (or an approved request's collection) made again: the lease it issued, if that
 -- can still log in; nothing new is created either way.
-CREATE OR REPLACE FUNCTION jit._replayed(l jit.leases) RETURNS jsonb
+CREATE OR REPLACE FUNCTION jit._replayed(l jit_data.leases) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF l.ended_at IS NOT NULL OR l.expires_at <= jit._clock() THEN
         RETURN jit._denied(format('this request was answered already, and its role %s has ended',
                                   l.rolname), 'ask again');
     END IF;
+    PERFORM jit._mark(l);   -- its row is written below: the reaper must see who holds it
     IF l.replays = 0 THEN  -- audited once: a loop of replays must not fill the trail
         PERFORM jit._audit('replay', l.profile, l.rolname, l.requester, l.reason, l.expires_at,
                            jsonb_build_object('lease_id', l.id));
     END IF;
-    UPDATE jit.leases SET replays = least(replays, 1000000) + 1 WHERE id = l.id;
+    UPDATE jit_data.leases SET replays = least(replays, 1000000) + 1 WHERE id = l.id;
     RETURN jit._lease_json(l, 'granted') || jsonb_build_object('replayed', true);
 END
 $$;
@@ -527,7 +530,7 @@ $$;
 -- (capped at the profile's max_ttl, as an absolute time); the lease clock starts here.
 -- `wanted` is whole seconds (jit._secs).  A grant role that has become unfit since the
 -- profile was declared refuses the issue.
-CREATE OR REPLACE FUNCTION jit._issue(p jit.profiles, me text, my_oid oid, reason text,
+CREATE OR REPLACE FUNCTION jit._issue(p jit_data.profiles, me text, my_oid oid, reason text,
                                       wanted interval, p_verifier text, extra jsonb DEFAULT '{}')
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -536,7 +539,7 @@ DECLARE
     ttl interval := least(jit._secs(wanted), jit._secs(p.max_ttl));
     name text;
     g text;
-    l jit.leases;
+    l jit_data.leases;
     problem text := jit._grants_problem(p.grants);
     with_opts text := CASE WHEN current_setting('server_version_num')::int >= 160000
                            THEN ' WITH INHERIT TRUE, SET FALSE' ELSE '' END;
@@ -553,10 +556,10 @@ BEGIN
     EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
                    'NOBYPASSRLS INHERIT PASSWORD %L VALID UNTIL %L',
                    name, p_verifier, jit._valid_until(at + ttl));
-    FOREACH g IN ARRAY p.grants || ARRAY['jit_lease', (SELECT db_role FROM jit.install)] LOOP
+    FOREACH g IN ARRAY p.grants || ARRAY['jit_lease', (SELECT db_role FROM jit_data.install)] LOOP
         EXECUTE format('GRANT %I TO %I', g, name) || with_opts;
     END LOOP;
-    INSERT INTO jit.leases (rolname, role_oid, profile, requester, requester_oid, reason,
+    INSERT INTO jit_data.leases (rolname, role_oid, profile, requester, requester_oid, reason,
                             client_addr, issued_at, expires_at, max_expires_at, request_key, dbid)
     VALUES (name, jit._role_oid(name), p.name, me, my_oid, reason, inet_client_addr(),
             at, at + ttl, at + jit._secs(p.max_ttl), jit._request_key(p_verifier), jit._mydb())
@@ -574,14 +577,14 @@ $$;
 -- Ask for a temporary role.  p_verifier is a SCRAM-SHA-256 verifier the client computed:
 -- the password itself never reaches the server.  The server picks the role name, the grants,
 -- the expiry (capped at the profile's max_ttl) and records who asked, from session_user.
--- On a profile with approvers nothing is created yet: the request waits in jit.requests.
+-- On a profile with approvers nothing is created yet: the request waits in jit_data.requests.
 CREATE OR REPLACE FUNCTION jit.request(p_profile text, p_ttl interval, p_reason text, p_verifier text)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    p jit.profiles;
-    l jit.leases;
-    r jit.requests;
+    p jit_data.profiles;
+    l jit_data.leases;
+    r jit_data.requests;
     me text := session_user;
     my_oid oid := jit._role_oid(session_user);
     reason text := coalesce(p_reason, '');
@@ -599,7 +602,7 @@ BEGIN
         RETURN jit._denied(format('no profile of that name that %s may request', me),
                            '\jit profiles lists what you may request');
     END IF;
-    SELECT * INTO p FROM jit.profiles WHERE jit.profiles.name = p_profile;
+    SELECT * INTO p FROM jit_data.profiles WHERE jit_data.profiles.name = p_profile;
     IF NOT FOUND OR NOT EXISTS (SELECT FROM pg_roles WHERE rolname = p.requesters)
        OR NOT pg_has_role(me, p.requesters, 'MEMBER') THEN
         PERFORM jit._audit('deny', p_profile, NULL, me, reason, NULL,
@@ -607,7 +610,7 @@ BEGIN
         RETURN jit._denied(format('no profile %s that %s may request', p_profile, me),
                            '\jit profiles lists what you may request');
     END IF;
-    IF EXISTS (SELECT FROM jit.leases WHERE role_oid = my_oid) THEN
+    IF EXISTS (SELECT FROM jit_data.leases WHERE role_oid = my_oid) THEN
         PERFORM jit._audit('deny', p.name, NULL, me, reason, NULL,
                            jsonb_build_object('why', 'requested by a temporary role'));
         RETURN jit._denied('a temporary role cannot request another one',
@@ -630,12 +633,12 @@ BEGIN
     -- both pass the count below, and the same call sent twice at once finds the first's lease
     PERFORM jit._hold_requester(my_oid);
     -- the same call again (its answer was lost on the way back): what it made, once
-    SELECT * INTO l FROM jit.leases
+    SELECT * INTO l FROM jit_data.leases
      WHERE requester_oid = my_oid AND request_key = jit._request_key(p_verifier);
     IF FOUND THEN
         RETURN jit._replayed(l);
     END IF;
-    SELECT * INTO r FROM jit.requests
+    SELECT * INTO r FROM jit_data.requests
      WHERE requester_oid = my_oid AND request_key = jit._request_key(p_verifier);
     IF FOUND THEN
         RETURN jit.request_status(r.id);
@@ -655,18 +658,18 @@ $$;
 -- A lease the caller may act on, locked and marked (jit._mark) for the rest of the
 -- transaction; NULL if there is none of theirs in this database.  The lock waits at most
 -- lock_timeout (set on every function).
-CREATE OR REPLACE FUNCTION jit._my_lease(p_rolname text, admin_too boolean) RETURNS jit.leases
+CREATE OR REPLACE FUNCTION jit._my_lease(p_rolname text, admin_too boolean) RETURNS jit_data.leases
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    l jit.leases;
+    l jit_data.leases;
 BEGIN
-    SELECT * INTO l FROM jit.leases WHERE rolname = p_rolname;
+    SELECT * INTO l FROM jit_data.leases WHERE rolname = p_rolname;
     IF NOT FOUND OR l.dbid <> jit._mydb() OR NOT jit._may_act(l, admin_too) THEN
         RETURN NULL;
     END IF;
     PERFORM jit._mark(l);
     BEGIN
-        SELECT * INTO l FROM jit.leases WHERE id = l.id FOR NO KEY UPDATE;
+        SELECT * INTO l FROM jit_data.leases WHERE id = l.id FOR NO KEY UPDATE;
     EXCEPTION WHEN lock_not_available THEN
         RAISE EXCEPTION 'lease % is busy: another transaction holds it', p_rolname
             USING ERRCODE = 'lock_not_available', HINT = 'try again in a moment';
@@ -681,8 +684,8 @@ $$;
 CREATE OR REPLACE FUNCTION jit.renew(p_rolname text, p_ttl interval) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    l jit.leases;
-    p jit.profiles;
+    l jit_data.leases;
+    p jit_data.profiles;
     ttl interval;
     wanted timestamptz;
     new_exp timestamptz;
@@ -696,11 +699,11 @@ BEGIN
     IF l.ended_at IS NOT NULL OR l.expires_at <= jit._clock() THEN
         RETURN jit._denied(format('lease %s has ended', p_rolname)) || '{"status": "ended"}';
     END IF;
-    SELECT * INTO p FROM jit.profiles WHERE name = l.profile;
+    SELECT * INTO p FROM jit_data.profiles WHERE name = l.profile;
     problem := jit._grants_problem((SELECT array_agg(r.rolname) FROM pg_auth_members m
                                       JOIN pg_roles r ON r.oid = m.roleid
                                      WHERE m.member = l.role_oid AND r.rolname <> 'jit_lease'
-                                       AND r.rolname <> (SELECT db_role FROM jit.install)));
+                                       AND r.rolname <> (SELECT db_role FROM jit_data.install)));
     IF problem IS NOT NULL THEN
         PERFORM jit._audit('deny', l.profile, l.rolname, l.requester, l.reason, l.expires_at,
                            jsonb_build_object('why', 'grant role unfit', 'problem', problem));
@@ -719,7 +722,7 @@ BEGIN
         RETURN jit._lease_json(l, 'unchanged');
     END IF;
     EXECUTE format('ALTER ROLE %I VALID UNTIL %L', l.rolname, jit._valid_until(new_exp));
-    UPDATE jit.leases SET expires_at = new_exp, renewals = renewals + 1 WHERE id = l.id
+    UPDATE jit_data.leases SET expires_at = new_exp, renewals = renewals + 1 WHERE id = l.id
         RETURNING * INTO l;
     PERFORM jit._audit('renew', l.profile, l.rolname, l.requester, l.reason, new_exp,
                        jsonb_build_object('renewals', l.renewals, 'capped', new_exp < wanted));
@@ -733,7 +736,7 @@ $$;
 CREATE OR REPLACE FUNCTION jit.revoke(p_rolname text) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    l jit.leases;
+    l jit_data.leases;
 BEGIN
     PERFORM jit._guard();
     l := jit._my_lease(p_rolname, true);
@@ -742,7 +745,7 @@ BEGIN
     END IF;
     IF l.ended_at IS NULL THEN
         PERFORM jit._end(l, CASE WHEN l.expires_at <= jit._clock() THEN 'expire' ELSE 'revoke' END);
-        SELECT * INTO l FROM jit.leases WHERE id = l.id;
+        SELECT * INTO l FROM jit_data.leases WHERE id = l.id;
     END IF;
     RETURN jit._lease_json(l, 'revoked');
 END
@@ -752,7 +755,7 @@ $$;
 CREATE OR REPLACE FUNCTION jit.finish(p_rolname text) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    l jit.leases;
+    l jit_data.leases;
     outcome text;
 BEGIN
     PERFORM jit._guard();
@@ -764,7 +767,7 @@ BEGIN
         RETURN jit._denied(format('lease %s has not ended', p_rolname), 'call jit.revoke first');
     END IF;
     outcome := CASE WHEN l.dropped_at IS NOT NULL THEN 'gone' ELSE jit._finish_safely(l) END;
-    SELECT * INTO l FROM jit.leases WHERE id = l.id;
+    SELECT * INTO l FROM jit_data.leases WHERE id = l.id;
     RETURN jit._lease_json(l, 'finished') || jsonb_build_object('outcome', outcome,
                                                                 'drop_error', l.drop_error);
 END
@@ -775,7 +778,7 @@ CREATE OR REPLACE FUNCTION jit.my_leases() RETURNS SETOF jsonb
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT jit._lease_json(l, CASE WHEN l.ended_at IS NULL AND l.expires_at > clock_timestamp()
                                    THEN 'live' ELSE 'ended' END)
-      FROM jit.leases l
+      FROM jit_data.leases l
      WHERE (l.requester_oid = jit._role_oid(session_user) OR l.role_oid = jit._role_oid(session_user))
        AND l.dropped_at IS NULL AND l.dbid = jit._mydb()
      ORDER BY l.id
@@ -783,14 +786,14 @@ $$;
 
 -- -- four eyes: requests that wait for approval (002_approvals.sql) ---------------------
 
-CREATE OR REPLACE FUNCTION jit._request_json(r jit.requests, p_status text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION jit._request_json(r jit_data.requests, p_status text) RETURNS jsonb
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_build_object(
         'status', p_status, 'state', r.status, 'request_id', r.id, 'profile', r.profile,
         'requester', r.requester, 'reason', r.reason, 'ttl_seconds', extract(epoch FROM r.ttl_asked),
         'approvers', r.approvers, 'needed', r.approvals_needed,
         'approved_by', (SELECT coalesce(jsonb_agg(a.approver ORDER BY a.at), '[]')
-                          FROM jit.approvals a WHERE a.request_id = r.id),
+                          FROM jit_data.approvals a WHERE a.request_id = r.id),
         'created_at', extract(epoch FROM r.created_at), 'expires_at', extract(epoch FROM r.expires_at),
         'decided_at', extract(epoch FROM r.decided_at), 'decided_by', r.decided_by,
         'note', r.decision_note, 'lease_id', r.lease_id, 'poll_after', 1,
@@ -805,11 +808,11 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- Close a request: its verifier is forgotten, the step audited.
-CREATE OR REPLACE FUNCTION jit._close_request(r jit.requests, p_status text, p_note text,
+CREATE OR REPLACE FUNCTION jit._close_request(r jit_data.requests, p_status text, p_note text,
                                               p_detail jsonb DEFAULT '{}') RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    UPDATE jit.requests SET status = p_status, verifier = NULL, decided_at = jit._clock(),
+    UPDATE jit_data.requests SET status = p_status, verifier = NULL, decided_at = jit._clock(),
            decided_by = CASE WHEN p_status = 'timed_out' THEN NULL ELSE session_user END,
            decision_note = p_note
      WHERE id = r.id;
@@ -825,10 +828,10 @@ $$;
 CREATE OR REPLACE FUNCTION jit._expire_requests() RETURNS SETOF bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    r jit.requests;
+    r jit_data.requests;
 BEGIN
     PERFORM jit._guard();
-    FOR r IN SELECT * FROM jit.requests WHERE status IN ('pending', 'approved') AND expires_at <= jit._clock()
+    FOR r IN SELECT * FROM jit_data.requests WHERE status IN ('pending', 'approved') AND expires_at <= jit._clock()
              ORDER BY id FOR UPDATE SKIP LOCKED LOOP
         PERFORM jit._close_request(r, 'timed_out', CASE r.status
             WHEN 'pending' THEN 'not decided within the approval timeout'
@@ -839,17 +842,17 @@ END
 $$;
 
 -- jit.request on a profile with approvers: record the request, create nothing.
-CREATE OR REPLACE FUNCTION jit._ask_approval(p jit.profiles, me text, my_oid oid, reason text,
+CREATE OR REPLACE FUNCTION jit._ask_approval(p jit_data.profiles, me text, my_oid oid, reason text,
                                              p_ttl interval, p_verifier text) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    r jit.requests;
+    r jit_data.requests;
 BEGIN
-    IF (SELECT count(*) FROM jit.requests
+    IF (SELECT count(*) FROM jit_data.requests
          WHERE requester_oid = my_oid AND status IN ('pending', 'approved')) >= 5 THEN
         RETURN jit._denied('you have 5 requests waiting already', 'cancel one first (\jit cancel)');
     END IF;
-    INSERT INTO jit.requests (profile, requester, requester_oid, reason, ttl_asked, verifier,
+    INSERT INTO jit_data.requests (profile, requester, requester_oid, reason, ttl_asked, verifier,
                               approvers, approvals_needed, client_addr, expires_at, request_key)
     VALUES (p.name, me, my_oid, reason, p_ttl, p_verifier, p.approvers, p.approvals,
             inet_client_addr(), jit._clock() + jit._secs(p.approval_timeout), jit._request_key(p_verifier))
@@ -868,9 +871,9 @@ $$;
 CREATE OR REPLACE FUNCTION jit.request_status(p_id bigint) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    r jit.requests;
-    p jit.profiles;
-    l jit.leases;
+    r jit_data.requests;
+    p jit_data.profiles;
+    l jit_data.leases;
     answer jsonb;
 BEGIN
     PERFORM jit._guard();
@@ -878,18 +881,20 @@ BEGIN
     -- other order
     PERFORM jit._hold_requester(jit._role_oid(session_user));
     PERFORM jit._expire_requests();
-    SELECT * INTO r FROM jit.requests WHERE id = p_id FOR UPDATE;
-    IF NOT FOUND OR r.requester_oid IS DISTINCT FROM jit._role_oid(session_user) THEN
+    -- the caller's own request or none: another's row is never locked (nor timed)
+    SELECT * INTO r FROM jit_data.requests
+     WHERE id = p_id AND requester_oid = jit._role_oid(session_user) FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
         RETURN jit._denied(format('no request %s of yours', p_id));
     END IF;
     IF r.status IN ('pending', 'approved') AND r.expires_at <= jit._clock() THEN
         PERFORM jit._close_request(r, 'timed_out', 'not decided within the approval timeout');
-        SELECT * INTO r FROM jit.requests WHERE id = p_id;
+        SELECT * INTO r FROM jit_data.requests WHERE id = p_id;
     END IF;
     IF r.status = 'pending' THEN
         RETURN jit._request_json(r, 'pending');
     ELSIF r.status = 'issued' THEN  -- asked again after the answer was lost: the same lease
-        SELECT * INTO l FROM jit.leases WHERE id = r.lease_id;
+        SELECT * INTO l FROM jit_data.leases WHERE id = r.lease_id;
         IF FOUND AND l.ended_at IS NULL AND l.expires_at > jit._clock() THEN
             RETURN jit._replayed(l) || jsonb_build_object('request_id', r.id,
                 'approved_by', jit._request_json(r, '')->'approved_by');
@@ -898,10 +903,10 @@ BEGIN
     ELSIF r.status <> 'approved' THEN
         RETURN jit._request_json(r, 'closed');
     END IF;
-    SELECT * INTO p FROM jit.profiles WHERE name = r.profile;
+    SELECT * INTO p FROM jit_data.profiles WHERE name = r.profile;
     IF NOT FOUND THEN
         PERFORM jit._close_request(r, 'cancelled', format('profile %s was removed', r.profile));
-        SELECT * INTO r FROM jit.requests WHERE id = p_id;
+        SELECT * INTO r FROM jit_data.requests WHERE id = p_id;
         RETURN jit._request_json(r, 'closed');
     END IF;
     -- approval took time: what jit.request checked is checked again when the role is made
@@ -910,7 +915,7 @@ BEGIN
        OR NOT pg_has_role(r.requester_oid, p.requesters, 'MEMBER') THEN
         PERFORM jit._close_request(r, 'cancelled',
                                    format('%s is no longer a requester of profile %s', r.requester, p.name));
-        SELECT * INTO r FROM jit.requests WHERE id = p_id;
+        SELECT * INTO r FROM jit_data.requests WHERE id = p_id;
         RETURN jit._request_json(r, 'closed');
     END IF;
     IF jit._at_cap(p, r.requester_oid) THEN  -- not closed: it may be collected once one ends
@@ -919,7 +924,7 @@ BEGIN
     answer := jit._issue(p, r.requester, r.requester_oid, r.reason, coalesce(r.ttl_asked, p.ttl),
                          r.verifier, jsonb_build_object('request_id', r.id,
                              'approved_by', jit._request_json(r, '')->'approved_by'));
-    UPDATE jit.requests SET status = 'issued', verifier = NULL, lease_id = (answer->>'lease_id')::bigint
+    UPDATE jit_data.requests SET status = 'issued', verifier = NULL, lease_id = (answer->>'lease_id')::bigint
      WHERE id = r.id;
     PERFORM jit._request_doorbell();
     RETURN answer;
@@ -930,17 +935,19 @@ $$;
 CREATE OR REPLACE FUNCTION jit.cancel(p_id bigint) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    r jit.requests;
+    r jit_data.requests;
 BEGIN
     PERFORM jit._guard();
     PERFORM jit._expire_requests();
-    SELECT * INTO r FROM jit.requests WHERE id = p_id FOR UPDATE;
-    IF NOT FOUND OR r.requester_oid IS DISTINCT FROM jit._role_oid(session_user) THEN
+    -- the caller's own request or none: another's row is never locked (nor timed)
+    SELECT * INTO r FROM jit_data.requests
+     WHERE id = p_id AND requester_oid = jit._role_oid(session_user) FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
         RETURN jit._denied(format('no request %s of yours', p_id));
     END IF;
     IF r.status IN ('pending', 'approved') THEN
         PERFORM jit._close_request(r, 'cancelled', 'withdrawn by the requester');
-        SELECT * INTO r FROM jit.requests WHERE id = p_id;
+        SELECT * INTO r FROM jit_data.requests WHERE id = p_id;
     END IF;
     RETURN jit._request_json(r, 'closed');
 END
@@ -948,18 +955,18 @@ $$;
 
 -- The request an approver may decide, locked; every refusal is one clear error that
 -- changes nothing.  The requester never counts, even as a member of the approvers role.
-CREATE OR REPLACE FUNCTION jit._decidable(p_id bigint) RETURNS jit.requests
+CREATE OR REPLACE FUNCTION jit._decidable(p_id bigint) RETURNS jit_data.requests
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    r jit.requests;
+    r jit_data.requests;
     my_oid oid := jit._role_oid(session_user);
 BEGIN
-    IF EXISTS (SELECT FROM jit.leases WHERE role_oid = my_oid) THEN
+    IF EXISTS (SELECT FROM jit_data.leases WHERE role_oid = my_oid) THEN
         RAISE EXCEPTION 'a temporary role cannot decide requests' USING HINT = 'use your own login';
     END IF;
     -- a request the caller may not decide is not there, as one that does not exist: the
     -- answer tells nobody which ids exist or which role approves them
-    SELECT * INTO r FROM jit.requests WHERE id = p_id;
+    SELECT * INTO r FROM jit_data.requests WHERE id = p_id;
     IF NOT FOUND OR (r.requester_oid <> my_oid
                      AND (NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r.approvers)
                           OR NOT pg_has_role(session_user, r.approvers, 'MEMBER'))) THEN
@@ -969,7 +976,7 @@ BEGIN
     IF r.requester_oid = my_oid THEN
         RAISE EXCEPTION 'request % is your own: another member of % must decide it', p_id, r.approvers;
     END IF;
-    SELECT * INTO r FROM jit.requests WHERE id = p_id FOR UPDATE;
+    SELECT * INTO r FROM jit_data.requests WHERE id = p_id FOR UPDATE;
     IF r.status = 'pending' AND r.expires_at <= jit._clock() THEN
         RAISE EXCEPTION 'request % has timed out', p_id;
     END IF;
@@ -994,29 +1001,29 @@ $$;
 CREATE OR REPLACE FUNCTION jit.approve(p_id bigint, p_comment text) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    r jit.requests;
+    r jit_data.requests;
     comment text := jit._check_note(p_comment, 'comment');
     got int;
 BEGIN
     PERFORM jit._guard();
     PERFORM jit._expire_requests();
     r := jit._decidable(p_id);
-    IF EXISTS (SELECT FROM jit.approvals WHERE request_id = r.id
+    IF EXISTS (SELECT FROM jit_data.approvals WHERE request_id = r.id
                 AND approver_oid = jit._role_oid(session_user)) THEN
         RAISE EXCEPTION 'you have already approved request %', p_id
             USING HINT = format('it needs %s approvals from distinct members of %s',
                                 r.approvals_needed, r.approvers);
     END IF;
-    INSERT INTO jit.approvals (request_id, approver, approver_oid, comment)
+    INSERT INTO jit_data.approvals (request_id, approver, approver_oid, comment)
     VALUES (r.id, session_user, jit._role_oid(session_user), comment);
-    got := (SELECT count(*) FROM jit.approvals WHERE request_id = r.id);
+    got := (SELECT count(*) FROM jit_data.approvals WHERE request_id = r.id);
     PERFORM jit._audit('approve', r.profile, NULL, r.requester, r.reason, NULL, jsonb_build_object(
         'request_id', r.id, 'approver', session_user, 'comment', comment,
         'approvals', got, 'needed', r.approvals_needed));
     IF got >= r.approvals_needed THEN
-        UPDATE jit.requests SET status = 'approved', decided_at = jit._clock(), decided_by = session_user,
+        UPDATE jit_data.requests SET status = 'approved', decided_at = jit._clock(), decided_by = session_user,
                decision_note = comment,
-               expires_at = jit._clock() + coalesce((SELECT approval_timeout FROM jit.profiles
+               expires_at = jit._clock() + coalesce((SELECT approval_timeout FROM jit_data.profiles
                                               WHERE name = r.profile), interval '1 hour')
          WHERE id = r.id RETURNING * INTO r;
         PERFORM jit._audit('approved', r.profile, NULL, r.requester, r.reason, NULL,
@@ -1024,7 +1031,7 @@ BEGIN
                                'approved_by', jit._request_json(r, '')->'approved_by'));
     END IF;
     PERFORM jit._request_doorbell();
-    SELECT * INTO r FROM jit.requests WHERE id = r.id;
+    SELECT * INTO r FROM jit_data.requests WHERE id = r.id;
     RETURN jit._request_json(r, r.status);
 END
 $$;
@@ -1033,7 +1040,7 @@ $$;
 CREATE OR REPLACE FUNCTION jit.deny(p_id bigint, p_reason text) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    r jit.requests;
+    r jit_data.requests;
     why text := jit._check_note(p_reason, 'reason');
 BEGIN
     PERFORM jit._guard();
@@ -1043,7 +1050,7 @@ BEGIN
     PERFORM jit._expire_requests();
     r := jit._decidable(p_id);
     PERFORM jit._close_request(r, 'denied', why, jsonb_build_object('approver', session_user));
-    SELECT * INTO r FROM jit.requests WHERE id = r.id;
+    SELECT * INTO r FROM jit_data.requests WHERE id = r.id;
     RETURN jit._request_json(r, 'closed');
 END
 $$;
@@ -1057,19 +1064,19 @@ DECLARE
     my_oid oid := jit._role_oid(session_user);
 BEGIN
     PERFORM jit._expire_requests();
-    IF EXISTS (SELECT FROM jit.leases l WHERE l.role_oid = my_oid) THEN
+    IF EXISTS (SELECT FROM jit_data.leases l WHERE l.role_oid = my_oid) THEN
         RETURN;
     END IF;
     RETURN QUERY
     SELECT r.id, r.requester, r.profile,
            extract(epoch FROM coalesce(r.ttl_asked, p.ttl))::float8, r.reason, r.created_at,
-           r.expires_at, (SELECT count(*)::int FROM jit.approvals a WHERE a.request_id = r.id),
+           r.expires_at, (SELECT count(*)::int FROM jit_data.approvals a WHERE a.request_id = r.id),
            r.approvals_needed
-      FROM jit.requests r LEFT JOIN jit.profiles p ON p.name = r.profile
+      FROM jit_data.requests r LEFT JOIN jit_data.profiles p ON p.name = r.profile
      WHERE r.status = 'pending' AND r.expires_at > jit._clock() AND r.requester_oid <> my_oid
        AND EXISTS (SELECT FROM pg_roles WHERE rolname = r.approvers)
        AND pg_has_role(session_user, r.approvers, 'MEMBER')
-       AND NOT EXISTS (SELECT FROM jit.approvals a WHERE a.request_id = r.id AND a.approver_oid = my_oid)
+       AND NOT EXISTS (SELECT FROM jit_data.approvals a WHERE a.request_id = r.id AND a.approver_oid = my_oid)
      ORDER BY r.id;
 END
 $$;
@@ -1080,7 +1087,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM jit._expire_requests();
     RETURN QUERY SELECT jit._request_json(r, CASE WHEN r.status = 'pending' THEN 'pending' ELSE 'closed' END)
-      FROM jit.requests r
+      FROM jit_data.requests r
      WHERE r.requester_oid = jit._role_oid(session_user)
        AND (r.status IN ('pending', 'approved') OR r.decided_at > jit._clock() - interval '1 day')
      ORDER BY r.id;
@@ -1146,11 +1153,11 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     g text;
     problem text;
-    old jit.profiles;
+    old jit_data.profiles;
     fn text;
 BEGIN
     PERFORM jit._require_admin();
-    SELECT * INTO old FROM jit.profiles WHERE name = p_name;
+    SELECT * INTO old FROM jit_data.profiles WHERE name = p_name;
     p_grants := coalesce(p_grants, old.grants);
     p_ttl := coalesce(p_ttl, old.ttl, interval '15 minutes');
     p_max_ttl := coalesce(p_max_ttl, old.max_ttl, greatest(p_ttl, interval '1 hour'));
@@ -1217,7 +1224,7 @@ BEGIN
                 USING HINT = format('as a superuser run GRANT %I TO jit_owner', p_owner);
         END IF;
     END IF;
-    INSERT INTO jit.profiles AS t (name, grants, ttl, max_ttl, requesters, reason_required, owner,
+    INSERT INTO jit_data.profiles AS t (name, grants, ttl, max_ttl, requesters, reason_required, owner,
                                    description, updated_at, updated_by, approvers, approvals,
                                    approval_timeout, max_live)
     VALUES (p_name, p_grants, p_ttl, p_max_ttl, p_requesters, p_reason_required, p_owner,
@@ -1253,7 +1260,7 @@ BEGIN
         'reason_required', p_reason_required, 'owner', p_owner, 'approvers', p_approvers,
         'approvals', p_approvals, 'approval_timeout', extract(epoch FROM p_approval_timeout),
         'max_live', p_max_live));
-    RETURN (SELECT to_jsonb(t) FROM jit.profiles t WHERE name = p_name);
+    RETURN (SELECT to_jsonb(t) FROM jit_data.profiles t WHERE name = p_name);
 END
 $$;
 
@@ -1261,7 +1268,7 @@ CREATE OR REPLACE FUNCTION jit.profile_drop(p_name text) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM jit._require_admin();
-    DELETE FROM jit.profiles WHERE name = p_name;
+    DELETE FROM jit_data.profiles WHERE name = p_name;
     IF NOT FOUND THEN
         RETURN false;
     END IF;
@@ -1280,7 +1287,7 @@ CREATE OR REPLACE FUNCTION jit._end_overdue_sessions(p_which text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM pg_terminate_backend(a.pid)
-       FROM pg_stat_activity a JOIN jit.leases l ON l.role_oid = a.usesysid
+       FROM pg_stat_activity a JOIN jit_data.leases l ON l.role_oid = a.usesysid
       WHERE l.dropped_at IS NULL AND a.pid <> pg_backend_pid() AND l.dbid = jit._mydb()
         AND CASE p_which
             WHEN 'writing' THEN (l.ended_at IS NOT NULL OR l.expires_at <= jit._clock())
@@ -1306,7 +1313,7 @@ BEGIN
     FOR holder IN
         SELECT DISTINCT a.pid FROM pg_locks k
           JOIN pg_stat_activity a ON a.pid = k.pid
-          JOIN jit.leases l ON (l.id % 2147483647)::oid = k.objid
+          JOIN jit_data.leases l ON (l.id % 2147483647)::oid = k.objid
           JOIN pg_roles who ON who.oid = a.usesysid
          WHERE k.locktype = 'advisory' AND k.granted AND k.classid = 1785295872 AND k.objsubid = 2
            AND k.database = jit._mydb() AND a.pid <> pg_backend_pid() AND l.dbid = jit._mydb()
@@ -1328,7 +1335,7 @@ $$;
 CREATE OR REPLACE FUNCTION jit.expire_due() RETURNS TABLE (rolname text, outcome text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    l jit.leases;
+    l jit_data.leases;
     problem text;
     unfit jsonb;
 BEGIN
@@ -1339,13 +1346,13 @@ BEGIN
     -- each grant role of a live lease judged once a pass, not once per lease
     SELECT coalesce(jsonb_object_agg(d.roleid::text, d.problem), '{}') INTO unfit
       FROM (SELECT g.roleid, jit._grant_problem(g.rolname) AS problem
-              FROM (SELECT DISTINCT m.roleid, r.rolname FROM jit.leases x
+              FROM (SELECT DISTINCT m.roleid, r.rolname FROM jit_data.leases x
                       JOIN pg_auth_members m ON m.member = x.role_oid
                       JOIN pg_roles r ON r.oid = m.roleid
                      WHERE x.ended_at IS NULL AND x.dbid = jit._mydb() AND r.rolname <> 'jit_lease'
-                       AND r.rolname <> (SELECT db_role FROM jit.install)) g) d
+                       AND r.rolname <> (SELECT db_role FROM jit_data.install)) g) d
      WHERE d.problem IS NOT NULL;
-    FOR l IN SELECT * FROM jit.leases x WHERE x.ended_at IS NULL AND x.dbid = jit._mydb()
+    FOR l IN SELECT * FROM jit_data.leases x WHERE x.ended_at IS NULL AND x.dbid = jit._mydb()
                AND (x.expires_at <= jit._clock()
                     OR (unfit <> '{}' AND EXISTS (SELECT FROM pg_auth_members m
                                                   WHERE m.member = x.role_oid AND unfit ? m.roleid::text)))
@@ -1357,7 +1364,7 @@ BEGIN
         END IF;
         rolname := l.rolname;
         BEGIN
-            SELECT * INTO l FROM jit.leases x WHERE x.id = l.id AND x.ended_at IS NULL
+            SELECT * INTO l FROM jit_data.leases x WHERE x.id = l.id AND x.ended_at IS NULL
                FOR NO KEY UPDATE SKIP LOCKED;
             IF NOT FOUND THEN
                 outcome := 'skipped: its row is held by an open transaction';
@@ -1384,10 +1391,10 @@ CREATE OR REPLACE FUNCTION jit.finish_ended()
 RETURNS TABLE (rolname text, outcome text, sessions integer)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    l jit.leases;
+    l jit_data.leases;
 BEGIN
     PERFORM jit._require_admin();
-    FOR l IN SELECT * FROM jit.leases x WHERE x.ended_at IS NOT NULL AND x.dropped_at IS NULL
+    FOR l IN SELECT * FROM jit_data.leases x WHERE x.ended_at IS NOT NULL AND x.dropped_at IS NULL
                AND x.dbid = jit._mydb()
                AND (x.drop_error IS NULL OR x.drop_tried_at < jit._clock() - interval '1 minute'
                     OR EXISTS (SELECT FROM pg_prepared_xacts p WHERE p.owner = x.rolname) IS FALSE
@@ -1411,13 +1418,13 @@ $$;
 CREATE OR REPLACE FUNCTION jit.prepared_to_end() RETURNS TABLE (gid text, rolname text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $$
 DECLARE
-    l jit.leases;
+    l jit_data.leases;
     g text;
     with_opts text := CASE WHEN current_setting('server_version_num')::int >= 160000
                            THEN ' WITH INHERIT FALSE, SET TRUE' ELSE '' END;
 BEGIN
     PERFORM jit._require_admin();
-    FOR l IN SELECT DISTINCT ON (x.id) x.* FROM jit.leases x JOIN pg_prepared_xacts p ON p.owner = x.rolname
+    FOR l IN SELECT DISTINCT ON (x.id) x.* FROM jit_data.leases x JOIN pg_prepared_xacts p ON p.owner = x.rolname
               WHERE x.dropped_at IS NULL AND x.dbid = jit._mydb() AND p.database = current_database()
                 AND (x.ended_at IS NOT NULL OR x.expires_at <= jit._clock()) LOOP
         FOR g IN SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
@@ -1440,10 +1447,10 @@ CREATE OR REPLACE FUNCTION jit.prepared_ended(p_gid text, p_rolname text, p_erro
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    l jit.leases;
+    l jit_data.leases;
 BEGIN
     PERFORM jit._require_admin();
-    SELECT * INTO l FROM jit.leases WHERE jit.leases.rolname = p_rolname AND dbid = jit._mydb();
+    SELECT * INTO l FROM jit_data.leases WHERE jit_data.leases.rolname = p_rolname AND dbid = jit._mydb();
     IF NOT FOUND THEN
         RETURN;
     END IF;
@@ -1459,8 +1466,8 @@ $$;
 -- When the reaper must wake next (NULL: no live lease).
 CREATE OR REPLACE FUNCTION jit.next_expiry() RETURNS timestamptz
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT least((SELECT min(expires_at) FROM jit.leases WHERE ended_at IS NULL),
-                 (SELECT min(expires_at) FROM jit.requests WHERE status IN ('pending', 'approved')))
+    SELECT least((SELECT min(expires_at) FROM jit_data.leases WHERE ended_at IS NULL),
+                 (SELECT min(expires_at) FROM jit_data.requests WHERE status IN ('pending', 'approved')))
 $$;
 
 -- Chain what is committed, then walk the chain in its order: the first row whose link or
@@ -1470,16 +1477,16 @@ CREATE OR REPLACE FUNCTION jit.audit_verify()
 RETURNS TABLE (rows_checked bigint, bad_id bigint, problem text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    a jit.audit;
+    a jit_data.audit;
     prev bytea;
     last_id bigint;
-    head jit.audit_head;
+    head jit_data.audit_head;
     stale bigint;
 BEGIN
     PERFORM jit._require_admin();
     PERFORM jit._chain_audit();
     rows_checked := 0;
-    FOR a IN SELECT * FROM jit.audit WHERE seq IS NOT NULL ORDER BY seq LOOP
+    FOR a IN SELECT * FROM jit_data.audit WHERE seq IS NOT NULL ORDER BY seq LOOP
         rows_checked := rows_checked + 1;
         IF a.prev_hash IS DISTINCT FROM prev THEN
             bad_id := a.id;
@@ -1497,16 +1504,16 @@ BEGIN
         prev := a.hash;
         last_id := a.id;
     END LOOP;
-    SELECT * INTO head FROM jit.audit_head;
+    SELECT * INTO head FROM jit_data.audit_head;
     IF FOUND AND (head.last_id IS DISTINCT FROM last_id OR head.hash IS DISTINCT FROM prev) THEN
         bad_id := head.last_id;
         problem := 'the newest rows are missing: the chain ends before the recorded head';
         RETURN NEXT;
         RETURN;
     END IF;
-    SELECT count(*) INTO stale FROM jit.audit WHERE hash IS NULL AND at < jit._clock() - interval '1 minute';
+    SELECT count(*) INTO stale FROM jit_data.audit WHERE hash IS NULL AND at < jit._clock() - interval '1 minute';
     IF stale > 0 THEN
-        bad_id := (SELECT min(id) FROM jit.audit WHERE hash IS NULL);
+        bad_id := (SELECT min(id) FROM jit_data.audit WHERE hash IS NULL);
         problem := format('%s row(s) over a minute old are not chained: is the chainer''s lock held?', stale);
         RETURN NEXT;
         RETURN;
@@ -1555,7 +1562,7 @@ $$;
 CREATE OR REPLACE FUNCTION jit._lease_ddl_end() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    l jit.leases := jit._lease_of(session_user);
+    l jit_data.leases := jit._lease_of(session_user);
     c record;
     owner oid;
 BEGIN
@@ -1573,19 +1580,27 @@ BEGIN
         SELECT d.refobjid INTO owner FROM pg_shdepend d
          WHERE d.dbid = jit._mydb() AND d.classid = c.classid AND d.objid = c.objid
            AND d.objsubid = 0 AND d.deptype = 'o';
+        -- what a lease creates is its own: made as a grant role (SET ROLE, 15) it would belong
+        -- to that role for good, beyond what the lease's end cleans up
+        -- (objects with no owner of their own, such as indexes, have no owner entry: NULL)
+        IF c.command_tag LIKE 'CREATE%' AND owner <> l.role_oid THEN
+            RAISE EXCEPTION 'a temporary role may create objects only as itself (%)', c.object_identity
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'RESET ROLE first: what a lease creates is cleaned up when it ends';
+        END IF;
         IF owner IN (SELECT oid FROM pg_roles
                       WHERE rolname IN ('jit_owner', 'jit_admin', 'jit_lease', 'jit_requester')) THEN
             RAISE EXCEPTION 'a temporary role may not give % to the broker''s roles', c.object_identity
                 USING ERRCODE = 'insufficient_privilege';
         END IF;
-        IF owner IS DISTINCT FROM l.role_oid AND EXISTS (
-               SELECT FROM jit.lease_objects o WHERE o.lease_id = l.id AND o.classid = c.classid
+        IF owner <> l.role_oid AND EXISTS (
+               SELECT FROM jit_data.lease_objects o WHERE o.lease_id = l.id AND o.classid = c.classid
                   AND o.objid = c.objid AND o.command LIKE 'CREATE%') THEN
             RAISE EXCEPTION 'a temporary role may not give away what it created (%)', c.object_identity
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = 'what a lease creates is its own until it ends; then it goes to the profile''s owner role';
         END IF;
-        INSERT INTO jit.lease_objects (lease_id, command, object_type, identity, classid, objid)
+        INSERT INTO jit_data.lease_objects (lease_id, command, object_type, identity, classid, objid)
         VALUES (l.id, c.command_tag, c.object_type, left(c.object_identity, 1000), c.classid, c.objid);
     END LOOP;
 END
