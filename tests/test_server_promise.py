@@ -135,7 +135,11 @@ def alive(conn: Conn) -> bool:
 
 def valid_until(own: Cluster, rolname: str) -> tuple[datetime, datetime]:
     """The role's VALID UNTIL and the lease's expires_at, as the server stores them."""
-    with own.connect("app") as su:
+    return valid_until_in(own, "app", rolname)
+
+
+def valid_until_in(own: Cluster, db: str, rolname: str) -> tuple[datetime, datetime]:
+    with own.connect(db) as su:
         row = su.execute("SELECT r.rolvaliduntil, l.expires_at FROM pg_roles r"
                          " JOIN jit_data.leases l ON l.role_oid = r.oid WHERE r.rolname = %s",
                          (rolname,)).fetchone()
@@ -528,3 +532,47 @@ def test_a_replayed_request_held_open_does_not_keep_its_lease(
             assert time.time() < deadline, "a held replay kept the lease from being ended"
             time.sleep(0.2)
     assert not alive(holder)
+
+
+def test_a_version_5_install_upgrades_with_a_live_lease(own: Cluster, opened: list[Conn]) -> None:
+    """Schema version 5 (the tables in jit, the audit chain's lock) with a live lease, then
+    setup: the lease keeps working, is renewed and revoked by the new functions, and the audit
+    chain verifies across the upgrade."""
+    from pathlib import Path
+
+    own.execute("DROP DATABASE IF EXISTS v5")
+    own.execute("CREATE DATABASE v5")
+    with own.connect("v5") as su:
+        with su.transaction():
+            for f in server.sql_files():
+                if f.version is not None and f.version <= 5:
+                    su.execute(f.text.encode())
+                    su.execute("INSERT INTO jit.schema_version (version) VALUES (%s)", (f.version,))
+            su.execute((Path(__file__).parent / "data" / "functions_v5.sql").read_bytes())
+        su.execute("DO $$ BEGIN IF to_regrole('v5_read') IS NULL THEN CREATE ROLE v5_read NOLOGIN;"
+                   " END IF; END $$; GRANT v5_read TO jit_owner WITH ADMIN OPTION")
+        su.execute("SELECT jit.profile_set('old', ARRAY['v5_read'], interval '10 min', interval '1 hour',"
+                   " 'jit_requester', false, '', '')")
+        assert server.installed_version(su) == 5
+    alice = login(own, opened, "alice", db="v5")
+    granted, password = ask(alice, "old")
+    assert granted["status"] == "granted"
+    session = login(own, opened, granted["rolname"], password, db="v5")
+    with own.connect("v5") as su:
+        assert server.apply(su)[0] == "applied 006_server_promise.sql"
+        assert server.installed_version(su) == server.latest_version()
+    assert alive(session)
+    renewed = alice.execute("SELECT jit.renew(%s, interval '20 min')", (granted["rolname"],)).fetchone()
+    assert renewed is not None and renewed[0]["status"] == "renewed"
+    until, expires = valid_until_in(own, "v5", granted["rolname"])
+    assert until == expires
+    revoked = alice.execute("SELECT jit.revoke(%s)", (granted["rolname"],)).fetchone()
+    assert revoked is not None and revoked[0]["status"] == "revoked"
+    with own.connect("v5") as su:
+        verified = su.execute("SELECT rows_checked > 0, bad_id, problem FROM jit.audit_verify()").fetchone()
+    assert verified == (True, None, None)
+    with own.connect("v5") as su:   # no function left behind with a signature of version 5
+        overloads = su.execute(
+            "SELECT proname, count(*) FROM pg_proc WHERE pronamespace = 'jit'::regnamespace"
+            " AND proname <> 'profile_set' GROUP BY proname HAVING count(*) > 1").fetchall()
+    assert overloads == []

@@ -59,7 +59,11 @@ ALTER DEFAULT PRIVILEGES FOR ROLE jit_owner IN SCHEMA jit_data REVOKE EXECUTE ON
 -- the version-5 chain lock is now taken by the reaper's chainer alone
 ALTER TABLE jit_data.audit ALTER COLUMN hash DROP NOT NULL;
 ALTER TABLE jit_data.audit ADD COLUMN seq bigint UNIQUE;
-UPDATE jit_data.audit SET seq = id;  -- the rows chained so far, in the order they were chained
+-- the rows chained so far, in the order they were chained (the append-only trigger of
+-- version 1 knows no seq: it is off for this one statement, in setup's transaction)
+ALTER TABLE jit_data.audit DISABLE TRIGGER audit_no_update;
+UPDATE jit_data.audit SET seq = id;
+ALTER TABLE jit_data.audit ENABLE TRIGGER audit_no_update;
 CREATE SEQUENCE jit_data.audit_seq_seq OWNED BY jit_data.audit.seq;
 SELECT setval('jit_data.audit_seq_seq', coalesce((SELECT max(id) FROM jit_data.audit), 0) + 1, false);
 CREATE INDEX audit_unchained ON jit_data.audit (id) WHERE hash IS NULL;
@@ -103,5 +107,7 @@ DROP FUNCTION IF EXISTS jit.expire_due();
 -- the chain lock's holder-terminating guard is gone with the lock requesters took
 DROP FUNCTION IF EXISTS jit._hold_audit_chain();
 DROP FUNCTION IF EXISTS jit._try_lock_audit();
+-- jit._end takes the audit detail now: the two-argument one would make every call ambiguous
+DROP FUNCTION IF EXISTS jit._end(jit_data.leases, text);
 
 RESET ROLE;
