@@ -1,4 +1,4 @@
-"""Every performance figure (docs/performance.md) in one run: ``.venv/bin/python -m bench`` from the repository root.
+"""Every figure of docs/performance.md in one run: ``.venv/bin/python -m bench`` from the repository root.
 
 Each figure is a ratio against a baseline measured in the same run (interleaved,
 medians and min..max), except the toolbar (µs per redraw), the idle CPU (the

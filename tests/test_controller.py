@@ -386,7 +386,7 @@ def test_password_never_in_audit_file_or_server_log(make: Any) -> None:
         assert lease.credentials.password not in log
 
 
-# -- rotations that wait ---------------------------------------------------------------------------------------
+# -- rotations that wait ------------------------------------------------------------------------------
 
 
 def _tick(h: Harness) -> None:
