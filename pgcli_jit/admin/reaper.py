@@ -54,7 +54,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return not self.action.startswith(("failed", "kept"))
+        return not self.action.startswith(("failed", "kept", "skipped"))
 
 
 def one_pass(conn: Conn) -> list[Outcome]:
@@ -131,9 +131,13 @@ def watch(connect: Callable[[], Conn], report: Report, stop: threading.Event,
 
 
 def _loop(conn: Conn, report: Report, stop: threading.Event) -> None:
+    skipped: set[Outcome] = set()   # said once: a lease held open is skipped every pass
     while not stop.is_set():
-        for outcome in one_pass(conn):
-            report(outcome)
+        outcomes = one_pass(conn)
+        for outcome in outcomes:
+            if outcome not in skipped:
+                report(outcome)
+        skipped = {o for o in outcomes if o.action.startswith("skipped")}
         deadline = time.monotonic() + seconds_to_next(conn)
         # in slices of at most a second, so that stop is noticed promptly
         while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
