@@ -16,25 +16,28 @@ SQL = Path(server.__file__).parent / "sql"
 
 
 def sql(name: str) -> str:
+    """One SQL file, or (``functions``) every file of the functions, in the order setup applies them."""
+    if name == "functions":
+        return "\n".join(f.text for f in server.sql_files() if f.version is None)
     return (SQL / name).read_text()
 
 
 def test_the_reason_bound_is_the_servers() -> None:
     """``jit.request`` refuses a longer reason; the client refuses it first, with the same number."""
-    found = re.findall(r"length\(reason\)\s*>\s*(\d+)", sql("functions.sql"))
+    found = re.findall(r"length\(reason\)\s*>\s*(\d+)", sql("functions"))
     assert found and {int(n) for n in found} == {MAX_REASON}
 
 
 def test_the_approvers_note_bound_is_the_reasons() -> None:
     """An approval comment or a denial reason is held to the same bound as a request's reason."""
-    found = re.findall(r"length\(coalesce\(note,\s*''\)\)\s*>\s*(\d+)", sql("functions.sql"))
+    found = re.findall(r"length\(coalesce\(note,\s*''\)\)\s*>\s*(\d+)", sql("functions"))
     assert found and {int(n) for n in found} == {MAX_REASON}
 
 
 def test_the_profile_name_pattern_is_the_servers() -> None:
     """Both places the server checks a profile name: the table's CHECK and ``jit.request``."""
     table = re.findall(r"name\s+text PRIMARY KEY CHECK \(name ~ '([^']+)'\)", sql("001_schema.sql"))
-    request = re.findall(r"p_profile !~ '([^']+)'", sql("functions.sql"))
+    request = re.findall(r"p_profile !~ '([^']+)'", sql("functions"))
     assert table == [PROFILE_NAME_PATTERN]
     assert request and set(request) == {PROFILE_NAME_PATTERN}
 

@@ -1,6 +1,6 @@
 """The server side of the ``postgres`` backend: the ``jit`` schema, as SQL files.
 
-The SQL is kept as SQL (``sql/NNN_*.sql``, then ``sql/functions.sql``) so an operator
+The SQL is kept as SQL (``sql/NNN_*.sql``, then ``sql/functions/*.sql``) so an operator
 can read exactly what runs in their database.  :func:`apply` runs every numbered
 file newer than the recorded version, then re-creates the functions, all in one
 transaction: a failure changes nothing, a second run upgrades in place.
@@ -16,7 +16,8 @@ from typing import Any
 import psycopg
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-FUNCTIONS = "functions.sql"
+#: the functions, one file per section, re-applied in name order by every setup
+FUNCTIONS = "functions"
 _NUMBERED = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 #: the schema version whose file moved the tables from ``jit`` to ``jit_data``
 DATA_SCHEMA_SINCE = 6
@@ -36,7 +37,10 @@ def sql_files() -> list[SqlFile]:
                       if (m := _NUMBERED.match(entry.name)))
     files = [SqlFile(name, version, folder.joinpath(name).read_text(encoding="utf-8"))
              for version, name in numbered]
-    return [*files, SqlFile(FUNCTIONS, None, folder.joinpath(FUNCTIONS).read_text(encoding="utf-8"))]
+    functions = sorted((entry for entry in folder.joinpath(FUNCTIONS).iterdir()
+                        if entry.name.endswith(".sql")), key=lambda entry: entry.name)
+    return [*files, *(SqlFile(f"{FUNCTIONS}/{entry.name}", None, entry.read_text(encoding="utf-8"))
+                      for entry in functions)]
 
 
 def latest_version() -> int:

@@ -1,7 +1,7 @@
 -- pgcli-jit server-side broker, schema version 1: roles, tables and the audit chain.
 --
 -- Applied once per database by `pgcli-jit-admin setup --apply`, as a superuser, inside the
--- same transaction as functions.sql.  Everything below the role section is created while
+-- same transaction as functions/*.sql.  Everything below the role section is created while
 -- SET ROLE jit_owner, so the schema's objects belong to a NOLOGIN role nobody can log in as.
 
 -- Roles are cluster-wide: a second database finds them already there.
@@ -36,7 +36,7 @@ GRANT USAGE ON SCHEMA jit TO jit_requester, jit_admin, jit_lease;
 
 SET LOCAL ROLE jit_owner;
 
--- No function in this schema is callable by PUBLIC; functions.sql grants each one to whom it serves.
+-- No function in this schema is callable by PUBLIC; functions/90_privileges.sql grants each one to whom it serves.
 ALTER DEFAULT PRIVILEGES FOR ROLE jit_owner IN SCHEMA jit REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 
 CREATE TABLE jit.schema_version (

@@ -12,7 +12,7 @@
 --   schema in another database never acts on them; and each is a member of this
 --   database's role jit_in_<database>, which pg_hba.conf can match.
 -- * jit_data.lease_objects: what each lease created or changed with DDL (the event trigger in
---   functions.sql records it and refuses what would outlive the lease).
+--   functions/50_lease_ddl_guard.sql records it and refuses what would outlive the lease).
 -- * Durations are whole seconds: every stored interval is normalised, so a mixed-unit
 --   interval ('1200 mon -36000 days +1 min') means the same to every comparison and sum.
 -- * The tables and sequences move to schema jit_data, which only jit_owner and operators

@@ -1,0 +1,432 @@
+-- pgcli-jit server-side broker, the functions: What operators (jit_admin) and the reaper call: profiles, expiry, the audit chain.
+-- Re-applied by every `setup --apply` (CREATE OR REPLACE), after the numbered schema files,
+-- with the other files of this folder in name order.  Every function is SECURITY DEFINER with
+-- a fixed search_path, builds every identifier with format('%I'), and takes the caller's
+-- identity from session_user: what PostgreSQL authenticated, never a name the client
+-- supplies.  Functions that refuse on purpose return {"status": "denied", ...} instead of
+-- raising, so the refusal's audit row commits.
+
+SET LOCAL ROLE jit_owner;
+
+-- -- for operators (jit_admin) ---------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION jit._require_admin() RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT pg_has_role(session_user, 'jit_admin', 'MEMBER') THEN
+        RAISE EXCEPTION 'permission denied: % is not a member of jit_admin', session_user
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END
+$$;
+
+-- Create or change a profile, without touching its approval policy (the version-1 signature).
+CREATE OR REPLACE FUNCTION jit.profile_set(
+    p_name text, p_grants text[], p_ttl interval, p_max_ttl interval, p_requesters text,
+    p_reason_required boolean, p_owner text, p_description text
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN jit.profile_set(p_name, p_grants, p_ttl, p_max_ttl, p_requesters, p_reason_required,
+                           p_owner, p_description, NULL::text, NULL::integer, NULL::interval,
+                           NULL::integer);
+END
+$$;
+
+-- The version-2 signature: the live-lease cap kept as it is.
+CREATE OR REPLACE FUNCTION jit.profile_set(
+    p_name text, p_grants text[], p_ttl interval, p_max_ttl interval, p_requesters text,
+    p_reason_required boolean, p_owner text, p_description text,
+    p_approvers text, p_approvals integer, p_approval_timeout interval
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN jit.profile_set(p_name, p_grants, p_ttl, p_max_ttl, p_requesters, p_reason_required,
+                           p_owner, p_description, p_approvers, p_approvals, p_approval_timeout,
+                           NULL::integer);
+END
+$$;
+
+-- Create or change a profile.  Every role is checked here, server-side, whoever calls.
+-- A NULL keeps the current value; p_approvers '' means "no approval needed".
+CREATE OR REPLACE FUNCTION jit.profile_set(
+    p_name text, p_grants text[], p_ttl interval, p_max_ttl interval, p_requesters text,
+    p_reason_required boolean, p_owner text, p_description text,
+    p_approvers text, p_approvals integer, p_approval_timeout interval, p_max_live integer
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    g text;
+    problem text;
+    old jit_data.profiles;
+    fn text;
+BEGIN
+    PERFORM jit._require_admin();
+    SELECT * INTO old FROM jit_data.profiles WHERE name = p_name;
+    p_grants := coalesce(p_grants, old.grants);
+    p_ttl := coalesce(p_ttl, old.ttl, interval '15 minutes');
+    p_max_ttl := coalesce(p_max_ttl, old.max_ttl, greatest(p_ttl, interval '1 hour'));
+    p_requesters := coalesce(p_requesters, old.requesters, 'jit_requester');
+    p_reason_required := coalesce(p_reason_required, old.reason_required, false);
+    p_description := coalesce(p_description, old.description, '');
+    IF p_owner = '' THEN
+        p_owner := NULL;
+    ELSIF p_owner IS NULL THEN
+        p_owner := old.owner;
+    END IF;
+    IF p_approvers = '' THEN
+        p_approvers := NULL;
+    ELSIF p_approvers IS NULL THEN
+        p_approvers := old.approvers;
+    END IF;
+    p_approvals := coalesce(p_approvals, old.approvals, 1);
+    p_approval_timeout := coalesce(p_approval_timeout, old.approval_timeout, interval '1 hour');
+    p_max_live := coalesce(p_max_live, old.max_live, 5);
+    -- whole seconds, as every duration the broker compares or adds (jit._secs)
+    p_ttl := jit._secs(p_ttl);
+    p_max_ttl := jit._secs(p_max_ttl);
+    p_approval_timeout := jit._secs(p_approval_timeout);
+    IF p_max_live NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'profile %: max_live must be between 1 and 1000', p_name;
+    END IF;
+    IF p_approvals NOT BETWEEN 1 AND 10 THEN
+        RAISE EXCEPTION 'profile %: approvals must be between 1 and 10', p_name;
+    END IF;
+    IF p_approval_timeout <= interval '0' THEN
+        RAISE EXCEPTION 'profile %: the approval timeout must be positive', p_name;
+    END IF;
+    IF p_approvers IS NOT NULL THEN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = p_approvers) THEN
+            RAISE EXCEPTION 'profile %: approvers role % does not exist', p_name, p_approvers;
+        END IF;
+        IF p_approvers IN ('jit_owner', 'jit_lease') OR p_approvers = ANY (p_grants) THEN
+            RAISE EXCEPTION 'profile %: % cannot be the approvers role', p_name, p_approvers
+                USING HINT = 'a group role of the people who approve, e.g. jit_leads';
+        END IF;
+    END IF;
+    IF p_grants IS NULL OR cardinality(p_grants) = 0 THEN
+        RAISE EXCEPTION 'profile %: at least one grant role is needed', p_name
+            USING HINT = '--grant ROLE (a NOLOGIN group role with the privileges to hand out)';
+    END IF;
+    FOREACH g IN ARRAY p_grants LOOP
+        problem := jit._grant_problem(g);
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION 'profile %: cannot grant %', p_name, g USING DETAIL = problem;
+        END IF;
+    END LOOP;
+    IF p_max_ttl < p_ttl THEN
+        RAISE EXCEPTION 'profile %: max_ttl (%) is shorter than ttl (%)', p_name, p_max_ttl, p_ttl;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = p_requesters) THEN
+        RAISE EXCEPTION 'profile %: requesters role % does not exist', p_name, p_requesters;
+    END IF;
+    IF p_owner IS NOT NULL THEN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = p_owner) THEN
+            RAISE EXCEPTION 'profile %: owner role % does not exist', p_name, p_owner;
+        END IF;
+        IF NOT pg_has_role('jit_owner', p_owner, 'USAGE') THEN
+            RAISE EXCEPTION 'profile %: jit_owner cannot hand objects to %', p_name, p_owner
+                USING HINT = format('as a superuser run GRANT %I TO jit_owner', p_owner);
+        END IF;
+    END IF;
+    INSERT INTO jit_data.profiles AS t (name, grants, ttl, max_ttl, requesters, reason_required, owner,
+                                   description, updated_at, updated_by, approvers, approvals,
+                                   approval_timeout, max_live)
+    VALUES (p_name, p_grants, p_ttl, p_max_ttl, p_requesters, p_reason_required, p_owner,
+            p_description, jit._clock(), session_user, p_approvers, p_approvals, p_approval_timeout,
+            p_max_live)
+    ON CONFLICT (name) DO UPDATE SET grants = excluded.grants, ttl = excluded.ttl,
+        max_ttl = excluded.max_ttl, requesters = excluded.requesters,
+        reason_required = excluded.reason_required, owner = excluded.owner,
+        description = excluded.description, updated_at = jit._clock(), updated_by = session_user,
+        approvers = excluded.approvers, approvals = excluded.approvals,
+        approval_timeout = excluded.approval_timeout, max_live = excluded.max_live;
+    -- the requesters role may call the requester functions (it can still ask only for
+    -- the profiles whose requesters it is a member of)
+    EXECUTE format('GRANT USAGE ON SCHEMA jit TO %I', p_requesters);
+    FOREACH fn IN ARRAY ARRAY['jit.request(text, interval, text, text)', 'jit.renew(text, interval)',
+                              'jit.revoke(text)', 'jit.finish(text)', 'jit.my_leases()',
+                              'jit.my_profiles()', 'jit.request_status(bigint)', 'jit.cancel(bigint)',
+                              'jit.my_requests()', 'jit.pending_for_me()', 'jit.approve(bigint, text)',
+                              'jit.deny(bigint, text)'] LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', fn, p_requesters);
+    END LOOP;
+    -- the approvers role may decide (the server still checks membership per request)
+    IF p_approvers IS NOT NULL THEN
+        EXECUTE format('GRANT USAGE ON SCHEMA jit TO %I', p_approvers);
+        FOREACH fn IN ARRAY ARRAY['jit.approve(bigint, text)', 'jit.deny(bigint, text)',
+                                  'jit.pending_for_me()'] LOOP
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', fn, p_approvers);
+        END LOOP;
+    END IF;
+    PERFORM jit._audit('profile_set', p_name, NULL, NULL, NULL, NULL, jsonb_build_object(
+        'grants', to_jsonb(p_grants), 'ttl', extract(epoch FROM p_ttl),
+        'max_ttl', extract(epoch FROM p_max_ttl), 'requesters', p_requesters,
+        'reason_required', p_reason_required, 'owner', p_owner, 'approvers', p_approvers,
+        'approvals', p_approvals, 'approval_timeout', extract(epoch FROM p_approval_timeout),
+        'max_live', p_max_live));
+    RETURN (SELECT to_jsonb(t) FROM jit_data.profiles t WHERE name = p_name);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION jit.profile_drop(p_name text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM jit._require_admin();
+    DELETE FROM jit_data.profiles WHERE name = p_name;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM jit._audit('profile_drop', p_name, NULL, NULL, NULL, NULL);
+    RETURN true;
+END
+$$;
+
+-- The reaper's safety net: end the sessions of leases past their expiry or ended, whoever
+-- holds their rows.  VALID UNTIL (or NOLOGIN) already refuses their password, so nobody logs
+-- back in.  'writing' (before anything is locked): sessions in a transaction that wrote, as
+-- a lease holding its own pg_authid row does (ALTER ROLE itself PASSWORD, left open).
+-- 'unended' and 'ended' (after a pass): the leases whose rows are still held, which SKIP
+-- LOCKED passed over while their sessions lived on.
+CREATE OR REPLACE FUNCTION jit._end_overdue_sessions(p_which text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pg_terminate_backend(a.pid)
+       FROM pg_stat_activity a JOIN jit_data.leases l ON l.role_oid = a.usesysid
+      WHERE l.dropped_at IS NULL AND a.pid <> pg_backend_pid() AND l.dbid = jit._mydb()
+        AND CASE p_which
+            WHEN 'writing' THEN (l.ended_at IS NOT NULL OR l.expires_at <= jit._clock())
+                                AND a.backend_xid IS NOT NULL
+            WHEN 'unended' THEN l.ended_at IS NULL AND l.expires_at <= jit._clock()
+            WHEN 'ended' THEN l.ended_at IS NOT NULL
+            END;
+END
+$$;
+
+-- The transactions still holding a lease that is due (its mark, jit._mark): a renewal or
+-- revoke left open, by the lease's requester or the lease itself, past the expiry.  Only
+-- those two logins' backends count (anyone may take the same advisory lock; that only
+-- exposes their own session), and only once idle in the transaction or in it for over a
+-- second: a call under way when the lease fell due finishes by itself.  Returns the pids
+-- ended.
+CREATE OR REPLACE FUNCTION jit._end_holders() RETURNS SETOF integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    holder integer;
+BEGIN
+    PERFORM pg_stat_clear_snapshot();
+    FOR holder IN
+        SELECT DISTINCT a.pid FROM pg_locks k
+          JOIN pg_stat_activity a ON a.pid = k.pid
+          JOIN jit_data.leases l ON (l.id % 2147483647)::oid = k.objid
+          JOIN pg_roles who ON who.oid = a.usesysid
+         WHERE k.locktype = 'advisory' AND k.granted AND k.classid = 1785295872 AND k.objsubid = 2
+           AND k.database = jit._mydb() AND a.pid <> pg_backend_pid() AND l.dbid = jit._mydb()
+           AND l.dropped_at IS NULL AND (l.ended_at IS NOT NULL OR l.expires_at <= jit._clock())
+           AND a.usesysid IN (l.requester_oid, l.role_oid) AND NOT who.rolsuper
+           AND (a.state LIKE 'idle in transaction%' OR a.xact_start < jit._clock() - interval '1 second')
+    LOOP
+        IF pg_terminate_backend(holder, 1000) THEN
+            RETURN NEXT holder;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Step one of the reaper: end (NOLOGIN, audited) every lease past its expiry, and every live
+-- lease whose grant roles have become unfit (a superuser granted them more).  Nothing here
+-- waits longer than a fifth of a second on a lock: what cannot be ended now is reported
+-- ('skipped: ...') and tried again on the next pass, and its sessions are ended anyway.
+CREATE OR REPLACE FUNCTION jit.expire_due() RETURNS TABLE (rolname text, outcome text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    l jit_data.leases;
+    problem text;
+    unfit jsonb;
+BEGIN
+    PERFORM jit._require_admin();
+    PERFORM jit._end_overdue_sessions('writing');
+    PERFORM count(*) FROM jit._end_holders();
+    PERFORM set_config('lock_timeout', '200ms', true);
+    -- each grant role of a live lease judged once a pass, not once per lease
+    SELECT coalesce(jsonb_object_agg(d.roleid::text, d.problem), '{}') INTO unfit
+      FROM (SELECT g.roleid, jit._grant_problem(g.rolname) AS problem
+              FROM (SELECT DISTINCT m.roleid, r.rolname FROM jit_data.leases x
+                      JOIN pg_auth_members m ON m.member = x.role_oid
+                      JOIN pg_roles r ON r.oid = m.roleid
+                     WHERE x.ended_at IS NULL AND x.dbid = jit._mydb() AND r.rolname <> 'jit_lease'
+                       AND r.rolname <> (SELECT db_role FROM jit_data.install)) g) d
+     WHERE d.problem IS NOT NULL;
+    FOR l IN SELECT * FROM jit_data.leases x WHERE x.ended_at IS NULL AND x.dbid = jit._mydb()
+               AND (x.expires_at <= jit._clock()
+                    OR (unfit <> '{}' AND EXISTS (SELECT FROM pg_auth_members m
+                                                  WHERE m.member = x.role_oid AND unfit ? m.roleid::text)))
+             ORDER BY x.expires_at LOOP
+        problem := NULL;
+        IF l.expires_at > jit._clock() THEN
+            SELECT unfit ->> m.roleid::text INTO problem FROM pg_auth_members m
+             WHERE m.member = l.role_oid AND unfit ? m.roleid::text LIMIT 1;
+        END IF;
+        rolname := l.rolname;
+        BEGIN
+            SELECT * INTO l FROM jit_data.leases x WHERE x.id = l.id AND x.ended_at IS NULL
+               FOR NO KEY UPDATE SKIP LOCKED;
+            IF NOT FOUND THEN
+                outcome := 'skipped: its row is held by an open transaction';
+            ELSIF problem IS NULL THEN
+                PERFORM jit._end(l, 'expire');
+                outcome := 'expired';
+            ELSE
+                PERFORM jit._end(l, 'revoke', jsonb_build_object('why', 'grant role unfit',
+                                                                'problem', problem));
+                outcome := 'revoked: ' || problem;
+            END IF;
+        EXCEPTION WHEN lock_not_available THEN
+            outcome := 'skipped: its role is locked by another transaction (a prepared one?)';
+        END;
+        RETURN NEXT;
+    END LOOP;
+    PERFORM jit._end_overdue_sessions('unended');
+END
+$$;
+
+-- Step two of the reaper (its own transaction): end sessions and drop every ended role.
+-- Roles kept because of what they own are retried at most once a minute.
+CREATE OR REPLACE FUNCTION jit.finish_ended()
+RETURNS TABLE (rolname text, outcome text, sessions integer)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    l jit_data.leases;
+BEGIN
+    PERFORM jit._require_admin();
+    FOR l IN SELECT * FROM jit_data.leases x WHERE x.ended_at IS NOT NULL AND x.dropped_at IS NULL
+               AND x.dbid = jit._mydb()
+               AND (x.drop_error IS NULL OR x.drop_tried_at < jit._clock() - interval '1 minute'
+                    OR EXISTS (SELECT FROM pg_prepared_xacts p WHERE p.owner = x.rolname) IS FALSE
+                       AND x.drop_error LIKE 'has prepared transaction%')
+             ORDER BY x.id FOR NO KEY UPDATE SKIP LOCKED LOOP
+        rolname := l.rolname;
+        sessions := (SELECT count(*) FROM pg_stat_activity WHERE usesysid = l.role_oid)::int;
+        outcome := jit._finish_safely(l);
+        RETURN NEXT;
+    END LOOP;
+    PERFORM jit._end_overdue_sessions('ended');
+END
+$$;
+
+-- Prepared transactions of leases that are ended or due, in this database: PREPARE
+-- TRANSACTION keeps a lease's locks (its own role's row, rows of the tables it wrote) with no
+-- session to end.  Only the role that prepared one (or a superuser) may roll it back, and
+-- ROLLBACK PREPARED cannot run in a function: so this grants the calling operator login
+-- membership in each such role (SET, no INHERIT, after taking the role's grants away), and
+-- the reaper runs SET ROLE, ROLLBACK PREPARED, RESET ROLE, then jit.prepared_ended.
+CREATE OR REPLACE FUNCTION jit.prepared_to_end() RETURNS TABLE (gid text, rolname text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $$
+DECLARE
+    l jit_data.leases;
+    g text;
+    with_opts text := CASE WHEN current_setting('server_version_num')::int >= 160000
+                           THEN ' WITH INHERIT FALSE, SET TRUE' ELSE '' END;
+BEGIN
+    PERFORM jit._require_admin();
+    FOR l IN SELECT DISTINCT ON (x.id) x.* FROM jit_data.leases x JOIN pg_prepared_xacts p ON p.owner = x.rolname
+              WHERE x.dropped_at IS NULL AND x.dbid = jit._mydb() AND p.database = current_database()
+                AND (x.ended_at IS NOT NULL OR x.expires_at <= jit._clock()) LOOP
+        FOR g IN SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
+                 WHERE m.member = l.role_oid LOOP
+            EXECUTE format('REVOKE %I FROM %I', g, l.rolname);
+        END LOOP;
+        IF NOT pg_has_role(session_user, l.role_oid,
+                           CASE WHEN with_opts = '' THEN 'MEMBER' ELSE 'SET' END) THEN
+            EXECUTE format('GRANT %I TO %I', l.rolname, session_user) || with_opts;
+        END IF;
+        RETURN QUERY SELECT p.gid, l.rolname FROM pg_prepared_xacts p
+                      WHERE p.owner = l.rolname AND p.database = current_database();
+    END LOOP;
+END
+$$;
+
+-- After the reaper's ROLLBACK PREPARED: the operator's membership in the lease's role goes,
+-- and the rollback is audited.
+CREATE OR REPLACE FUNCTION jit.prepared_ended(p_gid text, p_rolname text, p_error text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    l jit_data.leases;
+BEGIN
+    PERFORM jit._require_admin();
+    SELECT * INTO l FROM jit_data.leases WHERE jit_data.leases.rolname = p_rolname AND dbid = jit._mydb();
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT FROM pg_auth_members m WHERE m.roleid = l.role_oid
+                AND m.member = jit._role_oid(session_user)) THEN
+        EXECUTE format('REVOKE %I FROM %I', l.rolname, session_user);
+    END IF;
+    PERFORM jit._audit('rollback_prepared', l.profile, l.rolname, l.requester, l.reason, l.expires_at,
+                       jsonb_build_object('gid', p_gid, 'error', p_error));
+END
+$$;
+
+-- When the reaper must wake next (NULL: no live lease).
+CREATE OR REPLACE FUNCTION jit.next_expiry() RETURNS timestamptz
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT least((SELECT min(expires_at) FROM jit_data.leases WHERE ended_at IS NULL),
+                 (SELECT min(expires_at) FROM jit_data.requests WHERE status IN ('pending', 'approved')))
+$$;
+
+-- Chain what is committed, then walk the chain in its order: the first row whose link or
+-- hash does not match, or a cut-off tail.  Rows not chained yet (their transaction had not
+-- committed when the chainer ran) are counted in `problem` only if they are over a minute old.
+CREATE OR REPLACE FUNCTION jit.audit_verify()
+RETURNS TABLE (rows_checked bigint, bad_id bigint, problem text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a jit_data.audit;
+    prev bytea;
+    last_id bigint;
+    head jit_data.audit_head;
+    stale bigint;
+BEGIN
+    PERFORM jit._require_admin();
+    PERFORM jit._chain_audit();
+    rows_checked := 0;
+    FOR a IN SELECT * FROM jit_data.audit WHERE seq IS NOT NULL ORDER BY seq LOOP
+        rows_checked := rows_checked + 1;
+        IF a.prev_hash IS DISTINCT FROM prev THEN
+            bad_id := a.id;
+            problem := CASE WHEN prev IS NULL THEN 'the first row links to a row that is not there'
+                            ELSE 'links to a different previous row: a row before it was deleted or changed' END;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        IF a.hash IS NULL OR jit._audit_digest(a) <> a.hash THEN
+            bad_id := a.id;
+            problem := 'its contents do not match its hash: the row was edited';
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        prev := a.hash;
+        last_id := a.id;
+    END LOOP;
+    SELECT * INTO head FROM jit_data.audit_head;
+    IF FOUND AND (head.last_id IS DISTINCT FROM last_id OR head.hash IS DISTINCT FROM prev) THEN
+        bad_id := head.last_id;
+        problem := 'the newest rows are missing: the chain ends before the recorded head';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    SELECT count(*) INTO stale FROM jit_data.audit WHERE hash IS NULL AND at < jit._clock() - interval '1 minute';
+    IF stale > 0 THEN
+        bad_id := (SELECT min(id) FROM jit_data.audit WHERE hash IS NULL);
+        problem := format('%s row(s) over a minute old are not chained: is the chainer''s lock held?', stale);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    bad_id := NULL;
+    problem := NULL;
+    RETURN NEXT;
+END
+$$;
+
+RESET ROLE;
