@@ -39,7 +39,8 @@ $$;
 -- A duration as whole seconds.  An interval mixes months, days and microseconds, which
 -- compare as 30-day months but add as calendar months: '1200 mon -36000 days +1 min' is
 -- "1 minute" to < and 524 days to now() + it.  Every interval the broker is given is read
--- as its epoch seconds once, here, and only that is compared, stored and added.
+-- as its epoch seconds once, here (extract counts whole years of months as 365.25 days: that
+-- one is 525 days), and only that is compared, stored, shown and added.
 CREATE OR REPLACE FUNCTION jit._secs(i interval) RETURNS interval
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
