@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,6 +148,20 @@ def test_the_session_and_the_shell_name_no_backend() -> None:
                      for m in imported(path, name, known) if m.startswith(BACKEND_MODULES))
     compares = sorted(hit for path in blind.values() for hit in names_a_backend(path))
     assert imports == [] and compares == []
+
+
+def test_the_shell_reaches_the_session_only_through_its_seam() -> None:
+    """Importing the shell loads none of the session's machinery (start-up stays as fast as
+    pgcli's); every name of the seam resolves to what its ``TYPE_CHECKING`` line says."""
+    code = ("import sys, pgcli_jit.shell.jitshell, pgcli_jit.shell.cli; "
+            "print(sorted(m for m in sys.modules if m.startswith(('pgcli_jit.session.controller', "
+            "'pgcli_jit.session.manager', 'pgcli_jit.session.config', 'pgcli_jit.backends.base'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    from pgcli_jit.shell import later
+
+    for name in later.__all__:
+        assert getattr(later, name) is not None, name
 
 
 @pytest.mark.parametrize(("module", "names"), [

@@ -1,7 +1,8 @@
 """Bounds the client and the server both enforce are the same numbers and patterns.
 
-The server's are read from the SQL text itself (``sql/NNN_*.sql`` and ``sql/functions/``) (the files ``pgcli-jit-admin setup``
-applies), so changing one side without the other fails here, not in production.
+The server's are read from the SQL text itself (``sql/NNN_*.sql`` and ``sql/functions/``,
+the files ``pgcli-jit-admin setup`` applies), so changing one side without the other fails
+here, not in production.
 """
 
 from __future__ import annotations

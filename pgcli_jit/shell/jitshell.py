@@ -45,8 +45,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgcli_jit.core.errors import ConfigError, ConnectionSwitchError, JitError, db_error_line
 from pgcli_jit.session import commands
+from pgcli_jit.shell import later
 
-# Everything else is imported where it is first used: a session that never types \jit
+# Everything else comes through ``later`` when first used: a session that never types \jit
 # (``pgcli-jit -c ...``) reads no config, loads no backend and imports none of it.
 if TYPE_CHECKING:
     from pgcli_jit.backends.base import Backend
@@ -116,9 +117,7 @@ class PgcliConnector:
         if not self.active:
             self.previous = dict(ex._conn_params)
         params = {"database" if k == "dbname" else k: v for k, v in overrides.items()}
-        from pgcli_jit.shell import session_state
-
-        state = session_state.capture(ex.conn)
+        state = later.session_state.capture(ex.conn)
         try:
             ex.connect(user=lease.username, password=lease.credentials.password, **params)
         except psycopg.Error as exc:
@@ -127,7 +126,7 @@ class PgcliConnector:
                 "the current connection was kept",
             ) from None
         self.active = True
-        notes = session_state.apply(ex.conn, state)
+        notes = later.session_state.apply(ex.conn, state)
         self.shell.after_reconnect()
         return notes
 
@@ -222,20 +221,15 @@ class JitShell(PGCli):  # type: ignore[misc]
         return self._jit
 
     def _make_jit(self) -> Controller:
-        from pgcli_jit.session.audit import AuditLog
-        from pgcli_jit.session.config import Config, load_config
-        from pgcli_jit.session.controller import Controller
-        from pgcli_jit.session.manager import LeaseManager
-
         try:
-            self._jit_config = self._jit_config_read or load_config()
+            self._jit_config = self._jit_config_read or later.load_config()
         except ConfigError as exc:
             self._jit_config, self._jit_config_error = None, str(exc)
         config = self._jit_config
-        cfg = config or Config.empty()
-        manager = LeaseManager(cfg, AuditLog(cfg.audit_log if config else None), getpass.getuser(),
-                               backend_factory=self._jit_backend)
-        return Controller(manager, self.jit_connector, self.jit_say)
+        cfg = config or later.Config.empty()
+        manager = later.LeaseManager(cfg, later.AuditLog(cfg.audit_log if config else None),
+                                     getpass.getuser(), backend_factory=self._jit_backend)
+        return later.Controller(manager, self.jit_connector, self.jit_say)
 
     @property
     def jit_config(self) -> Config | None:
@@ -283,18 +277,13 @@ class JitShell(PGCli):  # type: ignore[misc]
                 return self._run_results(text, lambda: self.pgspecial.execute(None, text.strip().rstrip(";")))
             click.secho(blocked, err=True, fg="red")
             return MetaQuery(query=text, successful=False)
-        from pgcli_jit.shell.watchdog import StatementWatchdog
-
-        with StatementWatchdog(self._watch()):
+        with later.StatementWatchdog(self._watch()):
             result = super().execute_command(text, handle_closed_connection)
         self.jit.enforce_expiry()  # a statement the watchdog cancelled: say so, close, revoke
         return result
 
     def _watch(self) -> Watch:
         """What the statement watchdog guards: the current lease's expiry, this connection."""
-        from pgcli_jit.backends.login import sever
-        from pgcli_jit.shell.watchdog import Watch
-
         manager, conn = self.jit.manager, self.pgexecute.conn
 
         def deadline() -> float | None:
@@ -306,15 +295,14 @@ class JitShell(PGCli):  # type: ignore[misc]
             with contextlib.suppress(Exception):
                 conn.cancel_safe(timeout=GRACE_CANCEL)
 
-        return Watch(deadline, cancel, lambda: sever(conn), manager.clock,
+        return later.Watch(deadline, cancel, lambda: later.sever(conn), manager.clock,
                      question_due=lambda: sys.stdin.isatty() and self.jit.question() is not None,
                      ask=self._ask_during_statement)
 
     def _ask_during_statement(self, over: Callable[[], bool]) -> None:
         """The window opened while a statement runs: ask now (the terminal is idle), renew in
         the background; the connection is not touched until the statement returns."""
-        from pgcli_jit.shell import question
-
+        question = later.question
         answer = question.ask(lambda: None if over() else self.jit.question(), sys.stdin.fileno(),
                               sys.stdout)
         if answer is question.Answer.YES:
@@ -324,14 +312,12 @@ class JitShell(PGCli):  # type: ignore[misc]
 
     def ask_renewal(self) -> None:
         """Ask the renewal question; at expiry it is withdrawn and access ends (never waits)."""
-        from pgcli_jit.core.clock import local_time
-        from pgcli_jit.shell import question
-
+        question = later.question
         answer = question.ask(self.jit.question, sys.stdin.fileno(), sys.stdout)
         if answer is question.Answer.WITHDRAWN:
             lease = self.jit.lease
             if lease is not None and lease.is_expired(self.jit.manager.clock()):
-                self.jit_say(f"No answer before the lease ended at {local_time(lease.expires_at)}: "
+                self.jit_say(f"No answer before the lease ended at {later.local_time(lease.expires_at)}: "
                              "question withdrawn.")
             self.jit.enforce_expiry()
             return
@@ -384,16 +370,12 @@ class JitShell(PGCli):  # type: ignore[misc]
         self._connect_with_jit(startup, database, host, port, dsn, kwargs, user, passwd)
 
     def _jit_backend(self, profile: Profile, clock: Clock) -> Backend:
-        from pgcli_jit.session.manager import load_backend
-
-        backend = load_backend(profile, clock)
+        backend = later.load_backend(profile, clock)
         backend.use_session(self._requester_login)
         return backend
 
     def _requester_login(self) -> Login | None:
         """The login the session had before any \\jit request: the identity that may ask."""
-        from pgcli_jit.backends.login import Login
-
         params = self.jit_connector.previous
         if params is None and self.pgexecute is not None and not self.jit_connector.active:
             params = self.pgexecute._conn_params
@@ -405,7 +387,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         key = hash(tuple(sorted((str(k), str(v)) for k, v in params.items())))
         cached = self._jit_login
         if cached is None or cached[0] != key:
-            cached = self._jit_login = (key, Login.from_pgcli(params))
+            cached = self._jit_login = (key, later.Login.from_pgcli(params))
         return cached[1]
 
     def _connect_with_jit(self, startup: Startup, database: str, host: str, port: Any, dsn: str,
@@ -462,17 +444,15 @@ class JitShell(PGCli):  # type: ignore[misc]
         return backend.asking_login() if backend.uses_session_login else None
 
     def _mint_at_startup(self, profile: Profile, startup: Startup) -> Lease:
-        from pgcli_jit.backends.base import ApprovalPending, NeedsPassword
-
         try:
             try:
                 return self.jit.manager.mint(profile, startup.ttl, startup.reason)
-            except NeedsPassword:
+            except later.NeedsPassword:
                 if self.never_passwd_prompt or not sys.stdin.isatty():
                     raise
             self._ask_requester_password(profile)
             return self.jit.manager.mint(profile, startup.ttl, startup.reason)
-        except ApprovalPending as exc:
+        except later.ApprovalPending as exc:
             return self._wait_at_startup(profile, exc)
 
     def _ask_requester_password(self, profile: Profile) -> None:
@@ -490,9 +470,8 @@ class JitShell(PGCli):  # type: ignore[misc]
 
     def _wait_at_startup(self, profile: Profile, exc: Any) -> Lease:
         """``--jit`` on a profile that needs approval: wait in front of the user (Ctrl-C withdraws)."""
-        from pgcli_jit.session.approvals import wait_at_startup
-
-        return wait_at_startup(self.jit.manager.backend_for(profile), exc.pending, self.jit.manager.clock)
+        manager = self.jit.manager
+        return later.wait_at_startup(manager.backend_for(profile), exc.pending, manager.clock)
 
     def after_reconnect(self) -> None:
         """A new identity sees other objects: refresh completions (interactive only)."""
@@ -515,8 +494,7 @@ class JitShell(PGCli):  # type: ignore[misc]
     # -- the live lease in the prompt -------------------------------------------
 
     def _build_cli(self, history: Any) -> Any:
-        from pgcli_jit.shell import toolbar
-
+        toolbar = later.toolbar
         session = super()._build_cli(history)
         session.completer = ThreadedCompleter(JitCompleter(session.completer, self))
         if self.show_bottom_toolbar and session.bottom_toolbar is not None:
@@ -541,10 +519,8 @@ class JitShell(PGCli):  # type: ignore[misc]
         if "\\j" in string and self._jit is None:
             string = string.replace("\\j", "")  # no lease was ever taken: the token shows nothing
         elif "\\j" in string:
-            import pgcli_jit.shell.toolbar as toolbar
-
             manager = self.jit.manager
-            string = string.replace("\\j", toolbar.prompt_text(manager.lease, manager.clock(),
+            string = string.replace("\\j", later.toolbar.prompt_text(manager.lease, manager.clock(),
                                                                ended=self.jit.ended_word()))
         return str(super().get_prompt(string))
 
@@ -553,8 +529,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         jit = self._jit
         if jit is None:
             return []
-        import pgcli_jit.shell.toolbar as toolbar
-
+        toolbar = later.toolbar
         manager = jit.manager
         profile = manager.profile
         now = manager.clock()
