@@ -48,3 +48,15 @@ def test_the_pattern_means_what_the_docs_say() -> None:
     name = re.compile(PROFILE_NAME_PATTERN)
     assert name.match("read") and name.match("db1.write-2") and name.match("a" * 63)
     assert not name.match("a" * 64) and not name.match("-x") and not name.match("x y")
+
+
+def test_the_unsafe_characters_are_the_clients() -> None:
+    """Reasons and approval notes: the server refuses exactly the characters the client does
+    (control characters, line and paragraph separators, bidirectional overrides)."""
+    from pgcli_jit.core import sanitize
+
+    (server_class,) = re.findall(r"SELECT t ~ '(\[[^']+\])'", sql("functions"))
+    server_re = re.compile(re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), server_class))
+    differ = [hex(c) for c in range(1, 0x30000)
+              if bool(server_re.search(chr(c))) != bool(sanitize._UNSAFE.search(chr(c)))]
+    assert differ == []   # (NUL cannot be in a PostgreSQL text, so the server's class starts at 1)

@@ -34,11 +34,11 @@ from pgcli_jit.admin.connect import Conn, error_text
 
 log = logging.getLogger(__name__)
 CHANNEL = "jit_leases"
-#: wake at least this often: roles kept for what they own are retried, a lost doorbell is harmless
-MAX_SLEEP = 60.0
-#: while any lease is live, wake at least this often: a superuser's GRANT that makes a grant
-#: role unfit rings no doorbell, and its leases are ended at the next pass
-LIVE_RECHECK = 5.0
+#: wake at least this often, lease or no lease: a superuser's GRANT that makes a grant role
+#: unfit rings no doorbell, nor does a request while the cluster's NOTIFY queue is over half
+#: full (the broker stays quiet then, so that no call fails at commit); roles kept for what
+#: they own are retried
+MAX_SLEEP = 5.0
 #: wake this much after the expiry, so the server's now() has passed it
 EPSILON = 0.002
 #: never sleep less than this between passes: a lease whose row is held open stays due, and
@@ -94,12 +94,11 @@ def roll_back_prepared(conn: Conn) -> list[Outcome]:
 
 
 def seconds_to_next(conn: Conn) -> float:
-    """Until the next expiry by the server's clock (capped at LIVE_RECHECK while any lease or
-    request is open, MAX_SLEEP otherwise; never under MIN_SLEEP)."""
+    """Until the next expiry by the server's clock (at most MAX_SLEEP, never under MIN_SLEEP)."""
     row = conn.execute("SELECT extract(epoch FROM jit.next_expiry() - clock_timestamp())").fetchone()
     if row is None or row[0] is None:
         return MAX_SLEEP
-    return min(LIVE_RECHECK, max(MIN_SLEEP, float(row[0]) + EPSILON))
+    return min(MAX_SLEEP, max(MIN_SLEEP, float(row[0]) + EPSILON))
 
 
 def wait(conn: Conn, timeout: float) -> bool:

@@ -35,6 +35,14 @@ BEGIN
 END
 $db$;
 
+-- jit_owner makes one empty temporary table per session (jit._guard: a transaction that
+-- touched it cannot be PREPAREd), so it needs TEMP here even where PUBLIC's was revoked.
+DO $temp$
+BEGIN
+    EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO jit_owner', current_database());
+END
+$temp$;
+
 -- jit_owner reads pg_stat_activity in full (state, xact_start of every backend): the reaper
 -- ends a transaction left open on a lease's row only once it has been idle in it.
 GRANT pg_read_all_stats TO jit_owner;
@@ -107,6 +115,8 @@ DROP FUNCTION IF EXISTS jit.expire_due();
 -- the chain lock's holder-terminating guard is gone with the lock requesters took
 DROP FUNCTION IF EXISTS jit._hold_audit_chain();
 DROP FUNCTION IF EXISTS jit._try_lock_audit();
+-- a requester's calls time out only that requester's own requests now
+DROP FUNCTION IF EXISTS jit._expire_requests();
 -- jit._end takes the audit detail now: the two-argument one would make every call ambiguous
 DROP FUNCTION IF EXISTS jit._end(jit_data.leases, text);
 

@@ -67,20 +67,53 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- The first statement of every function a requester, approver or lease may call.
--- * NOTIFY makes the caller's transaction impossible to PREPARE: nothing the broker locks
---   can be kept past the caller's session, where no one could end it.
+-- * The caller's transaction cannot be PREPAREd, so nothing the broker locks can be kept past
+--   the caller's session, where no one could end it: PostgreSQL refuses to prepare a
+--   transaction that has operated on temporary objects, and this opens the session's own
+--   pg_temp.jit_guard (an empty table jit_owner makes once per session; the session cannot
+--   drop it, and one of its own by that name is refused).  Nothing the caller does afterwards
+--   undoes that.  (NOTIFY refused PREPARE too, but the NOTIFY queue is shared by the cluster
+--   and any login can fill it: every call would then fail at commit.  A session-level
+--   advisory lock also refuses PREPARE, but the session can unlock it.)
 -- * The broker's decisions read committed state statement by statement: under REPEATABLE
 --   READ or SERIALIZABLE a held snapshot would hide the leases issued since.
 CREATE OR REPLACE FUNCTION jit._guard() RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    guard regclass := to_regclass('pg_temp.jit_guard');
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'the jit functions run in READ COMMITTED transactions (this one is %)',
                         upper(current_setting('transaction_isolation'))
             USING ERRCODE = 'feature_not_supported', HINT = 'call them outside the transaction, or in autocommit';
     END IF;
-    PERFORM pg_notify('jit_calls', '');
+    IF guard IS NULL THEN
+        CREATE TEMP TABLE jit_guard ();
+        guard := to_regclass('pg_temp.jit_guard');
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = guard AND c.relkind = 'r'
+                     AND c.relowner = jit._role_oid(current_user)) THEN
+        RAISE EXCEPTION 'pg_temp.jit_guard is not the broker''s: drop your own table of that name'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM FROM pg_temp.jit_guard LIMIT 0;
 END
+$$;
+
+-- Whether a doorbell (NOTIFY) may ring: not while the cluster's NOTIFY queue is half full.
+-- A NOTIFY that does not fit fails its transaction at commit; a missed doorbell only means
+-- the reaper or a waiting shell looks a little later (the reaper wakes at least every 5 s).
+CREATE OR REPLACE FUNCTION jit._may_ring() RETURNS boolean
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_notification_queue_usage() < 0.5
+$$;
+
+-- Text a person reads (reasons, comments): no control characters, line or paragraph
+-- separators, or bidirectional overrides ("Trojan Source").  The client refuses the same
+-- set (pgcli_jit/core/sanitize.py); a test checks they are equal.
+CREATE OR REPLACE FUNCTION jit._unsafe_text(t text) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT t ~ '[\u0001-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]'
 $$;
 
 -- The lock key that marks a transaction working on one lease (shared advisory lock, taken
@@ -179,9 +212,13 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION jit._doorbell() RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
     -- a doorbell for the reaper: no payload, delivered at commit
-    SELECT pg_notify('jit_leases', '')
+    IF jit._may_ring() THEN
+        PERFORM pg_notify('jit_leases', '');
+    END IF;
+END
 $$;
 
 CREATE OR REPLACE FUNCTION jit._role_oid(r text) RETURNS oid
@@ -338,10 +375,12 @@ $$;
 -- made outlives it unless an operator named who keeps it.  A prepared transaction of the
 -- role's keeps it (the reaper rolls those back first, jit.prepared_to_end); so do objects in
 -- another database, which only that database can drop.
--- Locks wait at most a second: a lock another login holds on something the role owns fails
--- this lease, recorded and retried, instead of stalling the reaper for everyone.
+-- Locks wait at most a fifth of a second: a lock another login holds on something the role
+-- owns, or on the role itself (any login may GRANT it a privilege on a large object, in a
+-- transaction left open or prepared), fails this lease, recorded and retried, instead of
+-- stalling the reaper for everyone.
 CREATE OR REPLACE FUNCTION jit._finish(l jit_data.leases) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '200ms' AS $$
 DECLARE
     g text;
     obj text;
@@ -450,12 +489,27 @@ CREATE OR REPLACE FUNCTION jit._finish_safely(l jit_data.leases) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     msg text;
+    g text;
 BEGIN
-    RETURN jit._finish(l);
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-    UPDATE jit_data.leases SET drop_error = msg, drop_tried_at = jit._clock() WHERE id = l.id;
-    RETURN 'failed: ' || msg;
+    -- first, on its own: the role's grants go and its sessions end, even if dropping it
+    -- then fails (a failure rolls back only what came after)
+    BEGIN
+        FOR g IN SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
+                 WHERE m.member = l.role_oid LOOP
+            EXECUTE format('REVOKE %I FROM %I', g, l.rolname);
+        END LOOP;
+        PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE usesysid = l.role_oid AND pid <> pg_backend_pid();
+    EXCEPTION WHEN OTHERS THEN
+        NULL;   -- _finish tries again, and says why
+    END;
+    BEGIN
+        RETURN jit._finish(l);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+        UPDATE jit_data.leases SET drop_error = msg, drop_tried_at = jit._clock() WHERE id = l.id;
+        RETURN 'failed: ' || msg;
+    END;
 END
 $$;
 

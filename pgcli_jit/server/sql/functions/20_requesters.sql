@@ -141,8 +141,8 @@ DECLARE
     ttl interval;
 BEGIN
     PERFORM jit._guard();
-    PERFORM jit._expire_requests();
-    IF length(reason) > 1000 OR reason ~ '[[:cntrl:]]' THEN
+    PERFORM jit._expire_requests(my_oid);
+    IF length(reason) > 1000 OR jit._unsafe_text(reason) THEN
         RETURN jit._denied('the reason must be at most 1000 characters with no control characters');
     END IF;
     IF p_profile IS NULL OR p_profile !~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$' THEN

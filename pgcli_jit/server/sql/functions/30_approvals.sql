@@ -27,8 +27,12 @@ $$;
 -- A doorbell for whoever waits on a request (the requester's shell, the approvers' toolbars)
 -- and for the reaper (the schedule changed).  No payload: the state is in the tables.
 CREATE OR REPLACE FUNCTION jit._request_doorbell() RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT pg_notify('jit_requests', ''), pg_notify('jit_leases', '')
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF jit._may_ring() THEN
+        PERFORM pg_notify('jit_requests', ''), pg_notify('jit_leases', '');
+    END IF;
+END
 $$;
 
 -- Close a request: its verifier is forgotten, the step audited.
@@ -46,17 +50,19 @@ BEGIN
 END
 $$;
 
--- Time out what was not decided (or, once approved, not collected) in time.  Called at the
--- start of every request function and by the reaper; rows another transaction holds are
--- left for the next call.
-CREATE OR REPLACE FUNCTION jit._expire_requests() RETURNS SETOF bigint
+-- Time out what was not decided (or, once approved, not collected) in time: a requester's
+-- own requests at the start of their calls (never another's: a transaction of theirs left
+-- open would hold those rows), every request for the reaper (p_requester NULL).  Rows another
+-- transaction holds are left for the next call.
+CREATE OR REPLACE FUNCTION jit._expire_requests(p_requester oid) RETURNS SETOF bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r jit_data.requests;
 BEGIN
-    PERFORM jit._guard();
-    FOR r IN SELECT * FROM jit_data.requests WHERE status IN ('pending', 'approved') AND expires_at <= jit._clock()
-             ORDER BY id FOR UPDATE SKIP LOCKED LOOP
+    FOR r IN SELECT * FROM jit_data.requests
+              WHERE status IN ('pending', 'approved') AND expires_at <= jit._clock()
+                AND (p_requester IS NULL OR requester_oid = p_requester)
+             ORDER BY id FOR NO KEY UPDATE SKIP LOCKED LOOP
         PERFORM jit._close_request(r, 'timed_out', CASE r.status
             WHEN 'pending' THEN 'not decided within the approval timeout'
             ELSE 'approved but not collected within the approval timeout' END);
@@ -104,7 +110,7 @@ BEGIN
     -- the requester's row first, as jit.request takes it (then this request's): never the
     -- other order
     PERFORM jit._hold_requester(jit._role_oid(session_user));
-    PERFORM jit._expire_requests();
+    PERFORM jit._expire_requests(jit._role_oid(session_user));
     -- the caller's own request or none: another's row is never locked (nor timed)
     SELECT * INTO r FROM jit_data.requests
      WHERE id = p_id AND requester_oid = jit._role_oid(session_user) FOR NO KEY UPDATE;
@@ -162,7 +168,7 @@ DECLARE
     r jit_data.requests;
 BEGIN
     PERFORM jit._guard();
-    PERFORM jit._expire_requests();
+    PERFORM jit._expire_requests(jit._role_oid(session_user));
     -- the caller's own request or none: another's row is never locked (nor timed)
     SELECT * INTO r FROM jit_data.requests
      WHERE id = p_id AND requester_oid = jit._role_oid(session_user) FOR NO KEY UPDATE;
@@ -214,7 +220,7 @@ $$;
 CREATE OR REPLACE FUNCTION jit._check_note(note text, what text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF length(coalesce(note, '')) > 1000 OR note ~ '[[:cntrl:]]' THEN
+    IF length(coalesce(note, '')) > 1000 OR jit._unsafe_text(note) THEN
         RAISE EXCEPTION 'the % must be at most 1000 characters with no control characters', what;
     END IF;
     RETURN coalesce(note, '');
@@ -230,7 +236,6 @@ DECLARE
     got int;
 BEGIN
     PERFORM jit._guard();
-    PERFORM jit._expire_requests();
     r := jit._decidable(p_id);
     IF EXISTS (SELECT FROM jit_data.approvals WHERE request_id = r.id
                 AND approver_oid = jit._role_oid(session_user)) THEN
@@ -271,7 +276,6 @@ BEGIN
     IF btrim(why) = '' THEN
         RAISE EXCEPTION 'a denial needs a reason' USING HINT = '--reason "..."';
     END IF;
-    PERFORM jit._expire_requests();
     r := jit._decidable(p_id);
     PERFORM jit._close_request(r, 'denied', why, jsonb_build_object('approver', session_user));
     SELECT * INTO r FROM jit_data.requests WHERE id = r.id;
@@ -287,7 +291,6 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     my_oid oid := jit._role_oid(session_user);
 BEGIN
-    PERFORM jit._expire_requests();
     IF EXISTS (SELECT FROM jit_data.leases l WHERE l.role_oid = my_oid) THEN
         RETURN;
     END IF;
@@ -309,7 +312,8 @@ $$;
 CREATE OR REPLACE FUNCTION jit.my_requests() RETURNS SETOF jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM jit._expire_requests();
+    PERFORM jit._guard();
+    PERFORM jit._expire_requests(jit._role_oid(session_user));
     RETURN QUERY SELECT jit._request_json(r, CASE WHEN r.status = 'pending' THEN 'pending' ELSE 'closed' END)
       FROM jit_data.requests r
      WHERE r.requester_oid = jit._role_oid(session_user)
@@ -323,7 +327,7 @@ CREATE OR REPLACE FUNCTION jit.expire_requests() RETURNS SETOF bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM jit._require_admin();
-    RETURN QUERY SELECT jit._expire_requests();
+    RETURN QUERY SELECT jit._expire_requests(NULL);
 END
 $$;
 

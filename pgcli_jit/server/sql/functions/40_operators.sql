@@ -186,8 +186,11 @@ $$;
 -- holds their rows.  VALID UNTIL (or NOLOGIN) already refuses their password, so nobody logs
 -- back in.  'writing' (before anything is locked): sessions in a transaction that wrote, as
 -- a lease holding its own pg_authid row does (ALTER ROLE itself PASSWORD, left open).
--- 'unended' and 'ended' (after a pass): the leases whose rows are still held, which SKIP
--- LOCKED passed over while their sessions lived on.
+-- 'due' (at the end of expire_due): every lease past its expiry, ended in this pass or not
+-- (VALID UNTIL already refuses its password, so nobody logs back in before the NOLOGIN
+-- commits), and those it skipped.  'ended' (first thing in finish_ended): every ended lease,
+-- before any role is dropped, so that a role that cannot be dropped now delays no session's
+-- end.
 CREATE OR REPLACE FUNCTION jit._end_overdue_sessions(p_which text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -197,7 +200,7 @@ BEGIN
         AND CASE p_which
             WHEN 'writing' THEN (l.ended_at IS NOT NULL OR l.expires_at <= jit._clock())
                                 AND a.backend_xid IS NOT NULL
-            WHEN 'unended' THEN l.ended_at IS NULL AND l.expires_at <= jit._clock()
+            WHEN 'due' THEN l.expires_at <= jit._clock()
             WHEN 'ended' THEN l.ended_at IS NOT NULL
             END;
 END
@@ -286,7 +289,7 @@ BEGIN
         END;
         RETURN NEXT;
     END LOOP;
-    PERFORM jit._end_overdue_sessions('unended');
+    PERFORM jit._end_overdue_sessions('due');
 END
 $$;
 
@@ -299,6 +302,7 @@ DECLARE
     l jit_data.leases;
 BEGIN
     PERFORM jit._require_admin();
+    PERFORM jit._end_overdue_sessions('ended');
     FOR l IN SELECT * FROM jit_data.leases x WHERE x.ended_at IS NOT NULL AND x.dropped_at IS NULL
                AND x.dbid = jit._mydb()
                AND (x.drop_error IS NULL OR x.drop_tried_at < jit._clock() - interval '1 minute'

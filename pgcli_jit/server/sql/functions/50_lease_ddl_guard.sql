@@ -26,7 +26,8 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
                  'ALTER SERVER', 'CREATE USER MAPPING', 'ALTER USER MAPPING', 'IMPORT FOREIGN SCHEMA',
                  'CREATE PUBLICATION', 'ALTER PUBLICATION', 'CREATE SUBSCRIPTION',
                  'ALTER SUBSCRIPTION', 'SECURITY LABEL', 'CREATE ACCESS METHOD',
-                 'CREATE TEXT SEARCH PARSER', 'CREATE TEXT SEARCH TEMPLATE']
+                 'CREATE TEXT SEARCH PARSER', 'CREATE TEXT SEARCH TEMPLATE', 'ALTER FUNCTION',
+                 'ALTER PROCEDURE', 'ALTER ROUTINE', 'ALTER AGGREGATE']
 $$;
 
 CREATE OR REPLACE FUNCTION jit._lease_ddl_start() RETURNS event_trigger
@@ -54,6 +55,16 @@ BEGIN
         RETURN;
     END IF;
     FOR c IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+        -- temporary objects end with the session (the broker's own guard table among them)
+        CONTINUE WHEN c.schema_name = 'pg_temp' OR c.schema_name LIKE 'pg\_temp\_%';
+        -- code a lease leaves in a schema others search would run as whoever calls it by
+        -- name (a public.lower(varchar) is a better match than pg_catalog.lower(text))
+        IF c.classid = 'pg_proc'::regclass AND c.command_tag IN ('CREATE FUNCTION', 'CREATE PROCEDURE',
+                                                                 'CREATE AGGREGATE') THEN
+            RAISE EXCEPTION 'a temporary role may create functions only in pg_temp (%)', c.object_identity
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'code a lease leaves would run as whoever calls it; CREATE FUNCTION pg_temp.f() lasts the session';
+        END IF;
         IF c.classid = 'pg_proc'::regclass
            AND EXISTS (SELECT FROM pg_proc p WHERE p.oid = c.objid AND p.prosecdef) THEN
             RAISE EXCEPTION 'a temporary role may not make SECURITY DEFINER routines (%)', c.object_identity

@@ -42,7 +42,9 @@ DECLARE
                  ' SET timezone_abbreviations = ''Default'' SET extra_float_digits = 1'
                  ' SET bytea_output = ''hex'' SET standard_conforming_strings = on'
                  ' SET transform_null_equals = off SET array_nulls = on SET exit_on_error = off'
-                 ' SET default_transaction_read_only = off SET row_security = on';
+                 ' SET default_transaction_read_only = off SET row_security = on'
+                 ' SET plpgsql.extra_errors = ''none'' SET plpgsql.extra_warnings = ''none'''
+                 ' SET plpgsql.print_strict_params = off';
 BEGIN
     IF current_setting('server_version_num')::int >= 160000 THEN
         pins := pins || ' SET createrole_self_grant = ''''';
