@@ -57,7 +57,9 @@ def server_major() -> int:
     """The major version of the PostgreSQL server binaries the tests run."""
     out = subprocess.run([str(find_bindir() / "postgres"), "--version"], capture_output=True, text=True,
                          check=True).stdout
-    return int(re.search(r"(\d+)(?:\.\d+)?", out.split(")")[-1]).group(1))  # type: ignore[union-attr]
+    found = re.search(r"\(PostgreSQL\)\s+(\d+)", out)
+    assert found is not None, out
+    return int(found.group(1))
 
 
 @pytest.fixture(scope="module")

@@ -85,10 +85,10 @@ def reap(dsn: str, watch: bool, verbose: bool) -> None:
 
 def _report(outcome: reaper.Outcome) -> None:
     name = fmt.printable(outcome.rolname)
+    ended = f"; {outcome.sessions} session(s) ended" if outcome.sessions else ""
     if outcome.action == "expired":
-        click.echo(f"expired {name}: it can no longer log in")
+        click.echo(f"expired {name}: it can no longer log in{ended}")
     elif outcome.ok:
-        ended = f"; {outcome.sessions} session(s) ended" if outcome.sessions else ""
         click.echo(f"{outcome.action} {name}{ended}")
     else:
         click.echo(f"{name}: {fmt.printable(outcome.action)}", err=True)

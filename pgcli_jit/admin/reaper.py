@@ -60,8 +60,8 @@ class Outcome:
 def one_pass(conn: Conn) -> list[Outcome]:
     """Expire what is due, finish every ended lease, roll back their prepared transactions,
     chain the audit; autocommit makes each its own transaction."""
-    expired = [Outcome(name, action) for name, action
-               in conn.execute("SELECT rolname, outcome FROM jit.expire_due()")]
+    expired = [Outcome(name, action, int(sessions)) for name, action, sessions
+               in conn.execute("SELECT rolname, outcome, sessions FROM jit.expire_due()")]
     expired += [Outcome(f"request {rid}", "timed out")
                 for (rid,) in conn.execute("SELECT * FROM jit.expire_requests()")]
     finished = [Outcome(name, action, int(sessions)) for name, action, sessions

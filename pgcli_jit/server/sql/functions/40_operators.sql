@@ -240,7 +240,7 @@ $$;
 -- lease whose grant roles have become unfit (a superuser granted them more).  Nothing here
 -- waits longer than a fifth of a second on a lock: what cannot be ended now is reported
 -- ('skipped: ...') and tried again on the next pass, and its sessions are ended anyway.
-CREATE OR REPLACE FUNCTION jit.expire_due() RETURNS TABLE (rolname text, outcome text)
+CREATE OR REPLACE FUNCTION jit.expire_due() RETURNS TABLE (rolname text, outcome text, sessions integer)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     l jit_data.leases;
@@ -271,6 +271,8 @@ BEGIN
              WHERE m.member = l.role_oid AND unfit ? m.roleid::text LIMIT 1;
         END IF;
         rolname := l.rolname;
+        -- its sessions end at the end of this pass (their count is said now)
+        sessions := (SELECT count(*) FROM pg_stat_activity a WHERE a.usesysid = l.role_oid)::int;
         BEGIN
             SELECT * INTO l FROM jit_data.leases x WHERE x.id = l.id AND x.ended_at IS NULL
                FOR NO KEY UPDATE SKIP LOCKED;
