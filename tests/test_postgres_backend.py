@@ -276,8 +276,8 @@ def test_unknown_profile_and_denied_requests_are_one_line(cluster: Cluster) -> N
 def test_a_login_that_is_no_requester_cannot_even_ask(cluster: Cluster) -> None:
     from tests.conftest import make_login
 
-    make_login(cluster, "mallory")
-    backend = make_backend(cluster, "mall", user="mallory")
+    make_login(cluster, "not_a_requester")   # a login of its own: other modules make mallory a requester
+    backend = make_backend(cluster, "mall", user="not_a_requester")
     with pytest.raises(PermissionDenied, match="not a requester"):
         request(backend)
 

@@ -369,6 +369,23 @@ BEGIN
 END
 $$;
 
+-- A lease's role, powerless: every membership it holds (its grant roles, jit_lease, the
+-- database's) taken away, and its sessions ended, by OID (a session that ran SET ROLE shows
+-- no usename, and would keep its privileges otherwise).
+CREATE OR REPLACE FUNCTION jit._disarm(l jit_data.leases) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    g text;
+BEGIN
+    FOR g IN SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
+             WHERE m.member = l.role_oid LOOP
+        EXECUTE format('REVOKE %I FROM %I', g, l.rolname);
+    END LOOP;
+    PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
+        WHERE usesysid = l.role_oid AND pid <> pg_backend_pid();
+END
+$$;
+
 -- After jit._end has committed: take the role's grants away, end its sessions, drop it.
 -- What the role owns goes to the profile's owner role, with nothing in it left to run with
 -- the owner's privileges; without an owner role it is dropped with the role: nothing a lease
@@ -398,13 +415,7 @@ BEGIN
         RETURN 'gone';
     END IF;
     UPDATE jit_data.leases SET drop_tried_at = jit._clock() WHERE id = l.id;
-    FOR g IN SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
-             WHERE m.member = l.role_oid LOOP
-        EXECUTE format('REVOKE %I FROM %I', g, l.rolname);
-    END LOOP;
-    -- by OID: a session that ran SET ROLE shows no usename, and keeps its privileges otherwise
-    PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
-        WHERE usesysid = l.role_oid AND pid <> pg_backend_pid();
+    PERFORM jit._disarm(l);
     IF l.role_oid = jit._role_oid(session_user) THEN
         PERFORM jit._doorbell();   -- a session cannot drop its own role: the reaper will
         RETURN 'deferred';
@@ -489,17 +500,11 @@ CREATE OR REPLACE FUNCTION jit._finish_safely(l jit_data.leases) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     msg text;
-    g text;
 BEGIN
     -- first, on its own: the role's grants go and its sessions end, even if dropping it
     -- then fails (a failure rolls back only what came after)
     BEGIN
-        FOR g IN SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
-                 WHERE m.member = l.role_oid LOOP
-            EXECUTE format('REVOKE %I FROM %I', g, l.rolname);
-        END LOOP;
-        PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
-            WHERE usesysid = l.role_oid AND pid <> pg_backend_pid();
+        PERFORM jit._disarm(l);
     EXCEPTION WHEN OTHERS THEN
         NULL;   -- _finish tries again, and says why
     END;

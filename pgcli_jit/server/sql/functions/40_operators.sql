@@ -330,7 +330,6 @@ CREATE OR REPLACE FUNCTION jit.prepared_to_end() RETURNS TABLE (gid text, rolnam
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $$
 DECLARE
     l jit_data.leases;
-    g text;
     with_opts text := CASE WHEN current_setting('server_version_num')::int >= 160000
                            THEN ' WITH INHERIT FALSE, SET TRUE' ELSE '' END;
 BEGIN
@@ -338,10 +337,7 @@ BEGIN
     FOR l IN SELECT DISTINCT ON (x.id) x.* FROM jit_data.leases x JOIN pg_prepared_xacts p ON p.owner = x.rolname
               WHERE x.dropped_at IS NULL AND x.dbid = jit._mydb() AND p.database = current_database()
                 AND (x.ended_at IS NOT NULL OR x.expires_at <= jit._clock()) LOOP
-        FOR g IN SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
-                 WHERE m.member = l.role_oid LOOP
-            EXECUTE format('REVOKE %I FROM %I', g, l.rolname);
-        END LOOP;
+        PERFORM jit._disarm(l);
         IF NOT pg_has_role(session_user, l.role_oid,
                            CASE WHEN with_opts = '' THEN 'MEMBER' ELSE 'SET' END) THEN
             EXECUTE format('GRANT %I TO %I', l.rolname, session_user) || with_opts;
