@@ -131,7 +131,12 @@ def watch(connect: Callable[[], Conn], report: Report, stop: threading.Event,
 
 def _loop(conn: Conn, report: Report, stop: threading.Event) -> None:
     skipped: set[Outcome] = set()   # said once: a lease held open is skipped every pass
+    last = -MIN_SLEEP
     while not stop.is_set():
+        # any login may NOTIFY jit_leases: doorbells never make passes closer than MIN_SLEEP
+        if (gap := last + MIN_SLEEP - time.monotonic()) > 0 and stop.wait(gap):
+            return
+        last = time.monotonic()
         outcomes = one_pass(conn)
         for outcome in outcomes:
             if outcome not in skipped:

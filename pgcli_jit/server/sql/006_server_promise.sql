@@ -27,11 +27,19 @@
 DO $db$
 DECLARE
     r text := left('jit_in_' || current_database(), 63);
+    lease text;
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
         EXECUTE format('CREATE ROLE %I NOLOGIN', r);
     END IF;
     EXECUTE format('GRANT %I TO jit_owner WITH ADMIN OPTION', r);
+    -- leases live across the upgrade are this database's too
+    FOR lease IN SELECT l.rolname FROM jit.leases l JOIN pg_roles p ON p.oid = l.role_oid
+                  WHERE l.ended_at IS NULL AND l.dropped_at IS NULL LOOP
+        EXECUTE format('GRANT %I TO %I', r, lease)
+                || CASE WHEN current_setting('server_version_num')::int >= 160000
+                        THEN ' WITH INHERIT TRUE, SET FALSE' ELSE '' END;
+    END LOOP;
 END
 $db$;
 

@@ -116,13 +116,35 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT t ~ '[\u0001-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]'
 $$;
 
--- The lock key that marks a transaction working on one lease (shared advisory lock, taken
--- by every function that locks the lease's row).  pg_locks shows it to the reaper, which
--- ends a requester's or lease's transaction still holding it once the lease is due.
+-- The lock that marks a transaction working on one lease: a shared advisory lock, taken by
+-- every function that locks or writes the lease's row.  pg_locks shows it to the reaper,
+-- which ends a requester's or lease's transaction still holding it once the lease is due,
+-- and to the cap, which counts a marked lease until the server has ended it.  Its key comes
+-- from the lease's request key (a hash of a verifier only its requester saw, in a table only
+-- jit_owner reads): any login may take any advisory lock, and one that could take a lease's
+-- key first, exclusively, would keep the mark from being taken.
+CREATE OR REPLACE FUNCTION jit._mark_key(l jit_data.leases) RETURNS oid
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ((CASE WHEN l.request_key IS NULL THEN l.id
+                  ELSE ('x' || encode(substr(l.request_key, 1, 4), 'hex'))::bit(32)::int::bigint END)
+            & 2147483647)::oid
+$$;
+
+-- Whether a transaction holds the mark of lease l (see jit._mark_key).
+CREATE OR REPLACE FUNCTION jit._marked(l jit_data.leases) RETURNS boolean
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT FROM pg_locks k WHERE k.locktype = 'advisory' AND k.granted
+                     AND k.classid = 1785295872 AND k.objsubid = 2 AND k.objid = jit._mark_key(l)
+                     AND k.database = jit._mydb())
+$$;
+
 CREATE OR REPLACE FUNCTION jit._mark(l jit_data.leases) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM pg_try_advisory_xact_lock_shared(1785295872, (l.id % 2147483647)::int);
+    IF NOT pg_try_advisory_xact_lock_shared(1785295872, jit._mark_key(l)::bigint::int) THEN
+        RAISE EXCEPTION 'lease % is busy', l.rolname USING ERRCODE = 'lock_not_available',
+            HINT = 'try again in a moment';
+    END IF;
 END
 $$;
 
@@ -377,12 +399,16 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     g text;
 BEGIN
-    FOR g IN SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
-             WHERE m.member = l.role_oid LOOP
-        EXECUTE format('REVOKE %I FROM %I', g, l.rolname);
-    END LOOP;
     PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
         WHERE usesysid = l.role_oid AND pid <> pg_backend_pid();
+    FOR g IN SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
+             WHERE m.member = l.role_oid LOOP
+        BEGIN   -- one that cannot be revoked (granted by someone jit_owner cannot act for) stops none
+            EXECUTE format('REVOKE %I FROM %I', g, l.rolname);
+        EXCEPTION WHEN OTHERS THEN
+            NULL;   -- the drop then fails, and says why
+        END;
+    END LOOP;
 END
 $$;
 
@@ -482,7 +508,10 @@ BEGIN
         END LOOP;
         EXECUTE format('REASSIGN OWNED BY %I TO %I', l.rolname, owner);
     END IF;
-    EXECUTE format('DROP OWNED BY %I CASCADE', l.rolname);
+    -- no CASCADE: another role's object that depends on what the lease made (a view on its
+    -- table) is never dropped with it; the role is then kept, powerless, and the error says
+    -- which object, for an operator to decide
+    EXECUTE format('DROP OWNED BY %I', l.rolname);
     EXECUTE format('DROP ROLE %I', l.rolname);
     UPDATE jit_data.leases SET dropped_at = jit._clock(), drop_error = NULL WHERE id = l.id;
     IF owned > 0 THEN
@@ -497,7 +526,7 @@ $$;
 -- jit._finish for one lease, with its failure recorded instead of raised: one odd role
 -- never stops the reaper for everyone.
 CREATE OR REPLACE FUNCTION jit._finish_safely(l jit_data.leases) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '200ms' AS $$
 DECLARE
     msg text;
 BEGIN

@@ -39,10 +39,7 @@ CREATE OR REPLACE FUNCTION jit._at_cap(p jit_data.profiles, my_oid oid) RETURNS 
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     SELECT count(*) >= p.max_live FROM jit_data.leases l
      WHERE l.requester_oid = my_oid AND l.profile = p.name AND l.ended_at IS NULL
-       AND (l.expires_at > jit._clock()
-            OR EXISTS (SELECT FROM pg_locks k WHERE k.locktype = 'advisory' AND k.granted
-                         AND k.classid = 1785295872 AND k.objsubid = 2
-                         AND k.objid = (l.id % 2147483647)::oid))
+       AND (l.expires_at > jit._clock() OR jit._marked(l))
 $$;
 
 CREATE OR REPLACE FUNCTION jit._cap_message(p jit_data.profiles) RETURNS text
@@ -141,6 +138,10 @@ DECLARE
     ttl interval;
 BEGIN
     PERFORM jit._guard();
+    -- the requester's own row first, held to commit: it serializes their requests (two at once
+    -- cannot both pass the cap's count, and the same call sent twice at once finds the first's
+    -- lease), and it is always taken before any of their request rows, as request_status does
+    PERFORM jit._hold_requester(my_oid);
     PERFORM jit._expire_requests(my_oid);
     IF length(reason) > 1000 OR jit._unsafe_text(reason) THEN
         RETURN jit._denied('the reason must be at most 1000 characters with no control characters');
@@ -179,9 +180,6 @@ BEGIN
     IF ttl <= interval '0' THEN
         RETURN jit._denied('the TTL must be positive');
     END IF;
-    -- the requester's own row, held to commit, serializes their requests: two at once cannot
-    -- both pass the count below, and the same call sent twice at once finds the first's lease
-    PERFORM jit._hold_requester(my_oid);
     -- the same call again (its answer was lost on the way back): what it made, once
     SELECT * INTO l FROM jit_data.leases
      WHERE requester_oid = my_oid AND request_key = jit._request_key(p_verifier);

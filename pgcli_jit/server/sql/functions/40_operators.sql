@@ -221,7 +221,7 @@ BEGIN
     FOR holder IN
         SELECT DISTINCT a.pid FROM pg_locks k
           JOIN pg_stat_activity a ON a.pid = k.pid
-          JOIN jit_data.leases l ON (l.id % 2147483647)::oid = k.objid
+          JOIN jit_data.leases l ON jit._mark_key(l) = k.objid
           JOIN pg_roles who ON who.oid = a.usesysid
          WHERE k.locktype = 'advisory' AND k.granted AND k.classid = 1785295872 AND k.objsubid = 2
            AND k.database = jit._mydb() AND a.pid <> pg_backend_pid() AND l.dbid = jit._mydb()
@@ -229,7 +229,7 @@ BEGIN
            AND a.usesysid IN (l.requester_oid, l.role_oid) AND NOT who.rolsuper
            AND (a.state LIKE 'idle in transaction%' OR a.xact_start < jit._clock() - interval '1 second')
     LOOP
-        IF pg_terminate_backend(holder, 1000) THEN
+        IF pg_terminate_backend(holder) THEN   -- signalled, not waited for
             RETURN NEXT holder;
         END IF;
     END LOOP;
@@ -276,7 +276,9 @@ BEGIN
         BEGIN
             SELECT * INTO l FROM jit_data.leases x WHERE x.id = l.id AND x.ended_at IS NULL
                FOR NO KEY UPDATE SKIP LOCKED;
-            IF NOT FOUND THEN
+            IF NOT FOUND AND EXISTS (SELECT FROM jit_data.leases x WHERE x.id = l.id AND x.ended_at IS NOT NULL) THEN
+                CONTINUE;   -- ended by another call meanwhile: nothing to do or say
+            ELSIF NOT FOUND THEN
                 outcome := 'skipped: its row is held by an open transaction';
             ELSIF problem IS NULL THEN
                 PERFORM jit._end(l, 'expire');
@@ -316,7 +318,6 @@ BEGIN
         outcome := jit._finish_safely(l);
         RETURN NEXT;
     END LOOP;
-    PERFORM jit._end_overdue_sessions('ended');
 END
 $$;
 
@@ -361,8 +362,10 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
+    -- the membership goes once the role has no prepared transaction left to roll back
     IF EXISTS (SELECT FROM pg_auth_members m WHERE m.roleid = l.role_oid
-                AND m.member = jit._role_oid(session_user)) THEN
+                AND m.member = jit._role_oid(session_user))
+       AND NOT EXISTS (SELECT FROM pg_prepared_xacts x WHERE x.owner = l.rolname) THEN
         EXECUTE format('REVOKE %I FROM %I', l.rolname, session_user);
     END IF;
     PERFORM jit._audit('rollback_prepared', l.profile, l.rolname, l.requester, l.reason, l.expires_at,
@@ -373,7 +376,7 @@ $$;
 -- When the reaper must wake next (NULL: no live lease).
 CREATE OR REPLACE FUNCTION jit.next_expiry() RETURNS timestamptz
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT least((SELECT min(expires_at) FROM jit_data.leases WHERE ended_at IS NULL),
+    SELECT least((SELECT min(expires_at) FROM jit_data.leases WHERE ended_at IS NULL AND dbid = jit._mydb()),
                  (SELECT min(expires_at) FROM jit_data.requests WHERE status IN ('pending', 'approved')))
 $$;
 
