@@ -88,8 +88,8 @@ def _report(outcome: reaper.Outcome) -> None:
     ended = f"; {outcome.sessions} session(s) ended" if outcome.sessions else ""
     if outcome.action == "expired":
         click.echo(f"expired {name}: it can no longer log in{ended}")
-    elif outcome.ok:
-        click.echo(f"{outcome.action} {name}{ended}")
+    elif outcome.ok:   # an action may quote a name a lease chose (a prepared transaction's)
+        click.echo(f"{fmt.printable(outcome.action)} {name}{ended}")
     else:
         click.echo(f"{name}: {fmt.printable(outcome.action)}", err=True)
 

@@ -26,7 +26,10 @@
 -- refuses a lease's login to any other database.  NOLOGIN, no privileges, no other members.
 DO $db$
 DECLARE
-    r text := left('jit_in_' || current_database(), 63);
+    -- a name up to 56 bytes is kept whole; a longer one is cut and given 8 hex digits of its
+    -- md5, so that two long names sharing a prefix never share the role
+    r text := CASE WHEN octet_length(current_database()) <= 56 THEN 'jit_in_' || current_database()
+                   ELSE 'jit_in_' || left(current_database(), 40) || '_' || left(md5(current_database()), 8) END;
     lease text;
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
@@ -89,7 +92,9 @@ CREATE TABLE jit_data.install (
     one     boolean PRIMARY KEY DEFAULT true CHECK (one),
     db_role text NOT NULL
 );
-INSERT INTO jit_data.install (db_role) VALUES (left('jit_in_' || current_database(), 63));
+INSERT INTO jit_data.install (db_role)
+VALUES (CASE WHEN octet_length(current_database()) <= 56 THEN 'jit_in_' || current_database()
+             ELSE 'jit_in_' || left(current_database(), 40) || '_' || left(md5(current_database()), 8) END);
 GRANT SELECT ON jit_data.install TO jit_admin;
 
 CREATE TABLE jit_data.requesters (

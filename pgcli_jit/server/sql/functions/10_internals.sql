@@ -111,9 +111,21 @@ $$;
 -- Text a person reads (reasons, comments): no control characters, line or paragraph
 -- separators, or bidirectional overrides ("Trojan Source").  The client refuses the same
 -- set (pgcli_jit/core/sanitize.py); a test checks they are equal.
+CREATE OR REPLACE FUNCTION jit._unsafe_class() RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT '[\u0001-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]'::text
+$$;
+
 CREATE OR REPLACE FUNCTION jit._unsafe_text(t text) RETURNS boolean
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT t ~ '[\u0001-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]'
+    SELECT t ~ jit._unsafe_class()
+$$;
+
+-- Text a lease or a requester chose (a prepared transaction's name, an error quoting it) as
+-- it may be written where people read: every unsafe character (jit._unsafe_text) a '?'.
+CREATE OR REPLACE FUNCTION jit._safe_text(t text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT regexp_replace(left(t, 1000), jit._unsafe_class(), '?', 'g')
 $$;
 
 -- The lock that marks a transaction working on one lease: a shared advisory lock, taken by
@@ -446,7 +458,7 @@ BEGIN
         PERFORM jit._doorbell();   -- a session cannot drop its own role: the reaper will
         RETURN 'deferred';
     END IF;
-    SELECT string_agg(format('%s (database %s)', x.gid, x.database), ', ') INTO prepared
+    SELECT string_agg(format('%s (database %s)', jit._safe_text(x.gid), x.database), ', ') INTO prepared
       FROM pg_prepared_xacts x WHERE x.owner = l.rolname;
     IF prepared IS NOT NULL THEN
         UPDATE jit_data.leases SET drop_error = format(

@@ -290,6 +290,8 @@ BEGIN
             END IF;
         EXCEPTION WHEN lock_not_available THEN
             outcome := 'skipped: its role is locked by another transaction (a prepared one?)';
+        WHEN OTHERS THEN   -- e.g. the lease's own sessions altering its role at that moment
+            outcome := 'skipped: ' || jit._safe_text(SQLERRM);
         END;
         RETURN NEXT;
     END LOOP;
@@ -369,7 +371,7 @@ BEGIN
         EXECUTE format('REVOKE %I FROM %I', l.rolname, session_user);
     END IF;
     PERFORM jit._audit('rollback_prepared', l.profile, l.rolname, l.requester, l.reason, l.expires_at,
-                       jsonb_build_object('gid', p_gid, 'error', p_error));
+                       jsonb_build_object('gid', jit._safe_text(p_gid), 'error', jit._safe_text(p_error)));
 END
 $$;
 
