@@ -261,8 +261,9 @@ BY_NAME: dict[str, Subcommand] = {row.name: row for row in TABLE}
 SUBCOMMANDS = tuple(BY_NAME)
 #: options that take a value: nothing is completed while one is being typed
 _VALUED = frozenset(option.name for row in TABLE for option in row.options)
-#: the syntax pgspecial's ``\?`` shows for ``\jit`` (a bare ``\jit`` is the default, help)
-MENU_SYNTAX = f"\\jit [{'|'.join(name for name in SUBCOMMANDS if name != DEFAULT)}]"
+#: the syntax pgspecial's ``\?`` shows for ``\jit``: as narrow as pgcli's own rows, so the
+#: descriptions stay on screen at 80 columns; the subcommands are listed by ``\jit help``
+MENU_SYNTAX = "\\jit [command]"
 
 
 def subcommand(name: str) -> Subcommand:
