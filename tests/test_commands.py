@@ -299,3 +299,16 @@ def test_the_menu_row_is_no_wider_than_pgclis_own() -> None:
     widest = max(len(command.syntax) for command in PGSpecial().commands.values())
     assert len(MENU_SYNTAX) <= widest
     assert "\\jit help" in MENU_DESCRIPTION
+
+
+@pytest.mark.parametrize("line", ["\\jit request --ttl 1h 30m", "\\jit request write --ttl 1h 30m",
+                                  "\\jit renew --ttl 1h 30s"])
+def test_a_duration_with_a_space_is_refused_before_anything_is_asked(line: str) -> None:
+    """``--ttl 1h 30m`` asked the server for a profile named ``30m`` (and audited the refusal)."""
+    with pytest.raises(UsageError, match="a duration has no spaces") as refused:
+        parse(line)
+    assert "--ttl 1h30" in str(refused.value.hint)
+
+
+def test_a_profile_named_like_a_word_after_the_ttl_still_parses() -> None:
+    assert parse("\\jit request --ttl 1h write").profile == "write"

@@ -327,8 +327,13 @@ def _parse_args(row: Subcommand, words: list[str]) -> JitCommand:
     argument: str | None = None
     given: dict[str, str] = {}
     it = iter(words)
+    after_duration = False   # the word before was a duration option's value
     for word in it:
         name, eq, inline = word.partition("=")
+        if after_duration and not word.startswith("--") and _is_duration(word):
+            raise UsageError(f"\\jit {action}: a duration has no spaces",
+                             f"write it as one word: {TTL.name} {given[TTL.name]}{word}")
+        after_duration = False
         if word.startswith("--"):
             if name.lower() not in allowed:
                 raise UsageError(f"\\jit {action}: unknown option {name}",
@@ -337,6 +342,7 @@ def _parse_args(row: Subcommand, words: list[str]) -> JitCommand:
             if value is None or (not eq and value.startswith("--")):
                 raise UsageError(f"\\jit {action}: {name} needs a value")
             given[name.lower()] = value
+            after_duration = name.lower() == TTL.name and not eq
         elif row.argument is not Argument.NONE and argument is None:
             argument = _request_id(action, word) if row.argument is Argument.REQUEST_ID else word
         else:
@@ -356,6 +362,15 @@ def _parse_args(row: Subcommand, words: list[str]) -> JitCommand:
     if row.argument is Argument.SUBCOMMAND and argument is not None:
         usage(argument)  # an unknown subcommand is a usage error here, not at display
     return JitCommand(action, **fields)
+
+
+def _is_duration(word: str) -> bool:
+    """Whether a word reads as a duration (``30m``), as the rest of ``--ttl 1h 30m`` does."""
+    try:
+        option_duration(word, TTL.name)
+    except (UsageError, ValueError):
+        return False
+    return True
 
 
 def _request_id(action: str, word: str) -> str:
