@@ -121,7 +121,7 @@ def test_after_expiry_local_commands_status_and_the_way_back(session: Session) -
     term.run(r"\jit status", r"JIT lease " + JIT_USER + r" \(x\) expired at \d\d:\d\d:\d\d \w+ \(\d+s ago\)")
     term.run(r"\timing", r"Timing is (on|off)")
     term.run(r"\x", r"Expanded display is (on|off)")
-    term.run(r"\?", r"\\jit \[request")
+    term.run(r"\?", r"\\jit \[command\]")
     term.run(r"\jit help", r"\\jit request \[PROFILE\]")
     term.run(r"\jit help revoke", r"after expiry")
     term.run(r"\jit revoke", r"JIT access had ended; back to postgres")

@@ -43,7 +43,7 @@ def test_jit_startup_status_renew_profiles_help(session: Session) -> None:
     screen = term.run(r"\jit profiles", r"write")
     assert re.search(r"read\s+\|\s+postgres\s+\|\s+5m\s+\|\s+20m", screen)
     term.run(r"\jit", r"\\jit request \[PROFILE\]")
-    term.run(r"\?", r"\\jit \[request\|status")
+    term.run(r"\?", r"\\jit \[command\]")
     term.run(r"\jit frobnicate", r"unknown subcommand 'frobnicate'")
 
 
