@@ -15,8 +15,9 @@ import psycopg
 
 from pgcli_jit.admin import fmt
 from pgcli_jit.admin.connect import Conn, connect, dsn_option
-from pgcli_jit.backends.postgres.backend import APPROVE_SQL, DENY_SQL, PENDING_SQL, decidable
+from pgcli_jit.backends.postgres.backend import decidable
 from pgcli_jit.core.errors import JitError
+from pgcli_jit.server import statements
 from pgcli_jit.session import approvals as approval
 
 NOT_APPROVER = ("your login may not decide requests: it is in none of jit_requester, jit_admin or "
@@ -38,7 +39,7 @@ def pending(dsn: str, as_json: bool) -> None:
     """Requests you may approve or deny now (never your own)."""
     with connect(dsn) as conn:
         try:
-            rows = conn.execute(PENDING_SQL).fetchall()
+            rows = conn.execute(statements.PENDING).fetchall()
         except psycopg.errors.InsufficientPrivilege:
             raise JitError(NOT_APPROVER) from None
     if as_json:
@@ -59,7 +60,7 @@ def pending(dsn: str, as_json: bool) -> None:
 def approve(request_id: int, comment: str, dsn: str) -> None:
     """Approve request REQUEST_ID."""
     with connect(dsn) as conn:
-        answer = _answer(conn, APPROVE_SQL, request_id, comment)
+        answer = _answer(conn, statements.APPROVE, request_id, comment)
     click.echo(approval.decided_line(answer, "approve"))
 
 
@@ -70,7 +71,7 @@ def approve(request_id: int, comment: str, dsn: str) -> None:
 def deny(request_id: int, reason: str, dsn: str) -> None:
     """Deny request REQUEST_ID."""
     with connect(dsn) as conn:
-        answer = _answer(conn, DENY_SQL, request_id, reason)
+        answer = _answer(conn, statements.DENY, request_id, reason)
     click.echo(approval.decided_line(answer, "deny"))
 
 

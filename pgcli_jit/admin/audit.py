@@ -10,12 +10,9 @@ from pgcli_jit.admin import fmt
 from pgcli_jit.admin.connect import connect, dsn_option
 from pgcli_jit.core.durations import parse_duration
 from pgcli_jit.core.errors import UsageError
+from pgcli_jit.server import statements
 
 HEADERS = ("ID", "AT", "EVENT", "PROFILE", "ROLE", "REQUESTER", "ACTOR", "CLIENT", "REASON", "EXPIRES")
-QUERY = """
-SELECT id, at, event, profile, rolname, requester, actor, host(client_addr), reason, expires_at, detail
-  FROM jit_data.audit WHERE at >= %s ORDER BY id DESC LIMIT %s
-"""
 
 
 def since_time(text: str | None) -> datetime:
@@ -44,7 +41,7 @@ def audit(dsn: str, since: str | None, limit: int, as_json: bool, verify: bool) 
     """Who asked for what, why, for how long, and who ended it (newest first)."""
     with connect(dsn) as conn:
         if verify:
-            row = conn.execute("SELECT * FROM jit.audit_verify()").fetchone()
+            row = conn.execute(statements.AUDIT_VERIFY).fetchone()
             assert row is not None
             checked, bad_id, problem = row
             if bad_id is not None or problem:
@@ -52,7 +49,7 @@ def audit(dsn: str, since: str | None, limit: int, as_json: bool, verify: bool) 
                 raise click.exceptions.Exit(1)
             click.echo(f"audit chain intact: {checked} rows")
             return
-        cur = conn.execute(QUERY, (since_time(since), limit))
+        cur = conn.execute(statements.AUDIT, (since_time(since), limit))
         names = [c.name for c in cur.description or []]
         rows = cur.fetchall()
     if as_json:

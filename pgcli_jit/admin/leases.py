@@ -11,25 +11,10 @@ import click
 
 from pgcli_jit.admin import fmt, reaper
 from pgcli_jit.admin.connect import Conn, check_dsn, connect, dsn_option
+from pgcli_jit.server import statements
 
 HEADERS = ("ROLE", "REQUESTER", "PROFILE", "REASON", "ISSUED", "EXPIRES", "REMAINING", "SESSIONS",
            "STATE")
-QUERY = """
-SELECT l.rolname, l.requester, l.profile, l.reason, l.issued_at, l.expires_at,
-       greatest(0, extract(epoch FROM l.expires_at - clock_timestamp())) AS remaining,
-       (SELECT count(*) FROM pg_stat_activity a WHERE a.usesysid = l.role_oid) AS sessions,
-       CASE WHEN l.dropped_at IS NOT NULL THEN 'dropped'
-            WHEN l.dbid <> (SELECT oid FROM pg_database WHERE datname = current_database())
-                 THEN 'of another database: this schema is a copy; it never acts on it'
-            WHEN l.drop_error IS NOT NULL THEN 'kept: ' || l.drop_error
-            WHEN l.ended_at IS NOT NULL THEN l.end_event || 'd, not yet dropped'
-            WHEN l.expires_at <= clock_timestamp() THEN 'expired, not yet reaped'
-            ELSE 'live' END AS state,
-       l.renewals, l.max_expires_at, l.ended_at, l.client_addr
-  FROM jit_data.leases l
- WHERE %s OR l.dropped_at IS NULL
- ORDER BY l.id
-"""
 
 
 @click.command()
@@ -39,7 +24,7 @@ SELECT l.rolname, l.requester, l.profile, l.reason, l.issued_at, l.expires_at,
 def leases(dsn: str, show_all: bool, as_json: bool) -> None:
     """Who holds access now: requester, reason, expiry, open sessions."""
     with connect(dsn) as conn:
-        cur = conn.execute(QUERY, (show_all,))
+        cur = conn.execute(statements.LEASES, (show_all,))
         names = [c.name for c in cur.description or []]
         rows = cur.fetchall()
     if as_json:

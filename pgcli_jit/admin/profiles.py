@@ -16,11 +16,10 @@ from pgcli_jit.admin import fmt
 from pgcli_jit.admin.connect import Conn, connect, dsn_option
 from pgcli_jit.core.durations import format_duration, option_duration
 from pgcli_jit.core.errors import JitError
+from pgcli_jit.server import statements
 
 HEADERS = ("PROFILE", "GRANTS", "TTL", "MAX TTL", "MAX LIVE", "REQUESTERS", "REASON", "OWNER",
            "APPROVAL", "DESCRIPTION")
-SET_SQL = ("SELECT jit.profile_set(%s, %s, make_interval(secs => %s), make_interval(secs => %s),"
-           " %s, %s, %s, %s, %s, %s, make_interval(secs => %s), %s)")
 
 
 def profile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -58,8 +57,9 @@ def _set(conn: Conn, name: str, grants: tuple[str, ...], ttl: float | None, max_
          requesters: str | None, reason_required: bool | None, owner: str | None,
          description: str | None, approvers: str | None = None, approvals: int | None = None,
          approval_timeout: float | None = None, max_live: int | None = None) -> None:
-    conn.execute(SET_SQL, (name, list(grants) or None, ttl, max_ttl, requesters, reason_required, owner,
-                           description, approvers, approvals, approval_timeout, max_live))
+    conn.execute(statements.PROFILE_SET, (name, list(grants) or None, ttl, max_ttl, requesters,
+                                          reason_required, owner, description, approvers, approvals,
+                                          approval_timeout, max_live))
 
 
 def _parsed(options: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +70,7 @@ def _parsed(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _exists(conn: Conn, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM jit_data.profiles WHERE name = %s", (name,)).fetchone() is not None
+    return conn.execute(statements.PROFILE_EXISTS, (name,)).fetchone() is not None
 
 
 @click.group()
@@ -112,7 +112,7 @@ def _save(name: str, dsn: str, options: dict[str, Any], *, exists: bool) -> None
 def rm(name: str, dsn: str) -> None:
     """Remove profile NAME; leases already issued run until they end."""
     with connect(dsn) as conn:
-        row = conn.execute("SELECT jit.profile_drop(%s)", (name,)).fetchone()
+        row = conn.execute(statements.PROFILE_DROP, (name,)).fetchone()
     if not row or not row[0]:
         raise JitError(f"no profile {name}")
     click.echo(f"removed profile {name}")
@@ -133,11 +133,8 @@ def list_(dsn: str, as_json: bool) -> None:
 
 
 def rows_of(conn: Conn, name: str | None = None) -> list[tuple[object, ...]]:
-    query = ("SELECT name, array_to_string(grants, ', '), extract(epoch FROM ttl),"
-             " extract(epoch FROM max_ttl), max_live, requesters, reason_required, owner, approvers,"
-             " approvals, extract(epoch FROM approval_timeout), description"
-             " FROM jit_data.profiles" + (" WHERE name = %s" if name else "") + " ORDER BY name")
-    rows = conn.execute(query, (name,) if name else ()).fetchall()
+    cur = conn.execute(statements.PROFILE, (name,)) if name else conn.execute(statements.PROFILES)
+    rows = cur.fetchall()
     return [(n, g, format_duration(float(t)), format_duration(float(m)), live, r,
              "required" if need else "optional", o, approval(a, k, float(w)), d)
             for n, g, t, m, live, r, need, o, a, k, w, d in rows]

@@ -28,12 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
-from psycopg import sql
 
 from pgcli_jit.admin.connect import Conn, error_text
+from pgcli_jit.server import statements
 
 log = logging.getLogger(__name__)
-CHANNEL = "jit_leases"
 #: wake at least this often, lease or no lease: a superuser's GRANT that makes a grant role
 #: unfit rings no doorbell, nor does a request while the cluster's NOTIFY queue is over half
 #: full (the broker stays quiet then, so that no call fails at commit); roles kept for what
@@ -61,16 +60,16 @@ def one_pass(conn: Conn) -> list[Outcome]:
     """Expire what is due, finish every ended lease, roll back their prepared transactions,
     chain the audit; autocommit makes each its own transaction."""
     expired = [Outcome(name, action, int(sessions)) for name, action, sessions
-               in conn.execute("SELECT rolname, outcome, sessions FROM jit.expire_due()")]
+               in conn.execute(statements.EXPIRE_DUE)]
     expired += [Outcome(f"request {rid}", "timed out")
-                for (rid,) in conn.execute("SELECT * FROM jit.expire_requests()")]
+                for (rid,) in conn.execute(statements.EXPIRE_REQUESTS)]
     finished = [Outcome(name, action, int(sessions)) for name, action, sessions
-                in conn.execute("SELECT rolname, outcome, sessions FROM jit.finish_ended()")]
+                in conn.execute(statements.FINISH_ENDED)]
     rolled = roll_back_prepared(conn)
     if rolled:
         finished += [Outcome(name, action, int(sessions)) for name, action, sessions
-                     in conn.execute("SELECT rolname, outcome, sessions FROM jit.finish_ended()")]
-    conn.execute("SELECT jit.chain_audit()")
+                     in conn.execute(statements.FINISH_ENDED)]
+    conn.execute(statements.CHAIN_AUDIT)
     return expired + finished + rolled
 
 
@@ -78,16 +77,16 @@ def roll_back_prepared(conn: Conn) -> list[Outcome]:
     """ROLLBACK PREPARED each prepared transaction of an ended or due lease, as that lease
     (the server granted this login SET on it for the purpose, and takes it back after)."""
     done: list[Outcome] = []
-    for gid, rolname in conn.execute("SELECT gid, rolname FROM jit.prepared_to_end()").fetchall():
+    for gid, rolname in conn.execute(statements.PREPARED_TO_END).fetchall():
         error = None
         try:
-            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(rolname)))
-            conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
+            conn.execute(statements.set_role(rolname))
+            conn.execute(statements.rollback_prepared(gid))
         except psycopg.Error as exc:
             error = error_text(exc)
         finally:
-            conn.execute("RESET ROLE")
-        conn.execute("SELECT jit.prepared_ended(%s, %s, %s)", (gid, rolname, error))
+            conn.execute(statements.RESET_ROLE)
+        conn.execute(statements.PREPARED_ENDED, (gid, rolname, error))
         done.append(Outcome(rolname, f"failed: rollback of prepared {gid}: {error}" if error
                             else f"rolled back prepared transaction {gid}"))
     return done
@@ -95,7 +94,7 @@ def roll_back_prepared(conn: Conn) -> list[Outcome]:
 
 def seconds_to_next(conn: Conn) -> float:
     """Until the next expiry by the server's clock (at most MAX_SLEEP, never under MIN_SLEEP)."""
-    row = conn.execute("SELECT extract(epoch FROM jit.next_expiry() - clock_timestamp())").fetchone()
+    row = conn.execute(statements.SECONDS_TO_NEXT).fetchone()
     if row is None or row[0] is None:
         return MAX_SLEEP
     return min(MAX_SLEEP, max(MIN_SLEEP, float(row[0]) + EPSILON))
@@ -118,7 +117,7 @@ def watch(connect: Callable[[], Conn], report: Report, stop: threading.Event,
     while not stop.is_set():
         try:
             with connect() as conn:
-                conn.execute(f"LISTEN {CHANNEL}")
+                conn.execute(statements.LISTEN)
                 pause = 1.0
                 _loop(conn, report, stop)
         except psycopg.Error as exc:

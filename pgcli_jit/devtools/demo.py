@@ -22,36 +22,16 @@ from typing import Any
 
 import click
 import psycopg
-from psycopg import sql
 
 from pgcli_jit import server
 from pgcli_jit.admin import reaper
 from pgcli_jit.admin.connect import Conn
 from pgcli_jit.backends.postgres.scram import scram_verifier
 from pgcli_jit.devtools.cluster import Cluster, start_cluster
+from pgcli_jit.server import statements
 
 DB = "demo"
 REQUESTER = "demo_user"
-DATA = """
-CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, country text);
-CREATE TABLE orders (id int PRIMARY KEY, customer_id int REFERENCES customers, total numeric(10,2),
-                     status text NOT NULL DEFAULT 'placed', placed_at timestamptz DEFAULT now());
-INSERT INTO customers VALUES (1, 'Ada', 'UK'), (2, 'Grace', 'US'), (3, 'Edsger', 'NL');
-INSERT INTO orders (id, customer_id, total) VALUES (1, 1, 42.00), (2, 2, 99.50), (3, 1, 7.25);
-"""
-#: what an operator would write: grant roles scoped to the schema, which jit_owner may hand out
-GRANT_ROLES = """
-CREATE ROLE demo_read NOLOGIN;
-GRANT USAGE ON SCHEMA public TO demo_read;
-GRANT SELECT ON ALL TABLES IN SCHEMA public TO demo_read;
-CREATE ROLE demo_write NOLOGIN IN ROLE demo_read;
-GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO demo_write;
-GRANT demo_read, demo_write TO jit_owner WITH ADMIN OPTION;
-SELECT jit.profile_set('read', ARRAY['demo_read'], '5 minutes', '30 minutes', NULL, false, NULL,
-                       'read-only, asks before it ends');
-SELECT jit.profile_set('write', ARRAY['demo_write'], '5 minutes', '1 hour', NULL, true, NULL,
-                       'read-write, renews itself');
-"""
 BANNER = """\
 pgcli-jit demo: throwaway PostgreSQL on 127.0.0.1:{port}, removed when you quit.
 You logged in as {requester}, a login that may only ask, and are now a temporary
@@ -74,14 +54,14 @@ def prepare(cluster: Cluster, home: Path) -> dict[str, str]:
     The config and the pgpass file go in ``home``, the user's own directory: the cluster's
     directory belongs to the server's user when run as root, and a config file in a
     directory another user owns is refused (``permissions``), as ssh would."""
-    cluster.execute(f"CREATE DATABASE {DB}")
-    cluster.execute(DATA, dbname=DB)
+    with cluster.connect() as conn:
+        conn.execute(statements.create_database(DB))
+    cluster.execute(statements.DEMO_DATA, dbname=DB)
     with cluster.connect(DB) as conn:
         server.apply(conn)
-        conn.execute(GRANT_ROLES.encode())
+        conn.execute(statements.DEMO_GRANTS.encode())
         password = secrets.token_urlsafe(18)
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE jit_requester").format(
-            sql.Identifier(REQUESTER), sql.Literal(scram_verifier(conn, password))))
+        conn.execute(statements.create_requester(REQUESTER, scram_verifier(conn, password)))
     passfile = home / "pgpass"
     passfile.write_text(f"{cluster.host}:{cluster.port}:*:{REQUESTER}:{password}\n", encoding="utf-8")
     passfile.chmod(0o600)

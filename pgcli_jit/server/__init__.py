@@ -15,6 +15,8 @@ from typing import Any
 
 import psycopg
 
+from pgcli_jit.server import statements
+
 Conn = psycopg.Connection[tuple[Any, ...]]
 #: the functions, one file per section, re-applied in name order by every setup
 FUNCTIONS = "functions"
@@ -49,11 +51,10 @@ def latest_version() -> int:
 
 def installed_version(conn: Conn) -> int:
     """0 when the schema is not installed in this database."""
-    row = conn.execute("SELECT coalesce(to_regclass('jit_data.schema_version'),"
-                       " to_regclass('jit.schema_version'))::text").fetchone()
+    row = conn.execute(statements.VERSION_TABLE).fetchone()
     if not row or not row[0]:
         return 0
-    found = conn.execute(f"SELECT coalesce(max(version), 0) FROM {row[0]}").fetchone()
+    found = conn.execute(statements.max_version(row[0])).fetchone()
     return int(found[0]) if found else 0
 
 
@@ -83,11 +84,11 @@ def apply(conn: Conn) -> list[str]:
     """Install or upgrade the schema in one transaction; returns what was done, one line each."""
     done: list[str] = []
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('pgcli-jit setup'))")
+        conn.execute(statements.SETUP_LOCK)
         current = installed_version(conn)
         for f in pending(current):
             conn.execute(f.text.encode())
             if f.version is not None:
-                conn.execute(f"INSERT INTO {version_table(f.version)} (version) VALUES (%s)", (f.version,))
+                conn.execute(statements.record_version(version_table(f.version)), (f.version,))
             done.append(f"applied {f.name}")
     return done

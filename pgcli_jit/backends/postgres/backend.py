@@ -43,6 +43,7 @@ from pgcli_jit.core.errors import (
 from pgcli_jit.core.lease import Credentials, Lease
 from pgcli_jit.core.limits import MAX_DURATION, MAX_NAME
 from pgcli_jit.core.profile import Profile
+from pgcli_jit.server import statements
 
 #: profile keys of the client-side broker this backend replaced: each gets one line saying so
 RETIRED = frozenset({"admin_dsn", "admin_password_env", "grant", "role_prefix", "reassign_to",
@@ -52,11 +53,6 @@ RETIRED = frozenset({"admin_dsn", "admin_password_env", "grant", "role_prefix", 
 JIT_CONNINFO = {"require_auth": "scram-sha-256"}
 #: for logging in and for each answer; the profile's ``timeout`` changes it
 DEFAULT_TIMEOUT = 10.0
-#: the approver's statements, sent by this backend and by ``pgcli-jit-admin pending|approve|deny``
-PENDING_SQL = ("SELECT id, requester, profile, ttl_seconds, reason, created_at, expires_at, approvals,"
-               " needed FROM jit.pending_for_me()")
-APPROVE_SQL = "SELECT jit.approve(%s, %s)"
-DENY_SQL = "SELECT jit.deny(%s, %s)"
 #: how a request that needed approval can end without a role (jit.requests.status)
 CLOSED_STATES = frozenset({"denied", "cancelled", "timed_out", "issued"})
 
@@ -169,8 +165,7 @@ class PostgresBackend(Backend):
         password = scram.new_password()
         verifier = self._verifier(password)
         wish = float(req.ttl) if req.ttl and req.ttl_given else None  # None: the server's default
-        answer = self._answer("SELECT jit.request(%s, make_interval(secs => %s), %s, %s)",
-                              self.server_profile, wish, req.reason, verifier)
+        answer = self._answer(statements.REQUEST, self.server_profile, wish, req.reason, verifier)
         if answer.get("status") == "pending":  # no role yet: the password waits with the client
             raise ApprovalPending(self._pending(answer, password, self.clock()))
         return self._granted(answer, password)
@@ -189,7 +184,7 @@ class PostgresBackend(Backend):
         return lease
 
     def renew(self, lease: Lease, ttl: float | None) -> Lease:
-        answer = self._answer("SELECT jit.renew(%s, make_interval(secs => %s))", lease.username, ttl)
+        answer = self._answer(statements.RENEW, lease.username, ttl)
         status = answer.get("status")
         if status == "max_ttl":
             raise self._error(NotRenewable, "max TTL reached", "\\jit renew will issue a new role")
@@ -202,16 +197,16 @@ class PostgresBackend(Backend):
     def revoke(self, lease: Lease) -> None:
         """NOLOGIN now (committed), then end its sessions and drop it in a second transaction."""
         try:
-            self._answer("SELECT jit.revoke(%s)", lease.username)
+            self._answer(statements.REVOKE, lease.username)
         except PermissionDenied:
             return  # gone already (or never ours): nothing left to end
-        answer = self._answer("SELECT jit.finish(%s)", lease.username)
+        answer = self._answer(statements.FINISH, lease.username)
         error = answer.message("drop_error")
         if error:
             raise self._error(BackendError, f"{lease.username} can no longer log in, but: {error}")
 
     def lookup(self, lease: Lease) -> Lease:
-        for (row,) in self._call("SELECT jit.my_leases()"):
+        for (row,) in self._call(statements.MY_LEASES):
             if isinstance(row, Mapping) and row.get("rolname") == lease.username:
                 if row.get("status") == "ended":
                     event = row.get("end_event") if row.get("end_event") in ("revoke", "expire") else "end"
@@ -224,8 +219,7 @@ class PostgresBackend(Backend):
     def roles(self) -> list[RoleInfo]:
         """The server profile this profile asks for, as the server states it (TTLs, reason),
         if the login may request it: the client's own ttl is only a wish."""
-        rows = self._call("SELECT name, ttl_seconds, max_ttl_seconds, reason_required, description"
-                          " FROM jit.my_profiles() WHERE name = %s", self.server_profile)
+        rows = self._call(statements.MY_PROFILE, self.server_profile)
         if not rows:
             return [RoleInfo(self.server_profile, note="not requestable by this login",
                              kind="server profile")]
@@ -241,7 +235,7 @@ class PostgresBackend(Backend):
 
     def poll(self, pending: PendingRequest) -> Lease | PendingRequest:
         """``jit.request_status``: the server issues the role on the first poll after approval."""
-        answer = self._answer("SELECT jit.request_status(%s)", int(pending.request_id))
+        answer = self._answer(statements.REQUEST_STATUS, int(pending.request_id))
         status = answer.get("status")
         if status == "granted":
             return self._granted(answer, pending.secret or "")
@@ -255,18 +249,18 @@ class PostgresBackend(Backend):
                             profile=self.profile.name)
 
     def cancel(self, pending: PendingRequest) -> None:
-        self._answer("SELECT jit.cancel(%s)", int(pending.request_id))
+        self._answer(statements.CANCEL, int(pending.request_id))
 
     def approver(self) -> Approver:
         """The ``jit`` schema decides who may approve what (``jit._decidable``)."""
         return self
 
     def waiting_for_me(self) -> list[Decidable]:
-        return [decidable(row) for row in self._call(PENDING_SQL)]
+        return [decidable(row) for row in self._call(statements.PENDING)]
 
     def decide(self, request_id: int, approve: bool, text: str) -> dict[str, Any]:
         """The server checks who may (``jit._decidable``); its refusal is the message."""
-        return dict(self._answer(APPROVE_SQL if approve else DENY_SQL, request_id, text).data)
+        return dict(self._answer(statements.APPROVE if approve else statements.DENY, request_id, text).data)
 
     def ended_without_revoke(self, lease: Lease) -> str:
         return ("the operator's reaper, pgcli-jit-admin reap --watch, drops it at that expiry; "
@@ -312,7 +306,7 @@ class PostgresBackend(Backend):
 
 
 def decidable(row: Sequence[Any]) -> Decidable:
-    """One row of :data:`PENDING_SQL` as the approver's interface types it."""
+    """One row of :data:`~pgcli_jit.server.statements.PENDING` as the approver's interface types it."""
     rid, requester, profile, ttl, reason, created, expires, got, needed = row
     return Decidable(int(rid), str(requester), str(profile), float(ttl), str(reason or ""),
                      created, expires, int(got), int(needed))

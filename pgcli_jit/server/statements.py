@@ -1,0 +1,174 @@
+"""Every statement the client, the admin CLI and the demo send to the server, by name.
+
+The ``jit`` schema is an interface (``sql/functions/*.sql``); this module is its other
+half, the calls made into it, so one file shows everything this package may ask a
+database and a change to a function's signature has one place to look.  Values are
+always bound parameters (``%s``); an identifier (a role, a database) is composed with
+:mod:`psycopg.sql`, never with string formatting.  ``tests/test_statements.py`` fails on
+a SQL literal naming the ``jit`` schema anywhere else in the package.
+
+Like the rest of :mod:`pgcli_jit.server`, this imports nothing of the package.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+# -- a requester's own login (backends/postgres) ---------------------------------------------
+
+#: ask for a lease: server profile, wished TTL (NULL: the server's default), reason, verifier
+REQUEST = "SELECT jit.request(%s, make_interval(secs => %s), %s, %s)"
+#: extend a lease by name for a wished TTL (NULL: the profile's)
+RENEW = "SELECT jit.renew(%s, make_interval(secs => %s))"
+#: make a lease NOLOGIN now (committed before its sessions end)
+REVOKE = "SELECT jit.revoke(%s)"
+#: end a revoked lease's sessions and drop its role, in a transaction of its own
+FINISH = "SELECT jit.finish(%s)"
+#: this login's leases, one JSON object each (``lookup``)
+MY_LEASES = "SELECT jit.my_leases()"
+#: one server profile as this login may request it (``\jit profiles``)
+MY_PROFILE = ("SELECT name, ttl_seconds, max_ttl_seconds, reason_required, description"
+              " FROM jit.my_profiles() WHERE name = %s")
+#: a request waiting for approval: still pending, issued now, or closed
+REQUEST_STATUS = "SELECT jit.request_status(%s)"
+#: withdraw this login's own waiting request
+CANCEL = "SELECT jit.cancel(%s)"
+
+# -- an approver (backends/postgres and pgcli-jit-admin pending|approve|deny) ---------------
+
+#: the requests this login may decide now (never its own)
+PENDING = ("SELECT id, requester, profile, ttl_seconds, reason, created_at, expires_at, approvals,"
+           " needed FROM jit.pending_for_me()")
+#: approve a request by id, with a comment for the audit trail
+APPROVE = "SELECT jit.approve(%s, %s)"
+#: deny a request by id, with the reason the requester is shown
+DENY = "SELECT jit.deny(%s, %s)"
+
+# -- the operator: pgcli-jit-admin profile|leases|audit --------------------------------------
+
+#: create or change a server profile; NULL keeps a value (admin/profiles.py names the columns)
+PROFILE_SET = ("SELECT jit.profile_set(%s, %s, make_interval(secs => %s), make_interval(secs => %s),"
+               " %s, %s, %s, %s, %s, %s, make_interval(secs => %s), %s)")
+#: remove a server profile; true if there was one
+PROFILE_DROP = "SELECT jit.profile_drop(%s)"
+#: whether a server profile exists (``add`` refuses one that does, ``set`` one that does not)
+PROFILE_EXISTS = "SELECT 1 FROM jit_data.profiles WHERE name = %s"
+_PROFILES = ("SELECT name, array_to_string(grants, ', '), extract(epoch FROM ttl),"
+             " extract(epoch FROM max_ttl), max_live, requesters, reason_required, owner, approvers,"
+             " approvals, extract(epoch FROM approval_timeout), description"
+             " FROM jit_data.profiles")
+#: every server profile, for ``profile list``
+PROFILES = _PROFILES + " ORDER BY name"
+#: one server profile by name, as ``profile add|set`` print it
+PROFILE = _PROFILES + " WHERE name = %s ORDER BY name"
+#: the leases with their state and open sessions; the parameter true includes dropped ones
+LEASES = """
+SELECT l.rolname, l.requester, l.profile, l.reason, l.issued_at, l.expires_at,
+       greatest(0, extract(epoch FROM l.expires_at - clock_timestamp())) AS remaining,
+       (SELECT count(*) FROM pg_stat_activity a WHERE a.usesysid = l.role_oid) AS sessions,
+       CASE WHEN l.dropped_at IS NOT NULL THEN 'dropped'
+            WHEN l.dbid <> (SELECT oid FROM pg_database WHERE datname = current_database())
+                 THEN 'of another database: this schema is a copy; it never acts on it'
+            WHEN l.drop_error IS NOT NULL THEN 'kept: ' || l.drop_error
+            WHEN l.ended_at IS NOT NULL THEN l.end_event || 'd, not yet dropped'
+            WHEN l.expires_at <= clock_timestamp() THEN 'expired, not yet reaped'
+            ELSE 'live' END AS state,
+       l.renewals, l.max_expires_at, l.ended_at, l.client_addr
+  FROM jit_data.leases l
+ WHERE %s OR l.dropped_at IS NULL
+ ORDER BY l.id
+"""
+#: the server's audit trail since a time, newest first, at most a number of rows
+AUDIT = """
+SELECT id, at, event, profile, rolname, requester, actor, host(client_addr), reason, expires_at, detail
+  FROM jit_data.audit WHERE at >= %s ORDER BY id DESC LIMIT %s
+"""
+#: check the audit hash chain: rows read, the first bad id, what is wrong with it
+AUDIT_VERIFY = "SELECT * FROM jit.audit_verify()"
+
+# -- the reaper (pgcli-jit-admin reap) -------------------------------------------------------
+
+#: wait on this connection for the doorbell the broker rings when a lease is issued, renewed or ended
+LISTEN = "LISTEN jit_leases"
+#: every lease past its expiry becomes NOLOGIN (audited)
+EXPIRE_DUE = "SELECT rolname, outcome, sessions FROM jit.expire_due()"
+#: requests whose approval time ran out are closed; their ids
+EXPIRE_REQUESTS = "SELECT * FROM jit.expire_requests()"
+#: end the sessions of every ended lease and drop its role
+FINISH_ENDED = "SELECT rolname, outcome, sessions FROM jit.finish_ended()"
+#: chain the audit rows committed since the last pass
+CHAIN_AUDIT = "SELECT jit.chain_audit()"
+#: prepared transactions of ended or due leases, each with the role to roll it back as
+PREPARED_TO_END = "SELECT gid, rolname FROM jit.prepared_to_end()"
+#: record a prepared transaction's rollback (or why it failed); the server takes SET back
+PREPARED_ENDED = "SELECT jit.prepared_ended(%s, %s, %s)"
+#: back to the reaper's own login after acting as a lease
+RESET_ROLE = "RESET ROLE"
+#: seconds until the next expiry by the server's clock (NULL: nothing due)
+SECONDS_TO_NEXT = "SELECT extract(epoch FROM jit.next_expiry() - clock_timestamp())"
+
+
+def set_role(rolname: str) -> sql.Composed:
+    """Act as a lease, to roll back its prepared transaction (the server granted SET on it)."""
+    return sql.SQL("SET ROLE {}").format(sql.Identifier(rolname))
+
+
+def rollback_prepared(gid: str) -> sql.Composed:
+    """Roll back a prepared transaction by its global id (a literal: no parameter is allowed there)."""
+    return sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid))
+
+
+# -- setup (pgcli-jit-admin setup, server.apply) ----------------------------------------------
+
+#: one setup at a time per database, until the transaction ends
+SETUP_LOCK = "SELECT pg_advisory_xact_lock(hashtext('pgcli-jit setup'))"
+#: where the schema version is recorded: jit_data since version 6, jit before; NULL: not installed
+VERSION_TABLE = ("SELECT coalesce(to_regclass('jit_data.schema_version'),"
+                 " to_regclass('jit.schema_version'))::text")
+
+
+def max_version(table: str) -> sql.Composed:
+    """The highest version recorded in ``table`` (as ``to_regclass`` names it), 0 if none."""
+    return sql.SQL("SELECT coalesce(max(version), 0) FROM {}").format(sql.Identifier(*table.split(".")))
+
+
+def record_version(table: str) -> sql.Composed:
+    """Record one applied schema file's version (the parameter) in ``table``."""
+    return sql.SQL("INSERT INTO {} (version) VALUES (%s)").format(sql.Identifier(*table.split(".")))
+
+
+# -- the demo (pgcli-jit --demo) --------------------------------------------------------------
+
+#: the demo's little shop, in its own database
+DEMO_DATA = """
+CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, country text);
+CREATE TABLE orders (id int PRIMARY KEY, customer_id int REFERENCES customers, total numeric(10,2),
+                     status text NOT NULL DEFAULT 'placed', placed_at timestamptz DEFAULT now());
+INSERT INTO customers VALUES (1, 'Ada', 'UK'), (2, 'Grace', 'US'), (3, 'Edsger', 'NL');
+INSERT INTO orders (id, customer_id, total) VALUES (1, 1, 42.00), (2, 2, 99.50), (3, 1, 7.25);
+"""
+#: what an operator would write: grant roles scoped to the schema, which jit_owner may hand
+#: out, and the server profiles read and write
+DEMO_GRANTS = """
+CREATE ROLE demo_read NOLOGIN;
+GRANT USAGE ON SCHEMA public TO demo_read;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO demo_read;
+CREATE ROLE demo_write NOLOGIN IN ROLE demo_read;
+GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO demo_write;
+GRANT demo_read, demo_write TO jit_owner WITH ADMIN OPTION;
+SELECT jit.profile_set('read', ARRAY['demo_read'], '5 minutes', '30 minutes', NULL, false, NULL,
+                       'read-only, asks before it ends');
+SELECT jit.profile_set('write', ARRAY['demo_write'], '5 minutes', '1 hour', NULL, true, NULL,
+                       'read-write, renews itself');
+"""
+
+
+def create_database(name: str) -> sql.Composed:
+    """The demo's database."""
+    return sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+
+
+def create_requester(name: str, verifier: str) -> sql.Composed:
+    """A login that may only ask (``jit_requester``), with a SCRAM verifier made client-side."""
+    return sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE jit_requester").format(
+        sql.Identifier(name), sql.Literal(verifier))
