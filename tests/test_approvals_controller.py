@@ -147,3 +147,150 @@ def test_granted_while_waiting_for_a_transaction_then_cancelled_is_revoked(world
     granted = world.backend.requests[-1]
     assert "revoked unused" in world.controller.cancel()
     assert world.backend.revoked == [granted] and world.connector.users == []
+
+
+# -- a second request, and what the toolbar says ---------------------------------------------
+
+
+class TwoProfiles(World):
+    """``fake`` waits for approval; ``quick`` and ``other`` are granted at once unless told."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        profiles = {p.name: p for p in (faulty_profile(ttl=900.0, renew="never"),
+                                        faulty_profile("quick", ttl=900.0, renew="never"),
+                                        faulty_profile("other", ttl=900.0, renew="never"))}
+        self.manager.config = Config(tmp_path / "c.toml", MappingProxyType(profiles), None, self.audit_path)
+        self.waits = {"fake"}
+
+    def _backend(self, profile, clock):  # type: ignore[no-untyped-def]
+        if profile.name not in self.waits:
+            return FaultyBackend(profile, clock=clock)
+        backend = WaitingBackend(profile, clock=clock)
+        if profile.name == "fake":
+            self.backend = backend
+        return backend
+
+
+def test_a_request_for_another_profile_goes_ahead_while_one_waits(tmp_path: Path) -> None:
+    """A waiting request blocked every other one; now only asking again for its profile is refused,
+    and the waiting request still switches in when approved (the user has not withdrawn it)."""
+    world = TwoProfiles(tmp_path)
+    world.controller.request("fake", None, "")
+    line = world.controller.request("quick", None, "")
+    assert line.startswith("Connected as jit_fake_") and line.endswith("(quick).")
+    assert world.controller.approvals.waiting is not None
+    with pytest.raises(JitError, match="request 17 for fake is still waiting for approval"):
+        world.controller.request("fake", None, "")
+    assert world.backend is not None
+    world.backend.decision = "approve"
+    world.beat()
+    lease = world.controller.lease
+    assert lease is not None and lease.profile == "fake" and world.controller.approvals.waiting is None
+    assert "Revoked the previous lease" in world.said[-1]
+
+
+def test_a_second_request_that_needs_approval_is_withdrawn_and_the_first_waits(tmp_path: Path) -> None:
+    world = TwoProfiles(tmp_path)
+    world.waits.add("other")
+    world.controller.request("fake", None, "")
+    with pytest.raises(JitError, match="one request waits at a time") as refused:
+        world.controller.request("other", None, "")
+    assert "request 17 was withdrawn" in str(refused.value)
+    other = world.manager.backend_for(world.manager.config.profiles["other"])
+    assert isinstance(other, WaitingBackend) and other.cancelled == ["17"]
+    waiting = world.controller.approvals.waiting
+    assert waiting is not None and waiting.profile.name == "fake"
+
+
+def test_the_toolbar_says_approved_while_the_switch_waits_for_commit(world: World) -> None:
+    from pgcli_jit.shell.jitshell import JitShell
+
+    shell = JitShell.__new__(JitShell)  # no pgcli start-up: only the toolbar is read
+    shell._jit = world.controller
+    world.controller.request(None, None, "")
+    world.beat()
+    assert "JIT fake pending 0:0" in "".join(text for _, text in shell.toolbar_tokens())
+    assert world.backend is not None
+    world.backend.decision = "approve"
+    world.connector.transaction = True
+    world.beat()
+    toolbar = "".join(text for _, text in shell.toolbar_tokens())
+    assert "JIT fake approved, waiting for COMMIT" in toolbar and "pending" not in toolbar
+
+
+# -- the approver's refusals ------------------------------------------------------------------
+
+
+class RefusingApprover:
+    def waiting_for_me(self) -> list[Any]:
+        return []
+
+    def decide(self, request_id: int, approve: bool, text: str) -> dict[str, Any]:
+        from pgcli_jit.core.errors import PermissionDenied
+
+        raise PermissionDenied(f"no request {request_id} that you may decide", backend="postgres",
+                               profile="read")
+
+
+def test_a_refused_decision_names_no_unrelated_profile(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    flow = world.controller.approvals
+    monkeypatch.setattr(flow, "approver", RefusingApprover)
+    with pytest.raises(JitError) as refused:
+        flow.decide(999, True, "")
+    said = "no request 999 that you may decide (\\jit pending lists what you may decide)"
+    assert str(refused.value) == said
+
+
+# -- --jit waiting at start-up ------------------------------------------------------------------
+
+
+class SlowApproval(WaitingBackend):
+    """Pending for ``polls_left`` polls (a second approval arrives half way), then granted."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.polls_left = 6
+
+    def poll(self, pending: PendingRequest) -> Lease | PendingRequest:
+        self.polls_left -= 1
+        if self.polls_left:
+            import dataclasses
+
+            return dataclasses.replace(pending, approvals=1 if self.polls_left < 3 else 0, needed=2)
+        self.decision = "approve"
+        return super().poll(pending)
+
+
+def _wait(tmp_path: Path, out: Any, width: int | None, monkeypatch: pytest.MonkeyPatch) -> Lease:
+    from pgcli_jit.session import approvals
+
+    clock = FakeClock(T0)
+    backend = SlowApproval(faulty_profile(), clock=clock)
+    with pytest.raises(ApprovalPending) as asked:
+        backend.request(LeaseRequest(900.0, "", "alice"))
+    monkeypatch.setattr(approvals, "terminal_width", lambda out: width)
+    return approvals.wait_at_startup(backend, asked.value.pending, clock, out=out, sleep=clock.advance)
+
+
+def test_waiting_at_startup_without_a_terminal_writes_a_line_only_when_it_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    out = io.StringIO()
+    assert isinstance(_wait(tmp_path, out, None, monkeypatch), Lease)
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue() and len(lines) == 3, lines  # six polls, three states
+    assert lines[0].startswith("Request 17 for fake is waiting for approval by jit_leads (0 of 1")
+    assert "(0 of 2 approvals" in lines[1] and "(1 of 2 approvals" in lines[2]
+
+
+def test_waiting_at_startup_on_a_terminal_redraws_within_its_width(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    out = io.StringIO()
+    assert isinstance(_wait(tmp_path, out, 40, monkeypatch), Lease)
+    redraws = out.getvalue().split("\r")[1:]
+    assert len(redraws) == 6 and redraws[-1].endswith("\x1b[K\n")
+    assert all(len(r.split("\x1b[K")[0]) < 40 for r in redraws), redraws

@@ -149,7 +149,7 @@ def test_jit_at_startup_waits_and_exits_non_zero_on_denial(world: Session) -> No
     approver = threading.Thread(target=decide, args=("approve", "ok"))
     approver.start()
     term = world.open("--jit", "write", "-c", "select current_user as whoami")
-    term.wait_for(r"is waiting for approval by jit_leads: waited 0:0\d \(Ctrl-C to withdraw\)")
+    term.wait_for(r"is waiting for jit_leads: 0:0\d \(Ctrl-C withdraws\)")
     term.wait_for(JIT_USER)
     approver.join()
     assert term.close() == 0
@@ -171,3 +171,14 @@ def test_ctrl_c_at_startup_withdraws_the_request(world: Session) -> None:
     with world.cluster.connect("app") as conn:
         row = conn.execute("SELECT status FROM jit_data.requests WHERE id = %s", (int(rid),)).fetchone()
     assert row == ("cancelled",)
+
+
+def test_waiting_at_startup_redraws_one_row_at_80_columns(world: Session) -> None:
+    """The line was wider than 80 columns: every redraw with \\r added a row."""
+    term = world.open("--jit", "write", "-c", "select 1", COLUMNS="80")
+    term.wait_for(r"is waiting for jit_leads: 0:03")
+    rows = [row for row in term.text().splitlines() if row.strip()]
+    assert len(rows) == 1 and rows[0].startswith("Request ") and len(rows[0]) < 80, rows
+    term.child.sendcontrol("c")
+    term.wait_for(r"withdrawn")
+    assert term.close() == 1

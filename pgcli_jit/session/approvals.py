@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +33,7 @@ from pgcli_jit.backends import backend_class
 from pgcli_jit.backends.base import Approver, Backend, Decidable, PendingRequest
 from pgcli_jit.core.clock import Clock, local_time
 from pgcli_jit.core.durations import format_clock, format_duration
-from pgcli_jit.core.errors import JitError, PermissionDenied, RequestClosed
+from pgcli_jit.core.errors import BackendError, JitError, PermissionDenied, RequestClosed
 from pgcli_jit.core.lease import Lease
 from pgcli_jit.core.profile import Profile
 from pgcli_jit.core.sanitize import printable
@@ -108,14 +109,29 @@ class ApprovalFlow:
     # -- the requester ----------------------------------------------------------------
 
     def start(self, pending: PendingRequest, profile: Profile, ttl: float | None) -> str:
+        """A request now waits.  One request waits at a time: a second one (for another
+        profile) is withdrawn at once, and the first keeps waiting."""
+        w = self.waiting
+        if w is not None:
+            with contextlib.suppress(JitError):
+                self.manager.backend_for(profile).cancel(pending)
+            raise JitError(f"{profile.name} needs approval too, and request {w.pending.request_id} for "
+                           f"{w.profile.name} is still waiting: one request waits at a time",
+                           f"request {pending.request_id} was withdrawn; \\jit cancel withdraws "
+                           f"request {w.pending.request_id} first")
         now = self.manager.clock()
         self.waiting = Waiting(pending, profile, ttl, next_poll=now + min(pending.poll_after, 1.0))
         return waiting_line(pending)
 
-    def refuse_second(self) -> None:
-        if self.waiting is not None:
-            raise JitError(f"request {self.waiting.pending.request_id} for {self.waiting.profile.name} "
-                           "is still waiting for approval", "\\jit cancel withdraws it first")
+    def refuse_second(self, profile: str) -> None:
+        """Before a request: only asking again for the profile that waits is refused.  A request
+        for another profile goes ahead and the waiting one stays waiting: the user asked for it
+        and has not withdrawn it, so it still switches in when approved (``\\jit cancel``
+        withdraws it)."""
+        w = self.waiting
+        if w is not None and w.profile.name == profile:
+            raise JitError(f"request {w.pending.request_id} for {w.profile.name} is still waiting for "
+                           "approval", "\\jit status shows it; \\jit cancel withdraws it")
 
     def cancel(self) -> str:
         self._poll.settle()
@@ -241,7 +257,14 @@ class ApprovalFlow:
         return requests
 
     def decide(self, request_id: int, approve: bool, text: str) -> str:
-        answer = self._need_approver().decide(request_id, approve, text)
+        approver = self._need_approver()
+        try:
+            answer = approver.decide(request_id, approve, text)
+        except BackendError as exc:
+            # the profile the approver was found through has nothing to do with the request
+            hint = exc.hint or ("\\jit pending lists what you may decide"
+                                if exc.reason.startswith("no request") else "")
+            raise JitError(exc.reason, hint) from None
         self._next_count = 0.0  # the count changed: refresh it on the next beat
         return decided_line(answer, "approve" if approve else "deny")
 
@@ -314,23 +337,63 @@ def decided_line(answer: Mapping[str, Any], verb: str) -> str:
 def wait_at_startup(backend: Backend, pending: PendingRequest, clock: Clock,
                     out: TextIO = sys.stderr, sleep: Callable[[float], None] = time.sleep) -> Lease:
     """``--jit PROFILE`` on a profile that needs approval: poll until granted, in front of the
-    user.  Ctrl-C withdraws the request; a denial or timeout raises RequestClosed."""
-    line = waiting_line(pending).split(";")[0]
+    user.  Ctrl-C withdraws the request; a denial or timeout raises RequestClosed.
+
+    On a terminal one line is redrawn in place every poll, cut to the terminal's width (a
+    line that wraps cannot be redrawn with ``\\r``: each redraw would add a row).  Elsewhere
+    (a log, a pipe) a line is written only when something changes: asked, another approval."""
+    width = terminal_width(out)
+    said = ""
     try:
         while True:
-            out.write(f"\r{line}: waited {format_clock(max(0.0, clock() - pending.asked_at))} "
-                      "(Ctrl-C to withdraw)")
+            if width is None:
+                line = progress_line(pending)
+                if line != said:
+                    out.write(line + "\n")
+                    said = line
+            else:
+                out.write("\r" + redraw_line(pending, clock(), width) + "\x1b[K")
             out.flush()
             sleep(min(pending.poll_after, MAX_POLL_AFTER))
             result = backend.poll(pending)
             if isinstance(result, Lease):
-                out.write("\n")
+                _end_line(out, width)
                 return result
             pending = result
     except KeyboardInterrupt:
-        out.write("\n")
+        _end_line(out, width)
         backend.cancel(pending)
         raise JitError(f"Request {pending.request_id} withdrawn.") from None
     except RequestClosed as exc:
-        out.write("\n")
+        _end_line(out, width)
         raise JitError(closed_line(pending, exc)) from None
+
+
+def terminal_width(out: TextIO) -> int | None:
+    """The columns of the terminal ``out`` writes to; None when it is not a terminal."""
+    try:
+        if not out.isatty():
+            return None
+        return os.get_terminal_size(out.fileno()).columns or 80
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def redraw_line(pending: PendingRequest, now: float, width: int) -> str:
+    """The line redrawn in place while ``--jit`` waits, never reaching the last column."""
+    who = pending.approvers or "an approver"
+    waited = format_clock(max(0.0, now - pending.asked_at))
+    line = (f"Request {pending.request_id} for {pending.profile} is waiting for {who}: {waited} "
+            "(Ctrl-C withdraws)")
+    return line if len(line) < width else line[:max(1, width - 4)] + "..."
+
+
+def progress_line(pending: PendingRequest) -> str:
+    """What a log of ``--jit`` reads while it waits: written again only when it changes."""
+    return (f"{waiting_line(pending).split(';')[0]} ({pending.approvals} of {pending.needed} "
+            "approvals; Ctrl-C withdraws)")
+
+
+def _end_line(out: TextIO, width: int | None) -> None:
+    if width is not None:
+        out.write("\n")

@@ -119,10 +119,10 @@ class Controller:
 
     def request(self, profile_name: str | None, ttl: float | None, reason: str) -> str:
         self.settle()
-        self.approvals.refuse_second()
         if self.connector.in_transaction():
             raise JitError(f"\\jit request refused: {IN_TRANSACTION}")
         profile = self.config.requestable(profile_name)
+        self.approvals.refuse_second(profile.name)
         try:
             lease = self.manager.mint(profile, ttl, reason)
         except ApprovalPending as exc:  # the session goes on; it switches once approved

@@ -538,7 +538,8 @@ class JitShell(PGCli):  # type: ignore[misc]
         return [*toolbar.segment(manager.lease, profile.renew_before if profile else None, now,
                                  ended=jit.ended_word()),
                 *toolbar.pending_segment(waiting.profile.name if waiting else None,
-                                         waiting.waited(now) if waiting else None, flow.decidable)]
+                                         waiting.waited(now) if waiting else None, flow.decidable,
+                                         approved=waiting is not None and waiting.approved is not None)]
 
     def _start_ticker(self) -> None:
         get_app().create_background_task(self._ticker())

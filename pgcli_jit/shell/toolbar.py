@@ -22,6 +22,7 @@ STYLES = {
     "warning": "class:bottom-toolbar.jit.warning",
     "alarm": "class:bottom-toolbar.jit.alarm",
     "expired": "class:bottom-toolbar.jit.expired",
+    "offer": "class:bottom-toolbar.jit.offer",
 }
 #: added to pgcli's style so the segment stands out; users may override in pgcli's [colors].
 STYLE_RULES = {
@@ -29,13 +30,18 @@ STYLE_RULES = {
     "bottom-toolbar.jit.warning": "bg:#222222 #ffdd00 bold",
     "bottom-toolbar.jit.alarm": "bg:#aa0000 #ffffff bold",
     "bottom-toolbar.jit.expired": "bg:#aa0000 #ffffff bold",
+    "bottom-toolbar.jit.offer": "bg:#ffdd00 #000000 bold",
 }
 
 
-def segment(lease: Lease | None, renew_before: float | None, now: float, ended: str = "") -> Tokens:
+def segment(lease: Lease | None, renew_before: float | None, now: float, ended: str = "",
+            offer: str | None = None) -> Tokens:
     """``JIT <profile> as <user> <m:ss>`` styled by phase; ``JIT expired`` after; nothing without a lease.
 
     ``ended`` is ``"expired"`` or ``"revoked"`` once access has ended and no new lease was taken.
+    ``offer`` is what F5 does now (``renew``, ``new credentials``): drawn as ``[F5] renew``,
+    where pgcli shows its own keys; it is the renewal offer, so nothing ever reads the
+    terminal to ask (keys typed for SQL or for the pager stay theirs).
     """
     if lease is None:
         return [(STYLES["expired"], f"  JIT {ended} ")] if ended else []
@@ -43,7 +49,14 @@ def segment(lease: Lease | None, renew_before: float | None, now: float, ended: 
     if where is Phase.EXPIRED:
         return [(STYLES["expired"], "  JIT expired ")]
     text = f"  JIT {lease.profile} as {lease.username} {format_clock(lease.remaining(now))} "
-    return [(STYLES[_STAGE[where]], text)]
+    tokens = [(STYLES[_STAGE[where]], text)]
+    if offer:
+        tokens.append((STYLES["offer"], f" [{OFFER_KEY}] {offer} "))
+    return tokens
+
+
+#: the key that takes the toolbar's offer; pgcli binds F2-F4 to its own toggles
+OFFER_KEY = "F5"
 
 
 _STAGE = {Phase.FRESH: "fresh", Phase.WINDOW: "warning", Phase.FINAL: "alarm", Phase.EXPIRED: "expired"}
@@ -59,11 +72,16 @@ def prompt_text(lease: Lease | None, now: float, ended: str = "") -> str:
     return f"JIT {lease.profile} {format_clock(lease.remaining(now))} "
 
 
-def pending_segment(profile: str | None, waited: float | None, decidable: int) -> Tokens:
-    """``JIT write pending 1:12`` while our request waits for approval (time waited), and
-    ``JIT: 1 request waiting`` while this login may decide someone else's; else nothing."""
+def pending_segment(profile: str | None, waited: float | None, decidable: int,
+                    approved: bool = False) -> Tokens:
+    """``JIT write pending 1:12`` while our request waits for approval (time waited);
+    ``JIT write approved, waiting for COMMIT`` once granted while a transaction is open (the
+    switch waits for it); ``JIT: 1 request waiting`` while this login may decide someone
+    else's; else nothing."""
     tokens: Tokens = []
-    if profile is not None and waited is not None:
+    if profile is not None and approved:
+        tokens.append((STYLES["warning"], f"  JIT {profile} approved, waiting for COMMIT "))
+    elif profile is not None and waited is not None:
         tokens.append((STYLES["warning"], f"  JIT {profile} pending {format_clock(waited)} "))
     if decidable > 0:
         plural = "s" if decidable != 1 else ""
