@@ -26,6 +26,7 @@ from pgcli_jit.core.durations import option_duration
 from pgcli_jit.core.errors import UsageError
 
 if TYPE_CHECKING:
+    from pgcli_jit.core.profile import Profile
     from pgcli_jit.session.controller import Controller
 
 _JIT = re.compile(r"^\s*\\jit(?:\s|;|$)", re.IGNORECASE)
@@ -100,11 +101,33 @@ class Subcommand:
 
 
 def _help(jit: Controller, cmd: JitCommand) -> Result:
-    return (None, None, None, usage(cmd.profile))
+    return (None, None, None, usage(cmd.profile, terminal_columns()))
+
+
+def terminal_columns() -> int:
+    """The terminal's width (``COLUMNS``, else the terminal's own, else 80)."""
+    import shutil
+
+    return shutil.get_terminal_size((80, 24)).columns
 
 
 def _request(jit: Controller, cmd: JitCommand) -> Result:
+    if cmd.ttl is not None:
+        check_ttl(jit.config.requestable(cmd.profile), cmd.ttl)
     return (None, None, None, jit.request(cmd.profile, cmd.ttl, cmd.reason))
+
+
+def check_ttl(profile: Profile, ttl: float) -> None:
+    """A TTL inside the profile's renewal window (``renew_before``) makes a lease that is due
+    for renewal from its first second and ends before it can be renewed: refused before
+    anything is asked of the backend (and before the current lease is replaced)."""
+    window = profile.renew_before
+    if window and ttl < window:
+        from pgcli_jit.core.durations import format_duration
+
+        raise UsageError(f"\\jit request: --ttl {format_duration(ttl)} is shorter than the renewal "
+                         f"window of {profile.name} (renew_before {format_duration(window)})",
+                         f"ask for at least --ttl {format_duration(window)}")
 
 
 def _renew(jit: Controller, cmd: JitCommand) -> Result:
@@ -279,24 +302,49 @@ def run(jit: Controller, cmd: JitCommand) -> Result:
 # -- help ------------------------------------------------------------------------------------
 
 
-def _usage_table(rows: Sequence[Subcommand]) -> list[str]:
-    """Synopses aligned by code, not by hand."""
-    width = max(len(row.synopsis) for row in rows) + 3
-    return [f"{row.synopsis:<{width}}{row.summary}" for row in rows]
+#: the narrowest summary column worth aligning; narrower, each summary goes under its synopsis
+MIN_SUMMARY = 20
+
+
+def _usage_table(rows: Sequence[Subcommand], width: int | None = None) -> list[str]:
+    """Synopses aligned by code, not by hand; with a ``width``, summaries wrap at words within it."""
+    column = max(len(row.synopsis) for row in rows) + 3
+    if width is None:
+        return [f"{row.synopsis:<{column}}{row.summary}" for row in rows]
+    lines: list[str] = []
+    for row in rows:
+        if width - column >= MIN_SUMMARY:
+            summary = _wrap(row.summary, width - column)
+            lines.append(f"{row.synopsis:<{column}}{summary[0]}")
+            lines += [" " * column + line for line in summary[1:]]
+        else:
+            lines += textwrap.wrap(row.synopsis, width, break_long_words=False, break_on_hyphens=False)
+            lines += _wrap(row.summary, width, indent="    ")
+    return lines
+
+
+def _wrap(text: str, width: int, indent: str = "") -> list[str]:
+    """Wrapped at words; ``\\jit NAME`` stays on one line."""
+    glued = text.replace("\\jit ", "\\jit\xa0")
+    return [line.replace("\xa0", " ") for line in
+            textwrap.wrap(glued, width, initial_indent=indent, subsequent_indent=indent)]
 
 
 USAGE = "\n".join([*_usage_table(TABLE), FOOTER])
 
 
-def usage(name: str | None = None) -> str:
-    """All subcommands, or one (``\\jit help request``): its synopsis, then the details."""
+def usage(name: str | None = None, width: int | None = None) -> str:
+    """All subcommands, or one (``\\jit help request``): its synopsis, then the details;
+    wrapped at words to ``width`` columns when given (the terminal's, for ``\\jit help``)."""
     if not name:
-        return USAGE
+        if width is None:
+            return USAGE
+        return "\n".join([*_usage_table(TABLE, width), *_wrap(FOOTER, width)])
     row = BY_NAME.get(name.lower())
     if row is None:
         raise UsageError(f"\\jit help: unknown subcommand {name!r}",
                          f"use one of: {', '.join(SUBCOMMANDS)}")
-    return "\n".join([*_usage_table((row,)), *textwrap.wrap(row.details, 78)])
+    return "\n".join([*_usage_table((row,), width), *_wrap(row.details, width or 78)])
 
 
 # -- parsing ---------------------------------------------------------------------------------
