@@ -41,7 +41,7 @@ def test_jit_startup_status_renew_profiles_help(session: Session) -> None:
     term.run(r"\jit status", r"renewals\s+\|\s+1")
 
     screen = term.run(r"\jit profiles", r"write")
-    assert re.search(r"read\s+\|\s+postgres\s+\|\s+5m\s+\|\s+20m", screen)
+    assert re.search(r"read\s+\|\s+5m\s+\|\s+20m", screen)
     term.run(r"\jit", r"\\jit request \[PROFILE\]")
     term.run(r"\?", r"\\jit \[command\]")
     term.run(r"\jit frobnicate", r"unknown subcommand 'frobnicate'")

@@ -35,7 +35,7 @@ def test_vault_session_status_profiles_renew_and_revoke_on_exit(session: Session
     assert not re.search(r"hard limit\s+\|\s+unknown", status)  # the role's max_ttl was readable
 
     profiles = term.run(r"\jit profiles", r"role short")
-    assert re.search(r"v: role ro\s+\|\s+vault\s+\|\s+1m\s+\|\s+10m", profiles)
+    assert re.search(r"v: role ro\s+\|\s+1m\s+\|\s+10m", profiles)
     term.run(r"\jit renew --ttl 5m", rf"Renewed {user} until")
 
     term.child.send("\\q\r")

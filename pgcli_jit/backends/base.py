@@ -67,6 +67,8 @@ class RoleInfo:
     note: str = ""
     #: what the backend calls it: a Vault "role", the postgres broker's "server profile"
     kind: str = "role"
+    #: the broker refuses a request for it without a reason
+    reason_required: bool = False
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,11 @@ class Backend(ABC):
 
     def roles(self) -> list[RoleInfo]:
         """What this backend offers beyond the profile itself (e.g. Vault's role list)."""
+        return []
+
+    def requestable(self) -> list[RoleInfo]:
+        """What the login may request by name from this broker beyond the config file's
+        profiles (the postgres broker's server profiles, ``\\jit request NAME``); none by default."""
         return []
 
     def close(self) -> None:

@@ -29,6 +29,9 @@ MY_LEASES = "SELECT jit.my_leases()"
 #: one server profile as this login may request it (``\jit profiles``)
 MY_PROFILE = ("SELECT name, ttl_seconds, max_ttl_seconds, reason_required, description"
               " FROM jit.my_profiles() WHERE name = %s")
+#: every server profile this login may request (``\\jit profiles`` and its completion)
+MY_PROFILES = ("SELECT name, ttl_seconds, max_ttl_seconds, reason_required, description"
+               " FROM jit.my_profiles()")
 #: a request waiting for approval: still pending, issued now, or closed
 REQUEST_STATUS = "SELECT jit.request_status(%s)"
 #: withdraw this login's own waiting request

@@ -26,6 +26,7 @@ from pgcli_jit.core.durations import option_duration
 from pgcli_jit.core.errors import UsageError
 
 if TYPE_CHECKING:
+    from pgcli_jit.backends.base import RoleInfo
     from pgcli_jit.core.profile import Profile
     from pgcli_jit.session.controller import Controller
 
@@ -181,17 +182,35 @@ def _profiles(jit: Controller, cmd: JitCommand) -> Result:
     import contextlib
 
     from pgcli_jit.core.errors import JitError
-    from pgcli_jit.session.report import PROFILE_HEADERS, profile_rows
+    from pgcli_jit.session.report import PROFILE_HEADERS, profile_rows, table_width, vertical
 
     manager = jit.manager
     cfg = manager.config
-    if not cfg.profiles:
-        return (None, None, None, f"No profiles: add [profiles.NAME] to {cfg.path}")
+    server, unlisted = server_profiles(jit)
+    if not cfg.profiles and not server:
+        return (None, None, None, f"No profiles: add [profiles.NAME] to {cfg.path}{unlisted}")
     backends = {}
     for name, profile in cfg.profiles.items():
         with contextlib.suppress(JitError):
             backends[name] = manager.backend_for(profile)
-    return (None, profile_rows(cfg, backends), PROFILE_HEADERS, None)
+    rows = profile_rows(cfg, backends, server)
+    width = terminal_columns()
+    if table_width(rows, PROFILE_HEADERS) > width:
+        return (None, None, None, vertical(rows, width) + unlisted)
+    return (None, rows, PROFILE_HEADERS, unlisted.strip() or None)
+
+
+def server_profiles(jit: Controller) -> tuple[list[RoleInfo], str]:
+    """What the connected server lets this login request by name (``\\jit request NAME``
+    with no config entry), and a line saying why it is missing when it cannot be asked."""
+    from pgcli_jit.core.errors import JitError
+    from pgcli_jit.session.config import server_side_profile
+
+    try:
+        # a profile of no name a config can hold: it only lists, it never requests
+        return jit.manager.backend_for(server_side_profile("(server)")).requestable(), ""
+    except JitError as exc:
+        return [], f"\nThe server's profiles are not listed: {exc}"
 
 
 def _pending(jit: Controller, cmd: JitCommand) -> Result:

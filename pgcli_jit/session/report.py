@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pgcli_jit.backends.base import Backend
+from pgcli_jit.backends.base import Backend, RoleInfo
 from pgcli_jit.core.clock import local_time
 from pgcli_jit.core.durations import format_clock, format_duration
 from pgcli_jit.core.errors import JitError
@@ -42,32 +42,74 @@ def _window(profile: Profile) -> str:
     return f"last {format_duration(profile.renew_before)}" if profile.renew_before else "last third"
 
 
-def profile_rows(config: Config, backends: dict[str, Backend]) -> list[tuple[str, str, str, str, str]]:
-    """Every profile, and under a Vault-style profile the roles its backend lists."""
-    rows: list[tuple[str, str, str, str, str]] = []
+Row = tuple[str, str, str, str]
+
+
+def profile_rows(config: Config, backends: dict[str, Backend],
+                 server: list[RoleInfo] | None = None) -> list[Row]:
+    """Every profile of the config, then what the server lets this login request by name
+    (``server``): for a config profile the server also knows, the server's TTLs and rules
+    stand in its row (the client's are only a wish); under a Vault-style profile, its roles."""
+    offered = {info.name: info for info in server or ()}
+    rows: list[Row] = []
     for name in sorted(config.profiles):
         profile = config.profiles[name]
-        default = " (default)" if name == config.default_profile else ""
         backend = backends.get(name)
-        server_decides = backend is not None and backend.server_policy and not profile.ttl_given
-        rows.append((name + default, profile.backend,
-                     "server's" if server_decides else format_duration(profile.ttl),
-                     format_duration(profile.max_ttl) if profile.max_ttl else "-",
-                     profile.description or profile.renew))
-        if backend is None:
-            continue
-        try:
-            roles = backend.roles()
-        except JitError as exc:
-            rows.append((f"  {name}: roles", "", "", "", f"not listed: {exc}"))
-            continue
-        rows.extend(
-            (f"  {name}: {r.kind} {r.name}", profile.backend,
-             format_duration(r.default_ttl) if r.default_ttl else "-",
-             format_duration(r.max_ttl) if r.max_ttl else "-", r.note)
-            for r in roles
-        )
+        info = offered.pop(str(profile.options.get("server_profile") or name), None) \
+            if backend is not None and backend.server_policy else None
+        rows.append(_config_row(config, profile, backend, info))
+        if backend is not None and not backend.server_policy:
+            rows.extend(_role_rows(name, backend))
+    rows.extend((f"{info.name} (server)", *_terms(info.default_ttl, info.max_ttl), _note(info, ""))
+                for info in offered.values())
     return rows
 
 
-PROFILE_HEADERS = ["profile", "backend", "ttl", "max ttl", "renew / note"]
+def _config_row(config: Config, profile: Profile, backend: Backend | None, info: RoleInfo | None) -> Row:
+    default = " (default)" if profile.name == config.default_profile else ""
+    if info is not None:
+        return (profile.name + default, *_terms(info.default_ttl, info.max_ttl),
+                _note(info, profile.description))
+    server_decides = backend is not None and backend.server_policy and not profile.ttl_given
+    ttl = "server's" if server_decides else format_duration(profile.ttl)
+    where = "" if backend is not None and backend.server_policy else f"{profile.backend}: "
+    return (profile.name + default, ttl, format_duration(profile.max_ttl) if profile.max_ttl else "-",
+            where + (profile.description or f"renew {profile.renew}"))
+
+
+def _role_rows(name: str, backend: Backend) -> list[Row]:
+    try:
+        roles = backend.roles()
+    except JitError as exc:
+        return [(f"  {name}: roles", "", "", f"not listed: {exc}")]
+    return [(f"  {name}: {r.kind} {r.name}", *_terms(r.default_ttl, r.max_ttl), r.note) for r in roles]
+
+
+def _terms(ttl: float | None, max_ttl: float | None) -> tuple[str, str]:
+    return (format_duration(ttl) if ttl else "-", format_duration(max_ttl) if max_ttl else "-")
+
+
+def _note(info: RoleInfo, description: str) -> str:
+    return "; ".join(filter(None, ("reason required" if info.reason_required else "",
+                                   description or info.note)))
+
+
+PROFILE_HEADERS = ["profile", "ttl", "max ttl", "note"]
+
+
+def table_width(rows: list[Row], headers: list[str]) -> int:
+    """How wide pgcli's bordered table of these rows is: each column plus `` | `` between."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    return sum(widths) + 3 * len(widths) + 1
+
+
+def vertical(rows: list[Row], width: int) -> str:
+    """The profiles one to a line, the note wrapped under them: for a terminal too narrow
+    for the table (pgcli would cut it in the pager)."""
+    import textwrap
+
+    lines: list[str] = []
+    for name, ttl, max_ttl, note in rows:
+        lines.append(f"{name}: ttl {ttl}, max ttl {max_ttl}" if ttl else name)
+        lines += textwrap.wrap(note, width, initial_indent="    ", subsequent_indent="    ")
+    return "\n".join(lines)

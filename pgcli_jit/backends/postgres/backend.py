@@ -228,6 +228,12 @@ class PostgresBackend(Backend):
                                                  str(description or "")))), kind="server profile")
                 for name, ttl, max_ttl, needs_reason, description in rows]
 
+    def requestable(self) -> list[RoleInfo]:
+        """Every server profile this login may request by name, as the server states it."""
+        return [RoleInfo(str(name), ttl, max_ttl, str(description or ""), kind="server profile",
+                         reason_required=bool(needs_reason))
+                for name, ttl, max_ttl, needs_reason, description in self._call(statements.MY_PROFILES)]
+
     def close(self) -> None:
         self._warm.close()
 
