@@ -13,8 +13,9 @@ through :func:`~pgcli_jit.core.sanitize.clean` before anyone sees it.
 The timeout bounds the whole call, not each read.  ``requests`` only bounds a
 single ``recv``, so a server that answers a byte every second (headers or body)
 kept a caller waiting for minutes; sessions made by :func:`new_session` hand their
-sockets to a per-call :class:`_Deadline` that shuts them down when the time is up,
-and the blocked read returns at once.
+sockets to the call's :class:`~pgcli_jit.backends.deadline.Deadline` (the one a
+PostgreSQL login call has too: one watcher thread, no thread per call), which shuts
+them down when the time is up, and the blocked read returns at once.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.poolmanager import pool_classes_by_scheme as _DEFAULT_POOLS
 
+from pgcli_jit.backends.deadline import Deadline
 from pgcli_jit.core.errors import BackendError, BackendUnavailable, NotRenewable, PermissionDenied
 from pgcli_jit.core.limits import MAX_OUTPUT
 from pgcli_jit.core.sanitize import clean
@@ -115,15 +117,15 @@ def send(session: requests.Session, method: str, url: str, *, backend: str, prof
          timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> requests.Response:
     """``session.request`` within ``timeout`` as a whole, the body read (capped); network
     failures become BackendUnavailable."""
-    deadline = _Deadline(timeout)
+    call = _Call(timeout)
     resp: requests.Response | None = None
     try:
-        with deadline:
+        with call:
             try:
                 resp = session.request(method, url, timeout=timeout, stream=True, **kwargs)
-                _read_capped(resp, deadline.at)
+                _read_capped(resp, call.at)
             except Exception:
-                if not deadline.cut:
+                if not call.cut:
                     raise
                 # whatever the cut read then raised, the reason is the deadline: no answer
                 # at all (as a per-read timeout says it), or an answer that never ended
@@ -162,71 +164,50 @@ def new_session() -> requests.Session:
 _current = threading.local()
 
 
-class _Deadline:
-    """One call's time limit, enforced on the sockets it uses.
+class _Call:
+    """One call through :func:`send`: its :class:`~pgcli_jit.backends.deadline.Deadline`,
+    enforced on the sockets the call uses.
 
-    Connections made by :func:`new_session` register here (:meth:`watch`) while
-    the call runs in this thread; the first one starts a timer that, when the
-    time is up, shuts their sockets down (``shutdown``, not ``close``: a read
-    blocked in another thread returns at once, and the socket object stays
-    valid for urllib3 to close).  Sessions from elsewhere (tests' fake
-    transports) start no timer; the body loop still checks :attr:`at`.
+    Connections made by :func:`new_session` register here (:meth:`watch`) while the call
+    runs in this thread; the first one arms the deadline, which, when the time is up, shuts
+    their sockets down (``shutdown``, not ``close``: a read blocked in another thread
+    returns at once, and the socket object stays valid for urllib3 to close).  Sessions
+    from elsewhere (tests' fake transports) arm nothing; the body loop still checks
+    :attr:`at`.
     """
 
     def __init__(self, seconds: float) -> None:
-        self.at = time.monotonic() + seconds
-        #: set once the timer has shut down a socket this call was using
+        self.deadline = Deadline(seconds)
+        self.at = self.deadline.at
+        #: set once a socket this call was using has been shut down at the deadline
         self.cut = False
-        self._lock = threading.Lock()
         self._conns: list[Any] = []
-        self._timer: threading.Timer | None = None
-        self._fired = False
-        self._over = False
 
-    def __enter__(self) -> _Deadline:
-        _current.deadline = self
+    def __enter__(self) -> _Call:
+        _current.call = self
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _current.deadline = None
-        with self._lock:
-            self._over = True
-            self._conns.clear()
-            timer = self._timer
-        if timer is not None:
-            timer.cancel()
+        _current.call = None
+        self.deadline.end()  # no socket is shut after this: the pool may reuse it
 
     def watch(self, conn: Any) -> None:
-        with self._lock:
-            if self._over:
-                return
-            if conn not in self._conns:
-                self._conns.append(conn)
-            if self._timer is None:
-                self._timer = threading.Timer(max(0.0, self.at - time.monotonic()), self._expire)
-                self._timer.daemon = True
-                self._timer.start()
-            late = self._fired
-        if late:
+        if conn not in self._conns:
+            self._conns.append(conn)
+            self.deadline.arm(self._expire)
+        # after the append: an expiry that began earlier is seen here, a later one sees conn
+        if self.deadline.fired:
             self._shut(conn)
 
     def _expire(self) -> None:
-        with self._lock:
-            if self._over:
-                return
-            self._fired = True
-            conns = list(self._conns)
-        for conn in conns:
+        for conn in list(self._conns):
             self._shut(conn)
 
     def _shut(self, conn: Any) -> None:
         sock = getattr(conn, "sock", None)
         if sock is None:
             return
-        with self._lock:
-            if self._over:
-                return
-            self.cut = True
+        self.cut = True
         with contextlib.suppress(OSError):
             # the plain socket's shutdown, also under TLS: SSLSocket.shutdown would unwrap
             # the TLS object under a reader in another thread
@@ -243,17 +224,17 @@ class _Watched(_ConnectionBase):
     """A urllib3 connection that puts itself under the current call's deadline."""
 
     def connect(self) -> None:
-        deadline: _Deadline | None = getattr(_current, "deadline", None)
-        if deadline is not None:
-            deadline.watch(self)  # a TLS handshake can dribble too
+        call: _Call | None = getattr(_current, "call", None)
+        if call is not None:
+            call.watch(self)  # a TLS handshake can dribble too
         super().connect()
-        if deadline is not None:
-            deadline.watch(self)  # the time ran out while connecting: shut it now
+        if call is not None:
+            call.watch(self)  # the time ran out while connecting: shut it now
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        deadline: _Deadline | None = getattr(_current, "deadline", None)
-        if deadline is not None:
-            deadline.watch(self)  # also a kept-alive connection, connected in an earlier call
+        call: _Call | None = getattr(_current, "call", None)
+        if call is not None:
+            call.watch(self)  # also a kept-alive connection, connected in an earlier call
         super().request(*args, **kwargs)
 
 

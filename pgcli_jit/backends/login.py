@@ -8,9 +8,10 @@ password, if one was typed, stays in memory only), or the profile's
 ``PGPASSFILE``, a service file, a certificate, GSSAPI).  No broker secret exists.
 
 One connection is kept warm (a request then costs one round trip, not a login)
-and reopened when the server closed it.  Every call has a deadline: a server that
-accepts and never answers (stopped, partitioned away) costs the caller the profile's
-timeout, not the shell.  :func:`sever` is also how the shell ends a statement that
+and reopened when the server closed it.  Every call has a deadline
+(:mod:`pgcli_jit.backends.deadline`, the one the HTTP backends' calls have too): a
+server that accepts and never answers (stopped, partitioned away) costs the caller the
+profile's timeout, not the shell.  :func:`sever` is also how the shell ends a statement that
 outlives its lease.
 """
 
@@ -20,7 +21,6 @@ import contextlib
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from pgcli_jit.backends.deadline import Deadline
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 #: libpq parameters that say where and as whom to connect; everything else pgcli keeps
@@ -100,45 +102,6 @@ def sever(conn: Conn) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-class Deadline:
-    """One thread that severs a connection whose call overstays its deadline.
-
-    A ``threading.Timer`` per call cost about 130 µs (a thread started and ended) on a
-    call of 30 µs; this thread is started once and waits on a condition between calls.
-    """
-
-    def __init__(self) -> None:
-        self._cv = threading.Condition()
-        self._conn: Conn | None = None
-        self._until = 0.0
-        self._thread: threading.Thread | None = None
-        self.fired = False
-
-    def arm(self, conn: Conn, seconds: float) -> None:
-        with self._cv:
-            self._conn, self._until, self.fired = conn, time.monotonic() + seconds, False
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._watch, name="pgcli-jit-deadline", daemon=True)
-                self._thread.start()
-            self._cv.notify()
-
-    def disarm(self) -> None:
-        with self._cv:
-            self._conn = None
-
-    def _watch(self) -> None:
-        while True:
-            with self._cv:
-                while self._conn is None:
-                    self._cv.wait()
-                left = self._until - time.monotonic()
-                if left > 0:
-                    self._cv.wait(left)
-                    continue
-                conn, self._conn, self.fired = self._conn, None, True
-            sever(conn)
-
-
 class WarmConnection:
     """One connection as a :class:`Login`, reused across calls and reopened after a break.
 
@@ -151,7 +114,6 @@ class WarmConnection:
         self._conn: Conn | None = None
         self._used: Login | None = None
         self._lock = threading.Lock()
-        self._deadline = Deadline()
 
     def call(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """Run one statement (autocommit: its own transaction) and fetch its rows.
@@ -177,16 +139,15 @@ class WarmConnection:
 
     def _run(self, conn: Conn, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """One statement with a deadline: past it, the deadline thread severs the socket."""
-        self._deadline.arm(conn, self._timeout)
-        try:
-            return conn.execute(query, params).fetchall()
-        except psycopg.OperationalError:
-            if not self._deadline.fired:
-                raise
-            self._drop()
-            raise NoAnswer(f"no answer within {self._timeout:g}s") from None
-        finally:
-            self._deadline.disarm()
+        with Deadline(self._timeout) as deadline:
+            deadline.arm(lambda: sever(conn))
+            try:
+                return conn.execute(query, params).fetchall()
+            except psycopg.OperationalError:
+                if not deadline.fired:
+                    raise
+                self._drop()
+                raise NoAnswer(f"no answer within {self._timeout:g}s") from None
 
     def _drop(self) -> None:
         if self._conn is not None:
