@@ -41,7 +41,7 @@ from pgcli_jit.core.errors import (
     db_error_line,
 )
 from pgcli_jit.core.lease import Credentials, Lease
-from pgcli_jit.core.limits import MAX_DURATION, MAX_NAME
+from pgcli_jit.core.limits import MAX_NAME
 from pgcli_jit.core.profile import Profile
 from pgcli_jit.server import statements
 
@@ -173,9 +173,7 @@ class PostgresBackend(Backend):
     def _granted(self, answer: Answer, password: str) -> Lease:
         warnings: tuple[str, ...] = ()
         if answer.get("capped") is True:
-            longest = answer.seconds("max_ttl_seconds")
-            if not 0 < longest <= MAX_DURATION:
-                raise answer.malformed("max_ttl_seconds is out of range")
+            longest = answer.length("max_ttl_seconds")
             warnings = (f"TTL capped at the server profile's max_ttl ({format_duration(longest)})",)
         lease = self._lease(answer, Credentials(answer.role(), password), warnings=warnings)
         approved_by = answer.names("approved_by")

@@ -13,9 +13,10 @@ capped with a warning.  So a shorter ``--ttl`` is honoured exactly and a longer
 one up to the role's ``max_ttl``.  Later renewals never ask for less than what
 is left, so ``\\jit renew`` cannot shorten a lease by accident.
 
-Every field of an answer is checked before use (:class:`Answer`): a proxy or a
-fake server answering ``"lease_duration": "soon"`` or ``"data": []`` gets one
-line naming the field, never a traceback, and durations past
+Every field of an answer is checked before use (:class:`Answer`, with the answer
+toolkit :mod:`pgcli_jit.backends.answers`): a proxy or a fake server answering
+``"lease_duration": "soon"`` or ``"data": []`` gets one line naming the field,
+never a traceback, and durations past
 :data:`~pgcli_jit.core.limits.MAX_DURATION` are refused like any other backend's.
 """
 
@@ -24,20 +25,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import requests
 
-from pgcli_jit.backends import httputil
+from pgcli_jit.backends import answers, httputil
+from pgcli_jit.backends.answers import AnswerError
 from pgcli_jit.backends.base import Backend, LeaseRequest, RoleInfo
 from pgcli_jit.backends.vault.client import VaultClient
-from pgcli_jit.core.clock import Clock, parse_timestamp, system_clock
+from pgcli_jit.core.clock import Clock, system_clock
 from pgcli_jit.core.durations import format_duration
 from pgcli_jit.core.errors import BackendError, NotRenewable
 from pgcli_jit.core.lease import Credentials, Lease
-from pgcli_jit.core.limits import MAX_DURATION, MAX_NAME
+from pgcli_jit.core.limits import MAX_NAME
 from pgcli_jit.core.profile import Profile
-from pgcli_jit.core.sanitize import clean, first_unsafe
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ class VaultBackend(Backend):
             lease_id, duration, renewable = answer.lease_id(), answer.duration(), answer.renewable()
             warnings = answer.warnings(credentials.password)
         except AnswerError as exc:
-            raise self.client.error(f"the creds answer {exc}",
+            raise self.client.error(f"the creds answer: {exc}",
                                     f"is {self.mount}/ a database secrets engine?") from None
         max_ttl = self._role_ttls(self.role)[1]
         lease = Lease(
@@ -132,16 +134,17 @@ class VaultBackend(Backend):
         body = self.client.call("PUT", "sys/leases/lookup", {"lease_id": lease.lease_id})
         data = self._checked(body, "lookup").data()
         try:
-            expires = _expire_time(data.get("expire_time"), self.clock()) or lease.expires_at
+            expires = _expire_time(data, self.clock()) or lease.expires_at
         except AnswerError as exc:
-            raise self.client.error(f"the lookup answer {exc}") from None
+            raise self.client.error(f"the lookup answer: {exc}") from None
         return dataclasses.replace(lease, expires_at=expires, renewable=bool(data.get("renewable")))
 
     def roles(self) -> list[RoleInfo]:
         body = self.client.call("LIST", f"{self.mount}/roles", empty_on_404=True)
-        names = self._checked(body, "roles list").data().get("keys") or []
-        if not (isinstance(names, list) and all(isinstance(n, str) and _is_name(n) for n in names)):
-            raise self.client.error('the roles list answer: "keys" must be a list of names')
+        try:
+            names = answers.names(self._checked(body, "roles list").data(), "keys")
+        except AnswerError as exc:
+            raise self.client.error(f"the roles list answer: {exc}") from None
         return [self._role_info(name) for name in names]
 
     def close(self) -> None:
@@ -175,7 +178,7 @@ class VaultBackend(Backend):
             answer = Answer(body)
             answer.data(), answer.duration(), answer.warnings(""), answer.lease_id()
         except AnswerError as exc:
-            raise self.client.error(f"the {what} answer {exc}") from None
+            raise self.client.error(f"the {what} answer: {exc}") from None
         return answer
 
     def _warn(self, lease: Lease, text: str) -> Lease:
@@ -193,78 +196,43 @@ class VaultBackend(Backend):
         except BackendError as exc:
             log.debug("vault role %s not readable: %s", name, exc)
             return None, None
-        return _seconds(data.get("default_ttl")), _seconds(data.get("max_ttl"))
+        return _ttl(data, "default_ttl"), _ttl(data, "max_ttl")
 
 
-def _seconds(value: object) -> float | None:
-    """Vault's TTL fields are seconds; 0, absent or absurd means unknown here."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_DURATION:
+def _ttl(data: Mapping[str, Any], key: str) -> float | None:
+    """A role's TTL field: best effort, so 0 (unset), absent or absurd means unknown here."""
+    try:
+        return answers.seconds(data, key)
+    except AnswerError:
         return None
-    return float(value)
-
-
-class AnswerError(ValueError):
-    """A field of a Vault answer is missing or wrong; the message names it, never its value."""
 
 
 class Answer:
-    """One decoded Vault answer, read field by field with the checks each field needs."""
+    """One decoded Vault answer, its fields read with the answer toolkit."""
 
     def __init__(self, body: object) -> None:
-        if not isinstance(body, dict):
-            raise AnswerError("is not a JSON object")
-        self.body = body
+        self.body = answers.document(body)
 
-    def data(self) -> dict[str, Any]:
-        data = self.body.get("data") or {}
-        if not isinstance(data, dict):
-            raise AnswerError('has a "data" that is not an object')
-        return data
+    def data(self) -> Mapping[str, Any]:
+        return answers.section(self.body, "data")
 
     def credentials(self) -> Credentials:
         data = self.data()
-        user, password = data.get("username"), data.get("password")
-        if not (isinstance(user, str) and user and isinstance(password, str) and password):
-            raise AnswerError("has no username/password")
-        if not _is_name(user) or "\0" in password:
-            raise AnswerError("has a username or password with control characters")
-        return Credentials(user, password)
+        return Credentials(answers.text(data, "username", limit=MAX_NAME), answers.secret(data, "password"))
 
     def duration(self) -> float:
-        value = self.body.get("lease_duration") or 0
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_DURATION:
-            raise AnswerError(f'has a "lease_duration" that is not 0 to {MAX_DURATION:.0f} seconds')
-        return float(value)
+        return answers.seconds(self.body, "lease_duration", zero=True, default=0.0)
 
     def lease_id(self) -> str:
-        value = self.body.get("lease_id") or ""
-        if not (isinstance(value, str) and len(value) <= 1024 and not first_unsafe(value)):
-            raise AnswerError('has a "lease_id" that is not a plain string')
-        return value
+        return answers.text(self.body, "lease_id", optional=True)
 
     def renewable(self) -> bool:
         return self.body.get("renewable") is True
 
     def warnings(self, secret: str) -> tuple[str, ...]:
-        value = self.body.get("warnings") or []
-        if not (isinstance(value, list) and all(isinstance(w, str) for w in value)):
-            raise AnswerError('has "warnings" that are not a list of strings')
-        return tuple(w for w in (clean(w, [secret], limit=200) for w in value[:10]) if w)
+        return answers.warnings(self.body, "warnings", [secret])
 
 
-def _is_name(text: str) -> bool:
-    return 0 < len(text) <= MAX_NAME and not first_unsafe(text)
-
-
-def _expire_time(value: object, now: float) -> float | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise AnswerError('has an "expire_time" that is not a string')
-    try:
-        at = parse_timestamp(value[:64])
-    except (ValueError, OverflowError, OSError):
-        raise AnswerError('has an "expire_time" that is not an ISO-8601 time') from None
-    if at - now > MAX_DURATION:
-        raise AnswerError('has an "expire_time" more than 366 days away')
-    return at
+def _expire_time(data: Mapping[str, Any], now: float) -> float | None:
+    """Vault's ``expire_time``; empty when the lease never expires."""
+    return None if data.get("expire_time") == "" else answers.timestamp(data, "expire_time", now=now)
