@@ -2,12 +2,17 @@
 
 Nothing here fakes PostgreSQL: backends and the shell are exercised against a
 server that really checks passwords and ``VALID UNTIL``.
+
+Every test is sorted by what it needs (``pytest -m unit``, ``-m integration``, ``-m pty``):
+:func:`pytest_collection_modifyitems` reads the fixtures it uses, so a new test is sorted
+without a marker of its own; ``security`` and ``faults`` are module-level ``pytestmark``.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +45,44 @@ GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO jit_write;
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT INSERT, UPDATE, DELETE ON TABLES TO jit_write;
 GRANT jit_read, jit_write TO jit_owner WITH ADMIN OPTION;
 """
+
+#: fixtures that start a PostgreSQL cluster or an OpenBao server: a test that uses one,
+#: directly or through another fixture, is an integration test
+SERVER_FIXTURES = frozenset({"cluster", "tls_cluster", "vault"})
+#: markers whose tests need a server whatever their fixtures: OpenBao of their own, or the
+#: real shell (always against a server here; ``--demo`` starts its own)
+SERVER_MARKERS = ("vault", "pty")
+#: fixtures that drive the real pgcli-jit in a pseudo-terminal
+PTY_FIXTURES = frozenset({"session"})
+#: where a unit test would look for the PostgreSQL server binaries: nowhere
+NO_BINDIR = "/nonexistent/unit-tests-start-no-cluster"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``unit`` or ``integration`` on every test (never both), ``pty`` on those with a terminal.
+
+    Runs before ``-m`` deselects, so ``-m unit`` and ``-m "not unit"`` split the suite."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & PTY_FIXTURES:
+            item.add_marker(pytest.mark.pty)
+        needs_server = bool(used & SERVER_FIXTURES) or any(item.get_closest_marker(m) for m in SERVER_MARKERS)
+        item.add_marker(pytest.mark.integration if needs_server else pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def _held_to_its_group(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What sorts a test is also what it may do: a unit test finds no PostgreSQL binaries
+    (a cluster it starts fails, in every run, not only under ``tox -e unit``), and a test
+    without the ``pty`` marker cannot open a terminal."""
+    if request.node.get_closest_marker("unit"):
+        monkeypatch.setenv("PGCLI_JIT_PG_BINDIR", NO_BINDIR)
+    terminal = sys.modules.get("tests.terminal")
+    if terminal is not None and not request.node.get_closest_marker("pty"):
+        def refuse(*_args: object, **_kwargs: object) -> None:
+            raise AssertionError(f"{request.node.nodeid} opens a terminal: mark it pytest.mark.pty")
+
+        monkeypatch.setattr(terminal.Terminal, "__init__", refuse)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,8 @@ from pgcli_jit.devtools.cluster import Cluster
 from pgcli_jit.session.config import parse_profile
 from tests.conftest import declare_server_profile, end_jit_roles, make_login, postgres_profile_toml
 
+pytestmark = pytest.mark.security
+
 Conn = psycopg.Connection[tuple[object, ...]]
 
 

@@ -57,6 +57,7 @@ def test_an_unknown_server_profile_is_one_line(cluster: Cluster, home: Path) -> 
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.pty
 def test_a_typed_password_for_the_own_login_works_and_revoke_returns_to_it(
         cluster: Cluster, home: Path) -> None:
     """A site without .pgpass: the only password asked for is the user's own, at start-up;
@@ -78,6 +79,7 @@ def test_a_typed_password_for_the_own_login_works_and_revoke_returns_to_it(
             assert password not in path.read_text(errors="replace"), path
 
 
+@pytest.mark.pty
 @pytest.mark.parametrize("ask", ["when needed", "-W"])
 def test_a_password_typed_for_the_profiles_user_reaches_that_login(cluster: Cluster, home: Path,
                                                                    ask: str) -> None:

@@ -31,6 +31,8 @@ from tests.brokers import http_broker
 from tests.conftest import can_login
 from tests.test_controller import PsycopgConnector
 
+pytestmark = pytest.mark.faults
+
 TOKEN = "tok-faults-bearer-0123456789abcdef"
 TOKEN_ENV = "PGCLI_JIT_FAULTS_TOKEN"
 

@@ -32,6 +32,8 @@ from tests import faultproxy
 from tests.conftest import GRANT_ROLES, REQUESTER, can_login, end_jit_roles, make_login
 from tests.test_controller import Harness
 
+pytestmark = pytest.mark.faults
+
 SLOTS = {"max_connections": "12", "superuser_reserved_connections": "3"}
 
 

@@ -37,6 +37,8 @@ from tests.instrument.sitecustomize import IamDatabase
 from tests.test_controller import PsycopgConnector
 from tests.test_faults_brokers import one_line, renew_fails_in_window_then_final
 
+pytestmark = pytest.mark.faults
+
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "faults-aws-secret-key/0123456789abcdefXYZ"
 PREFIX = "aws-rds-iam backend (profile rds): "

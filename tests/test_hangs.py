@@ -42,6 +42,8 @@ from tests import test_faults_brokers
 from tests.brokers import http_broker
 from tests.test_faults_brokers import World, one_line
 
+pytestmark = pytest.mark.faults
+
 ROOT = str(Path(__file__).parent.parent)
 #: a hang lasts far longer than the profile's 2 s timeout ...
 HANG = 60.0

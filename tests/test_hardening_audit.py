@@ -19,6 +19,8 @@ from pgcli_jit.session.audit import AuditLog
 from pgcli_jit.session.config import Config, parse_profile
 from pgcli_jit.session.manager import LeaseManager
 
+pytestmark = pytest.mark.security
+
 T0 = 1_800_000_000.0
 PY = sys.executable
 

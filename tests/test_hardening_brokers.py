@@ -24,6 +24,8 @@ from pgcli_jit.core.errors import BackendError, ConfigError
 from pgcli_jit.core.lease import Credentials, Lease
 from pgcli_jit.session.config import parse_profile
 
+pytestmark = pytest.mark.security
+
 PY = sys.executable
 REQ = LeaseRequest(ttl=60, reason="INC-42 private reason", requester="alice")
 TOKEN = "tok-VERY-secret-0123456789"

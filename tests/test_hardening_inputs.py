@@ -16,6 +16,8 @@ from pgcli_jit.core.errors import ConfigError, DurationError, JitError, UsageErr
 from pgcli_jit.core.limits import MAX_DURATION, MAX_REASON
 from pgcli_jit.session.config import load_config, parse_config, parse_profile
 
+pytestmark = pytest.mark.security
+
 NOW = 1_800_000_000.0
 CMD = {"backend": "command", "command": ["broker"]}
 

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.security
+
 CHECK = ("import atexit, resource; from pgcli_jit.shell import procsafety; "
          "atexit.register(lambda: print('CORE', resource.getrlimit(resource.RLIMIT_CORE),"
          " 'DUMPABLE', procsafety.is_dumpable())); ")

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -34,6 +35,8 @@ from pgcli_jit.core.lease import Credentials, Lease
 from pgcli_jit.core.limits import MAX_DURATION
 from pgcli_jit.session import commands
 from pgcli_jit.session.config import COMMON_KEYS, Config, parse_config, parse_profile
+
+pytestmark = pytest.mark.security
 
 SCALE = float(os.environ.get("PGCLI_JIT_PROPERTY_EXAMPLES", "1"))
 NOW = 1_800_000_000.0

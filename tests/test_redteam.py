@@ -25,6 +25,8 @@ from pgcli_jit.backends.postgres.scram import new_password, scram_verifier
 from pgcli_jit.devtools.cluster import Cluster
 from tests.conftest import REQUESTER, declare_server_profile, make_login
 
+pytestmark = pytest.mark.security
+
 Conn = psycopg.Connection[tuple[Any, ...]]
 SHORT = "rt_short"   # a lease that expires in 2 s
 LONG = "rt_long"     # 5 minutes

@@ -33,7 +33,7 @@ from tests.conftest import BROKER_PW_ENV, RDS_USER
 from tests.shell_fixtures import Session
 from tests.terminal import Terminal
 
-pytestmark = pytest.mark.pty
+pytestmark = [pytest.mark.pty, pytest.mark.security]
 ROOT = Path(__file__).parent.parent
 BROKER = ROOT / "tests" / "brokers" / "pg_broker.py"
 HTTP_TOKEN = "tok-scan-bearer-7Hq2pLm9Xv4RtY8wZk3N"

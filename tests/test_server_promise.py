@@ -29,6 +29,8 @@ from pgcli_jit.backends.postgres.scram import new_password, scram_verifier
 from pgcli_jit.devtools.cluster import Cluster, find_bindir, start_cluster
 from tests.conftest import GRANT_ROLES, make_login
 
+pytestmark = pytest.mark.security
+
 Conn = psycopg.Connection[tuple[Any, ...]]
 SHORT, CAPPED, DDL, APPROVED = "sp_short", "sp_capped", "sp_ddl", "sp_approved"
 
