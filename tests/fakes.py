@@ -107,9 +107,14 @@ class RecordingConnector:
         self.users: list[str] = []
         self.closed = 0
         self.transaction = False
+        #: what a reconnect would drop (temp tables, prepared statements): a test sets it
+        self.cost: list[str] = []
 
     def in_transaction(self) -> bool:
         return self.transaction
+
+    def rotation_cost(self) -> list[str]:
+        return list(self.cost)
 
     def switch(self, lease: Lease, overrides: dict[str, str]) -> list[str]:
         self.secrets.append(lease.credentials.password)

@@ -137,7 +137,8 @@ def test_the_waiting_credential_is_visible(tmp_path: Path) -> None:
     assert w.backend is not None and w.controller.waiting_lease() is None
     w.backend.not_renewable = True
     w.connector.transaction = True
-    w.controller.renew(None)
+    w.clock.advance(700)
+    w.controller.renew(None, rotate=True)
     waiting = w.controller.waiting_lease()
     assert waiting is not None and waiting.username != w.connector.users[-1]
 
@@ -206,6 +207,7 @@ def test_rotation_says_what_was_revoked_and_carried(tmp_path: Path, kind: str) -
     old = w.connector.users[-1]
     assert w.backend is not None
     w.backend.not_renewable = True
+    w.clock.advance(700)  # in the window: the new lease adds more than half a term
     message = w.controller.renew(None)
     assert message.startswith("Rotated to ") and f"Revoked the previous lease {old}." in message
     assert message.endswith("Session settings carried over: search_path.")

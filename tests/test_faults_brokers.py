@@ -74,12 +74,14 @@ def renew_fails_in_window_then_final(w: World) -> None:
     window, final, end = windows(lease, w.profile.renew_before)
     w.clock.set((window + final) / 2)
     assert w.manager.phase() is Phase.WINDOW
-    w.controller.answer(True)
+    w.controller.accept_offer()
+    w.controller.settle()
     assert w.controller.lease is lease and w.controller.gate() is None
     assert w.connector.query("select current_user") == lease.username
     assert any("Keeping the current lease" in s for s in w.said), w.said
     w.clock.set((final + end) / 2)
-    w.controller.answer(True)
+    w.controller.accept_offer()
+    w.controller.settle()
     assert any("JIT access ends at" in s for s in w.said), w.said
     w.clock.set(lease.expires_at + 1)
     assert (w.controller.gate() or "").startswith("JIT access expired")
@@ -236,7 +238,8 @@ def test_vault_token_revoked_is_denied_and_the_lease_kept(bao: Any, cluster: Clu
     assert lease is not None
     bao.server.ok("PUT", "auth/token/revoke", json={"token": token})
     w.clock.set(lease.expires_at - 50)
-    w.controller.answer(True)
+    w.controller.accept_offer()
+    w.controller.settle()
     assert w.controller.lease is lease and any("Keeping the current lease" in s for s in w.said), w.said
     assert any("denied" in s.lower() or "403" in s for s in w.said), w.said
     deadline = time.monotonic() + 30  # OpenBao revokes the token's leases with it, in the background
@@ -273,7 +276,8 @@ def test_vault_killed_at_renew_and_revoke(bao: Any, cluster: Cluster, tmp_path: 
     bao.server.proc.kill()
     bao.server.proc.wait(10)
     w.clock.set(lease.expires_at - 50)
-    w.controller.answer(True)
+    w.controller.accept_offer()
+    w.controller.settle()
     assert w.controller.lease is lease and any("Keeping the current lease" in s for s in w.said), w.said
     with pytest.raises(JitError) as caught:
         w.controller.revoke()

@@ -263,7 +263,8 @@ def test_server_hung_at_renew_keeps_the_lease(own: Cluster, make: Any) -> None:
     h.clock.set(lease.expires_at - 150)  # early in the renewal window
     with stopped(warm_backend_pid(h)):
         started = time.monotonic()
-        h.controller.answer(True)
+        h.controller.accept_offer()
+        h.controller.settle()
         bounded(started)
     assert h.controller.lease is lease and h.controller.gate() is None
     assert h.user() == lease.username  # the session's own connection is not the hung one
@@ -328,7 +329,8 @@ def test_server_down_early_in_the_window_keeps_the_lease(own: Cluster, make: Any
     assert lease is not None
     stop(own)
     h.clock.set(lease.expires_at - 150)
-    h.controller.answer(True)  # the user said yes to "Renew?"
+    h.controller.accept_offer()  # the user pressed F5
+    h.controller.settle()
     assert h.controller.lease is lease and h.controller.gate() is None
     assert any(s.startswith("Renewal failed: postgres backend") and "Keeping the current lease" in s
                for s in h.said), h.said
@@ -344,7 +346,8 @@ def test_server_down_in_the_final_part_ends_access_cleanly(own: Cluster, make: A
     stop(own)
     h.clock.set(lease.expires_at - 30)
     assert h.manager.phase() is Phase.FINAL
-    h.controller.answer(True)
+    h.controller.accept_offer()
+    h.controller.settle()
     assert any("JIT access ends at" in s for s in h.said), h.said
     h.clock.set(lease.expires_at + 1)
     assert (h.controller.gate() or "").startswith("JIT access expired")

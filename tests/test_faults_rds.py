@@ -234,7 +234,8 @@ def test_token_refused_by_the_database_at_renew(world: World, iam: IamDatabase, 
     iam.allow = False
     world.clock.set(lease.expires_at - 100)
     next_second()
-    world.controller.answer(True)
+    world.controller.accept_offer()
+    world.controller.settle()
     renewed = world.controller.lease
     assert renewed is not None and renewed.username == RDS_USER, world.said
     assert world.said[-1].startswith(f"Renewed {RDS_USER} until "), world.said

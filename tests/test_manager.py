@@ -135,7 +135,18 @@ def test_renew_extends_the_lease(env: Env) -> None:
 
 def test_renew_with_ttl(env: Env) -> None:
     env.start()
-    assert env.manager.renew(ttl=60).lease.expires_at == T0 + 60
+    env.clock.advance(890)
+    assert env.manager.renew(ttl=60).lease.expires_at == T0 + 890 + 60
+
+
+def test_a_renewal_never_shortens_access(env: Env) -> None:
+    """--ttl 90s on a lease with 14 minutes left: the backend is not asked (Vault counts an
+    increment from now, so asking would shorten the lease), and the lease keeps its expiry."""
+    lease = env.start()
+    env.clock.advance(60)
+    renewal = env.manager.renew(ttl=90)
+    assert renewal.kind == "unchanged" and "already valid for longer than 1m30s" in renewal.reason
+    assert env.manager.lease is lease and env.backend().renew_calls == []
 
 
 def test_renew_with_a_new_secret_says_so(env: Env) -> None:
@@ -203,12 +214,14 @@ def test_backend_that_cannot_renew_rotates_without_calling_renew(tmp_path: Path)
     env = Env(tmp_path)
     env.manager._factory = lambda profile, clock: TokenBackend(profile, clock=clock)
     env.start()
+    env.clock.advance(700)  # in the window: new credentials add more than half a term
     assert env.manager.renew().kind == "rotate"
     assert env.backend().renew_calls == []
 
 
 def test_rotation_that_cannot_mint_fails_and_keeps_the_lease(env: Env) -> None:
     lease = env.start()
+    env.clock.advance(700)
     backend = env.backend()
     backend.not_renewable = True
     backend.fail_request = True
@@ -355,7 +368,7 @@ def test_discard_revokes_a_lease_that_never_became_current(env: Env) -> None:
 def _race(env: Env, foreground: Callable[[Lease], Renewal]) -> tuple[Lease, Renewal, Renewal]:
     """A background renewal blocks inside backend.renew while a foreground one starts."""
     lease = env.start()
-    env.clock.advance(10)  # a renewal at the very second of issue would move nothing
+    env.clock.advance(700)  # in the window, where renewals (and rotations) happen
     backend = env.backend()
     backend.renew_gate = threading.Event()
     results: dict[str, Renewal] = {}
@@ -460,8 +473,8 @@ def test_renewal_that_does_not_move_the_expiry_is_unchanged_and_not_audited(env:
 
 
 def test_a_ttl_that_renewed_nothing_does_not_shape_later_renewals(env: Env) -> None:
-    """\\jit renew --ttl 10s on a lease with minutes left renews nothing; the next renewal
-    still asks for the lease's own term, not for 10 s."""
+    """\\jit renew --ttl 10s on a lease with minutes left renews nothing (the backend is not
+    even asked); the next renewal still asks for the lease's own term, not for 10 s."""
     env.start(ttl=300)
     env.clock.advance(30)
     asked: list[float | None] = []
@@ -475,7 +488,7 @@ def test_a_ttl_that_renewed_nothing_does_not_shape_later_renewals(env: Env) -> N
     assert env.manager.renew(10).kind == "unchanged"
     env.clock.advance(220)
     assert env.manager.renew().kind == "extended"
-    assert asked == [10, 300]
+    assert asked == [300]
 
 
 def test_unchanged_renewal_paces_the_next_attempt(env: Env) -> None:
@@ -488,7 +501,8 @@ def test_unchanged_renewal_paces_the_next_attempt(env: Env) -> None:
     assert env.manager.due(env.clock() + RETRY_INTERVAL)
 
 
-def test_a_shorter_renewal_is_a_change(env: Env) -> None:
-    env.start()
+def test_a_shorter_renewal_is_no_change(env: Env) -> None:
+    lease = env.start()
     env.clock.advance(10)
-    assert env.manager.renew(60).kind == "extended"
+    assert env.manager.renew(60).kind == "unchanged"
+    assert env.manager.lease is lease

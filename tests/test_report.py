@@ -49,3 +49,17 @@ def test_status_rows_show_zones(berlin: None) -> None:
     assert rows["issued"] == "11:59:00 CET"
     assert rows["expires"] == "2026-11-25 12:00:00 CET"
     assert rows["hard limit"] == "2026-11-26 12:00:00 CET"
+
+
+def test_status_at_the_hard_limit_is_not_renewable_and_shows_the_real_window() -> None:
+    """A lease at its hard limit cannot be extended (only rotated), and a 2-minute lease
+    with renew_before = 2m has the window it really gets (two thirds), not the setting."""
+    t0 = 1_800_000_000.0
+    lease = Lease(profile="fake", backend="faulty", credentials=Credentials("jit_u", "pw"), issued_at=t0,
+                  expires_at=t0 + 120, max_expires_at=t0 + 120)
+    rows = dict(status_rows(lease, faulty_profile(renew="auto", renew_before=120.0), t0 + 10, "server"))
+    assert rows["renewable"].startswith("no: at the hard limit") and "--rotate" in rows["renewable"]
+    assert rows["renew mode"] == "auto (window: the last 1m20s)"
+    longer = Lease(profile="fake", backend="faulty", credentials=Credentials("jit_u", "pw"), issued_at=t0,
+                   expires_at=t0 + 120, max_expires_at=t0 + 3600)
+    assert dict(status_rows(longer, faulty_profile(), t0 + 10, "server"))["renewable"] == "yes"

@@ -19,6 +19,7 @@ from typing import Literal
 from pgcli_jit.backends import backend_class
 from pgcli_jit.backends.base import ApprovalPending, Backend, LeaseRequest
 from pgcli_jit.core.clock import Clock, system_clock
+from pgcli_jit.core.durations import format_duration
 from pgcli_jit.core.errors import BackendError, JitError, LeaseExpired, NotRenewable
 from pgcli_jit.core.lease import Lease
 from pgcli_jit.core.policy import Phase, phase
@@ -32,6 +33,11 @@ BackendFactory = Callable[[Profile, Clock], Backend]
 
 #: a renewal that moves the expiry by less than this renewed nothing
 UNMOVED = 1.0
+#: a rotation is worth its reconnect only when it adds at least this part of the term
+WORTH_ROTATING = 0.5
+#: may a renewal that cannot extend mint new credentials (and so reconnect)?
+#: "never": say so (an offer); "if_worth": when it adds at least half a term; "always": asked for
+Rotate = Literal["never", "if_worth", "always"]
 
 
 def not_moved(before: Lease, after: Lease) -> bool:
@@ -49,10 +55,13 @@ def load_backend(profile: Profile, clock: Clock) -> Backend:
 class Renewal:
     """What a renewal produced.  ``kind`` says what the caller must do with the connection."""
 
-    kind: Literal["extended", "rotate", "superseded", "unchanged"]
+    kind: Literal["extended", "rotate", "offer", "superseded", "unchanged"]
     lease: Lease
     base: Lease  # the lease this renewal started from
     reason: str = ""  # why a rotation was needed
+    #: ``offer``: the lease cannot be extended and new credentials were not minted; they
+    #: would end ``gain`` seconds later than the current lease
+    gain: float = 0.0
 
     @property
     def new_secret(self) -> bool:
@@ -175,8 +184,11 @@ class LeaseManager:
 
     # -- renewing ------------------------------------------------------------------
 
-    def renew(self, ttl: float | None = None, expected: Lease | None = None) -> Renewal:
-        """Extend the current lease, or mint its replacement when it cannot be extended.
+    def renew(self, ttl: float | None = None, expected: Lease | None = None,
+              rotate: Rotate = "if_worth") -> Renewal:
+        """Extend the current lease, or mint its replacement when it cannot be extended and
+        ``rotate`` allows it.  A renewal never shortens access: one that would (a ``--ttl``
+        shorter than what is left, new credentials ending sooner) renews nothing.
 
         Only one renewal runs at a time; a renewal that finds the lease already
         replaced (``expected`` no longer current) returns ``superseded``
@@ -188,26 +200,30 @@ class LeaseManager:
             if expected is not None and held.lease is not expected:
                 return Renewal("superseded", held.lease, expected)
             try:
-                return self._renew_locked(held, ttl)
+                return self._renew_locked(held, ttl, rotate)
             except JitError as exc:
                 held.last_failure = self.clock()
                 self.audit.record("failure", held.lease, action="renew", error=str(exc))
                 raise
 
-    def _renew_locked(self, held: _Held, asked: float | None) -> Renewal:
+    def _renew_locked(self, held: _Held, asked: float | None, rotate: Rotate) -> Renewal:
         ttl = asked or held.ttl  # an explicit --ttl also shapes later renewals, once it renewed
-        if held.lease.is_expired(self.clock()):
+        now = self.clock()
+        if held.lease.is_expired(now):
             raise LeaseExpired("the lease has expired", "\\jit request to continue")
         if held.pending is not None:  # one replacement per lease, however many ask
             return Renewal("rotate", held.pending, held.lease, "new credentials are waiting")
+        if now + ttl < held.lease.expires_at - UNMOVED:  # Vault's increment counts from now
+            held.last_failure = now  # paced like any renewal that renewed nothing
+            return Renewal("unchanged", held.lease, held.lease,
+                           f"already valid for longer than {format_duration(ttl)}")
         backend = held.backend
         try:
             if not (backend.can_renew and held.lease.renewable):
                 raise NotRenewable("the backend cannot extend this lease", backend=backend.name)
             renewed = backend.renew(held.lease, ttl)
         except NotRenewable as exc:
-            held.pending = self._mint_replacement(held, ttl)
-            return Renewal("rotate", held.pending, held.lease, exc.reason)
+            return self._rotation(held, ttl, exc.reason, rotate)
         if not_moved(held.lease, renewed):  # nothing was renewed: no new term, no audit line
             held.last_failure = self.clock()  # pace the question / auto retry as after a failure
             return Renewal("unchanged", held.lease, held.lease, "; ".join(renewed.warnings))
@@ -218,6 +234,25 @@ class LeaseManager:
         held.ttl = ttl
         self.audit.record("renew", renewed, ttl=round(renewed.expires_at - self.clock()))
         return Renewal("extended", renewed, base)
+
+    def _rotation(self, held: _Held, ttl: float, why: str, rotate: Rotate) -> Renewal:
+        """The lease cannot be extended: new credentials, when they are worth a reconnect.
+
+        What they would add is known only roughly before minting (the backend may cap the
+        term), so it is checked again on what was minted: a replacement that ends no later
+        than the current lease is revoked at once and nothing changes."""
+        cap = held.profile.max_ttl
+        gain = self.clock() + min(ttl, cap or ttl) - held.lease.expires_at
+        if gain < UNMOVED:
+            return Renewal("unchanged", held.lease, held.lease, f"{why}; new credentials would end sooner")
+        if rotate == "never" or (rotate == "if_worth" and gain < WORTH_ROTATING * held.ttl):
+            return Renewal("offer", held.lease, held.lease, why, gain=gain)
+        lease = self._mint_replacement(held, ttl)
+        if lease.expires_at < held.lease.expires_at + UNMOVED:
+            self.discard(lease, held.profile, why="it would end sooner than the current lease")
+            return Renewal("unchanged", held.lease, held.lease, f"{why}; new credentials would end sooner")
+        held.pending = lease
+        return Renewal("rotate", lease, held.lease, why)
 
     def _mint_replacement(self, held: _Held, ttl: float) -> Lease:
         """A rotation's new credentials.  A profile that needs approval cannot rotate in the

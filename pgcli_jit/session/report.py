@@ -7,6 +7,7 @@ from pgcli_jit.core.clock import local_time
 from pgcli_jit.core.durations import format_clock, format_duration
 from pgcli_jit.core.errors import JitError
 from pgcli_jit.core.lease import Lease
+from pgcli_jit.core.policy import windows
 from pgcli_jit.core.profile import Profile
 from pgcli_jit.session.config import Config
 
@@ -28,18 +29,30 @@ def status_rows(lease: Lease, profile: Profile, now: float, source: str) -> Rows
         ("issued", at(lease.issued_at)),
         ("expires", at(lease.expires_at)),
         ("remaining", format_clock(remaining) if remaining > 0 else "expired"),
-        ("renewable", "yes" if lease.renewable else "no (renew issues new credentials)"),
+        ("renewable", _renewable(lease)),
         ("hard limit", hard),
         ("renewals", str(lease.renewals)),
-        ("renew mode", f"{profile.renew} (window {_window(profile)})"),
+        ("renew mode", f"{profile.renew} (window: {_window(lease, profile)})"),
         ("reason", lease.reason or "-"),
         ("lease id", lease.short_id() or "-"),
         ("as of", source),
     ]
 
 
-def _window(profile: Profile) -> str:
-    return f"last {format_duration(profile.renew_before)}" if profile.renew_before else "last third"
+def _renewable(lease: Lease) -> str:
+    """Whether ``\\jit renew`` can extend this lease, as it stands now."""
+    if not lease.renewable:
+        return "no (renewal means new credentials)"
+    if lease.max_expires_at is not None and lease.expires_at >= lease.max_expires_at - 1:
+        return "no: at the hard limit (new credentials: \\jit renew --rotate)"
+    return "yes"
+
+
+def _window(lease: Lease, profile: Profile) -> str:
+    """The renewal window this lease really has (``renew_before`` never covers more than
+    two thirds of a lease), not the setting as written."""
+    w = windows(lease, profile.renew_before)
+    return f"the last {format_duration(w.expires_at - w.renew_at)}"
 
 
 Row = tuple[str, str, str, str]

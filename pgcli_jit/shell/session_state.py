@@ -94,6 +94,14 @@ def apply(conn: psycopg.Connection[Any], state: SessionState) -> list[str]:
     return notes(carried, failed, state)
 
 
+def lost_on_reconnect(state: SessionState) -> list[str]:
+    """What a new session would not have, one short phrase each (``temp table t``)."""
+    return [f"{what} {', '.join(names)}" for what, names in (
+        ("temp table" if len(state.temp_tables) == 1 else "temp tables", state.temp_tables),
+        ("prepared statement" if len(state.prepared) == 1 else "prepared statements", state.prepared),
+        ("LISTEN", state.listens)) if names]
+
+
 def notes(carried: list[str], failed: list[str], state: SessionState) -> list[str]:
     """Sentences for the user: what came along, what did not (and why it could not)."""
     lost = [*failed, *state.unread]

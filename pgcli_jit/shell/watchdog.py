@@ -11,19 +11,25 @@ move it) and then
    connection's socket (``sever``), so the blocked read fails at once.
 
 It never closes the connection itself (libpq objects are not shared across
-threads): the main thread does that when the statement returns.  In ``prompt``
-mode the watchdog also asks the renewal question when the window opens during
-the statement (``ask``), so a long statement does not skip the question.
+threads): the main thread does that when the statement returns.
+
+The idle ticker is also stopped while pgcli runs a statement or pages its output,
+so the watchdog beats for it (``beat``, every second): a due renewal starts in the
+background whether the prompt shows or not, and an extension moves the deadline
+it reads.  While the output is paged (``paging``) no statement runs: nothing is
+cancelled; at expiry the main thread closes the connection after the pager.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pgcli_jit.core.clock import Clock
 
+log = logging.getLogger(__name__)
 GRACE = 0.5
 BEAT = 1.0
 
@@ -36,9 +42,10 @@ class Watch:
     on_expiry: Callable[[], None]  # cancel the running statement
     sever: Callable[[], None]  # end the connection when the cancel was not enough
     clock: Clock
-    question_due: Callable[[], bool] = lambda: False
-    #: ask the question until answered, or until the callable says the statement is over
-    ask: Callable[[Callable[[], bool]], None] = lambda over: None
+    #: start what the clock makes due (a renewal in the background); never blocks
+    beat: Callable[[], None] = lambda: None
+    #: the statement is over and its output is in the pager
+    paging: Callable[[], bool] = lambda: False
 
 
 class StatementWatchdog:
@@ -53,25 +60,23 @@ class StatementWatchdog:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        """The statement is over: a question still up is withdrawn (the idle prompt asks
-        again) before pgcli reads the terminal, so nothing else ever reads it with us."""
         self._done.set()
         self._thread.join()
 
     def _run(self) -> None:
-        asked = False
         while not self._done.is_set():
             deadline = self.watch.deadline()
             if deadline is None:
                 return
             left = deadline - self.watch.clock()
             if left <= 0:
-                self._expire()
+                if not self.watch.paging():
+                    self._expire()
                 return
-            if not asked and self.watch.question_due():
-                asked = True
-                self.watch.ask(self._done.is_set)
-                continue
+            try:
+                self.watch.beat()
+            except Exception:  # a failed beat must not stop the guard of the deadline
+                log.exception("pgcli-jit: a renewal could not be started during a statement")
             self._done.wait(min(left, BEAT))
 
     def _expire(self) -> None:
