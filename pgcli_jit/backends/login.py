@@ -148,6 +148,11 @@ class WarmConnection:
                     raise
                 self._drop()
                 raise NoAnswer(f"no answer within {self._timeout:g}s") from None
+            except KeyboardInterrupt:
+                # Ctrl-C: psycopg has asked the server to cancel the statement, but a second
+                # Ctrl-C can leave the connection mid-answer; the next call opens a fresh one
+                self._drop()
+                raise
 
     def _drop(self) -> None:
         if self._conn is not None:
