@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -40,3 +42,21 @@ def test_jit_options_with_jit_are_quiet(capsys: pytest.CaptureFixture[str]) -> N
     cli._warn_unused_jit_options("demo", "5m", "INC-1")
     cli._warn_unused_jit_options(None, None, "")
     assert capsys.readouterr().err == ""
+
+
+def test_a_profile_found_nowhere_says_so_before_the_unreachable_default(tmp_path: Path) -> None:
+    """``--jit nope`` with no server named and libpq's default unreachable: "no profile nope"
+    first (a typo is likelier than a missing server), then why the server was not asked."""
+    from pgcli_jit.core.errors import BackendUnavailable
+    from pgcli_jit.session.config import parse_config
+    from pgcli_jit.shell import startup
+
+    config = parse_config({"profiles": {"read": {"backend": "postgres", "host": "db1"},
+                                        "write": {"backend": "postgres", "host": "db2"}}},
+                          tmp_path / "c.toml", {})
+    exc = BackendUnavailable("cannot reach the server as x@local socket:5432/x: refused",
+                             backend="postgres", profile="nope")
+    line = startup.failure_line(exc, "nope", config, asked_defaults=True)
+    assert line.startswith(f"no profile nope in {tmp_path / 'c.toml'} (it has read, write)")
+    assert "cannot reach the server as x@local socket" in line and "-h HOST" in line
+    assert startup.failure_line(exc, "nope", config, asked_defaults=False) == str(exc)

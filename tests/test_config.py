@@ -324,3 +324,28 @@ def test_empty_config_has_no_profile_to_give(home: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config().profile(None)
     assert "[profiles.NAME]" in info.value.hint
+
+
+# -- the server a name the file does not define is asked of (--jit, no connection options) --
+
+
+def test_shared_server_is_where_every_postgres_profile_asks(home: Path) -> None:
+    write_xdg(home, pg("read", host='"db"', port="6432", dbname='"app"')
+              + pg("write", host='"db"', port="6432", dbname='"app"'))
+    assert load_config().shared_server() == {"host": "db", "port": "6432", "dbname": "app", "user": "alice"}
+
+
+def test_shared_server_leaves_the_user_to_libpq_when_profiles_ask_as_different_users(home: Path) -> None:
+    write_xdg(home, pg("read", host='"db"') + '[profiles.write]\nbackend = "postgres"\nhost = "db"\n'
+              'user = "bob"\n')
+    assert load_config().shared_server() == {"host": "db"}
+
+
+@pytest.mark.parametrize("text", [
+    pg("read", host='"db1"') + pg("write", host='"db2"'),  # two servers: none is chosen
+    pg("read"),  # nothing named: libpq's defaults are all there is
+    "",  # no profiles
+])
+def test_no_shared_server(home: Path, text: str) -> None:
+    write_xdg(home, text)
+    assert load_config().shared_server() is None

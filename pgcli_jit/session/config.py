@@ -75,6 +75,25 @@ class Config:
     def _names(self) -> str:
         return ", ".join(sorted(self.profiles)) or "none (add [profiles.NAME] to the file)"
 
+    def shared_server(self) -> dict[str, str] | None:
+        """Where every profile of the server-profiles backend asks: ``host``, ``port``,
+        ``dbname``, and ``user`` (the login that asks) when they all name the same one.
+
+        ``pgcli-jit --jit NAME`` with a NAME this file does not define and no connection
+        options asks this server for its profile NAME: the server the user's profiles point
+        at, not libpq's defaults.  None when the profiles point at several servers, or name
+        none (libpq's defaults are then all there is)."""
+        ours = [p for p in self.profiles.values() if p.backend == SERVER_PROFILES]
+        servers = {(p.host, p.port, p.dbname) for p in ours}
+        if len(servers) != 1:
+            return None
+        ((host, port, dbname),) = servers
+        where = {k: str(v) for k, v in (("host", host), ("port", port), ("dbname", dbname)) if v}
+        users = {str(p.options.get("user") or "") for p in ours}
+        if where and len(users) == 1 and "" not in users:
+            where["user"] = users.pop()
+        return where or None
+
 
 def server_side_profile(name: str, source: Path | None = None) -> Profile:
     """A profile that exists only on the server: its broker's backend, nothing else set."""

@@ -98,6 +98,8 @@ class Controller:
         self.last_end: Ended | None = None
         #: set when a statement was cancelled because the lease expired under it
         self.cancelled_at_expiry = False
+        #: set by the shell for -c/-f: nobody can type a \jit command, so none is advised
+        self.unattended = False
         #: requests that wait for a second person (ours), and those we may decide
         self.approvals = ApprovalFlow(manager, self.jobs, say)
 
@@ -252,7 +254,9 @@ class Controller:
         cancelled, self.cancelled_at_expiry = self.cancelled_at_expiry, False
         why = ("; the running statement was cancelled" if cancelled else "") + (
             "; the open transaction was rolled back by the server" if lost else "")
-        self.say(f"{self.ended_message()}{why}")
+        at = local_time(lease.expires_at)
+        head = f"JIT access expired at {at}" if self.unattended else self.ended_message()
+        self.say(f"{head}{why}")
         self.jobs.submit(self._release_expired, lease)
 
     def _release_expired(self, lease: Lease) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING, Any
@@ -87,8 +88,8 @@ def run_pgcli(kwargs: dict[str, Any], profile: str | None, ttl: float | None = N
     from pgcli_jit.shell.jitshell import JitShell, Startup
 
     if profile:
-        config = _apply_profile_defaults(kwargs, profile)
-        JitShell.jit_startup = Startup(profile, ttl, reason, config)
+        config, asks_defaults = _apply_profile_defaults(kwargs, profile)
+        JitShell.jit_startup = Startup(profile, ttl, reason, config, asks_defaults)
     original = pgmain.PGCli
     pgmain.PGCli = JitShell
     _exit_on_hangup()
@@ -105,9 +106,11 @@ def _exit_on_hangup() -> None:
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
 
 
-def _apply_profile_defaults(kwargs: dict[str, Any], name: str) -> Config:
-    """The profile's host/port/dbname, unless given on the command line (which wins);
-    returns the config read, so the shell does not read and validate it a second time."""
+def _apply_profile_defaults(kwargs: dict[str, Any], name: str) -> tuple[Config, bool]:
+    """The profile's host/port/dbname, unless given on the command line (which wins).
+    Returns the config read, so the shell does not read and validate it a second time, and
+    whether the profile will be asked of libpq's defaults: a name the file does not define,
+    with no server named anywhere."""
     from pgcli_jit.session.config import load_config
 
     try:
@@ -115,6 +118,8 @@ def _apply_profile_defaults(kwargs: dict[str, Any], name: str) -> Config:
         profile = config.requestable(name)
     except JitError as exc:
         raise click.ClickException(str(exc)) from None
+    if name not in config.profiles and not _connection_given(kwargs):
+        return config, not _ask_the_config_server(kwargs, config, name)
     ctx = click.get_current_context(silent=True)
 
     def from_cli(param: str) -> bool:
@@ -126,7 +131,48 @@ def _apply_profile_defaults(kwargs: dict[str, Any], name: str) -> Config:
         kwargs["port"] = profile.port
     if profile.dbname and not (from_cli("dbname") or from_cli("dbname_opt")):
         kwargs["dbname"], kwargs["dbname_opt"] = profile.dbname, None
-    return config
+    return config, False
+
+
+#: pgcli's parameters that say where, or as whom, to connect (``-h``, ``-p``, ``-U``/``-u``,
+#: ``-d``, ``DBNAME``, ``USERNAME``, ``-D``); click fills some from PGHOST, PGPORT, PGUSER,
+#: PGDATABASE and DSN, which name a server just as well
+CONNECTION_PARAMS = ("host", "port", "username_opt", "username", "dbname_opt", "dbname", "dsn")
+#: libpq's own variables that name a server without passing through pgcli's options
+CONNECTION_ENV = ("PGSERVICE", "PGHOSTADDR")
+
+
+def _connection_given(kwargs: dict[str, Any]) -> bool:
+    """Whether anything names a server: pgcli's defaults (port 5432) do not."""
+    ctx = click.get_current_context(silent=True)
+    named = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    given = [k for k in CONNECTION_PARAMS if ctx is not None and ctx.get_parameter_source(k) in named]
+    return any(kwargs.get(k) for k in given) or any(os.environ.get(v) for v in CONNECTION_ENV)
+
+
+def _ask_the_config_server(kwargs: dict[str, Any], config: Config, name: str) -> bool:
+    """A profile the file does not define, and no server named: ask the one the file's
+    profiles all point at (libpq's defaults, a local socket as the OS user, are rarely where
+    the user's profiles live), and say so in one line.  False when there is no such server."""
+    server = config.shared_server()
+    if server is None:
+        return False
+    kwargs.update(host=server.get("host"), port=server.get("port"), dbname=server.get("dbname"),
+                  dbname_opt=None)
+    if server.get("user"):
+        kwargs.update(username=server["user"], username_opt=None)
+    if not kwargs.get("less_chatty"):
+        click.echo(f"Profile {name} is not in {config.path}: asking the server of its profiles, "
+                   f"{_describe(server)}.", err=True)
+    return True
+
+
+def _describe(server: dict[str, str]) -> str:
+    """``demo_user@db:5432/demo``, with what the profiles leave to libpq left out."""
+    who = f"{server['user']}@" if server.get("user") else ""
+    port = f":{server['port']}" if server.get("port") else ""
+    db = f"/{server['dbname']}" if server.get("dbname") else ""
+    return f"{who}{server.get('host') or 'local socket'}{port}{db}"
 
 
 def _ttl(text: str | None) -> float | None:

@@ -43,7 +43,7 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.styles import Style, merge_styles
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgcli_jit.core.errors import ConfigError, ConnectionSwitchError, JitError, db_error_line
+from pgcli_jit.core.errors import BackendError, ConfigError, ConnectionSwitchError, JitError, db_error_line
 from pgcli_jit.session import commands
 from pgcli_jit.shell import later
 
@@ -75,6 +75,8 @@ class Startup:
     reason: str = ""
     #: the config the console script already read for the profile's host/port/dbname
     config: Config | None = None
+    #: the profile is not in the config and no server was named: libpq's defaults are asked
+    asks_defaults: bool = False
 
 
 class SafeCompletionRefresher(CompletionRefresher):  # type: ignore[misc]
@@ -229,7 +231,9 @@ class JitShell(PGCli):  # type: ignore[misc]
         cfg = config or later.Config.empty()
         manager = later.LeaseManager(cfg, later.AuditLog(cfg.audit_log if config else None),
                                      getpass.getuser(), backend_factory=self._jit_backend)
-        return later.Controller(manager, self.jit_connector, self.jit_say)
+        controller = later.Controller(manager, self.jit_connector, self.jit_say)
+        controller.unattended = self._unattended()
+        return controller
 
     @property
     def jit_config(self) -> Config | None:
@@ -273,6 +277,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         if blocked:
             if quitting:
                 raise PgCliQuitError
+            self._stop_if_unattended()
             if is_local(text):
                 return self._run_results(text, lambda: self.pgspecial.execute(None, text.strip().rstrip(";")))
             click.secho(blocked, err=True, fg="red")
@@ -280,6 +285,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         with later.StatementWatchdog(self._watch()):
             result = super().execute_command(text, handle_closed_connection)
         self.jit.enforce_expiry()  # a statement the watchdog cancelled: say so, close, revoke
+        self._stop_if_unattended()
         return result
 
     def _watch(self) -> Watch:
@@ -369,6 +375,17 @@ class JitShell(PGCli):  # type: ignore[misc]
             return
         self._connect_with_jit(startup, database, host, port, dsn, kwargs, user, passwd)
 
+    def _unattended(self) -> bool:
+        """``-c`` or ``-f``: nobody is at a prompt to type ``\\jit request``."""
+        return bool(getattr(self, "commands", None) or getattr(self, "input_files", None))
+
+    def _stop_if_unattended(self) -> None:
+        """``-c``/``-f`` once access has ended: no statement can run and nobody can take a new
+        lease, so the run stops here with exit status 1, as psql's does when its connection
+        is lost (the lease is revoked on the way out)."""
+        if self._jit is not None and self._jit.ended is not None and self._unattended():
+            raise SystemExit(1)
+
     def _jit_backend(self, profile: Profile, clock: Clock) -> Backend:
         backend = later.load_backend(profile, clock)
         backend.use_session(self._requester_login)
@@ -405,11 +422,9 @@ class JitShell(PGCli):  # type: ignore[misc]
                               "password": passwd, "dsn": dsn}
         try:
             profile = self.jit.config.requestable(startup.profile)
-            if self.force_passwd_prompt and not passwd:
-                self._ask_requester_password(profile)
-            lease = self._mint_at_startup(profile, startup)
+            lease = self._mint_at_startup(profile, startup, ask_first=self.force_passwd_prompt and not passwd)
         except JitError as exc:
-            fail(str(exc))
+            fail(later.startup.failure_line(exc, startup.profile, self.jit_config, startup.asks_defaults))
         asked = self._asking_login(profile)
         # \jit revoke returns to the login that asked; with no login of the user's own, to none
         connector.previous = {**asked.params, "password": asked.password} if asked is not None else None
@@ -443,17 +458,37 @@ class JitShell(PGCli):  # type: ignore[misc]
         backend = self.jit.manager.backend_for(profile)
         return backend.asking_login() if backend.uses_session_login else None
 
-    def _mint_at_startup(self, profile: Profile, startup: Startup) -> Lease:
+    def _mint_at_startup(self, profile: Profile, startup: Startup, ask_first: bool = False) -> Lease:
         try:
+            return self._mint_as_own_login(profile, startup, ask_first)
+        except later.ApprovalPending as exc:
+            return self._wait_at_startup(profile, exc)
+
+    def _mint_as_own_login(self, profile: Profile, startup: Startup, ask_first: bool) -> Lease:
+        """Mint as the user's own login, asking its password (``-W``: first; otherwise when the
+        server wants one that libpq did not find).  A typed password the server refuses is
+        asked again, three tries in all, then one line and exit 1: a typo is not the end."""
+        words = later.startup
+        tries = 0
+        if ask_first:
+            self._ask_requester_password(profile)
+            tries = 1
+        while True:
             try:
                 return self.jit.manager.mint(profile, startup.ttl, startup.reason)
             except later.NeedsPassword:
-                if self.never_passwd_prompt or not sys.stdin.isatty():
+                if self.never_passwd_prompt or not sys.stdin.isatty() or tries >= words.PASSWORD_TRIES:
                     raise
+            except BackendError as exc:
+                if not (tries and words.wrong_password(exc)):
+                    raise
+                if tries >= words.PASSWORD_TRIES:
+                    asked = self._asking_login(profile)
+                    raise words.out_of_tries(exc, asked.describe() if asked else "your login") from None
+                click.secho(f"Password authentication failed for {self._asking_who(profile)}: try again.",
+                            err=True, fg="red")
             self._ask_requester_password(profile)
-            return self.jit.manager.mint(profile, startup.ttl, startup.reason)
-        except later.ApprovalPending as exc:
-            return self._wait_at_startup(profile, exc)
+            tries += 1
 
     def _ask_requester_password(self, profile: Profile) -> None:
         """The password of the login that asks (the profile's ``user``, else ``-U``, else
@@ -461,12 +496,17 @@ class JitShell(PGCli):  # type: ignore[misc]
         demo_user must reach demo_user's login, not be dropped as another user's."""
         previous = self.jit_connector.previous
         assert previous is not None
-        asked = self._asking_login(profile)
-        who = asked.params.get("user", "") if asked is not None else ""
-        who = who or str(previous.get("user") or "")
+        who = self._asking_who(profile)
         if who:
             previous["user"] = who
         previous["password"] = ask_password(who)
+
+    def _asking_who(self, profile: Profile) -> str:
+        """The user name of the login that asks, "" for libpq's default."""
+        previous = self.jit_connector.previous or {}
+        asked = self._asking_login(profile)
+        who = asked.params.get("user", "") if asked is not None else ""
+        return who or str(previous.get("user") or "")
 
     def _wait_at_startup(self, profile: Profile, exc: Any) -> Lease:
         """``--jit`` on a profile that needs approval: wait in front of the user (Ctrl-C withdraws)."""

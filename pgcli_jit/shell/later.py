@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # ``as NAME``: each is a name this module hands on
     from pgcli_jit.session.manager import load_backend as load_backend
     from pgcli_jit.shell import question as question
     from pgcli_jit.shell import session_state as session_state
+    from pgcli_jit.shell import startup as startup
     from pgcli_jit.shell import toolbar as toolbar
     from pgcli_jit.shell.watchdog import StatementWatchdog as StatementWatchdog
     from pgcli_jit.shell.watchdog import Watch as Watch
@@ -47,6 +48,7 @@ WHERE = {
     "load_backend": "pgcli_jit.session.manager",
     "question": "pgcli_jit.shell.question",
     "session_state": "pgcli_jit.shell.session_state",
+    "startup": "pgcli_jit.shell.startup",
     "toolbar": "pgcli_jit.shell.toolbar",
     "StatementWatchdog": "pgcli_jit.shell.watchdog",
     "Watch": "pgcli_jit.shell.watchdog",
