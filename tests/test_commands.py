@@ -159,8 +159,16 @@ def test_complete_profiles_and_options_after_request() -> None:
 
 
 def test_complete_renew_options() -> None:
-    assert completions("\\jit renew ", PROFILES) == ["--ttl"]
-    assert completions("\\jit renew --", PROFILES) == ["--ttl"]
+    assert completions("\\jit renew ", PROFILES) == ["--ttl", "--rotate"]
+    assert completions("\\jit renew --", PROFILES) == ["--ttl", "--rotate"]
+    assert completions("\\jit renew --rotate ", PROFILES) == ["--ttl"]  # a flag takes no value
+
+
+def test_rotate_is_a_flag() -> None:
+    assert parse("\\jit renew --rotate").rotate and not parse("\\jit renew").rotate
+    assert parse("\\jit renew --rotate --ttl 5m").ttl == 300
+    with pytest.raises(UsageError, match="--rotate takes no value"):
+        parse("\\jit renew --rotate=yes")
 
 
 def test_nothing_to_complete_for_option_values_or_plain_commands() -> None:
@@ -207,7 +215,7 @@ def test_given_options_are_not_offered_again() -> None:
     assert completions("\\jit request demo --ttl 5m ", PROFILES) == ["--reason"]
     assert completions("\\jit request --reason x --", PROFILES) == ["--ttl"]
     assert completions("\\jit request demo --ttl=5m --reason x ", PROFILES) == []
-    assert completions("\\jit renew --ttl 5m ", PROFILES) == []
+    assert completions("\\jit renew --ttl 5m ", PROFILES) == ["--rotate"]
 
 
 def test_help_completes_subcommands() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 import tomllib
@@ -63,6 +62,9 @@ class PsycopgConnector:
 
     def previous_user(self) -> str | None:
         return self.previous.get("user") if self.previous else None
+
+    def rotation_cost(self) -> list[str]:
+        return session_state.lost_on_reconnect(session_state.capture(self.conn))
 
     def update_secret(self, lease: Lease) -> None:
         self.params["password"] = lease.credentials.password
@@ -228,7 +230,7 @@ def test_rotation_waits_for_the_open_transaction(make: Any) -> None:
     h.connector.query("create temp table t_rot (x int)")
     h.connector.query("insert into t_rot values (1)")
     h.clock.advance(30)
-    message = h.controller.renew(None)
+    message = h.controller.renew(None, rotate=True)
     assert "when the open transaction ends" in message
     assert h.controller.lease is old and h.user() == old.username
     h.controller.apply_pending()  # still inside the transaction: nothing happens
@@ -427,7 +429,7 @@ def test_failed_waiting_rotation_does_not_break_the_gate(make: Any) -> None:
     assert old is not None
     h.connector.query("begin")
     h.clock.advance(30)
-    assert "when the open transaction ends" in h.controller.renew(None)
+    assert "when the open transaction ends" in h.controller.renew(None, rotate=True)
     with h.cluster.connect("app") as conn:  # the replacement can no longer log in
         conn.execute("select jit.revoke(%s)", (h.leases[-1].username,))
         conn.execute("select jit.finish(%s)", (h.leases[-1].username,))
@@ -436,24 +438,52 @@ def test_failed_waiting_rotation_does_not_break_the_gate(make: Any) -> None:
     assert h.controller.lease is old and h.user() == old.username
 
 
-def test_the_renewal_question_says_when_renewal_means_new_credentials(make: Any) -> None:
-    h = make(ttl="1m", max_ttl="1m", renew="prompt")
-    h.controller.request(None, None, "INC-7")
-    h.clock.advance(45)  # inside the window (last third)
-    question = h.controller.question()
-    assert question is not None and question.startswith(f"Lease for {h.name} ends in 0:1")
-    assert "new credentials: reconnects" in question
+def test_a_rotation_that_would_drop_a_temp_table_is_offered_not_done(make: Any) -> None:
+    """At the hard limit, \\jit renew says what new credentials would cost and mints nothing;
+    the toolbar offers them (F5) and --rotate takes them."""
+    h = make(ttl="1m", max_ttl="1m")
+    h.controller.request(None, None, "")
+    old = h.controller.lease
+    assert old is not None
+    h.connector.query("create temp table t_keep (x int)")
+    h.clock.advance(45)
+    message = h.controller.renew(None)
+    assert message.startswith(f"{old.username} cannot be extended") and "drop temp table t_keep" in message
+    assert "--rotate" in message and h.controller.lease is old and h.roles() == [old.username]
+    assert h.controller.offer() == "new credentials"
+    assert h.controller.renew(None, rotate=True).startswith("Rotated to ")
+    assert h.controller.lease is not old and h.controller.offer() is None
 
 
-def test_the_renewal_question_for_an_extendable_lease(make: Any) -> None:
+def test_a_renewal_never_shortens_the_lease(make: Any) -> None:
+    h = make(ttl="30m", max_ttl="1h")
+    h.controller.request(None, None, "")
+    old = h.controller.lease
+    assert old is not None
+    message = h.controller.renew(90)
+    assert message.startswith("Nothing to renew") and "already valid for longer than 1m30s" in message
+    assert h.controller.lease is old and h.roles() == [old.username]
+
+
+def test_the_offer_in_prompt_mode_is_said_once_and_taken_with_f5(make: Any) -> None:
     h = make(ttl="1m", max_ttl="10m", renew="prompt")
     h.controller.request(None, None, "INC-8")
-    assert h.controller.question() is None  # fresh: not yet
+    h.controller.step()
+    assert h.controller.offer() is None  # fresh: not yet
     h.clock.advance(45)
-    question = h.controller.question() or ""
-    assert re.fullmatch(rf"Lease for {h.name} ends in 0:1[45]\. Renew\? \[Y/n\]", question), question
-    h.controller.answer(False)
-    assert h.controller.question() is None  # no is final for this lease
+    h.connector.query("begin")
+    h.controller.step()
+    h.controller.step()
+    offers = [s for s in h.said if s.startswith(f"Lease for {h.name} ends at ")]
+    assert len(offers) == 1 and "F5 or \\jit renew extends it" in offers[0]
+    assert "COMMIT before" in offers[0]  # a transaction is open: its deadline is said with the offer
+    assert h.controller.offer() == "renew"
+    old = h.controller.lease
+    assert h.controller.accept_offer() is None  # started in the background
+    h.controller.settle()
+    assert h.controller.lease is not None and h.controller.lease.expires_at > old.expires_at
+    assert any(s.startswith("Renewed ") for s in h.said)
+    assert h.controller.offer() is None
 
 
 def test_expiry_says_when_it_ends_an_open_transaction(make: Any) -> None:

@@ -1,4 +1,4 @@
-"""The live lease as a user sees it: countdown, renewal prompt, auto-renewal, rotation, expiry.
+"""The live lease as a user sees it: countdown, the renewal offer (F5), auto-renewal, rotation, expiry.
 
 Real pgcli-jit in a pseudo-terminal, real cluster, short TTLs: these are the
 few tests that must watch real seconds pass.
@@ -16,6 +16,7 @@ from tests.terminal import Terminal
 
 pytestmark = pytest.mark.pty
 JIT_USER = r"jit_[a-z0-9_]+_[a-z0-9]{8,}"
+F5 = "\x1b[15~"  # what an xterm sends for F5
 
 
 def start(session: Session, profile: str) -> tuple[Terminal, str]:
@@ -35,29 +36,30 @@ def test_countdown_ticks_while_idle(session: Session) -> None:
     assert style is not None and not style[1] and style[0][2:] != "0000"  # fresh: plain, not red
 
 
-def test_prompt_yes_renews_and_keeps_what_was_typed(session: Session) -> None:
+def test_f5_renews_and_keeps_what_was_typed(session: Session) -> None:
+    """The offer is a line above the prompt and ``[F5] renew`` in the toolbar: nothing reads
+    the terminal to ask, so what is being typed stays in the SQL line."""
     session.profile("p", ttl="12s", renew_before="10s", renew="prompt", max_ttl="5m")
     term, user = start(session, "p")
     before = session.valid_until(user)
     term.type("select 40 + 2 as answer")  # typed, not yet sent
-    term.wait_for(r"Lease for p ends in 0:0\d\. Renew\? \[Y/n\]", timeout=12)
-    term.type("y\r")
+    term.wait_for(r"Lease for p ends at \d\d:\d\d:\d\d \(in 0:0\d\): F5 or \\jit renew extends it",
+                  timeout=12)
+    term.wait_toolbar(r"\[F5\] renew")
+    term.type(F5)
     term.wait_for(rf"Renewed {user} until")
     assert session.valid_until(user) >= before + 2  # now + ttl, asked ~4 s after issue
     screen = term.run(";", r"SELECT 1")
     assert re.search(r"\|\s+42\s+\|", screen)
 
 
-def test_prompt_no_lets_the_lease_expire_and_access_ends(session: Session) -> None:
+def test_an_offer_not_taken_lets_the_lease_expire_and_access_ends(session: Session) -> None:
     session.profile("p", ttl="10s", renew_before="8s", renew="prompt")
     term, user = start(session, "p")
-    before = session.valid_until(user)
-    term.wait_for(r"Renew\? \[Y/n\]", timeout=10)
-    term.type("n\r")
-    term.wait_for(r"Not renewing")
-    assert session.valid_until(user) == pytest.approx(before, abs=1)  # not moved
+    term.wait_for(r"Lease for p ends at", timeout=10)
     term.wait_toolbar(r"JIT expired", timeout=15)
-    assert "Renew?" not in term.text().split("Not renewing")[-1]  # asked once only
+    assert "Renewed" not in term.text()
+    assert term.text().count("Lease for p ends at") == 1  # offered once
     term.run("select 1;", r"JIT access expired: \\jit request to continue")
     assert not session.role_exists(user)  # the client revoked it at expiry
     term.run(r"\jit status", r"JIT access expired")
@@ -77,7 +79,9 @@ def test_auto_renews_in_the_background_without_asking(session: Session) -> None:
 
 def test_rotation_waits_for_the_open_transaction(session: Session) -> None:
     # max_ttl == ttl: the lease cannot be extended, so renewal means a new role
-    session.profile("w", grant=["jit_write"], ttl="20s", max_ttl="20s", renew_before="12s", renew="auto")
+    # renewed 8 s before its end, a new 20 s role adds 12 s: more than half a term, so it is
+    # taken without asking (it drops nothing: no temp table, no prepared statement)
+    session.profile("w", grant=["jit_write"], ttl="20s", max_ttl="20s", renew_before="8s", renew="auto")
     term, old = start(session, "w")
     term.run("begin;", r"BEGIN")
     term.run("insert into accounts values (91, 'held open', 1);", r"INSERT 0 1")
@@ -130,17 +134,20 @@ def test_toolbar_alarm_style_and_show_bottom_toolbar_off(session: Session) -> No
     assert "[F2]" not in plain.text() and "JIT short" not in plain.text()
 
 
-def test_a_question_wider_than_the_terminal_is_asked_in_place(session: Session) -> None:
-    """At 40 columns the question wraps onto two rows; as its countdown ticks it is redrawn
-    over itself, not stacked (copies of its first row filled the screen before)."""
-    name = "a-rather-long-profile-name"
-    session.profile(name, ttl="14s", renew_before="12s", renew="prompt", max_ttl="5m")
-    term = session.open("--jit", name, COLUMNS="40")
+def test_typing_across_the_offer_at_80_columns_loses_no_key(session: Session) -> None:
+    """SQL typed at three keys a second while the offer appears: every key lands in the SQL
+    line, none is taken as an answer, and Enter runs the statement as typed."""
+    session.profile("p", ttl="30s", renew_before="26s", renew="prompt", max_ttl="5m")
+    term = session.open("--jit", "p", COLUMNS="80")
     term.wait_for(r"app>")
-    term.wait_for(r"Renew\? \[Y/n\]", timeout=15)
-    term.pump(3)  # three ticks of the countdown, each a redraw
-    term.type("n\r")
-    term.wait_for(r"Not renewing")
-    assert term.text().count("Lease for") == 1, term.text()
+    started = time.monotonic()
+    sql = "select now() is not null, 'yes' as y"
+    for key in sql:  # ~13 s of typing: the window opens 4 s in
+        term.type(key)
+        term.pump(0.25)
+    assert time.monotonic() - started > 6
+    assert "Lease for p ends at" in term.text()
+    screen = term.run(";", r"SELECT 1")
+    assert re.search(r"\|\s+True\s+\|\s+yes\s+\|", screen), screen
     term.child.send("\\q\r")
     assert term.close() == 0

@@ -214,3 +214,33 @@ def test_an_operator_revoke_mid_session_returns_to_the_login_that_asked(session:
     last = json.loads(session.audit_log.read_text().splitlines()[-1])
     assert last["event"] == "revoke" and last["revoked"] is False
     assert last["note"].startswith("ended on the server")
+
+
+def test_an_operator_revoke_is_noticed_while_idle(session: Session) -> None:
+    """Nobody types: the shell still learns within seconds that the server ended the lease
+    (it asks the server every few seconds while idle), says so and goes back to the login
+    that asked; the toolbar stops counting."""
+    session.profile("write", grant=["jit_write"], ttl="5m")
+    term = session.open("--jit", "write", "--jit-reason", "INC-10")
+    term.wait_for(r"app>")
+    user = current_user(term)
+    term.wait_toolbar(rf"JIT write as {user} \d:\d\d")
+    with session.cluster.connect("app") as ops:
+        ops.execute("SELECT jit.revoke(%s)", (user,))
+        ops.execute("SELECT jit.finish(%s)", (user,))
+    term.wait_for(r"JIT access ended on the server: .*back to alice\.", timeout=10)
+    term.pump(1.5)
+    assert f"JIT write as {user}" not in term.toolbar()
+    assert current_user(term, r"alice") == "alice"
+
+
+def test_revoke_after_switching_database_keeps_the_database(session: Session) -> None:
+    """``\\c postgres`` under the lease, then ``\\jit revoke``: back to the login that asked,
+    in the database the user chose, not silently back in the first one."""
+    session.profile("write", grant=["jit_write"], ttl="5m")
+    term = session.open("--jit", "write", "--jit-reason", "INC-11")
+    term.wait_for(r"app>")
+    term.run(r"\c postgres", r"postgres>")
+    term.run(r"\jit revoke", r"back to alice")
+    screen = term.run("select current_database() as db, current_user as who;", r"SELECT 1")
+    assert re.search(r"\|\s+postgres\s+\|\s+alice\s+\|", screen), screen

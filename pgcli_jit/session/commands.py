@@ -46,6 +46,7 @@ class JitCommand:
     reason: str = ""
     request_id: int | None = None  # approve, deny
     comment: str = ""
+    rotate: bool = False  # renew: take new credentials even when the reconnect costs something
 
 
 #: pgspecial-style (title, rows, headers, status): what the shell prints for a subcommand
@@ -67,7 +68,7 @@ class Argument(enum.Enum):
 
 @dataclass(frozen=True)
 class Option:
-    """A ``--name VALUE`` option; every option takes a value (``--name=VALUE`` too)."""
+    """A ``--name VALUE`` option (``--name=VALUE`` too), or a ``--name`` flag."""
 
     name: str
     #: the :class:`JitCommand` field the value fills
@@ -76,6 +77,8 @@ class Option:
     value: Callable[[str], object] = str
     #: when not empty the option is required, and this is the hint given when it is missing
     required: str = ""
+    #: a flag takes no value: given, its field is True
+    flag: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ def check_ttl(profile: Profile, ttl: float) -> None:
 
 
 def _renew(jit: Controller, cmd: JitCommand) -> Result:
-    return (None, None, None, jit.renew(cmd.ttl))
+    return (None, None, None, jit.renew(cmd.ttl, rotate=cmd.rotate))
 
 
 def _revoke(jit: Controller, cmd: JitCommand) -> Result:
@@ -258,11 +261,14 @@ TABLE: tuple[Subcommand, ...] = (
         "after access ended: what ended, when, and what to do.",
         _status, needs_config=False),
     Subcommand(
-        "renew", "\\jit renew [--ttl DUR]", "extend the lease (or rotate to new credentials)",
-        "--ttl asks for a new length, counted from now, capped at max_ttl; later renewals keep it. "
-        "When the backend cannot extend, new credentials are issued and the session reconnects "
-        "after the open transaction ends.",
-        _renew, (TTL,), from_file=False),
+        "renew", "\\jit renew [--ttl DUR] [--rotate]", "extend the lease (never shortens it)",
+        "--ttl asks for a new length, counted from now, capped by the profile's max ttl; later "
+        "renewals keep it. A renewal that would end sooner renews nothing. When the lease cannot "
+        "be extended (the hard limit, or a backend that never extends), new credentials are taken "
+        "only when the reconnect loses nothing (temp tables, prepared statements, LISTENs) and adds "
+        "at least half a term; otherwise their cost is said and --rotate (or F5) takes them. The "
+        "session reconnects after the open transaction ends.",
+        _renew, (TTL, Option("--rotate", "rotate", flag=True)), from_file=False),
     Subcommand(
         "revoke", "\\jit revoke", "end access now, back to the identity used before \\jit request",
         "Revokes at the backend and returns to the login used before \\jit request; after expiry "
@@ -302,7 +308,7 @@ TABLE: tuple[Subcommand, ...] = (
 BY_NAME: dict[str, Subcommand] = {row.name: row for row in TABLE}
 SUBCOMMANDS = tuple(BY_NAME)
 #: options that take a value: nothing is completed while one is being typed
-_VALUED = frozenset(option.name for row in TABLE for option in row.options)
+_VALUED = frozenset(option.name for row in TABLE for option in row.options if not option.flag)
 #: the syntax pgspecial's ``\?`` shows for ``\jit``: as narrow as pgcli's own rows, so the
 #: descriptions stay on screen at 80 columns; the subcommands are listed by ``\jit help``
 MENU_SYNTAX = "\\jit [command]"
@@ -405,6 +411,11 @@ def _parse_args(row: Subcommand, words: list[str]) -> JitCommand:
             if name.lower() not in allowed:
                 raise UsageError(f"\\jit {action}: unknown option {name}",
                                  f"options: {', '.join(allowed) or 'none'}")
+            if allowed[name.lower()].flag:
+                if eq:
+                    raise UsageError(f"\\jit {action}: {name} takes no value")
+                given[name.lower()] = "yes"
+                continue
             value = inline if eq else next(it, None)
             if value is None or (not eq and value.startswith("--")):
                 raise UsageError(f"\\jit {action}: {name} needs a value")
@@ -421,7 +432,7 @@ def _parse_args(row: Subcommand, words: list[str]) -> JitCommand:
         if option.required and not given.get(option.name, "").strip():
             raise UsageError(f"\\jit {action}: {option.name} is required", option.required)
         if option.name in given:
-            fields[option.field] = option.value(given[option.name])
+            fields[option.field] = True if option.flag else option.value(given[option.name])
     if row.argument is Argument.REQUEST_ID:
         fields["request_id"] = int(str(argument))
     elif argument is not None:
@@ -480,7 +491,7 @@ def _has_argument(words: list[str]) -> bool:
         if skip:
             skip = False
         elif word.startswith("--"):
-            skip = "=" not in word
+            skip = "=" not in word and word.lower() in _VALUED
         else:
             return True
     return False

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from pgcli_jit.backends.base import ApprovalPending
+from pgcli_jit.backends.base import ApprovalPending, Backend
 from pgcli_jit.core.clock import local_time
 from pgcli_jit.core.durations import format_clock, format_duration
 from pgcli_jit.core.errors import ConnectionSwitchError, JitError, NotRenewable
@@ -34,7 +35,7 @@ from pgcli_jit.core.profile import Profile
 from pgcli_jit.session.approvals import ApprovalFlow, approved_by
 from pgcli_jit.session.config import Config
 from pgcli_jit.session.jobs import Jobs, Slot
-from pgcli_jit.session.manager import UNMOVED, LeaseManager, Renewal
+from pgcli_jit.session.manager import UNMOVED, LeaseManager, Renewal, Rotate
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -46,6 +47,8 @@ T = TypeVar("T")
 EXPIRED = "JIT access expired: \\jit request to continue"
 REVOKED = "JIT access revoked: \\jit request to continue"
 _ENDED_WORDS = {EXPIRED: "expired", REVOKED: "revoked"}  # read on every toolbar redraw
+#: how often, while idle, the server is asked whether the lease still stands
+LOOKUP_EVERY = 5.0
 IN_TRANSACTION = "a transaction is open: COMMIT or ROLLBACK first (pgcli-jit never rolls it back for you)"
 
 
@@ -73,6 +76,10 @@ class Connector(Protocol):
     def previous_user(self) -> str | None:
         """The user :meth:`restore` would return to, without reconnecting; None if none."""
 
+    def rotation_cost(self) -> list[str]:
+        """What a reconnect would drop that cannot be carried over (``temp table t``,
+        ``prepared statement p``, ``LISTEN c``); empty when nothing would be lost."""
+
 
 @dataclass(frozen=True)
 class Ended:
@@ -93,7 +100,26 @@ class Controller:
         self.ended: str | None = None  # why statements are refused: EXPIRED or REVOKED
         self.jobs = Jobs()
         self._renewal: Slot[Renewal] = Slot(self.jobs)
+        #: what the renewal in flight may do, and whether it was asked for (F5) or started by the clock
+        self._renewal_mode: tuple[Rotate, bool] = ("never", False)
+        #: renewals that finished while the main thread was busy (a long statement renews more
+        #: than once): applied in order by :meth:`apply_pending`
+        self._landed: list[tuple[Future[Renewal], Rotate, bool]] = []
+        #: background renewals start from the statement watchdog's thread as well
+        self._start_lock = threading.Lock()
         self._waiting_rotation: Renewal | None = None
+        #: new credentials the lease needs, not minted: they would drop session state or add
+        #: little, so they wait for a clear yes (F5, or \jit renew --rotate)
+        self._offer: Renewal | None = None
+        self._said: dict[str, Lease] = {}  # which lease each once-per-lease notice was said for
+        #: the lease renewed because the running statement ran into its end (once a statement)
+        self._kept_alive: Lease | None = None
+        self._kept_alive_this_statement = False
+        #: the idle check that the server still holds the lease (an operator may end it)
+        self._lookup: Slot[tuple[Lease, str | None]] = Slot(self.jobs)
+        self._looked_up = 0.0
+        #: while a statement runs (not while its output is paged): see begin_statement
+        self.statement_running = False
         self._said_waiting = False
         self.last_end: Ended | None = None
         #: set when a statement was cancelled because the lease expired under it
@@ -148,12 +174,31 @@ class Controller:
         """Run ``fn`` on the background worker (backend calls that must not block the prompt)."""
         return self.jobs.submit(fn, *args)
 
-    def renew(self, ttl: float | None) -> str:
+    def renew(self, ttl: float | None, rotate: bool = False) -> str:
+        r"""``\jit renew``: extend; never shorten; new credentials only when they cost nothing
+        and add at least half a term, or when asked for (``--rotate``)."""
         self.settle()
         if self.ended and self.lease is None:
             raise JitError(self.ended_message() or self.ended)
-        renewal = self.manager.renew(ttl)
+        if self.lease is None:
+            raise JitError("no JIT lease to renew", "\\jit request [PROFILE] to get one")
+        renewal = self.manager.renew(ttl, rotate="always" if rotate else self._rotate_mode())
         return self._apply(renewal, explicit=True)
+
+    def _rotate_mode(self) -> Rotate:
+        """New credentials without asking only when the reconnect loses nothing."""
+        return "never" if self.connector.rotation_cost() else "if_worth"
+
+    def accept_offer(self) -> str | None:
+        """F5: renew now, in the background (the prompt never waits on the server); new
+        credentials when they were offered.  The result is said when it is applied."""
+        lease = self.lease
+        if lease is None or self.ended is not None:
+            return "No JIT lease to renew: \\jit request [PROFILE] to get one."
+        offer, self._offer = self._open_offer(), None
+        rotate: Rotate = "always" if offer is not None else self._rotate_mode()
+        self.start_background_renewal(rotate, explicit=True)  # busy: that one's result is said
+        return None
 
     def revoke(self) -> str:
         self.settle()
@@ -223,16 +268,27 @@ class Controller:
 
     # -- the live lease ------------------------------------------------------
 
-    def step(self) -> str | None:
-        """One beat of the live lease, while idle or before a statement: apply finished work,
-        end expired access, start a due auto-renewal; returns the renewal question if one is due."""
+    def step(self) -> None:
+        """One beat of the live lease, while idle or before a statement (main thread): apply
+        finished work, end expired access, start a due auto-renewal, say what is offered."""
         self.apply_pending()
         self.enforce_expiry()
         self._switch_approved()
         self.approvals.count_tick()
+        self.beat()
+        self._announce()
+
+    def beat(self) -> None:
+        """Start what the clock makes due; from any thread (the idle ticker, the statement
+        watchdog while a statement runs or its output is paged).  It never touches the
+        connection: extensions land in the manager at once, so the watchdog's deadline
+        moves; a rotation is minted here and switched in later, on the main thread."""
         if self.auto_renew_due():
-            self.start_background_renewal()
-        return self.question()
+            self.start_background_renewal("never")
+        elif self._keep_alive_due():
+            lease = self.lease
+            if self.start_background_renewal("never"):
+                self._kept_alive, self._kept_alive_this_statement = lease, True
 
     def gate(self) -> str | None:
         """Before a statement: apply what is pending, enforce expiry; a message blocks it."""
@@ -277,21 +333,43 @@ class Controller:
         backend = self.manager.backend_for(profile)
         if not backend.server_policy:
             return False
-        try:
-            backend.lookup(lease)
+        why = _ended_why(backend, lease)
+        if why is None:
             return False
-        except NotRenewable as exc:
-            why = exc.reason
-        except JitError:
-            return False
+        self._let_go(lease, why, "The statement was not run.")
+        return True
+
+    def _let_go(self, lease: Lease, why: str, what_now: str) -> None:
+        """The server ended ``lease``: forget it (nothing to revoke) and go back to the login
+        that asked, saying so."""
+        lost = self.connector.in_transaction()
         self._cancel_waiting()
         self.manager.release("revoke", revoke=False, expected=lease, note=f"ended on the server: {why}")
         back_to = self.connector.restore()
         self.ended = None if back_to else REVOKED
         self._record_end("revoked", lease, back_to)
         where = f"back to {back_to}" if back_to else "\\jit request to continue"
-        self.say(f"JIT access ended on the server: {why}; {where}. The statement was not run.")
-        return True
+        txn = " The open transaction ended with it." if lost else ""
+        self.say(f"JIT access ended on the server: {why}; {where}.{txn} {what_now}".rstrip())
+
+    def watch_server(self) -> None:
+        """While idle (main thread): every :data:`LOOKUP_EVERY` seconds, ask the server in the
+        background whether the lease still stands, so an operator's revoke is noticed within
+        seconds, not at the next statement.  Only backends whose server keeps the lease."""
+        lease, profile = self.lease, self.manager.profile
+        future = self._lookup.finished()
+        if future is not None:
+            checked, why = future.result()
+            if why is not None and lease is not None and checked is lease and self.ended is None:
+                self._let_go(lease, why, "")
+            return
+        if lease is None or profile is None or self.ended is not None or self._lookup.busy:
+            return
+        backend = self.manager.backend_for(profile)
+        now = self.manager.clock()
+        if backend.server_policy and now - self._looked_up >= LOOKUP_EVERY:
+            self._looked_up = now
+            self._lookup.start(lambda: (lease, _ended_why(backend, lease)))
 
     def refresh_for_reconnect(self) -> None:
         """Before pgcli reconnects on its own: a backend whose secrets are per-connection
@@ -307,27 +385,75 @@ class Controller:
 
     def auto_renew_due(self) -> bool:
         profile = self.manager.profile
-        return (profile is not None and profile.renew == "auto" and not self._renewal.busy
-                and self._waiting_rotation is None and self.manager.due(self.manager.clock()))
+        return (profile is not None and profile.renew == "auto" and self._free_to_renew()
+                and self.manager.due(self.manager.clock()))
 
-    def start_background_renewal(self) -> None:
-        """Renew in the worker thread; the result is applied later by :meth:`apply_pending`."""
-        lease = self.lease
-        if lease is None or self._renewal.busy:
-            return
-        self._renewal.start(self.manager.renew, None, lease)
+    def _keep_alive_due(self) -> bool:
+        """``renew = "prompt"`` asks at the prompt; a statement that runs into the lease's final
+        part cannot be asked about without taking keys typed for the next one, so the lease is
+        renewed once to keep it running (said when the statement returns)."""
+        lease, profile = self.lease, self.manager.profile
+        if (lease is None or profile is None or profile.renew != "prompt" or not self.statement_running
+                or self._kept_alive_this_statement or self.unattended or not self._free_to_renew()):
+            return False
+        now = self.manager.clock()
+        return self.manager.phase(now) is Phase.FINAL and self.manager.due(now)
+
+    def begin_statement(self) -> None:
+        """The shell runs a statement: a ``prompt`` lease may be renewed once for it."""
+        self._kept_alive_this_statement = False
+        self.statement_running = True
+
+    def end_statement(self) -> None:
+        """The statement is over (its output may still be paged)."""
+        self.statement_running = False
+
+    def _free_to_renew(self) -> bool:
+        return (not self._renewal_running() and self._waiting_rotation is None and self._open_offer() is None
+                and self.ended is None)
+
+    def _open_offer(self) -> Renewal | None:
+        """The rotation offered for the current lease; an offer for an older one is void."""
+        offer = self._offer
+        return offer if offer is not None and offer.lease is self.lease else None
+
+    def _renewal_running(self) -> bool:
+        future = self._renewal.future
+        return future is not None and not future.done()
+
+    def start_background_renewal(self, rotate: Rotate = "never", explicit: bool = False) -> bool:
+        """Renew in the worker thread; the result is applied later by :meth:`apply_pending`.
+        False when one is already running (from any thread: one at a time).  An extension
+        takes effect in the manager when it lands, so a statement that runs on can be renewed
+        again before the main thread has said the first."""
+        with self._start_lock:
+            lease = self.lease
+            if lease is None or self._renewal_running():
+                return False
+            landed = self._renewal.clear()
+            if landed is not None:
+                self._landed.append((landed, *self._renewal_mode))
+            self._renewal_mode = (rotate, explicit)
+            self._renewal.start(self.manager.renew, None, lease, rotate)
+            return True
 
     def apply_pending(self) -> None:
-        """Main thread only: take a finished background renewal, or a rotation that waited."""
-        future = self._renewal.finished()
-        if future is not None:
+        """Main thread only: take the background renewals that finished, or a rotation that waited."""
+        with self._start_lock:
+            done, self._landed = self._landed, []
+            future = self._renewal.finished()
+            if future is not None:
+                done.append((future, *self._renewal_mode))
+        extended = [i for i, (f, _, _) in enumerate(done)
+                    if f.exception() is None and f.result().kind == "extended"]
+        for i, (future, rotate, explicit) in enumerate(done):
             try:
                 renewal = future.result()
             except JitError as exc:
                 if self.ended is None:
                     self._report_failure(exc)
-            else:
-                self._take(renewal)
+            else:  # of several extensions, only the last is said
+                self._take(renewal, rotate, explicit, quiet=i in extended[:-1])
         if self._waiting_rotation is not None:
             waiting, self._waiting_rotation = self._waiting_rotation, None
             try:
@@ -338,32 +464,38 @@ class Controller:
             if self._waiting_rotation is None:
                 self.say(message)
 
-    def question(self) -> str | None:
-        """The renewal question, when ``renew = "prompt"`` and one is due."""
+    def offer(self) -> str | None:
+        """What the toolbar offers on F5: ``renew`` while a ``prompt`` lease is in its window,
+        ``new credentials`` while a rotation waits for a yes; None otherwise."""
+        if self._open_offer() is not None:
+            return "new credentials"
         lease, profile = self.lease, self.manager.profile
+        if lease is None or profile is None or profile.renew != "prompt" or self.ended is not None:
+            return None
+        if self._renewal_running() or self._waiting_rotation is not None:
+            return None
+        return "renew" if self.manager.due(self.manager.clock()) else None
+
+    def _announce(self) -> None:
+        """Once per lease, above the prompt (never a question that reads the terminal): the
+        window opened (F5 renews), and in the final part, an open transaction's deadline."""
+        lease, profile = self.lease, self.manager.profile
+        if lease is None or profile is None or self.ended is not None or self.unattended:
+            return  # -c / -f: nobody at a prompt to press F5
         now = self.manager.clock()
-        if lease is None or profile is None or profile.renew != "prompt" or not self.manager.due(now):
-            return None
-        if self._renewal.busy or self._waiting_rotation is not None:
-            return None
-        left = format_clock(lease.remaining(now))
-        rotate = " (new credentials: reconnects)" if self._will_rotate(lease, profile) else ""
-        return f"Lease for {profile.name} ends in {left}. Renew{rotate}? [Y/n]"
-
-    def _will_rotate(self, lease: Lease, profile: Profile) -> bool:
-        """Renewal cannot extend: the backend never does, or the hard limit is (nearly) reached."""
-        at_cap = lease.max_expires_at is not None and lease.expires_at >= lease.max_expires_at - 1
-        return at_cap or not lease.renewable or not self.manager.backend_for(profile).can_renew
-
-    def answer(self, yes: bool) -> None:
-        if not yes:
-            self.manager.decline()
-            self.say("Not renewing: \\jit renew still works until the lease ends.")
-            return
-        try:
-            self.say(self.renew(None))
-        except JitError as exc:
-            self._report_failure(exc)
+        until = local_time(lease.expires_at)
+        commit = f" A transaction is open: COMMIT before {until} or it is lost."
+        in_txn: bool | None = None
+        if self.offer() == "renew" and self._said.get("window") is not lease:
+            self._said["window"] = lease
+            in_txn = self.connector.in_transaction()
+            self.say(f"Lease for {profile.name} ends at {until} (in {format_clock(lease.remaining(now))}): "
+                     f"F5 or \\jit renew extends it.{commit if in_txn else ''}")
+        elif self.manager.phase(now) is Phase.FINAL and self._said.get("final") is not lease:
+            in_txn = self.connector.in_transaction() if in_txn is None else in_txn
+            if in_txn:
+                self._said["final"] = lease
+                self.say(f"{lease.username} ends at {until}.{commit}")
 
     def shutdown(self) -> str | None:
         """On exit: revoke unless the profile says ``revoke_on_exit = false``.
@@ -376,7 +508,9 @@ class Controller:
         self.approvals.shutdown()
         lease, profile = self.lease, self.manager.profile
         message = None
-        if lease is not None and profile is not None:
+        if lease is not None and self.ended is not None:  # expired: its release was still queued
+            self._release_expired(lease)
+        elif lease is not None and profile is not None:
             if profile.revoke_on_exit:
                 self.connector.close()
                 self.manager.release("revoke", expected=lease)
@@ -389,11 +523,24 @@ class Controller:
 
     # -- internals ---------------------------------------------------------------
 
-    def _take(self, renewal: Renewal) -> None:
+    def _take(self, renewal: Renewal, rotate: Rotate, explicit: bool, quiet: bool = False) -> None:
         """A background result: applied, or dropped when access ended while it was running
-        (an extension is then revoked by the expiry's release, queued behind it)."""
+        (an extension is then revoked by the expiry's release, queued behind it).
+
+        A clock-started renewal that found the lease cannot be extended only looked: if a
+        reconnect would lose nothing, new credentials are minted now (when they add enough);
+        otherwise they are offered, with what they would cost."""
+        if self.ended is None and renewal.kind == "offer" and rotate == "never" \
+                and not self.connector.rotation_cost():
+            self.start_background_renewal("if_worth", explicit=explicit)
+            return
         if self.ended is None:
-            self.say(self._apply(renewal))
+            message = self._apply(renewal, explicit=explicit)
+            if quiet:
+                return
+            if renewal.kind == "extended" and renewal.base is self._kept_alive:
+                message = message.rstrip(".") + " (a statement was running into the lease's end)."
+            self.say(message)
         elif renewal.kind == "rotate":
             self.manager.discard(renewal.lease, self.config.requestable(renewal.lease.profile))
 
@@ -405,6 +552,8 @@ class Controller:
             note = f" ({renewal.reason})" if renewal.reason else ""
             return (f"Nothing to renew: valid until {local_time(renewal.lease.expires_at)} "
                     f"({renewal.lease.username}){note}.")
+        if renewal.kind == "offer":
+            return self._offer_line(renewal, explicit)
         if renewal.kind == "extended":
             if renewal.new_secret:
                 self.connector.update_secret(renewal.lease)
@@ -412,6 +561,20 @@ class Controller:
             return f"Renewed {renewal.lease.username} until {local_time(renewal.lease.expires_at)}{note}."
         assert profile is not None
         return self._rotate(renewal, profile, explicit)
+
+    def _offer_line(self, renewal: Renewal, explicit: bool) -> str:
+        """New credentials are needed and were not taken: say what they would cost, once
+        (again when asked), and keep the offer for F5 or ``\\jit renew --rotate``."""
+        self._offer = renewal
+        lease = renewal.lease
+        if not explicit and self._said.get("offer") is lease:
+            return ""
+        self._said["offer"] = lease
+        cost = self.connector.rotation_cost()
+        drops = f" and drop {', '.join(cost)}" if cost else ""
+        return (f"{lease.username} cannot be extended ({renewal.reason}). New credentials would add "
+                f"{format_duration(renewal.gain)} but reconnect{drops}: F5 or \\jit renew --rotate takes "
+                f"them; otherwise access ends at {local_time(lease.expires_at)}.")
 
     def _rotate(self, renewal: Renewal, profile: Profile, explicit: bool = False) -> str:
         current = self.lease
@@ -507,11 +670,15 @@ class Controller:
                 f"{local_time(until)} (a signed token cannot be withdrawn)")
 
     def _discard_unapplied(self) -> None:
-        future = self._renewal.clear()
-        if future is not None and future.done() and not future.cancelled() and future.exception() is None:
-            renewal = future.result()
-            if renewal.kind == "rotate" and self._waiting_rotation is None:
-                self._waiting_rotation = renewal
+        with self._start_lock:
+            futures: list[Future[Renewal] | None] = [f for f, _, _ in self._landed]
+            self._landed = []
+            futures.append(self._renewal.clear())
+        for future in futures:
+            if future is not None and future.done() and not future.cancelled() and future.exception() is None:
+                renewal = future.result()
+                if renewal.kind == "rotate" and self._waiting_rotation is None:
+                    self._waiting_rotation = renewal
         self._cancel_waiting()
 
     def _cancel_waiting(self) -> None:
@@ -529,6 +696,18 @@ class Controller:
         else:
             self.say(f"Renewal failed: {exc}. Keeping the current lease until "
                      f"{local_time(lease.expires_at)}; will retry.")
+
+
+def _ended_why(backend: Backend, lease: Lease) -> str | None:
+    """Why the server says ``lease`` has ended; None while it stands, or on any doubt (the
+    server unreachable, a bad answer): only the server's word ends access here."""
+    try:
+        backend.lookup(lease)
+    except NotRenewable as exc:
+        return exc.reason
+    except JitError:
+        return None
+    return None
 
 
 def connected_line(lease: Lease, profile: Profile, asked: float | None) -> str:

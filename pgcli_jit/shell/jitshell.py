@@ -26,7 +26,9 @@ import contextlib
 import functools
 import getpass
 import logging
+import shutil
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -37,9 +39,10 @@ from pgcli import auth
 from pgcli.completion_refresher import CompletionRefresher
 from pgcli.main import MetaQuery, OutputSettings, PGCli, PgCliQuitError, format_output
 from pgspecial.main import PARSED_QUERY
-from prompt_toolkit.application import get_app, in_terminal, run_in_terminal
+from prompt_toolkit.application import get_app, run_in_terminal
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, ThreadedCompleter
 from prompt_toolkit.document import Document
+from prompt_toolkit.key_binding import KeyBindings, merge_key_bindings
 from prompt_toolkit.styles import Style, merge_styles
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -139,6 +142,12 @@ class PgcliConnector:
         dsn_user = conninfo_to_dict(previous["dsn"]).get("user") if previous.get("dsn") else None
         return str(previous.get("user") or dsn_user or "the previous login")
 
+    def rotation_cost(self) -> list[str]:
+        ex = self.executor
+        if ex is None or ex.conn is None or ex.conn.closed or ex.failed_transaction():
+            return []
+        return later.session_state.lost_on_reconnect(later.session_state.capture(ex.conn))
+
     def update_secret(self, lease: Lease) -> None:
         self.executor._conn_params["password"] = lease.credentials.password
 
@@ -148,7 +157,7 @@ class PgcliConnector:
             self.close()
             return None
         ex = self.executor
-        ex._conn_params = dict(previous)
+        ex._conn_params = _same_database(previous, ex.dbname)
         try:
             ex.connect()
         except psycopg.Error as exc:
@@ -207,7 +216,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         self.jit_connector = PgcliConnector(self)
         self._jit_login: tuple[int, Login] | None = None  # see _requester_login
         self.completion_refresher = SafeCompletionRefresher()
-        self._asking = False
+        self._paging = False  # a statement's output is in the pager: no statement runs
         self._idle_ticks = 0
         self._shut_down = False
         _share_pgcli_log()
@@ -270,9 +279,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         if self._jit is None:  # \jit never used: no lease to gate, watch or renew
             return super().execute_command(text, handle_closed_connection)
         quitting = text.strip().rstrip(";").lower() in QUIT_WORDS
-        due = self.jit.step()
-        if due and not quitting and sys.stdin.isatty():
-            self.ask_renewal()
+        self.jit.step()
         blocked = self.jit.gate()
         if blocked:
             if quitting:
@@ -282,11 +289,27 @@ class JitShell(PGCli):  # type: ignore[misc]
                 return self._run_results(text, lambda: self.pgspecial.execute(None, text.strip().rstrip(";")))
             click.secho(blocked, err=True, fg="red")
             return MetaQuery(query=text, successful=False)
-        with later.StatementWatchdog(self._watch()):
-            result = super().execute_command(text, handle_closed_connection)
+        self.jit.begin_statement()
+        try:
+            with later.StatementWatchdog(self._watch()):
+                result = super().execute_command(text, handle_closed_connection)
+        finally:
+            self.jit.end_statement()
+            self._paging = False
         self.jit.enforce_expiry()  # a statement the watchdog cancelled: say so, close, revoke
         self._stop_if_unattended()
         return result
+
+    def echo_via_pager(self, text: str, color: Any = None) -> None:
+        """The statement is over while its output is read: the watchdog keeps renewing but
+        cancels nothing (at expiry the connection is closed once the pager is left)."""
+        self.jit_statement_done()
+        super().echo_via_pager(text, color)
+
+    def jit_statement_done(self) -> None:
+        if self._jit is not None:
+            self._paging = True
+            self._jit.end_statement()
 
     def _watch(self) -> Watch:
         """What the statement watchdog guards: the current lease's expiry, this connection."""
@@ -302,41 +325,27 @@ class JitShell(PGCli):  # type: ignore[misc]
                 conn.cancel_safe(timeout=GRACE_CANCEL)
 
         return later.Watch(deadline, cancel, lambda: later.sever(conn), manager.clock,
-                     question_due=lambda: sys.stdin.isatty() and self.jit.question() is not None,
-                     ask=self._ask_during_statement)
-
-    def _ask_during_statement(self, over: Callable[[], bool]) -> None:
-        """The window opened while a statement runs: ask now (the terminal is idle), renew in
-        the background; the connection is not touched until the statement returns."""
-        question = later.question
-        answer = question.ask(lambda: None if over() else self.jit.question(), sys.stdin.fileno(),
-                              sys.stdout)
-        if answer is question.Answer.YES:
-            self.jit.start_background_renewal()
-        elif answer is question.Answer.NO:
-            self.jit.answer(False)
-
-    def ask_renewal(self) -> None:
-        """Ask the renewal question; at expiry it is withdrawn and access ends (never waits)."""
-        question = later.question
-        answer = question.ask(self.jit.question, sys.stdin.fileno(), sys.stdout)
-        if answer is question.Answer.WITHDRAWN:
-            lease = self.jit.lease
-            if lease is not None and lease.is_expired(self.jit.manager.clock()):
-                self.jit_say(f"No answer before the lease ended at {later.local_time(lease.expires_at)}: "
-                             "question withdrawn.")
-            self.jit.enforce_expiry()
-            return
-        self.jit.answer(answer is question.Answer.YES)
+                           beat=self.jit.beat, paging=lambda: self._paging)
 
     def _run_jit(self, text: str) -> Any:
         return self._run_results(text, lambda: self.jit_results(text))
 
     def _run_results(self, text: str, run: Any) -> Any:
         """Run ``\\jit`` (or a local command after access ended) without pgcli reaching for a
-        cursor: print its results as pgcli prints pgspecial's, one line for an error."""
+        cursor: print its results as pgcli prints pgspecial's, one line for an error.
+
+        Ctrl-C cancels the command (the server call it waits on is cancelled with it), as
+        Ctrl-C cancels a query in pgcli: the session and its open transaction are kept."""
+        words = text.split()
+        label = " ".join(words[:2]) if words else "command"
         try:
-            results = list(run())
+            with later.Waiting(label, sys.stderr):
+                results = list(run())
+        except KeyboardInterrupt:
+            kept = "the session and its open transaction are" if self.jit_connector.in_transaction() \
+                else "the session is"
+            click.secho(f"{label} cancelled: {kept} kept.", err=True, fg="red")
+            return MetaQuery(query=text, successful=False)
         except JitError as exc:
             click.secho(str(exc), err=True, fg="red")
             return MetaQuery(query=text, successful=False)
@@ -349,7 +358,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         for title, rows, headers, status in results:
             output.extend(format_output(title, rows, headers, status, self._output_settings()))
         if output and all(rows is None for _, rows, _, _ in results):
-            click.echo("\n".join(output))  # a notice, never worth a pager, however wide
+            click.echo(fit("\n".join(output)))  # a notice, never worth a pager: wrapped at words
         elif output:
             self.echo_via_pager("\n".join(output))
         return MetaQuery(query=text, successful=True, is_special=True)
@@ -544,6 +553,9 @@ class JitShell(PGCli):  # type: ignore[misc]
             session.style = merge_styles([session.style, Style.from_dict(
                 {k: v for k, v in toolbar.STYLE_RULES.items() if k not in self.cli_style})])
         session.refresh_interval = 1.0
+        keys = KeyBindings()
+        keys.add(later.toolbar.OFFER_KEY.lower())(self._take_offer)
+        session.key_bindings = merge_key_bindings([session.key_bindings, keys])
         original_prompt = session.prompt
 
         def prompt(*args: Any, **kw: Any) -> Any:
@@ -576,7 +588,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         flow = jit.approvals
         waiting = flow.waiting
         return [*toolbar.segment(manager.lease, profile.renew_before if profile else None, now,
-                                 ended=jit.ended_word()),
+                                 ended=jit.ended_word(), offer=jit.offer()),
                 *toolbar.pending_segment(waiting.profile.name if waiting else None,
                                          waiting.waited(now) if waiting else None, flow.decidable,
                                          approved=waiting is not None and waiting.approved is not None)]
@@ -604,19 +616,21 @@ class JitShell(PGCli):  # type: ignore[misc]
             # an approver sees "JIT: 1 request waiting" without typing \jit first: the
             # machinery is built once the prompt has been up a while, never before it
             self.jit  # noqa: B018 (builds the controller)
-        due = self.jit.step()
-        if due and not self._asking:
-            self._asking = True
-            try:
-                async with in_terminal():
-                    self.ask_renewal()
-            finally:
-                self._asking = False
+        self.jit.step()
+        self.jit.watch_server()  # idle only: before a statement, gate() decides
+
+    def _take_offer(self, _event: Any) -> None:
+        """F5 at the prompt: take what the toolbar offers (renew, or new credentials).  It runs
+        in the background; the result is said above the prompt, the input line is kept."""
+        if self._jit is None:
+            return
+        self.jit_say(self.jit.accept_offer() or "")
 
     def jit_say(self, text: str) -> None:
         """One line of notice; above the prompt when it is up, so the input line survives."""
         if not text:
             return
+        text = fit(text)
         app = self.prompt_app.app if self.prompt_app is not None else None
         if app is not None and app.is_running:
             run_in_terminal(lambda: click.secho(text, fg="yellow"))
@@ -635,12 +649,31 @@ class JitShell(PGCli):  # type: ignore[misc]
         self._shut_down = True
         if self._jit is None:  # \jit never used: nothing minted, nothing to revoke
             return
+        lease = self.jit.lease
         try:
-            message = self.jit.shutdown()
+            with later.Waiting("revoking on exit", sys.stderr):
+                message = self.jit.shutdown()
         except JitError as exc:
             message = str(exc)
+        except KeyboardInterrupt:  # the server does not answer: leave, and say what stays
+            who = f"{lease.username} stays valid until {later.local_time(lease.expires_at)}" \
+                if lease is not None else "nothing was revoked"
+            message = f"Left without revoking (Ctrl-C): {who}."
         if message and not self.less_chatty:
             click.secho(message, err=True)
+
+
+def _same_database(params: dict[str, Any], dbname: str | None) -> dict[str, Any]:
+    """The login of before, in the database the session is in now: a ``\\c other`` made under
+    the lease is kept when ``\\jit revoke`` goes back (not silently undone)."""
+    params = dict(params)
+    if not dbname:
+        return params
+    if params.get("dsn"):
+        params["dsn"] = make_conninfo(params["dsn"], dbname=dbname)
+    else:
+        params["dbname"] = dbname  # the key PGExecute keeps it under
+    return params
 
 
 def _share_pgcli_log() -> None:
@@ -655,6 +688,13 @@ GRACE_CANCEL = 0.5
 #: idle seconds at the prompt before the \jit machinery is built without a \jit command
 #: (so that an approver's toolbar can count the requests waiting for them)
 APPROVER_START_TICKS = 2
+
+
+def fit(text: str) -> str:
+    """A notice wrapped at words to the terminal's width (a terminal breaks it mid-word)."""
+    width = shutil.get_terminal_size().columns
+    return "\n".join(textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False)
+                     if len(line) > width else line for line in text.split("\n"))
 
 
 def is_local(text: str) -> bool:

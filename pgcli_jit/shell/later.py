@@ -25,10 +25,10 @@ if TYPE_CHECKING:  # ``as NAME``: each is a name this module hands on
     from pgcli_jit.session.controller import Controller as Controller
     from pgcli_jit.session.manager import LeaseManager as LeaseManager
     from pgcli_jit.session.manager import load_backend as load_backend
-    from pgcli_jit.shell import question as question
     from pgcli_jit.shell import session_state as session_state
     from pgcli_jit.shell import startup as startup
     from pgcli_jit.shell import toolbar as toolbar
+    from pgcli_jit.shell.waiting import Waiting as Waiting
     from pgcli_jit.shell.watchdog import StatementWatchdog as StatementWatchdog
     from pgcli_jit.shell.watchdog import Watch as Watch
 
@@ -46,10 +46,10 @@ WHERE = {
     "Controller": "pgcli_jit.session.controller",
     "LeaseManager": "pgcli_jit.session.manager",
     "load_backend": "pgcli_jit.session.manager",
-    "question": "pgcli_jit.shell.question",
     "session_state": "pgcli_jit.shell.session_state",
     "startup": "pgcli_jit.shell.startup",
     "toolbar": "pgcli_jit.shell.toolbar",
+    "Waiting": "pgcli_jit.shell.waiting",
     "StatementWatchdog": "pgcli_jit.shell.watchdog",
     "Watch": "pgcli_jit.shell.watchdog",
 }
