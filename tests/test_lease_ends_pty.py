@@ -207,7 +207,8 @@ def test_ctrl_c_during_the_revoke_on_exit_leaves_and_says_what_stays(session: Se
         term.child.send("\\q\r")
         term.wait_for(r"revoking on exit: waiting for the server \ds \(Ctrl-C cancels\)", timeout=5)
         term.child.sendcontrol("c")
-        term.wait_for(rf"Left without revoking \(Ctrl-C\): {user} stays valid until \d\d:\d\d:\d\d", timeout=5)
+        term.wait_for(rf"Left without revoking \(Ctrl-C\): {user} stays valid until \d\d:\d\d:\d\d",
+                      timeout=5)
         holder.execute("rollback")
     term.child.expect(pexpect.EOF, timeout=10)
     assert "Traceback" not in term.transcript.decode(errors="replace")
