@@ -16,8 +16,9 @@ class ServerBackend(FaultyBackend):
     server_policy: ClassVar[bool] = True
 
 
-SERVER = [RoleInfo("read", 300.0, 1800.0, "read-only", kind="server profile"),
-          RoleInfo("shortw", 120.0, 600.0, "short writes", kind="server profile", reason_required=True)]
+SERVER = [RoleInfo("read", 300.0, 1800.0, "read-only", kind="server profile", approvers=""),
+          RoleInfo("shortw", 120.0, 600.0, "short writes", kind="server profile", reason_required=True,
+                   approvers="")]
 
 
 def _config() -> Config:
@@ -40,3 +41,21 @@ def test_a_table_too_wide_for_the_terminal_is_shown_one_profile_a_line() -> None
     text = vertical(rows, 80)
     assert text.splitlines()[0] == "shortw (server): ttl 2m, max ttl 10m"
     assert all(len(line) <= 80 for line in text.splitlines())
+
+
+def test_the_approval_a_server_profile_needs_is_in_its_note() -> None:
+    """Whether a request waits for a second person, whom and how many; unknown (not an
+    error) when the server's schema does not say; nothing when nobody must approve."""
+    config = Config(None, MappingProxyType({"read": faulty_profile("read")}), "read", None)  # type: ignore[arg-type]
+    server = [RoleInfo("read", 300.0, 1800.0, "read-only", kind="server profile", approvers="jit_leads"),
+              RoleInfo("hotfix", 120.0, 600.0, "", kind="server profile", reason_required=True,
+                       approvers="jit_leads", approvals=2),
+              RoleInfo("old", 60.0, 60.0, "", kind="server profile"),
+              RoleInfo("open", 60.0, 60.0, "", kind="server profile", approvers="")]
+    rows = profile_rows(config, {"read": ServerBackend(config.profiles["read"], clock=lambda: 0.0)}, server)
+    assert rows == [("read (default)", "5m", "30m", "approval by jit_leads; read-only"),
+                    ("hotfix (server)", "2m", "10m", "reason required; 2 approvals by jit_leads"),
+                    ("old (server)", "1m", "1m", "approval unknown"),
+                    ("open (server)", "1m", "1m", "")]
+    assert table_width(rows, PROFILE_HEADERS) <= 80
+    assert "2 approvals by jit_leads" in " ".join(vertical(rows, 40).split())  # narrower: one a line

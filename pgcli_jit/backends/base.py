@@ -69,6 +69,11 @@ class RoleInfo:
     kind: str = "role"
     #: the broker refuses a request for it without a reason
     reason_required: bool = False
+    #: who must approve a request before it is granted: ``""`` nobody, else the approvers
+    #: role; None when the broker does not say (an older server schema)
+    approvers: str | None = None
+    #: how many members of ``approvers`` must approve
+    approvals: int = 0
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ MY_PROFILE = ("SELECT name, ttl_seconds, max_ttl_seconds, reason_required, descr
 #: every server profile this login may request (``\\jit profiles`` and its completion)
 MY_PROFILES = ("SELECT name, ttl_seconds, max_ttl_seconds, reason_required, description"
                " FROM jit.my_profiles()")
+#: what a request for each of those must pass (approval: by whom, how many), one JSON object
+#: each; a schema older than the function has no answer (``\jit profiles`` says unknown)
+MY_PROFILE_RULES = "SELECT jit.my_profile_rules()"
 #: a request waiting for approval: still pending, issued now, or closed
 REQUEST_STATUS = "SELECT jit.request_status(%s)"
 #: withdraw this login's own waiting request

@@ -104,7 +104,19 @@ def _terms(ttl: float | None, max_ttl: float | None) -> tuple[str, str]:
 
 def _note(info: RoleInfo, description: str) -> str:
     return "; ".join(filter(None, ("reason required" if info.reason_required else "",
-                                   description or info.note)))
+                                   approval_note(info), description or info.note)))
+
+
+def approval_note(info: RoleInfo) -> str:
+    """Who must approve a request for a server profile before it is granted; nothing when
+    nobody must, ``approval unknown`` when the server does not say (an older jit schema)."""
+    if info.approvers is None:
+        return "approval unknown"
+    if not info.approvers:
+        return ""
+    if info.approvals <= 1:
+        return f"approval by {info.approvers}"
+    return f"{info.approvals} approvals by {info.approvers}"
 
 
 PROFILE_HEADERS = ["profile", "ttl", "max ttl", "note"]

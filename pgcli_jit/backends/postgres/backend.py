@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import psycopg
 
+from pgcli_jit.backends import answers
 from pgcli_jit.backends.base import (
     ApprovalPending,
     Approver,
@@ -118,17 +119,32 @@ class PostgresBackend(Backend):
             return self._warm.call(query, params)
         except NoAnswer:
             raise self._no_answer() from None
-        except psycopg.OperationalError as exc:
-            raise self._login_error(exc) from None
-        except (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName):
-            raise self._error(BackendUnavailable, "the jit schema is not installed in this database",
-                              "an operator runs pgcli-jit-admin setup --apply") from None
-        except psycopg.errors.InsufficientPrivilege as exc:
-            raise self._error(PermissionDenied, db_error_line(exc),
-                              "your login is not a requester: ask an operator "
-                              "(GRANT jit_requester TO you)") from None
         except psycopg.Error as exc:
-            raise self._error(BackendError, db_error_line(exc)) from None
+            raise self._db_error(exc) from None
+
+    def _call_if_installed(self, query: str) -> list[tuple[Any, ...]] | None:
+        """``query`` into a function that older schemas lack: None when this server's has no
+        such function, or has not granted it to this login yet (``setup --apply`` grants it);
+        every other failure as :meth:`_call`."""
+        try:
+            return self._warm.call(query, ())
+        except (psycopg.errors.UndefinedFunction, psycopg.errors.InsufficientPrivilege):
+            return None
+        except NoAnswer:
+            raise self._no_answer() from None
+        except psycopg.Error as exc:
+            raise self._db_error(exc) from None
+
+    def _db_error(self, exc: psycopg.Error) -> BackendError:
+        if isinstance(exc, psycopg.OperationalError):
+            return self._login_error(exc)
+        if isinstance(exc, psycopg.errors.UndefinedFunction | psycopg.errors.InvalidSchemaName):
+            return self._error(BackendUnavailable, "the jit schema is not installed in this database",
+                               "an operator runs pgcli-jit-admin setup --apply")
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            return self._error(PermissionDenied, db_error_line(exc),
+                               "your login is not a requester: ask an operator (GRANT jit_requester TO you)")
+        return self._error(BackendError, db_error_line(exc))
 
     def _login_error(self, exc: psycopg.OperationalError) -> BackendError:
         login = self.login()
@@ -227,10 +243,30 @@ class PostgresBackend(Backend):
                 for name, ttl, max_ttl, needs_reason, description in rows]
 
     def requestable(self) -> list[RoleInfo]:
-        """Every server profile this login may request by name, as the server states it."""
+        """Every server profile this login may request by name, as the server states it, with
+        who must approve a request for it (unknown where the server's schema does not say)."""
+        rows = self._call(statements.MY_PROFILES)
+        rules = self._approval_rules()
         return [RoleInfo(str(name), ttl, max_ttl, str(description or ""), kind="server profile",
-                         reason_required=bool(needs_reason))
-                for name, ttl, max_ttl, needs_reason, description in self._call(statements.MY_PROFILES)]
+                         reason_required=bool(needs_reason),
+                         **rules.get(str(name), {"approvers": None, "approvals": 0}))
+                for name, ttl, max_ttl, needs_reason, description in rows]
+
+    def _approval_rules(self) -> dict[str, dict[str, Any]]:
+        """``jit.my_profile_rules()``: per profile, the approvers role (``""``: none) and how
+        many approvals; empty on a schema older than the function.  Informational: a row that
+        does not read as one is left out (that profile's approval is then unknown)."""
+        rules: dict[str, dict[str, Any]] = {}
+        for (row,) in self._call_if_installed(statements.MY_PROFILE_RULES) or ():
+            try:
+                data = answers.document(row)
+                needed = answers.flag(data, "approval_required", default=False)
+                rules[answers.text(data, "profile", limit=MAX_NAME)] = {
+                    "approvers": answers.text(data, "approvers", limit=MAX_NAME) if needed else "",
+                    "approvals": answers.whole(data, "approvals", low=1, high=1_000_000) if needed else 0}
+            except answers.AnswerError:
+                continue
+        return rules
 
     def close(self) -> None:
         self._warm.close()

@@ -1,4 +1,4 @@
--- pgcli-jit server-side broker, the functions: What requesters and leases call: request, renew, revoke, finish, my_leases, my_profiles.
+-- pgcli-jit server-side broker, the functions: What requesters and leases call: request, renew, revoke, finish, my_leases, my_profiles, my_profile_rules.
 -- Re-applied by every `setup --apply` (CREATE OR REPLACE), after the numbered schema files,
 -- with the other files of this folder in name order.  Every function is SECURITY DEFINER with
 -- a fixed search_path, builds every identifier with format('%I'), and takes the caller's
@@ -20,6 +20,30 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
       FROM jit_data.profiles p
      WHERE EXISTS (SELECT FROM pg_roles WHERE rolname = p.requesters)
        AND pg_has_role(session_user, p.requesters, 'MEMBER')
+     ORDER BY p.name
+$$;
+
+-- What a request for each profile the caller may request must pass before a role is issued,
+-- one jsonb object a profile, in name order: whether a second person must approve it, which
+-- role approves, how many approvals, how long a request waits for them.  A set of jsonb (not
+-- a table) so that it can say more later without a DROP, which would lose the grants below.
+-- The same profiles as jit.my_profiles(), less every one for a temporary role: jit.request
+-- refuses a temporary role (a lease) whatever it is a member of, so a lease gets no row.
+-- Nothing is ever said of a profile the caller may not request.
+CREATE OR REPLACE FUNCTION jit.my_profile_rules() RETURNS SETOF jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT jsonb_build_object(
+               'profile', p.name,
+               'approval_required', p.approvers IS NOT NULL,
+               'approvers', p.approvers,
+               'approvals', CASE WHEN p.approvers IS NULL THEN 0 ELSE p.approvals END,
+               'approval_timeout_seconds',
+                   CASE WHEN p.approvers IS NULL THEN NULL
+                        ELSE extract(epoch FROM p.approval_timeout)::float8 END)
+      FROM jit_data.profiles p
+     WHERE EXISTS (SELECT FROM pg_roles WHERE rolname = p.requesters)
+       AND pg_has_role(session_user, p.requesters, 'MEMBER')
+       AND NOT EXISTS (SELECT FROM jit_data.leases l WHERE l.role_oid = jit._role_oid(session_user))
      ORDER BY p.name
 $$;
 

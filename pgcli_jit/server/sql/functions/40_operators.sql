@@ -146,7 +146,8 @@ BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA jit TO %I', p_requesters);
     FOREACH fn IN ARRAY ARRAY['jit.request(text, interval, text, text)', 'jit.renew(text, interval)',
                               'jit.revoke(text)', 'jit.finish(text)', 'jit.my_leases()',
-                              'jit.my_profiles()', 'jit.request_status(bigint)', 'jit.cancel(bigint)',
+                              'jit.my_profiles()', 'jit.my_profile_rules()', 'jit.request_status(bigint)',
+                              'jit.cancel(bigint)',
                               'jit.my_requests()', 'jit.pending_for_me()', 'jit.approve(bigint, text)',
                               'jit.deny(bigint, text)'] LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', fn, p_requesters);
@@ -382,9 +383,11 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
                  (SELECT min(expires_at) FROM jit_data.requests WHERE status IN ('pending', 'approved')))
 $$;
 
--- Chain what is committed, then walk the chain in its order: the first row whose link or
--- hash does not match, or a cut-off tail.  Rows not chained yet (their transaction had not
--- committed when the chainer ran) are counted in `problem` only if they are over a minute old.
+-- Chain what is committed, then walk the chain in its order, from the archive checkpoint
+-- (jit_data.audit_checkpoint: the last archived row's hash) when there is one: the first row
+-- whose link or hash does not match, a row the checkpoint says was archived, or a cut-off
+-- tail.  Rows not chained yet (their transaction had not committed when the chainer ran) are
+-- counted in `problem` only if they are over a minute old.
 CREATE OR REPLACE FUNCTION jit.audit_verify()
 RETURNS TABLE (rows_checked bigint, bad_id bigint, problem text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -394,15 +397,31 @@ DECLARE
     last_id bigint;
     head jit_data.audit_head;
     stale bigint;
+    cp jit_data.audit_checkpoint;
 BEGIN
     PERFORM jit._require_admin();
     PERFORM jit._chain_audit();
     rows_checked := 0;
+    SELECT * INTO cp FROM jit_data.audit_checkpoint;
+    prev := cp.hash;
+    last_id := cp.id;
+    IF cp.seq IS NOT NULL THEN
+        SELECT min(x.id) INTO bad_id FROM jit_data.audit x WHERE x.seq <= cp.seq;
+        IF bad_id IS NOT NULL THEN
+            problem := format('its seq is at or before the archive checkpoint (seq %s), yet it is in the table: '
+                              'a row was inserted', cp.seq);
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
     FOR a IN SELECT * FROM jit_data.audit WHERE seq IS NOT NULL ORDER BY seq LOOP
         rows_checked := rows_checked + 1;
         IF a.prev_hash IS DISTINCT FROM prev THEN
             bad_id := a.id;
-            problem := CASE WHEN prev IS NULL THEN 'the first row links to a row that is not there'
+            problem := CASE WHEN rows_checked = 1 AND cp.seq IS NOT NULL
+                                THEN format('does not link to the archive checkpoint (seq %s): a row after it '
+                                            'was deleted, or a row inserted', cp.seq)
+                            WHEN prev IS NULL THEN 'the first row links to a row that is not there'
                             ELSE 'links to a different previous row: a row before it was deleted or changed' END;
             RETURN NEXT;
             RETURN;
@@ -433,6 +452,99 @@ BEGIN
     bad_id := NULL;
     problem := NULL;
     RETURN NEXT;
+END
+$$;
+
+-- -- retention: pgcli-jit-admin audit archive (jit_admin) ---------------------------------
+
+-- What an archive holds: the chained rows after the checkpoint, in chain order, up to (not
+-- including) the first one that is not older than p_before, so that what stays in the table
+-- is the rest of the same chain.  Each row comes with the exact text its hash covers
+-- (jit._audit_text): the archive file verifies without the server.
+CREATE OR REPLACE FUNCTION jit.audit_archive_rows(p_before timestamptz)
+RETURNS TABLE (seq bigint, prev_hash bytea, hash bytea, hashed text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM jit._require_admin();
+    RETURN QUERY
+        SELECT a.seq, a.prev_hash, a.hash, jit._audit_text(a) FROM jit_data.audit a
+         WHERE a.seq IS NOT NULL
+           AND a.seq < coalesce((SELECT min(x.seq) FROM jit_data.audit x
+                                  WHERE x.seq IS NOT NULL AND x.at >= p_before), 9223372036854775807)
+         ORDER BY a.seq;
+END
+$$;
+
+-- Remove the rows an archive file now holds, leaving the checkpoint the rest of the chain
+-- verifies from.  The caller says what it wrote (the checkpoint it started after, the last
+-- row's seq and hash, how many rows): nothing is removed unless that is exactly the chain in
+-- the table, every row of it links and hashes true (a broken chain is evidence, never
+-- removed), is chained and is older than p_before.  One transaction: the checkpoint, the
+-- DELETE (which the append-only trigger allows for this alone) and the audit row commit
+-- together or not at all, so a run that stops anywhere can be run again.
+CREATE OR REPLACE FUNCTION jit.audit_archive(
+    p_after_seq bigint, p_after_hash bytea, p_through_seq bigint, p_through_hash bytea,
+    p_rows bigint, p_before timestamptz
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cp jit_data.audit_checkpoint;
+    a jit_data.audit;
+    tip jit_data.audit;
+    prev bytea;
+    n bigint := 0;
+    removed bigint;
+BEGIN
+    PERFORM jit._require_admin();
+    PERFORM jit._guard();
+    PERFORM FROM jit_data.chain_lock FOR UPDATE;   -- no chainer and no other archive meanwhile
+    SELECT * INTO cp FROM jit_data.audit_checkpoint;
+    IF cp.seq IS DISTINCT FROM p_after_seq OR cp.hash IS DISTINCT FROM p_after_hash THEN
+        RAISE EXCEPTION 'the archive starts after seq %, but the table''s chain now starts after seq %: nothing removed',
+                        coalesce(p_after_seq::text, '0'), coalesce(cp.seq::text, '0')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'another archive ran meanwhile: run audit archive again, to a new file';
+    END IF;
+    IF coalesce(p_rows, 0) < 1 OR p_through_seq IS NULL OR p_through_hash IS NULL OR p_before IS NULL THEN
+        RAISE EXCEPTION 'nothing to archive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    prev := cp.hash;
+    FOR a IN SELECT * FROM jit_data.audit x WHERE x.seq IS NOT NULL AND x.seq <= p_through_seq
+              ORDER BY x.seq FOR UPDATE LOOP
+        n := n + 1;
+        IF a.prev_hash IS DISTINCT FROM prev OR a.hash IS DISTINCT FROM jit._audit_digest(a) THEN
+            RAISE EXCEPTION 'audit row % does not verify: nothing removed', a.id
+                USING ERRCODE = 'data_corrupted',
+                      HINT = 'pgcli-jit-admin audit --verify says what is wrong; a broken chain stays as evidence';
+        END IF;
+        IF a.at >= p_before THEN
+            RAISE EXCEPTION 'audit row % is not older than %: nothing removed', a.id, jit._ts(p_before)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        prev := a.hash;
+        tip := a;
+    END LOOP;
+    IF n <> p_rows OR tip.seq IS DISTINCT FROM p_through_seq OR prev IS DISTINCT FROM p_through_hash THEN
+        RAISE EXCEPTION 'the archive does not hold the rows the table holds through seq % (% rows here, % in the archive): nothing removed',
+                        p_through_seq, n, p_rows
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    INSERT INTO jit_data.audit_checkpoint AS c (seq, id, hash, archived)
+    VALUES (tip.seq, tip.id, tip.hash, n)
+    ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, id = excluded.id, hash = excluded.hash,
+        archived = c.archived + excluded.archived, xact = pg_current_xact_id(),
+        at = clock_timestamp(), by_user = session_user;
+    DELETE FROM jit_data.audit x WHERE x.seq IS NOT NULL AND x.seq <= tip.seq;
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    IF removed <> n THEN
+        RAISE EXCEPTION 'removed % audit rows, not %: nothing removed', removed, n;
+    END IF;
+    PERFORM jit._audit('archive', NULL, NULL, NULL, NULL, NULL, jsonb_build_object(
+        'after_seq', p_after_seq, 'through_seq', tip.seq, 'through_hash', encode(tip.hash, 'hex'),
+        'rows', n, 'before', jit._ts(p_before)));
+    RETURN jsonb_build_object('status', 'archived', 'rows', n, 'after_seq', p_after_seq,
+                              'through_seq', tip.seq);
 END
 $$;
 

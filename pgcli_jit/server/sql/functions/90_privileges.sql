@@ -12,7 +12,8 @@ SET LOCAL ROLE jit_owner;
 
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA jit FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jit.request(text, interval, text, text), jit.my_profiles(),
-    jit.request_status(bigint), jit.cancel(bigint), jit.my_requests() TO jit_requester;
+    jit.my_profile_rules(), jit.request_status(bigint), jit.cancel(bigint), jit.my_requests()
+    TO jit_requester;
 -- pending_for_me lists only what the caller may decide, and approve/deny check membership of
 -- each request's approvers role: callable by any requester, so a non-member gets a clear no
 GRANT EXECUTE ON FUNCTION jit.pending_for_me(), jit.approve(bigint, text), jit.deny(bigint, text)
@@ -27,6 +28,27 @@ GRANT EXECUTE ON FUNCTION jit.revoke(text), jit.finish(text), jit.my_leases(),
     jit.profile_drop(text), jit.expire_due(), jit.finish_ended(), jit.next_expiry(),
     jit.expire_requests(), jit.chain_audit(), jit.prepared_to_end(),
     jit.prepared_ended(text, text, text), jit.audit_verify() TO jit_admin;
+-- jit.my_profile_rules() goes with jit.my_profiles(): exactly the roles that may call one may
+-- call the other.  profile_set grants both to a profile's requesters role; this carries the
+-- grant to the roles given my_profiles before my_profile_rules existed, and takes it from a
+-- role an operator has taken my_profiles from.
+DO $rules$
+DECLARE
+    r regrole;
+BEGIN
+    FOR r IN SELECT g.grantee FROM pg_proc p, aclexplode(p.proacl) g
+              WHERE p.oid = 'jit.my_profiles()'::regprocedure AND g.privilege_type = 'EXECUTE'
+                AND g.grantee NOT IN (0, p.proowner) LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION jit.my_profile_rules() TO %s', r);
+    END LOOP;
+    FOR r IN SELECT g.grantee FROM pg_proc p, aclexplode(p.proacl) g
+              WHERE p.oid = 'jit.my_profile_rules()'::regprocedure AND g.privilege_type = 'EXECUTE'
+                AND g.grantee NOT IN (0, p.proowner)
+                AND NOT has_function_privilege(g.grantee, 'jit.my_profiles()', 'EXECUTE') LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION jit.my_profile_rules() FROM %s', r);
+    END LOOP;
+END
+$rules$;
 
 -- -- settings every function depends on, pinned -------------------------------------
 -- A caller's session settings reach into a SECURITY DEFINER function unless it sets them
@@ -83,3 +105,10 @@ BEGIN
     END IF;
 END
 $guard$;
+
+-- Audit retention (functions/40_operators.sql): operators archive and remove chained rows,
+-- through these two functions only.
+SET LOCAL ROLE jit_owner;
+GRANT EXECUTE ON FUNCTION jit.audit_archive_rows(timestamptz),
+    jit.audit_archive(bigint, bytea, bigint, bytea, bigint, timestamptz) TO jit_admin;
+RESET ROLE;
