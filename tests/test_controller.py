@@ -394,7 +394,7 @@ def test_password_never_in_audit_file_or_server_log(make: Any) -> None:
 def _tick(h: Harness) -> None:
     """What the shell's idle ticker does every second, waiting for any renewal it started."""
     h.controller.step()
-    h.controller._renewal.settle(10)
+    h.controller._renewals.settle()
 
 
 def test_waiting_rotation_is_not_minted_again_every_tick(make: Any) -> None:

@@ -20,22 +20,30 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from pgcli_jit.backends.base import ApprovalPending, Backend
+from pgcli_jit.backends.base import ApprovalPending
 from pgcli_jit.core.clock import local_time
 from pgcli_jit.core.durations import format_clock, format_duration
-from pgcli_jit.core.errors import ConnectionSwitchError, JitError, NotRenewable
+from pgcli_jit.core.errors import ConnectionSwitchError, JitError
 from pgcli_jit.core.lease import Lease
 from pgcli_jit.core.policy import Phase
 from pgcli_jit.core.profile import Profile
 from pgcli_jit.session.approvals import ApprovalFlow, approved_by
 from pgcli_jit.session.config import Config
+from pgcli_jit.session.ending import (
+    ENDED_WORDS,
+    EXPIRED,
+    IN_TRANSACTION,
+    REVOKED,
+    Ended,
+    connected_line,
+    ended_why,
+)
 from pgcli_jit.session.jobs import Jobs, Slot
-from pgcli_jit.session.manager import UNMOVED, LeaseManager, Renewal, Rotate
+from pgcli_jit.session.manager import LeaseManager, Renewal, Rotate
+from pgcli_jit.session.renewing import RenewalRunner
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -44,12 +52,8 @@ log = logging.getLogger(__name__)
 Say = Callable[[str], None]
 T = TypeVar("T")
 
-EXPIRED = "JIT access expired: \\jit request to continue"
-REVOKED = "JIT access revoked: \\jit request to continue"
-_ENDED_WORDS = {EXPIRED: "expired", REVOKED: "revoked"}  # read on every toolbar redraw
 #: how often, while idle, the server is asked whether the lease still stands
 LOOKUP_EVERY = 5.0
-IN_TRANSACTION = "a transaction is open: COMMIT or ROLLBACK first (pgcli-jit never rolls it back for you)"
 
 
 class Connector(Protocol):
@@ -81,17 +85,6 @@ class Connector(Protocol):
         ``prepared statement p``, ``LISTEN c``); empty when nothing would be lost."""
 
 
-@dataclass(frozen=True)
-class Ended:
-    """How the last lease ended, for ``\\jit status`` after the fact."""
-
-    how: str  # "expired", "revoked", "replaced"
-    username: str
-    profile: str
-    at: float
-    back_to: str | None = None
-
-
 class Controller:
     def __init__(self, manager: LeaseManager, connector: Connector, say: Say) -> None:
         self.manager = manager
@@ -99,14 +92,8 @@ class Controller:
         self.say = say
         self.ended: str | None = None  # why statements are refused: EXPIRED or REVOKED
         self.jobs = Jobs()
-        self._renewal: Slot[Renewal] = Slot(self.jobs)
-        #: what the renewal in flight may do, and whether it was asked for (F5) or started by the clock
-        self._renewal_mode: tuple[Rotate, bool] = ("never", False)
-        #: renewals that finished while the main thread was busy (a long statement renews more
-        #: than once): applied in order by :meth:`apply_pending`
-        self._landed: list[tuple[Future[Renewal], Rotate, bool]] = []
-        #: background renewals start from the statement watchdog's thread as well
-        self._start_lock = threading.Lock()
+        #: background renewals, started from the idle ticker or the statement watchdog's thread
+        self._renewals = RenewalRunner(self.jobs, manager)
         self._waiting_rotation: Renewal | None = None
         #: new credentials the lease needs, not minted: they would drop session state or add
         #: little, so they wait for a clear yes (F5, or \jit renew --rotate)
@@ -142,7 +129,7 @@ class Controller:
     def settle(self) -> None:
         """Before a user command: let a background renewal finish and apply its result,
         so the command acts on the current lease and never races the worker."""
-        self._renewal.settle()
+        self._renewals.settle()
         self.apply_pending()
 
     def request(self, profile_name: str | None, ttl: float | None, reason: str) -> str:
@@ -264,7 +251,7 @@ class Controller:
 
     def ended_word(self) -> str:
         """For the toolbar: "expired", "revoked" or "" while access has not ended."""
-        return _ENDED_WORDS.get(self.ended or "", "")
+        return ENDED_WORDS.get(self.ended or "", "")
 
     # -- the live lease ------------------------------------------------------
 
@@ -333,7 +320,7 @@ class Controller:
         backend = self.manager.backend_for(profile)
         if not backend.server_policy:
             return False
-        why = _ended_why(backend, lease)
+        why = ended_why(backend, lease)
         if why is None:
             return False
         self._let_go(lease, why, "The statement was not run.")
@@ -369,7 +356,7 @@ class Controller:
         now = self.manager.clock()
         if backend.server_policy and now - self._looked_up >= LOOKUP_EVERY:
             self._looked_up = now
-            self._lookup.start(lambda: (lease, _ended_why(backend, lease)))
+            self._lookup.start(lambda: (lease, ended_why(backend, lease)))
 
     def refresh_for_reconnect(self) -> None:
         """Before pgcli reconnects on its own: a backend whose secrets are per-connection
@@ -409,7 +396,7 @@ class Controller:
         self.statement_running = False
 
     def _free_to_renew(self) -> bool:
-        return (not self._renewal_running() and self._waiting_rotation is None and self._open_offer() is None
+        return (not self._renewals.running() and self._waiting_rotation is None and self._open_offer() is None
                 and self.ended is None)
 
     def _open_offer(self) -> Renewal | None:
@@ -417,33 +404,17 @@ class Controller:
         offer = self._offer
         return offer if offer is not None and offer.lease is self.lease else None
 
-    def _renewal_running(self) -> bool:
-        future = self._renewal.future
-        return future is not None and not future.done()
-
     def start_background_renewal(self, rotate: Rotate = "never", explicit: bool = False) -> bool:
         """Renew in the worker thread; the result is applied later by :meth:`apply_pending`.
         False when one is already running (from any thread: one at a time).  An extension
         takes effect in the manager when it lands, so a statement that runs on can be renewed
         again before the main thread has said the first."""
-        with self._start_lock:
-            lease = self.lease
-            if lease is None or self._renewal_running():
-                return False
-            landed = self._renewal.clear()
-            if landed is not None:
-                self._landed.append((landed, *self._renewal_mode))
-            self._renewal_mode = (rotate, explicit)
-            self._renewal.start(self.manager.renew, None, lease, rotate)
-            return True
+        lease = self.lease
+        return lease is not None and self._renewals.start(lease, rotate, explicit)
 
     def apply_pending(self) -> None:
         """Main thread only: take the background renewals that finished, or a rotation that waited."""
-        with self._start_lock:
-            done, self._landed = self._landed, []
-            future = self._renewal.finished()
-            if future is not None:
-                done.append((future, *self._renewal_mode))
+        done = self._renewals.take()
         extended = [i for i, (f, _, _) in enumerate(done)
                     if f.exception() is None and f.result().kind == "extended"]
         for i, (future, rotate, explicit) in enumerate(done):
@@ -472,7 +443,7 @@ class Controller:
         lease, profile = self.lease, self.manager.profile
         if lease is None or profile is None or profile.renew != "prompt" or self.ended is not None:
             return None
-        if self._renewal_running() or self._waiting_rotation is not None:
+        if self._renewals.running() or self._waiting_rotation is not None:
             return None
         return "renew" if self.manager.due(self.manager.clock()) else None
 
@@ -670,15 +641,9 @@ class Controller:
                 f"{local_time(until)} (a signed token cannot be withdrawn)")
 
     def _discard_unapplied(self) -> None:
-        with self._start_lock:
-            futures: list[Future[Renewal] | None] = [f for f, _, _ in self._landed]
-            self._landed = []
-            futures.append(self._renewal.clear())
-        for future in futures:
-            if future is not None and future.done() and not future.cancelled() and future.exception() is None:
-                renewal = future.result()
-                if renewal.kind == "rotate" and self._waiting_rotation is None:
-                    self._waiting_rotation = renewal
+        for renewal in self._renewals.drop():
+            if renewal.kind == "rotate" and self._waiting_rotation is None:
+                self._waiting_rotation = renewal
         self._cancel_waiting()
 
     def _cancel_waiting(self) -> None:
@@ -696,29 +661,3 @@ class Controller:
         else:
             self.say(f"Renewal failed: {exc}. Keeping the current lease until "
                      f"{local_time(lease.expires_at)}; will retry.")
-
-
-def _ended_why(backend: Backend, lease: Lease) -> str | None:
-    """Why the server says ``lease`` has ended; None while it stands, or on any doubt (the
-    server unreachable, a bad answer): only the server's word ends access here."""
-    try:
-        backend.lookup(lease)
-    except NotRenewable as exc:
-        return exc.reason
-    except JitError:
-        return None
-    return None
-
-
-def connected_line(lease: Lease, profile: Profile, asked: float | None) -> str:
-    """``Connected as ... until ...``, saying when the backend granted less than was asked
-    (max_ttl): a user who asked ``--ttl 1h`` must not find out from the countdown."""
-    line = f"Connected as {lease.username} until {local_time(lease.expires_at)} ({profile.name})"
-    wanted = asked or profile.ttl
-    granted = lease.lifetime
-    notes = [f"{w}" for w in lease.warnings]
-    said = any("cap" in w.lower() for w in lease.warnings)  # the backend already said it
-    if asked and granted < wanted - UNMOVED and not said:
-        cap = f"max_ttl {format_duration(profile.max_ttl)}" if profile.max_ttl else "the backend's limit"
-        notes.insert(0, f"ttl capped at {format_duration(granted)} by {cap}; asked {format_duration(wanted)}")
-    return line + "".join(f" ({n})" for n in notes) + "."
