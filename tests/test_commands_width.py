@@ -36,6 +36,16 @@ def test_help_takes_the_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
     assert text is not None and max(len(line) for line in text.splitlines()) <= 60
 
 
+class Refreshes:
+    """The completion cache's side of a request: how often it was asked to read again."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def refresh(self) -> None:
+        self.count += 1
+
+
 class Requests:
     """Just enough controller for the request handler: the config, and what was asked."""
 
@@ -43,6 +53,7 @@ class Requests:
         profile = faulty_profile("read", renew_before=60.0)
         self.config = Config(None, MappingProxyType({"read": profile}), "read", None)  # type: ignore[arg-type]
         self.asked: list[tuple[str | None, float | None]] = []
+        self.catalog = Refreshes()
 
     def request(self, profile: str | None, ttl: float | None, reason: str) -> str:
         self.asked.append((profile, ttl))
@@ -62,3 +73,4 @@ def test_a_ttl_inside_the_renewal_window_is_refused_before_anything_is_asked() -
     run(jit, parse("\\jit request read --ttl 1m"))  # type: ignore[arg-type]
     run(jit, parse("\\jit request read"))  # type: ignore[arg-type]
     assert jit.asked == [("read", 60.0), ("read", None)]
+    assert jit.catalog.count == 2  # each request asked made completion read the server's list again

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REQUESTER, declare_server_profile, end_jit_roles
 from tests.shell_fixtures import Session
 from tests.terminal import pgcli_jit_executable, pgpass_plus
 
@@ -244,3 +245,27 @@ def test_revoke_after_switching_database_keeps_the_database(session: Session) ->
     term.run(r"\jit revoke", r"back to alice")
     screen = term.run("select current_database() as db, current_user as who;", r"SELECT 1")
     assert re.search(r"\|\s+postgres\s+\|\s+alice\s+\|", screen), screen
+
+
+def test_tab_after_jit_request_completes_a_profile_only_the_server_has(session: Session) -> None:
+    """The config defines only read; the server also lets alice request sh-pty-only.  Typing
+    ``\\jit`` starts the read of the server's list in the background (a key never waits for
+    it), Tab after ``\\jit request sh`` completes the server's profile, and the completed
+    line requests it."""
+    declare_server_profile(session.cluster, "sh-pty-only", ttl="2m", max_ttl="5m")
+    session.profile("read", ttl="2m")
+    cluster = session.cluster
+    term = session.open("-h", cluster.host, "-p", str(cluster.port), "-U", REQUESTER, "app")
+    term.wait_for(r"app>")
+    try:
+        term.type("\\jit ")
+        term.pump(1.5)
+        term.type("request sh")
+        term.type("\t")
+        term.wait_for(r"app> \\jit request sh-pty-only")
+        term.type("\r")  # Enter takes the completion from the menu; the next one runs the line
+        term.run("", r"Connected as " + JIT_USER)
+        assert session.role_exists(current_user(term))
+    finally:
+        term.close()
+        end_jit_roles(cluster, "sh-pty-only")

@@ -191,7 +191,7 @@ class JitCompleter(Completer):
     def get_completions(self, document: Document, event: CompleteEvent) -> Iterator[Completion]:
         line = document.text_before_cursor
         if commands.is_jit(line):
-            profiles = sorted(self.shell.jit_config.profiles) if self.shell.jit_config else []
+            profiles = self.shell.jit.catalog.profile_names(self.shell.jit_config)  # never waits
             current = "" if line.endswith((" ", "\t")) else line.split()[-1]
             for word in commands.completions(line, profiles):
                 yield Completion(word, start_position=-len(current))
