@@ -63,3 +63,17 @@ def test_status_at_the_hard_limit_is_not_renewable_and_shows_the_real_window() -
     longer = Lease(profile="fake", backend="faulty", credentials=Credentials("jit_u", "pw"), issued_at=t0,
                    expires_at=t0 + 120, max_expires_at=t0 + 3600)
     assert dict(status_rows(longer, faulty_profile(), t0 + 10, "server"))["renewable"] == "yes"
+
+
+def test_a_long_status_value_is_wrapped_so_the_table_fits_80_columns() -> None:
+    """A long reason (or a waiting rotation's line) would make \\jit status wider than the
+    terminal, and pgcli would page it: the value goes on over the next rows instead."""
+    from pgcli_jit.session.commands import fit_rows
+
+    rows = [("profile", "write"), ("pending reason", "INC-123 " + "backfill the orders table " * 12)]
+    fitted = fit_rows(rows, 80)
+    field = max(len(name) for name, _ in fitted)
+    assert all(len(f"| {name:<{field}} | {value} |") <= 80 for name, value in fitted)
+    assert fitted[0] == ("profile", "write") and fitted[1][0] == "pending reason"
+    assert all(name == "" for name, _ in fitted[2:]) and len(fitted) > 3
+    assert " ".join(v for _, v in fitted[1:]) == rows[1][1].strip()
