@@ -196,7 +196,8 @@ def test_help_for_one_subcommand() -> None:
     assert parse("\\JIT HELP Renew") == JitCommand("help", "Renew")
     text = usage("request")
     assert text.splitlines()[0].startswith("\\jit request [PROFILE] [--ttl DUR] [--reason TEXT]")
-    assert "max ttl caps it, the server's for a server profile" in " ".join(text.split()) and "\\jit renew" not in text
+    assert "max ttl caps it, the server's for a server profile" in " ".join(text.split())
+    assert "\\jit renew" not in text
     assert "--ttl" in usage("renew") and all(len(line) <= 80 for line in usage("renew").splitlines()[1:])
 
 

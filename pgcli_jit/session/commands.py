@@ -118,10 +118,7 @@ def terminal_columns() -> int:
 def _request(jit: Controller, cmd: JitCommand) -> Result:
     if cmd.ttl is not None:
         check_ttl(jit.config.requestable(cmd.profile), cmd.ttl)
-    try:
-        return (None, None, None, jit.request(cmd.profile, cmd.ttl, cmd.reason))
-    finally:  # what the server offers may have changed since: completion reads it again
-        jit.catalog.refresh()
+    return (None, None, None, jit.request(cmd.profile, cmd.ttl, cmd.reason))
 
 
 def check_ttl(profile: Profile, ttl: float) -> None:
@@ -174,13 +171,28 @@ def _status(jit: Controller, cmd: JitCommand) -> Result:
     rotation = jit.waiting_lease()
     if rotation is not None:
         rows.append(("waiting to switch in", f"{rotation.username} until "
-                     f"{local_time(rotation.expires_at, zone=True)} (when the open transaction ends; "
-                     f"COMMIT before {local_time(lease.expires_at)})"))
+                     f"{local_time(rotation.expires_at, zone=True)}"))
+        rows.append(("switches", f"when the open transaction ends (COMMIT before "
+                     f"{local_time(lease.expires_at)})"))
     if waiting is not None:
         from pgcli_jit.session import approvals as pending
 
         rows += [(f"pending {k}", v) for k, v in pending.status_rows(waiting, manager.clock())]
-    return (None, rows, ["field", "value"], None)
+    return (None, fit_rows(rows, terminal_columns()), ["field", "value"], None)
+
+
+def fit_rows(rows: list[tuple[str, str]], columns: int) -> list[tuple[str, str]]:
+    """A two-column table that fits the terminal: a long value (a reason, an error) goes on
+    over the next rows, wrapped at words, so the table never opens the pager for its width."""
+    import textwrap
+
+    field = max((len(name) for name, _ in rows), default=0)
+    room = max(20, columns - field - 7)  # "| " + field + " | " + value + " |"
+    out: list[tuple[str, str]] = []
+    for name, value in rows:
+        parts = textwrap.wrap(value, room, break_on_hyphens=False) or [value]
+        out += [(name if i == 0 else "", part) for i, part in enumerate(parts)]
+    return out
 
 
 def _profiles(jit: Controller, cmd: JitCommand) -> Result:
@@ -210,14 +222,13 @@ def server_profiles(jit: Controller) -> tuple[list[RoleInfo], str]:
     """What the connected server lets this login request by name (``\\jit request NAME``
     with no config entry), and a line saying why it is missing when it cannot be asked."""
     from pgcli_jit.core.errors import JitError
-    from pgcli_jit.session.catalog import ask_server
+    from pgcli_jit.session.config import server_side_profile
 
     try:
-        server = ask_server(jit.manager)
+        # a profile of no name a config can hold: it only lists, it never requests
+        return jit.manager.backend_for(server_side_profile("(server)")).requestable(), ""
     except JitError as exc:
         return [], f"\nThe server's profiles are not listed: {exc}"
-    jit.catalog.store(server)  # completion offers what was just read
-    return server, ""
 
 
 def _pending(jit: Controller, cmd: JitCommand) -> Result:
@@ -255,7 +266,7 @@ TABLE: tuple[Subcommand, ...] = (
         "request", "\\jit request [PROFILE] [--ttl DUR] [--reason TEXT]",
         "obtain credentials and reconnect as them",
         "PROFILE defaults to the config's default_profile. --ttl asks for a lease length "
-        "(the profile's max_ttl caps it, and the reply says so); "
+        "(the profile's max ttl caps it, the server's for a server profile, and the reply says so); "
         "--reason is recorded in the audit log. "
         "Refused inside an open transaction.",
         _request, (TTL, REASON), Argument.PROFILE, from_file=False),
