@@ -183,3 +183,11 @@ def test_the_shells_completer_offers_server_only_profiles_after_jit_request(jobs
     assert words("\\jit request ") == ["read", "write", "shorter", "shortw", "--ttl", "--reason"]
     assert words("\\jit request sh") == ["shorter", "shortw"]
     assert words("\\jit request shortw ") == ["--ttl", "--reason"]
+
+
+def test_a_tab_while_the_session_ends_is_no_error(jobs: Jobs) -> None:
+    catalog = ServerCatalog(jobs, Manager(Server("a")))  # type: ignore[arg-type]
+    catalog.warm()
+    jobs.shutdown()
+    catalog.refresh()   # \jit request's refresh, or a Tab, after the worker has stopped
+    assert catalog.profile_names(config("read")) == ["read", "a"]

@@ -79,7 +79,10 @@ class ServerCatalog:
             self._asked = True
             if self._fill is not None and not self._fill.done():
                 return
-            self._fill = self._jobs.submit(self._read)
+            try:
+                self._fill = self._jobs.submit(self._read)
+            except RuntimeError:  # the worker is shut down: the session is ending
+                log.debug("the server's profiles were not read: the session is ending")
 
     def store(self, profiles: list[RoleInfo]) -> None:
         """What the main thread has just read (``\\jit profiles``): no second call for it."""
