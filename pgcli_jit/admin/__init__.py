@@ -1,9 +1,10 @@
 """``pgcli-jit-admin``: the operator's side of the ``postgres`` backend.
 
 ``setup`` installs the ``jit`` schema; ``profile`` declares what may be requested;
-``leases`` shows who holds access; ``pending``/``approve``/``deny`` decide requests that
-wait for a second person; ``reap`` (``--watch``) ends access on the
-server's clock; ``audit`` reads and verifies the server-side audit trail.  Every
+``leases`` shows who holds access and ``revoke`` ends a lease for a reason;
+``pending``/``approve``/``deny`` decide requests that wait for a second person; ``reap``
+(``--watch``) ends access on the server's clock; ``audit`` reads and verifies the
+server-side audit trail; ``health`` says whether all of that is working.  Every
 expected failure is one ``Error: ...`` line on stderr and exit 1 (2 for bad usage).
 """
 
@@ -48,9 +49,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from pgcli_jit.admin import approvals, audit, leases, profiles, setup
+    from pgcli_jit.admin import approvals, audit, health, leases, profiles, revoke, setup
 
-    for module in (setup, profiles, leases, approvals, audit):
+    for module in (setup, profiles, leases, revoke, approvals, audit, health):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -22,6 +22,8 @@ from pgcli_jit.session import approvals as approval
 
 NOT_APPROVER = ("your login may not decide requests: it is in none of jit_requester, jit_admin or "
                 "a profile's approvers role")
+NOT_OPERATOR = ("pending --all lists every request: it needs a login in jit_admin",
+                "as a superuser: GRANT jit_admin TO <your login>")
 
 
 def _answer(conn: Conn, query: str, *params: Any) -> dict[str, Any]:
@@ -34,23 +36,29 @@ def _answer(conn: Conn, query: str, *params: Any) -> dict[str, Any]:
 
 @click.command()
 @dsn_option
+@click.option("--all", "every", is_flag=True,
+              help="Every request waiting for a decision, whoever may decide it (a login in jit_admin).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def pending(dsn: str, as_json: bool) -> None:
-    """Requests you may approve or deny now (never your own)."""
+def pending(dsn: str, every: bool, as_json: bool) -> None:
+    """Requests you may approve or deny now (never your own); --all: every one waiting."""
     with connect(dsn) as conn:
         try:
-            rows = conn.execute(statements.PENDING).fetchall()
+            rows = conn.execute(statements.PENDING_ALL if every else statements.PENDING).fetchall()
         except psycopg.errors.InsufficientPrivilege:
-            raise JitError(NOT_APPROVER) from None
+            raise JitError(*(NOT_OPERATOR if every else (NOT_APPROVER,))) from None
     if as_json:
         keys = ("id", "requester", "profile", "ttl_seconds", "reason", "created_at", "expires_at",
-                "approvals", "needed")
+                "approvals", "needed", *(("approvers",) if every else ()))
         click.echo(fmt.to_json([dict(zip(keys, row, strict=True)) for row in rows]))
     elif not rows:
-        click.echo("No requests waiting for you.")
+        click.echo("No requests waiting." if every else "No requests waiting for you.")
     else:
-        lines = approval.pending_rows([decidable(row) for row in rows], datetime.now(UTC))
-        click.echo(fmt.table([h.upper() for h in approval.PENDING_HEADERS], lines))
+        lines = approval.pending_rows([decidable(row[:9]) for row in rows], datetime.now(UTC))
+        headers = [h.upper() for h in approval.PENDING_HEADERS]
+        if every:   # who decides each: the role a request waits on
+            lines = [(*line, fmt.printable(row[9])) for line, row in zip(lines, rows, strict=True)]
+            headers.append("APPROVERS")
+        click.echo(fmt.table(headers, lines))
 
 
 @click.command()

@@ -20,6 +20,8 @@ from pgcli_jit.core.errors import JitError, db_error_line
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 LIBPQ_SOURCES = "PGPASSWORD, ~/.pgpass, PGPASSFILE or a service file"
+#: what ``pg_stat_activity.application_name`` shows for an admin command's connection
+APPLICATION_NAME = "pgcli-jit-admin"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -36,12 +38,12 @@ def check_dsn(dsn: str) -> None:
 
 
 @contextlib.contextmanager
-def connect(dsn: str) -> Iterator[Conn]:
+def connect(dsn: str, application_name: str = APPLICATION_NAME) -> Iterator[Conn]:
     """One autocommit connection: every jit.* call is its own transaction."""
     check_dsn(dsn)
     try:
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10,
-                               application_name="pgcli-jit-admin")
+                               application_name=application_name)
     except psycopg.Error as exc:
         text = error_text(exc)
         hint = f"passwords come from {LIBPQ_SOURCES}" if "password" in text else ""

@@ -23,6 +23,12 @@ def local_time(value: datetime | None) -> str:
     return clock.local_time(value, zone=True, date=True) if value else "-"
 
 
+def stamp() -> str:
+    """Now as ISO 8601 with the zone's offset, to the millisecond: a long-running process's
+    lines (the reaper's) are read in a log next to the server's."""
+    return datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
 def clip(text: str, width: int = REASON_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 

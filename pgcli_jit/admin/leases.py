@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -53,12 +54,13 @@ def reap(dsn: str, watch: bool, verbose: bool) -> None:
     """End expired leases: NOLOGIN, end their sessions, drop their roles.
 
     Needs a login in jit_admin.  Without --watch: one pass, quiet when there is
-    nothing to do (for cron), exit 1 if a role could not be dropped.
+    nothing to do (for cron), exit 1 if a role could not be dropped.  With --watch
+    every line starts with the time (ISO 8601).
     """
     if watch:
         _watch(dsn)
         return
-    with connect(dsn) as conn:
+    with connect(dsn, reaper.APPLICATION_NAME) as conn:
         outcomes = reaper.one_pass(conn)
     for outcome in outcomes:
         _report(outcome)
@@ -68,15 +70,23 @@ def reap(dsn: str, watch: bool, verbose: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
-def _report(outcome: reaper.Outcome) -> None:
+Say = Callable[..., None]
+
+
+def _report(outcome: reaper.Outcome, say: Say = click.echo) -> None:
     name = fmt.printable(outcome.rolname)
     ended = f"; {outcome.sessions} session(s) ended" if outcome.sessions else ""
     if outcome.action == "expired":
-        click.echo(f"expired {name}: it can no longer log in{ended}")
+        say(f"expired {name}: it can no longer log in{ended}")
     elif outcome.ok:   # an action may quote a name a lease chose (a prepared transaction's)
-        click.echo(f"{fmt.printable(outcome.action)} {name}{ended}")
+        say(f"{fmt.printable(outcome.action)} {name}{ended}")
     else:
-        click.echo(f"{name}: {fmt.printable(outcome.action)}", err=True)
+        say(f"{name}: {fmt.printable(outcome.action)}", err=True)
+
+
+def _stamped(text: str, err: bool = False) -> None:
+    """A line of the long-running reaper: the time first, so its log reads on its own."""
+    click.echo(f"{fmt.stamp()} {text}", err=err)
 
 
 def _watch(dsn: str) -> None:
@@ -89,11 +99,13 @@ def _watch(dsn: str) -> None:
         import psycopg
 
         return psycopg.connect(dsn, autocommit=True, connect_timeout=10,
-                               application_name="pgcli-jit reaper")
+                               application_name=reaper.APPLICATION_NAME)
 
-    click.echo("reaper: watching for expiries (Ctrl-C or SIGTERM to stop)", err=True)
-    reaper.watch(open_conn, _report, stop, on_error=lambda text: click.echo(text, err=True))
-    click.echo("reaper: stopped", err=True)
+    _stamped("reaper: watching for expiries (Ctrl-C or SIGTERM to stop)", err=True)
+    reaper.watch(open_conn, lambda outcome: _report(outcome, _stamped), stop,
+                 on_error=lambda text: _stamped(text, err=True),
+                 on_info=lambda text: _stamped(text, err=True))
+    _stamped("reaper: stopped", err=True)
     sys.stdout.flush()
 
 

@@ -43,6 +43,10 @@ EPSILON = 0.002
 #: never sleep less than this between passes: a lease whose row is held open stays due, and
 #: a reaper that woke for it at once would spin
 MIN_SLEEP = 0.25
+#: what ``pg_stat_activity.application_name`` shows for the reaper's connection (``reap`` and
+#: ``reap --watch``), and ``jit_data.reaper_runs`` records with each pass: a monitoring check
+#: can look for it
+APPLICATION_NAME = "pgcli-jit reaper"
 
 
 @dataclass(frozen=True)
@@ -111,18 +115,24 @@ Report = Callable[[Outcome], None]
 
 
 def watch(connect: Callable[[], Conn], report: Report, stop: threading.Event,
-          on_error: Callable[[str], None] = log.warning) -> None:
-    """Run until ``stop`` is set; a lost connection is reopened with a growing pause."""
+          on_error: Callable[[str], None] = log.warning,
+          on_info: Callable[[str], None] = log.info) -> None:
+    """Run until ``stop`` is set; a lost connection is reopened with a growing pause, and
+    ``on_info`` hears when it is back (a log read later shows how long no pass ran)."""
     pause = 1.0
+    lost_at: float | None = None
     while not stop.is_set():
         try:
             with connect() as conn:
                 conn.execute(statements.LISTEN)
-                pause = 1.0
+                if lost_at is not None:
+                    on_info(f"reaper: reconnected after {time.monotonic() - lost_at:.0f}s")
+                lost_at, pause = None, 1.0
                 _loop(conn, report, stop)
         except psycopg.Error as exc:
             if stop.is_set():
                 return
+            lost_at = time.monotonic() if lost_at is None else lost_at
             on_error(f"reaper: {error_text(exc)}; reconnecting in {pause:.0f}s")
             stop.wait(pause)
             pause = min(pause * 2, 30.0)

@@ -252,6 +252,7 @@ BEGIN
     PERFORM jit._end_overdue_sessions('writing');
     PERFORM count(*) FROM jit._end_holders();
     PERFORM set_config('lock_timeout', '200ms', true);
+    PERFORM jit._reaper_ran();
     -- each grant role of a live lease judged once a pass, not once per lease
     SELECT coalesce(jsonb_object_agg(d.roleid::text, d.problem), '{}') INTO unfit
       FROM (SELECT g.roleid, jit._grant_problem(g.rolname) AS problem
@@ -545,6 +546,190 @@ BEGIN
         'rows', n, 'before', jit._ts(p_before)));
     RETURN jsonb_build_object('status', 'archived', 'rows', n, 'after_seq', p_after_seq,
                               'through_seq', tip.seq);
+END
+$$;
+
+-- -- an operator's revoke, every pending request, health ---------------------------------
+
+-- The lease an operator names: its role's name, or its id (digits); this database's only.
+CREATE OR REPLACE FUNCTION jit._named_lease(p_lease text) RETURNS jit_data.leases
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT l.* FROM jit_data.leases l
+     WHERE l.dbid = jit._mydb()
+       AND CASE WHEN p_lease ~ '^[0-9]{1,18}$' THEN l.id = p_lease::bigint ELSE l.rolname = p_lease END
+$$;
+
+-- An operator ends a lease now, for a reason.  Step one, as jit.revoke: NOLOGIN, committed
+-- before its sessions end (terminating first would let an automatic reconnect slip in before
+-- the commit), audited as 'revoke' (or 'expire' for a lease already past its expiry) with the
+-- operator as actor and the operator's reason; the requester's reason stays in the detail.
+-- Step two is jit.finish, in a transaction of its own (pgcli-jit-admin revoke calls it, the
+-- reaper does it otherwise).  A lease that has ended already is not audited again.
+-- EXECUTE is granted to jit_admin only; anyone else given it is refused here, audited.
+CREATE OR REPLACE FUNCTION jit.operator_revoke(p_lease text, p_reason text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    l jit_data.leases;
+    why text := coalesce(p_reason, '');
+    detail jsonb;
+BEGIN
+    PERFORM jit._guard();
+    IF NOT pg_has_role(session_user, 'jit_admin', 'MEMBER')
+       OR EXISTS (SELECT FROM jit_data.leases x WHERE x.role_oid = jit._role_oid(session_user)) THEN
+        PERFORM jit._audit('deny', NULL, NULL, NULL, jit._safe_text(why), NULL, jsonb_build_object(
+            'why', 'operator revoke by a login not in jit_admin', 'lease', jit._safe_text(left(p_lease, 100))));
+        RETURN jit._denied('only an operator (a login in jit_admin) may revoke a lease with pgcli-jit-admin revoke',
+                           'a requester ends their own lease with \jit revoke');
+    END IF;
+    IF btrim(why) = '' OR length(why) > 1000 OR jit._unsafe_text(why) THEN
+        RETURN jit._denied('an operator''s revoke needs a reason of at most 1000 characters with no control characters',
+                           '--reason "..."');
+    END IF;
+    l := jit._named_lease(p_lease);
+    IF l.id IS NULL THEN
+        RETURN jit._denied(format('no lease %s in this database', jit._safe_text(left(p_lease, 100))),
+                           'pgcli-jit-admin leases lists them');
+    END IF;
+    IF l.dropped_at IS NOT NULL THEN
+        RETURN jit._lease_json(l, 'ended') || jsonb_build_object('dropped', true);
+    END IF;
+    l := jit._my_lease(l.rolname, true);   -- marked and locked, as jit.revoke takes it
+    IF l.ended_at IS NOT NULL THEN
+        RETURN jit._lease_json(l, 'ended') || jsonb_build_object('dropped', false);
+    END IF;
+    detail := jsonb_build_object('by', 'operator', 'lease_id', l.id, 'requester_reason', l.reason);
+    l.reason := why;   -- the audit row's reason is the operator's; the lease's row keeps the requester's
+    PERFORM jit._end(l, CASE WHEN l.expires_at <= jit._clock() THEN 'expire' ELSE 'revoke' END, detail);
+    SELECT * INTO l FROM jit_data.leases WHERE id = l.id;
+    RETURN jit._lease_json(l, 'revoked') || jsonb_build_object('dropped', false, 'revoke_reason', why);
+END
+$$;
+
+-- Every request waiting for a decision, whoever may decide it, with the role that decides:
+-- for operators, who see what waits on whom (jit.pending_for_me lists only what the caller
+-- may decide).  Approved requests not yet collected are not waiting for anyone's decision.
+CREATE OR REPLACE FUNCTION jit.pending_all()
+RETURNS TABLE (id bigint, requester text, profile text, ttl_seconds double precision, reason text,
+               created_at timestamptz, expires_at timestamptz, approvals integer, needed integer,
+               approvers text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM jit._require_admin();
+    RETURN QUERY
+    SELECT r.id, r.requester, r.profile,
+           extract(epoch FROM coalesce(r.ttl_asked, p.ttl))::float8, r.reason, r.created_at,
+           r.expires_at, (SELECT count(*)::int FROM jit_data.approvals a WHERE a.request_id = r.id),
+           r.approvals_needed, r.approvers
+      FROM jit_data.requests r LEFT JOIN jit_data.profiles p ON p.name = r.profile
+     WHERE r.status = 'pending' AND r.expires_at > jit._clock()
+     ORDER BY r.id;
+END
+$$;
+
+-- A reaper's pass, recorded for monitoring (jit.expire_due calls it): one row per login that
+-- reaps.  It never holds a pass up: a row another pass of the same login holds past the
+-- caller's lock_timeout is left as it is.
+CREATE OR REPLACE FUNCTION jit._reaper_ran() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO jit_data.reaper_runs AS r (reaper, last_at, application_name, pid)
+    VALUES (session_user, jit._clock(), jit._safe_text(left(current_setting('application_name'), 64)),
+            pg_backend_pid())
+    ON CONFLICT (reaper) DO UPDATE SET last_at = excluded.last_at,
+        application_name = excluded.application_name, pid = excluded.pid, passes = r.passes + 1;
+EXCEPTION WHEN lock_not_available THEN
+    NULL;
+END
+$$;
+
+-- What a monitoring system asks: one row per check, ok or not, a line that says why, and the
+-- facts as jsonb.  'reaper': some login ran a pass within p_max_reaper_age.  'leases': no
+-- lease ended or expired longer ago than that still has its role.  'audit': the hash chain
+-- verifies (jit.audit_verify, which chains what is committed first).  'grants': every grant
+-- role of every profile is still fit (jit._grant_problem, as issue, renewal and the reaper
+-- judge it), one row per role that is not.
+CREATE OR REPLACE FUNCTION jit.health(p_max_reaper_age interval)
+RETURNS TABLE (check_name text, ok boolean, message text, detail jsonb)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    max_age interval := jit._secs(p_max_reaper_age);
+    at timestamptz := jit._clock();
+    max_s numeric;   -- the limit and the reaper's age as seconds, written without trailing zeros
+    run jit_data.reaper_runs;
+    age numeric;
+    n bigint;
+    names text[];
+    v record;
+BEGIN
+    PERFORM jit._require_admin();
+    IF max_age IS NULL OR max_age <= interval '0' THEN
+        RAISE EXCEPTION 'the reaper''s age limit must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    max_s := trim_scale(extract(epoch FROM max_age));
+
+    check_name := 'reaper';
+    SELECT * INTO run FROM jit_data.reaper_runs ORDER BY last_at DESC LIMIT 1;
+    IF NOT FOUND THEN
+        ok := false;
+        message := 'the reaper has never run in this database';
+        detail := jsonb_build_object('max_age_seconds', max_s);
+    ELSE
+        age := trim_scale(round(extract(epoch FROM at - run.last_at), 1));
+        ok := run.last_at >= at - max_age;
+        message := format('the reaper %s %ss ago (login %s, application_name %L)%s',
+                          CASE WHEN ok THEN 'ran' ELSE 'last ran' END, age, jit._safe_text(run.reaper),
+                          run.application_name,
+                          CASE WHEN ok THEN '' ELSE format(', more than %ss', max_s) END);
+        detail := jsonb_build_object('last_at', jit._ts(run.last_at), 'age_seconds', age,
+                                     'reaper', run.reaper, 'application_name', run.application_name,
+                                     'max_age_seconds', max_s, 'passes', run.passes);
+    END IF;
+    RETURN NEXT;
+
+    check_name := 'leases';
+    SELECT count(*), (array_agg(format('%s (%s)', l.rolname,
+                          CASE WHEN l.drop_error IS NOT NULL THEN 'kept: ' || l.drop_error
+                               WHEN l.ended_at IS NOT NULL THEN l.end_event || 'd, role not dropped'
+                               ELSE 'expired, not ended' END) ORDER BY l.id))[1:5]
+      INTO n, names
+      FROM jit_data.leases l
+     WHERE l.dbid = jit._mydb() AND l.dropped_at IS NULL
+       AND least(l.expires_at, l.ended_at) < at - max_age;
+    ok := n = 0;
+    message := CASE WHEN ok THEN 'every lease that ended is reaped'
+                    ELSE format('%s lease(s) ended more than %ss ago still have their role: %s%s', n,
+                                max_s, array_to_string(names, ', '),
+                                CASE WHEN n > 5 THEN format(' and %s more', n - 5) ELSE '' END) END;
+    detail := jsonb_build_object('unreaped', n, 'roles', to_jsonb(coalesce(names, '{}')));
+    RETURN NEXT;
+
+    check_name := 'audit';
+    SELECT * INTO v FROM jit.audit_verify() LIMIT 1;
+    ok := v.problem IS NULL AND v.bad_id IS NULL;
+    message := CASE WHEN ok THEN format('audit chain intact: %s rows', v.rows_checked)
+                    ELSE format('audit chain broken at row %s: %s', coalesce(v.bad_id::text, '?'), v.problem) END;
+    detail := jsonb_build_object('rows_checked', v.rows_checked, 'bad_id', v.bad_id, 'problem', v.problem);
+    RETURN NEXT;
+
+    check_name := 'grants';
+    n := 0;
+    FOR v IN SELECT p.name, g.role, jit._grant_problem(g.role) AS problem
+               FROM jit_data.profiles p, unnest(p.grants) AS g(role)
+              ORDER BY p.name, g.role LOOP
+        CONTINUE WHEN v.problem IS NULL;
+        n := n + 1;
+        ok := false;
+        message := format('profile %s: %s', v.name, v.problem);
+        detail := jsonb_build_object('profile', v.name, 'role', v.role, 'problem', v.problem);
+        RETURN NEXT;
+    END LOOP;
+    IF n = 0 THEN
+        ok := true;
+        message := format('the grant roles of %s profile(s) are fit',
+                          (SELECT count(*) FROM jit_data.profiles));
+        detail := '{}';
+        RETURN NEXT;
+    END IF;
 END
 $$;
 

@@ -28,6 +28,9 @@ GRANT EXECUTE ON FUNCTION jit.revoke(text), jit.finish(text), jit.my_leases(),
     jit.profile_drop(text), jit.expire_due(), jit.finish_ended(), jit.next_expiry(),
     jit.expire_requests(), jit.chain_audit(), jit.prepared_to_end(),
     jit.prepared_ended(text, text, text), jit.audit_verify() TO jit_admin;
+-- operators only: revoke any lease with a reason, list every waiting request, health
+GRANT EXECUTE ON FUNCTION jit.operator_revoke(text, text), jit.pending_all(), jit.health(interval)
+    TO jit_admin;
 -- jit.my_profile_rules() goes with jit.my_profiles(): exactly the roles that may call one may
 -- call the other.  profile_set grants both to a profile's requesters role; this carries the
 -- grant to the roles given my_profiles before my_profile_rules existed, and takes it from a
