@@ -1,15 +1,18 @@
-"""``pgcli-jit-admin audit``: the server-side trail, and ``--verify`` of its hash chain."""
+"""``pgcli-jit-admin audit``: the server-side trail, ``--verify`` of its hash chain (in the
+table or in archive files), and ``audit archive``, which moves old rows to such a file."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import click
+import psycopg
 
-from pgcli_jit.admin import fmt
-from pgcli_jit.admin.connect import connect, dsn_option
+from pgcli_jit.admin import archive, fmt
+from pgcli_jit.admin.connect import Conn, connect, dsn_option
 from pgcli_jit.core.durations import parse_duration
-from pgcli_jit.core.errors import UsageError
+from pgcli_jit.core.errors import JitError, UsageError
 from pgcli_jit.server import statements
 
 HEADERS = ("ID", "AT", "EVENT", "PROFILE", "ROLE", "REQUESTER", "ACTOR", "CLIENT", "REASON", "EXPIRES")
@@ -30,24 +33,45 @@ def since_time(text: str | None) -> datetime:
     return value if value.tzinfo else value.astimezone()
 
 
-@click.command()
+def before_time(text: str) -> datetime:
+    """``--before 90d`` (older than that) or an ISO-8601 date or time."""
+    try:
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--before: {text!r} is neither a duration (90d) nor an ISO-8601 date or time"
+                         ) from None
+    return value if value.tzinfo else value.astimezone()
+
+
+@click.group(invoke_without_command=True)
 @dsn_option
 @click.option("--since", metavar="DUR|TIME", help="Only events since then (2h, or 2026-11-24T09:00).")
 @click.option("--limit", type=click.IntRange(1), default=200, show_default=True,
               help="At most this many rows.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--verify", is_flag=True, help="Check the hash chain; exit 1 naming the first bad row.")
-def audit(dsn: str, since: str | None, limit: int, as_json: bool, verify: bool) -> None:
-    """Who asked for what, why, for how long, and who ended it (newest first)."""
+@click.option("--file", "files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="With --verify: check these archive files (in chain order), not the database.")
+@click.pass_context
+def audit(ctx: click.Context, dsn: str, since: str | None, limit: int, as_json: bool, verify: bool,
+          files: tuple[Path, ...]) -> None:
+    """Who asked for what, why, for how long, and who ended it (newest first).
+
+    ``audit archive`` moves old rows to a file that verifies on its own."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if files and not verify:
+        raise UsageError("--file goes with --verify: audit --verify --file FILE")
+    if files:
+        verify_files(list(files))
+        return
     with connect(dsn) as conn:
         if verify:
-            row = conn.execute(statements.AUDIT_VERIFY).fetchone()
-            assert row is not None
-            checked, bad_id, problem = row
-            if bad_id is not None or problem:
-                click.echo(f"audit chain broken at row {bad_id}: {problem} ({checked} rows read)", err=True)
-                raise click.exceptions.Exit(1)
-            click.echo(f"audit chain intact: {checked} rows")
+            verify_table(conn)
             return
         cur = conn.execute(statements.AUDIT, (since_time(since), limit))
         names = [c.name for c in cur.description or []]
@@ -58,6 +82,105 @@ def audit(dsn: str, since: str | None, limit: int, as_json: bool, verify: bool) 
         click.echo(fmt.table(HEADERS, [(*r[:8], fmt.clip(fmt.printable(r[8] or "-")), r[9]) for r in rows]))
     else:
         click.echo("No audit events.")
+
+
+def verify_table(conn: Conn) -> None:
+    row = conn.execute(statements.AUDIT_VERIFY).fetchone()
+    assert row is not None
+    checked, bad_id, problem = row
+    if bad_id is not None or problem:
+        click.echo(f"audit chain broken at row {bad_id}: {problem} ({checked} rows read)", err=True)
+        raise click.exceptions.Exit(1)
+    after, _ = checkpoint(conn)
+    since = f", from the archive checkpoint at seq {after} on" if after is not None else ""
+    click.echo(f"audit chain intact: {checked} rows{since}")
+
+
+def verify_files(paths: list[Path]) -> None:
+    try:
+        found = archive.verify_all(paths)
+    except archive.ArchiveError as exc:
+        click.echo(f"audit archive broken: {exc}", err=True)
+        raise click.exceptions.Exit(1) from None
+    rows = sum(s.rows for s in found)
+    click.echo(f"audit archive intact: {rows} rows, seq {found[0].first_seq}..{found[-1].through_seq}"
+               f" ({', '.join(str(s.path) for s in found)})")
+
+
+def checkpoint(conn: Conn) -> tuple[int | None, bytes | None]:
+    """Where the table's chain starts: the last archived row's seq and hash (none: None)."""
+    try:
+        row = conn.execute(statements.AUDIT_CHECKPOINT).fetchone()
+    except psycopg.errors.UndefinedTable:   # a schema older than retention: nothing archived
+        return None, None
+    return (int(row[0]), bytes(row[1])) if row else (None, None)
+
+
+@audit.command("archive")
+@dsn_option
+@click.option("--before", required=True, metavar="DATE|DUR",
+              help="Archive the rows older than this (2026-01-01, or 90d for 90 days ago).")
+@click.option("--to", "target", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The JSON-lines file to write (a new one for each archive).")
+@click.pass_context
+def archive_rows(ctx: click.Context, dsn: str, before: str, target: Path) -> None:
+    """Move the audit rows older than DATE to FILE, then remove them from the table (operators).
+
+    The file is written and fsynced first; the server removes only what it holds, in one
+    transaction, and leaves a checkpoint that audit --verify proves the rest of the chain from.
+    Stopped in between, the same command can be run again."""
+    cutoff = before_time(before)
+    with connect(dsn or (ctx.parent.params["dsn"] if ctx.parent else "")) as conn:
+        conn.execute(statements.CHAIN_AUDIT)
+        after_seq, after_hash = checkpoint(conn)
+        if target.exists() and not reusable(target, after_seq, after_hash):
+            return
+        head = archive.header(after_seq, after_hash, before=cutoff.isoformat(),
+                              database=current_database(conn))
+        rows = (archive.row_line(seq, _bytes(prev), bytes(digest), hashed) for seq, prev, digest, hashed
+                in conn.cursor().stream(statements.AUDIT_ARCHIVE_ROWS, (cutoff,)))
+        try:
+            done = archive.write(target, head, rows)
+        except archive.ArchiveError as exc:
+            raise JitError(f"the rows read do not verify, nothing written or removed: {exc.problem}",
+                           "pgcli-jit-admin audit --verify says what is wrong in the table") from None
+        if done is None or done.through_hash is None:
+            click.echo(f"No audit rows older than {cutoff.isoformat()} to archive.")
+            return
+        conn.execute(statements.AUDIT_ARCHIVE, (after_seq, after_hash, done.through_seq,
+                                                bytes.fromhex(done.through_hash), done.rows, cutoff))
+    click.echo(f"archived {done.rows} audit rows (seq {done.first_seq}..{done.through_seq}, older than "
+               f"{cutoff.isoformat()}) to {target}; the table's chain now starts after seq "
+               f"{done.through_seq}")
+
+
+def reusable(target: Path, after_seq: int | None, after_hash: bytes | None) -> bool:
+    """Whether an existing ``--to`` file may be written again: only an archive of rows still
+    in the table (a run stopped before the removal).  One whose rows the table has archived
+    already is the run that finished: said, not redone.  Anything else is refused."""
+    try:
+        found = archive.verify(target)
+    except archive.ArchiveError as exc:
+        raise JitError(f"{target} exists and is not an intact archive ({exc.problem})",
+                       "choose another file") from None
+    mine = after_hash.hex() if after_hash is not None else None
+    if (found.through_seq, found.through_hash) == (after_seq, mine):
+        click.echo(f"{target} already holds the rows archived through seq {after_seq}, the table's "
+                   "checkpoint: nothing to do (archive newer rows to a new file)")
+        return False
+    if (found.after_seq, found.after_hash) == (after_seq, mine):
+        return True
+    raise JitError(f"{target} exists and holds other audit rows (seq {found.first_seq}..{found.through_seq})",
+                   "choose another file")
+
+
+def current_database(conn: Conn) -> str:
+    row = conn.execute(statements.CURRENT_DATABASE).fetchone()
+    return str(row[0]) if row else ""
+
+
+def _bytes(value: bytes | None) -> bytes | None:
+    return bytes(value) if value is not None else None
 
 
 COMMANDS = [audit]

@@ -3,11 +3,15 @@
 The SQL is kept as SQL (``sql/NNN_*.sql``, then ``sql/functions/*.sql``) so an operator
 can read exactly what runs in their database.  :func:`apply` runs every numbered
 file newer than the recorded version, then re-creates the functions, all in one
-transaction: a failure changes nothing, a second run upgrades in place.
+transaction: a failure changes nothing, a second run upgrades in place.  :func:`script`
+prints the same as one psql script for review, each numbered file guarded by the
+version table inside the script, so it may be run twice; :func:`up_to_date` says when a
+database needs nothing (its version is the newest and it ran these very functions).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -23,6 +27,8 @@ FUNCTIONS = "functions"
 _NUMBERED = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 #: the schema version whose file moved the tables from ``jit`` to ``jit_data``
 DATA_SCHEMA_SINCE = 6
+#: the schema version that records which functions a database ran (jit_data.functions_applied)
+FUNCTIONS_DIGEST_SINCE = 7
 
 
 @dataclass(frozen=True)
@@ -68,15 +74,87 @@ def pending(current: int) -> list[SqlFile]:
     return [f for f in sql_files() if f.version is None or f.version > current]
 
 
+def functions_digest() -> str:
+    """SHA-256 of the function files' names and texts, in the order they run."""
+    digest = hashlib.sha256()
+    for f in sql_files():
+        if f.version is None:
+            digest.update(f"{f.name}\0{f.text}\0".encode())
+    return digest.hexdigest()
+
+
+def applied_digest(conn: Conn) -> str | None:
+    """The functions digest this database recorded; None before version 7 or never recorded."""
+    if installed_version(conn) < FUNCTIONS_DIGEST_SINCE:
+        return None
+    row = conn.execute(statements.FUNCTIONS_APPLIED).fetchone()
+    return str(row[0]) if row else None
+
+
+def up_to_date(conn: Conn) -> bool:
+    """Whether setup would change nothing here: the newest version, and these functions."""
+    return (installed_version(conn) == latest_version()
+            and applied_digest(conn) == functions_digest())
+
+
+#: the script's own reading of the installed version (the version table moved in 6; none: 0)
+_VERSION_FUNCTION = """\
+CREATE OR REPLACE FUNCTION pg_temp.jit_setup_version() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    t regclass := coalesce(to_regclass('jit_data.schema_version'), to_regclass('jit.schema_version'));
+    v integer;
+BEGIN
+    IF t IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format('SELECT coalesce(max(version), 0) FROM %s', t) INTO v;
+    RETURN v;
+END
+$$;"""
+
+
+def _precondition(current: int) -> str:
+    """Refuse a database older than the one the script was printed for: it lacks files."""
+    return (f"DO $check$ BEGIN IF pg_temp.jit_setup_version() < {current} THEN RAISE EXCEPTION "
+            f"'this script upgrades a jit schema at version {current} or later; this database is at "
+            f"version %', pg_temp.jit_setup_version() USING HINT = 'print it for this database: "
+            f"pgcli-jit-admin setup --dsn ...'; END IF; END $check$;")
+
+
+def _guarded(f: SqlFile) -> list[str]:
+    """A numbered file that runs only where its version is not recorded yet (psql's \\if)."""
+    assert f.version is not None
+    flag = f"jit_run_{f.version:03d}"
+    return [f"SELECT pg_temp.jit_setup_version() < {f.version} AS {flag} \\gset",
+            f"\\if :{flag}", f.text.rstrip(),
+            f"INSERT INTO {version_table(f.version)} (version) VALUES ({f.version});",
+            "\\endif"]
+
+
 def script(current: int = 0) -> str:
-    """The whole setup as one psql script (``psql -v ON_ERROR_STOP=1 -f``)."""
-    parts = ["-- pgcli-jit: the jit schema. Run as a superuser in the database to protect.",
-             "BEGIN;"]
+    """What setup runs on a database at version ``current``, as one psql script (``psql -f``).
+
+    Every numbered file is skipped where the version table inside the transaction already
+    records it, so a second run (or a run racing ``setup --apply``) changes nothing twice;
+    the functions are ``CREATE OR REPLACE`` and run every time."""
+    parts = ["-- pgcli-jit: the jit schema. Run as a superuser in the database to protect:",
+             "--   psql -v ON_ERROR_STOP=1 -f THIS_FILE   (psql: the numbered files are guarded by \\if)",
+             "\\set ON_ERROR_STOP on",
+             "BEGIN;",
+             statements.SETUP_LOCK + ";",
+             _VERSION_FUNCTION]
+    if current:
+        parts.append(_precondition(current))
     for f in pending(current):
-        parts += [f"-- ==== {f.name} ====", f.text.rstrip()]
-        if f.version is not None:
-            parts.append(f"INSERT INTO {version_table(f.version)} (version) VALUES ({f.version});")
-    parts.append("COMMIT;")
+        parts.append(f"-- ==== {f.name} ====")
+        parts += _guarded(f) if f.version is not None else [f.text.rstrip()]
+    parts += ["-- the functions this database now runs, for setup --dsn's review",
+              f"INSERT INTO jit_data.functions_applied (digest) VALUES ('{functions_digest()}')"
+              " ON CONFLICT (one) DO UPDATE SET digest = excluded.digest, applied_at = now(),"
+              " applied_by = session_user;",
+              "DROP FUNCTION pg_temp.jit_setup_version();",
+              "COMMIT;"]
     return "\n".join(parts)
 
 
@@ -91,4 +169,5 @@ def apply(conn: Conn) -> list[str]:
             if f.version is not None:
                 conn.execute(statements.record_version(version_table(f.version)), (f.version,))
             done.append(f"applied {f.name}")
+        conn.execute(statements.RECORD_FUNCTIONS, (functions_digest(),))
     return done

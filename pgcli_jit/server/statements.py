@@ -178,3 +178,21 @@ def create_requester(name: str, verifier: str) -> sql.Composed:
     """A login that may only ask (``jit_requester``), with a SCRAM verifier made client-side."""
     return sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE jit_requester").format(
         sql.Identifier(name), sql.Literal(verifier))
+
+
+# -- setup's review and audit retention (pgcli-jit-admin setup --dsn, audit archive) ----------
+
+#: the digest of the function files a database last ran (schema version 7 on)
+FUNCTIONS_APPLIED = "SELECT digest FROM jit_data.functions_applied"
+#: record the digest of the function files just run (setup --apply's transaction)
+RECORD_FUNCTIONS = ("INSERT INTO jit_data.functions_applied (digest) VALUES (%s)"
+                    " ON CONFLICT (one) DO UPDATE SET digest = excluded.digest, applied_at = now(),"
+                    " applied_by = session_user")
+#: where the table's audit chain starts: the last archived row's seq and hash (no row: none yet)
+AUDIT_CHECKPOINT = "SELECT seq, hash FROM jit_data.audit_checkpoint"
+#: the chained rows older than a time, from the checkpoint on, each with the text its hash covers
+AUDIT_ARCHIVE_ROWS = "SELECT seq, prev_hash, hash, hashed FROM jit.audit_archive_rows(%s)"
+#: remove what an archive file holds: after (seq, hash), through (seq, hash), rows, before
+AUDIT_ARCHIVE = "SELECT jit.audit_archive(%s, %s, %s, %s, %s, %s)"
+#: the database an archive file came from, for its header
+CURRENT_DATABASE = "SELECT current_database()"

@@ -733,4 +733,97 @@ BEGIN
 END
 $$;
 
+-- -- retention: pgcli-jit-admin audit archive (jit_admin) ---------------------------------
+
+-- What an archive holds: the chained rows after the checkpoint, in chain order, up to (not
+-- including) the first one that is not older than p_before, so that what stays in the table
+-- is the rest of the same chain.  Each row comes with the exact text its hash covers
+-- (jit._audit_text): the archive file verifies without the server.
+CREATE OR REPLACE FUNCTION jit.audit_archive_rows(p_before timestamptz)
+RETURNS TABLE (seq bigint, prev_hash bytea, hash bytea, hashed text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM jit._require_admin();
+    RETURN QUERY
+        SELECT a.seq, a.prev_hash, a.hash, jit._audit_text(a) FROM jit_data.audit a
+         WHERE a.seq IS NOT NULL
+           AND a.seq < coalesce((SELECT min(x.seq) FROM jit_data.audit x
+                                  WHERE x.seq IS NOT NULL AND x.at >= p_before), 9223372036854775807)
+         ORDER BY a.seq;
+END
+$$;
+
+-- Remove the rows an archive file now holds, leaving the checkpoint the rest of the chain
+-- verifies from.  The caller says what it wrote (the checkpoint it started after, the last
+-- row's seq and hash, how many rows): nothing is removed unless that is exactly the chain in
+-- the table, every row of it links and hashes true (a broken chain is evidence, never
+-- removed), is chained and is older than p_before.  One transaction: the checkpoint, the
+-- DELETE (which the append-only trigger allows for this alone) and the audit row commit
+-- together or not at all, so a run that stops anywhere can be run again.
+CREATE OR REPLACE FUNCTION jit.audit_archive(
+    p_after_seq bigint, p_after_hash bytea, p_through_seq bigint, p_through_hash bytea,
+    p_rows bigint, p_before timestamptz
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cp jit_data.audit_checkpoint;
+    a jit_data.audit;
+    tip jit_data.audit;
+    prev bytea;
+    n bigint := 0;
+    removed bigint;
+BEGIN
+    PERFORM jit._require_admin();
+    PERFORM jit._guard();
+    PERFORM FROM jit_data.chain_lock FOR UPDATE;   -- no chainer and no other archive meanwhile
+    SELECT * INTO cp FROM jit_data.audit_checkpoint;
+    IF cp.seq IS DISTINCT FROM p_after_seq OR cp.hash IS DISTINCT FROM p_after_hash THEN
+        RAISE EXCEPTION 'the archive starts after seq %, but the table''s chain now starts after seq %: nothing removed',
+                        coalesce(p_after_seq::text, '0'), coalesce(cp.seq::text, '0')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'another archive ran meanwhile: run audit archive again, to a new file';
+    END IF;
+    IF coalesce(p_rows, 0) < 1 OR p_through_seq IS NULL OR p_through_hash IS NULL OR p_before IS NULL THEN
+        RAISE EXCEPTION 'nothing to archive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    prev := cp.hash;
+    FOR a IN SELECT * FROM jit_data.audit x WHERE x.seq IS NOT NULL AND x.seq <= p_through_seq
+              ORDER BY x.seq FOR UPDATE LOOP
+        n := n + 1;
+        IF a.prev_hash IS DISTINCT FROM prev OR a.hash IS DISTINCT FROM jit._audit_digest(a) THEN
+            RAISE EXCEPTION 'audit row % does not verify: nothing removed', a.id
+                USING ERRCODE = 'data_corrupted',
+                      HINT = 'pgcli-jit-admin audit --verify says what is wrong; a broken chain stays as evidence';
+        END IF;
+        IF a.at >= p_before THEN
+            RAISE EXCEPTION 'audit row % is not older than %: nothing removed', a.id, jit._ts(p_before)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        prev := a.hash;
+        tip := a;
+    END LOOP;
+    IF n <> p_rows OR tip.seq IS DISTINCT FROM p_through_seq OR prev IS DISTINCT FROM p_through_hash THEN
+        RAISE EXCEPTION 'the archive does not hold the rows the table holds through seq % (% rows here, % in the archive): nothing removed',
+                        p_through_seq, n, p_rows
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    INSERT INTO jit_data.audit_checkpoint AS c (seq, id, hash, archived)
+    VALUES (tip.seq, tip.id, tip.hash, n)
+    ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, id = excluded.id, hash = excluded.hash,
+        archived = c.archived + excluded.archived, xact = pg_current_xact_id(),
+        at = clock_timestamp(), by_user = session_user;
+    DELETE FROM jit_data.audit x WHERE x.seq IS NOT NULL AND x.seq <= tip.seq;
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    IF removed <> n THEN
+        RAISE EXCEPTION 'removed % audit rows, not %: nothing removed', removed, n;
+    END IF;
+    PERFORM jit._audit('archive', NULL, NULL, NULL, NULL, NULL, jsonb_build_object(
+        'after_seq', p_after_seq, 'through_seq', tip.seq, 'through_hash', encode(tip.hash, 'hex'),
+        'rows', n, 'before', jit._ts(p_before)));
+    RETURN jsonb_build_object('status', 'archived', 'rows', n, 'after_seq', p_after_seq,
+                              'through_seq', tip.seq);
+END
+$$;
+
 RESET ROLE;
