@@ -14,6 +14,11 @@ psycopg connection.  The rules that protect the user live here:
   here, when no transaction is open;
 - at expiry the connection is closed and its secret scrubbed, so nothing (not
   pgcli's auto-reconnect either) can log back in with it.
+
+Its neighbours hold what is not policy: :mod:`~pgcli_jit.session.renewing` (running one
+background renewal at a time), :mod:`~pgcli_jit.session.offers` (what is offered and said
+once per lease), :mod:`~pgcli_jit.session.ending` (the words for an end),
+:mod:`~pgcli_jit.session.approvals` (requests waiting for a second person).
 """
 
 from __future__ import annotations
@@ -25,13 +30,12 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from pgcli_jit.backends.base import ApprovalPending
 from pgcli_jit.core.clock import local_time
-from pgcli_jit.core.durations import format_clock, format_duration
+from pgcli_jit.core.durations import format_duration
 from pgcli_jit.core.errors import ConnectionSwitchError, JitError
 from pgcli_jit.core.lease import Lease
 from pgcli_jit.core.policy import Phase
 from pgcli_jit.core.profile import Profile
 from pgcli_jit.session.approvals import ApprovalFlow, approved_by
-from pgcli_jit.session.catalog import ServerCatalog
 from pgcli_jit.session.config import Config
 from pgcli_jit.session.ending import (
     ENDED_WORDS,
@@ -44,6 +48,7 @@ from pgcli_jit.session.ending import (
 )
 from pgcli_jit.session.jobs import Jobs, Slot
 from pgcli_jit.session.manager import LeaseManager, Renewal, Rotate
+from pgcli_jit.session.offers import Offers
 from pgcli_jit.session.renewing import RenewalRunner
 
 if TYPE_CHECKING:
@@ -96,18 +101,11 @@ class Controller:
         #: background renewals, started from the idle ticker or the statement watchdog's thread
         self._renewals = RenewalRunner(self.jobs, manager)
         self._waiting_rotation: Renewal | None = None
-        #: new credentials the lease needs, not minted: they would drop session state or add
-        #: little, so they wait for a clear yes (F5, or \jit renew --rotate)
-        self._offer: Renewal | None = None
-        self._said: dict[str, Lease] = {}  # which lease each once-per-lease notice was said for
-        #: the lease renewed because the running statement ran into its end (once a statement)
-        self._kept_alive: Lease | None = None
-        self._kept_alive_this_statement = False
+        #: what is offered (F5) and said once per lease; the statement kept alive
+        self.offers = Offers()
         #: the idle check that the server still holds the lease (an operator may end it)
         self._lookup: Slot[tuple[Lease, str | None]] = Slot(self.jobs)
         self._looked_up = 0.0
-        #: while a statement runs (not while its output is paged): see begin_statement
-        self.statement_running = False
         self._said_waiting = False
         self.last_end: Ended | None = None
         #: set when a statement was cancelled because the lease expired under it
@@ -116,8 +114,6 @@ class Controller:
         self.unattended = False
         #: requests that wait for a second person (ours), and those we may decide
         self.approvals = ApprovalFlow(manager, self.jobs, say)
-        #: the server's profile names for Tab completion, filled on the worker
-        self.catalog = ServerCatalog(self.jobs, manager)
 
     @property
     def config(self) -> Config:
@@ -185,7 +181,7 @@ class Controller:
         lease = self.lease
         if lease is None or self.ended is not None:
             return "No JIT lease to renew: \\jit request [PROFILE] to get one."
-        offer, self._offer = self._open_offer(), None
+        offer = self.offers.take_rotation(lease)
         rotate: Rotate = "always" if offer is not None else self._rotate_mode()
         self.start_background_renewal(rotate, explicit=True)  # busy: that one's result is said
         return None
@@ -278,7 +274,7 @@ class Controller:
         elif self._keep_alive_due():
             lease = self.lease
             if self.start_background_renewal("never"):
-                self._kept_alive, self._kept_alive_this_statement = lease, True
+                self.offers.kept(lease)
 
     def gate(self) -> str | None:
         """Before a statement: apply what is pending, enforce expiry; a message blocks it."""
@@ -383,29 +379,22 @@ class Controller:
         part cannot be asked about without taking keys typed for the next one, so the lease is
         renewed once to keep it running (said when the statement returns)."""
         lease, profile = self.lease, self.manager.profile
-        if (lease is None or profile is None or profile.renew != "prompt" or not self.statement_running
-                or self._kept_alive_this_statement or self.unattended or not self._free_to_renew()):
+        offers = self.offers
+        if (lease is None or profile is None or profile.renew != "prompt" or not offers.statement_running
+                or offers.kept_alive_this_statement or self.unattended or not self._free_to_renew()):
             return False
         now = self.manager.clock()
         return self.manager.phase(now) is Phase.FINAL and self.manager.due(now)
 
     def begin_statement(self) -> None:
-        """The shell runs a statement: a ``prompt`` lease may be renewed once for it."""
-        self._kept_alive_this_statement = False
-        self.statement_running = True
+        self.offers.begin_statement()
 
     def end_statement(self) -> None:
-        """The statement is over (its output may still be paged)."""
-        self.statement_running = False
+        self.offers.end_statement()
 
     def _free_to_renew(self) -> bool:
-        return (not self._renewals.running() and self._waiting_rotation is None and self._open_offer() is None
-                and self.ended is None)
-
-    def _open_offer(self) -> Renewal | None:
-        """The rotation offered for the current lease; an offer for an older one is void."""
-        offer = self._offer
-        return offer if offer is not None and offer.lease is self.lease else None
+        return (not self._renewals.running() and self._waiting_rotation is None
+                and self.offers.rotation(self.lease) is None and self.ended is None)
 
     def start_background_renewal(self, rotate: Rotate = "never", explicit: bool = False) -> bool:
         """Renew in the worker thread; the result is applied later by :meth:`apply_pending`.
@@ -441,7 +430,7 @@ class Controller:
     def offer(self) -> str | None:
         """What the toolbar offers on F5: ``renew`` while a ``prompt`` lease is in its window,
         ``new credentials`` while a rotation waits for a yes; None otherwise."""
-        if self._open_offer() is not None:
+        if self.offers.rotation(self.lease) is not None:
             return "new credentials"
         lease, profile = self.lease, self.manager.profile
         if lease is None or profile is None or profile.renew != "prompt" or self.ended is not None:
@@ -457,19 +446,13 @@ class Controller:
         if lease is None or profile is None or self.ended is not None or self.unattended:
             return  # -c / -f: nobody at a prompt to press F5
         now = self.manager.clock()
-        until = local_time(lease.expires_at)
-        commit = f" A transaction is open: COMMIT before {until} or it is lost."
-        in_txn: bool | None = None
-        if self.offer() == "renew" and self._said.get("window") is not lease:
-            self._said["window"] = lease
-            in_txn = self.connector.in_transaction()
-            self.say(f"Lease for {profile.name} ends at {until} (in {format_clock(lease.remaining(now))}): "
-                     f"F5 or \\jit renew extends it.{commit if in_txn else ''}")
-        elif self.manager.phase(now) is Phase.FINAL and self._said.get("final") is not lease:
-            in_txn = self.connector.in_transaction() if in_txn is None else in_txn
-            if in_txn:
-                self._said["final"] = lease
-                self.say(f"{lease.username} ends at {until}.{commit}")
+        if self.offer() == "renew":
+            line = self.offers.window_line(lease, profile.name, now, self.connector.in_transaction())
+            if line:
+                self.say(line)
+        elif (self.manager.phase(now) is Phase.FINAL and not self.offers.said_final(lease)
+              and self.connector.in_transaction()):
+            self.say(self.offers.final_line(lease))
 
     def shutdown(self) -> str | None:
         """On exit: revoke unless the profile says ``revoke_on_exit = false``.
@@ -510,11 +493,8 @@ class Controller:
             return
         if self.ended is None:
             message = self._apply(renewal, explicit=explicit)
-            if quiet:
-                return
-            if renewal.kind == "extended" and renewal.base is self._kept_alive:
-                message = message.rstrip(".") + " (a statement was running into the lease's end)."
-            self.say(message)
+            if message and not quiet:
+                self.say(self.offers.kept_note(renewal, message))
         elif renewal.kind == "rotate":
             self.manager.discard(renewal.lease, self.config.requestable(renewal.lease.profile))
 
@@ -527,7 +507,7 @@ class Controller:
             return (f"Nothing to renew: valid until {local_time(renewal.lease.expires_at)} "
                     f"({renewal.lease.username}){note}.")
         if renewal.kind == "offer":
-            return self._offer_line(renewal, explicit)
+            return self.offers.offer_rotation(renewal, self.connector.rotation_cost(), explicit)
         if renewal.kind == "extended":
             if renewal.new_secret:
                 self.connector.update_secret(renewal.lease)
@@ -535,20 +515,6 @@ class Controller:
             return f"Renewed {renewal.lease.username} until {local_time(renewal.lease.expires_at)}{note}."
         assert profile is not None
         return self._rotate(renewal, profile, explicit)
-
-    def _offer_line(self, renewal: Renewal, explicit: bool) -> str:
-        """New credentials are needed and were not taken: say what they would cost, once
-        (again when asked), and keep the offer for F5 or ``\\jit renew --rotate``."""
-        self._offer = renewal
-        lease = renewal.lease
-        if not explicit and self._said.get("offer") is lease:
-            return ""
-        self._said["offer"] = lease
-        cost = self.connector.rotation_cost()
-        drops = f" and drop {', '.join(cost)}" if cost else ""
-        return (f"{lease.username} cannot be extended ({renewal.reason}). New credentials would add "
-                f"{format_duration(renewal.gain)} but reconnect{drops}: F5 or \\jit renew --rotate takes "
-                f"them; otherwise access ends at {local_time(lease.expires_at)}.")
 
     def _rotate(self, renewal: Renewal, profile: Profile, explicit: bool = False) -> str:
         current = self.lease
