@@ -313,7 +313,6 @@ def test_verify_finds_deleted_rows(cluster: Cluster, db: str, read_profile: str)
 @pytest.mark.parametrize(("args", "message"), [
     (["leases", "--dsn", "host=db password=hunter2"], "holds a password"),
     (["leases", "--dsn", "not a conninfo"], "is not a libpq conninfo"),
-    (["setup", "--dsn", "host=x"], "only with --apply"),
     (["profile", "add", "x", "--ttl", "soon", "--grant", "r", "--dsn", "host=x"], "--ttl"),
 ])
 def test_bad_input_is_one_line(args: list[str], message: str) -> None:
