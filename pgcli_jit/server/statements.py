@@ -196,3 +196,36 @@ AUDIT_ARCHIVE_ROWS = "SELECT seq, prev_hash, hash, hashed FROM jit.audit_archive
 AUDIT_ARCHIVE = "SELECT jit.audit_archive(%s, %s, %s, %s, %s, %s)"
 #: the database an archive file came from, for its header
 CURRENT_DATABASE = "SELECT current_database()"
+#: the printed setup script's own reading of the installed version, inside its transaction
+#: (the version table moved to jit_data in 6; none: 0)
+SCRIPT_VERSION_FUNCTION = """\
+CREATE OR REPLACE FUNCTION pg_temp.jit_setup_version() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    t regclass := coalesce(to_regclass('jit_data.schema_version'), to_regclass('jit.schema_version'));
+    v integer;
+BEGIN
+    IF t IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format('SELECT coalesce(max(version), 0) FROM %s', t) INTO v;
+    RETURN v;
+END
+$$;"""
+#: the printed setup script's record of the functions it ran (``digest``: hex, from the package)
+SCRIPT_RECORD_FUNCTIONS = ("INSERT INTO jit_data.functions_applied (digest) VALUES ('{digest}')"
+                           " ON CONFLICT (one) DO UPDATE SET digest = excluded.digest, applied_at = now(),"
+                           " applied_by = session_user;")
+
+
+# -- the operator: revoke with a reason, every waiting request, health ------------------------
+
+#: end a lease (its role's name or its id) now, for the operator's reason: NOLOGIN, audited
+#: with the operator as actor; then FINISH, in a transaction of its own
+OPERATOR_REVOKE = "SELECT jit.operator_revoke(%s, %s)"
+#: every request waiting for a decision, whoever may decide it, and the role that decides
+PENDING_ALL = ("SELECT id, requester, profile, ttl_seconds, reason, created_at, expires_at, approvals,"
+               " needed, approvers FROM jit.pending_all()")
+#: the checks a monitoring system runs: the reaper's last pass against a limit in seconds,
+#: leases not reaped, the audit chain, the grant roles; one row per check (or unfit role)
+HEALTH = "SELECT check_name, ok, message, detail FROM jit.health(make_interval(secs => %s))"
