@@ -97,23 +97,6 @@ def up_to_date(conn: Conn) -> bool:
             and applied_digest(conn) == functions_digest())
 
 
-#: the script's own reading of the installed version (the version table moved in 6; none: 0)
-_VERSION_FUNCTION = """\
-CREATE OR REPLACE FUNCTION pg_temp.jit_setup_version() RETURNS integer
-LANGUAGE plpgsql AS $$
-DECLARE
-    t regclass := coalesce(to_regclass('jit_data.schema_version'), to_regclass('jit.schema_version'));
-    v integer;
-BEGIN
-    IF t IS NULL THEN
-        RETURN 0;
-    END IF;
-    EXECUTE format('SELECT coalesce(max(version), 0) FROM %s', t) INTO v;
-    RETURN v;
-END
-$$;"""
-
-
 def _precondition(current: int) -> str:
     """Refuse a database older than the one the script was printed for: it lacks files."""
     return (f"DO $check$ BEGIN IF pg_temp.jit_setup_version() < {current} THEN RAISE EXCEPTION "
@@ -143,16 +126,14 @@ def script(current: int = 0) -> str:
              "\\set ON_ERROR_STOP on",
              "BEGIN;",
              statements.SETUP_LOCK + ";",
-             _VERSION_FUNCTION]
+             statements.SCRIPT_VERSION_FUNCTION]
     if current:
         parts.append(_precondition(current))
     for f in pending(current):
         parts.append(f"-- ==== {f.name} ====")
         parts += _guarded(f) if f.version is not None else [f.text.rstrip()]
     parts += ["-- the functions this database now runs, for setup --dsn's review",
-              f"INSERT INTO jit_data.functions_applied (digest) VALUES ('{functions_digest()}')"
-              " ON CONFLICT (one) DO UPDATE SET digest = excluded.digest, applied_at = now(),"
-              " applied_by = session_user;",
+              statements.SCRIPT_RECORD_FUNCTIONS.format(digest=functions_digest()),
               "DROP FUNCTION pg_temp.jit_setup_version();",
               "COMMIT;"]
     return "\n".join(parts)
