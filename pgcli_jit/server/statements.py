@@ -216,26 +216,6 @@ $$;"""
 SCRIPT_RECORD_FUNCTIONS = ("INSERT INTO jit_data.functions_applied (digest) VALUES ('{digest}')"
                            " ON CONFLICT (one) DO UPDATE SET digest = excluded.digest, applied_at = now(),"
                            " applied_by = session_user;")
-#: the printed setup script's own reading of the installed version, inside its transaction
-#: (the version table moved to jit_data in 6; none: 0)
-SCRIPT_VERSION_FUNCTION = """\
-CREATE OR REPLACE FUNCTION pg_temp.jit_setup_version() RETURNS integer
-LANGUAGE plpgsql AS $$
-DECLARE
-    t regclass := coalesce(to_regclass('jit_data.schema_version'), to_regclass('jit.schema_version'));
-    v integer;
-BEGIN
-    IF t IS NULL THEN
-        RETURN 0;
-    END IF;
-    EXECUTE format('SELECT coalesce(max(version), 0) FROM %s', t) INTO v;
-    RETURN v;
-END
-$$;"""
-#: the printed setup script's record of the functions it ran (``digest``: hex, from the package)
-SCRIPT_RECORD_FUNCTIONS = ("INSERT INTO jit_data.functions_applied (digest) VALUES ('{digest}')"
-                           " ON CONFLICT (one) DO UPDATE SET digest = excluded.digest, applied_at = now(),"
-                           " applied_by = session_user;")
 
 
 # -- the operator: revoke with a reason, every waiting request, health ------------------------
