@@ -118,7 +118,10 @@ def terminal_columns() -> int:
 def _request(jit: Controller, cmd: JitCommand) -> Result:
     if cmd.ttl is not None:
         check_ttl(jit.config.requestable(cmd.profile), cmd.ttl)
-    return (None, None, None, jit.request(cmd.profile, cmd.ttl, cmd.reason))
+    try:
+        return (None, None, None, jit.request(cmd.profile, cmd.ttl, cmd.reason))
+    finally:  # what the server offers may have changed since: completion reads it again
+        jit.catalog.refresh()
 
 
 def check_ttl(profile: Profile, ttl: float) -> None:
@@ -222,13 +225,14 @@ def server_profiles(jit: Controller) -> tuple[list[RoleInfo], str]:
     """What the connected server lets this login request by name (``\\jit request NAME``
     with no config entry), and a line saying why it is missing when it cannot be asked."""
     from pgcli_jit.core.errors import JitError
-    from pgcli_jit.session.config import server_side_profile
+    from pgcli_jit.session.catalog import ask_server
 
     try:
-        # a profile of no name a config can hold: it only lists, it never requests
-        return jit.manager.backend_for(server_side_profile("(server)")).requestable(), ""
+        server = ask_server(jit.manager)
     except JitError as exc:
         return [], f"\nThe server's profiles are not listed: {exc}"
+    jit.catalog.store(server)  # completion offers what was just read
+    return server, ""
 
 
 def _pending(jit: Controller, cmd: JitCommand) -> Result:

@@ -36,6 +36,7 @@ from pgcli_jit.core.lease import Lease
 from pgcli_jit.core.policy import Phase
 from pgcli_jit.core.profile import Profile
 from pgcli_jit.session.approvals import ApprovalFlow, approved_by
+from pgcli_jit.session.catalog import ServerCatalog
 from pgcli_jit.session.config import Config
 from pgcli_jit.session.ending import (
     ENDED_WORDS,
@@ -114,6 +115,8 @@ class Controller:
         self.unattended = False
         #: requests that wait for a second person (ours), and those we may decide
         self.approvals = ApprovalFlow(manager, self.jobs, say)
+        #: the server's profile names for Tab completion, filled on the worker
+        self.catalog = ServerCatalog(self.jobs, manager)
 
     @property
     def config(self) -> Config:
