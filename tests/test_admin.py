@@ -270,7 +270,7 @@ def test_audit_lists_events_and_verify_finds_an_edited_row(cluster: Cluster, db:
     assert {e["event"] for e in mine} == {"request", "revoke"}
     request = next(e for e in mine if e["event"] == "request")
     assert request["requester"] == "carol" and request["actor"] == "carol"
-    assert request["reason"] == "INC-8 audit me" and request["host"] == "127.0.0.1"
+    assert request["reason"] == "INC-8 audit me" and request["client_addr"] == "127.0.0.1"
     assert next(e for e in mine if e["event"] == "revoke")["actor"] == "ops"
     ok = run("audit", "--verify", "--dsn", db)
     assert ok.exit_code == 0 and "intact" in ok.output

@@ -53,12 +53,15 @@ def before_time(text: str) -> datetime:
 @click.option("--limit", type=click.IntRange(1), default=200, show_default=True,
               help="At most this many rows.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--after-id", type=click.IntRange(0), metavar="ID",
+              help="Only the rows committed after row ID, oldest first (0: from the start): "
+                   "a cursor for shipping the trail, --limit rows at a time.")
 @click.option("--verify", is_flag=True, help="Check the hash chain; exit 1 naming the first bad row.")
 @click.option("--file", "files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="With --verify: check these archive files (in chain order), not the database.")
 @click.pass_context
-def audit(ctx: click.Context, dsn: str, since: str | None, limit: int, as_json: bool, verify: bool,
-          files: tuple[Path, ...]) -> None:
+def audit(ctx: click.Context, dsn: str, since: str | None, limit: int, as_json: bool,
+          after_id: int | None, verify: bool, files: tuple[Path, ...]) -> None:
     """Who asked for what, why, for how long, and who ended it (newest first).
 
     ``audit archive`` moves old rows to a file that verifies on its own."""
@@ -66,6 +69,8 @@ def audit(ctx: click.Context, dsn: str, since: str | None, limit: int, as_json: 
         return
     if files and not verify:
         raise UsageError("--file goes with --verify: audit --verify --file FILE")
+    if after_id is not None and (since or verify):
+        raise UsageError("--after-id is a cursor of its own: not with --since or --verify")
     if files:
         verify_files(list(files))
         return
@@ -73,7 +78,10 @@ def audit(ctx: click.Context, dsn: str, since: str | None, limit: int, as_json: 
         if verify:
             verify_table(conn)
             return
-        cur = conn.execute(statements.AUDIT, (since_time(since), limit))
+        if after_id is None:
+            cur = conn.execute(statements.AUDIT, (since_time(since), limit))
+        else:
+            cur = conn.execute(statements.AUDIT_AFTER, (seq_after(conn, after_id), limit))
         names = [c.name for c in cur.description or []]
         rows = cur.fetchall()
     if as_json:
@@ -82,6 +90,20 @@ def audit(ctx: click.Context, dsn: str, since: str | None, limit: int, as_json: 
         click.echo(fmt.table(HEADERS, [(*r[:8], fmt.clip(fmt.printable(r[8] or "-")), r[9]) for r in rows]))
     else:
         click.echo("No audit events.")
+
+
+def seq_after(conn: Conn, after_id: int) -> int:
+    """The chain position of row ``after_id`` (0: before the first row).  The rows committed
+    so far are chained first, so a row committed after an id taken later is still shipped:
+    the cursor follows the chain (commit order), not the ids."""
+    conn.execute(statements.CHAIN_AUDIT)
+    if after_id == 0:
+        return -1
+    row = conn.execute(statements.AUDIT_SEQ_OF, (after_id,)).fetchone()
+    if row is None or row[0] is None:
+        raise JitError(f"audit row {after_id} is not in the table (archived, or never written)",
+                       "--after-id 0 starts from the oldest row the table holds")
+    return int(row[0])
 
 
 def verify_table(conn: Conn) -> None:

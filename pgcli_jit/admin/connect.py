@@ -4,6 +4,8 @@ No password is ever a command-line argument (it would land in shell history and
 ``ps``): libpq finds it in ``PGPASSWORD``, ``~/.pgpass``, ``PGPASSFILE``, a service
 file, or the site uses certificates or GSSAPI.  Errors are the server's own words
 (message, detail, hint), never ``repr`` of a psycopg exception, which can hold a password.
+A privilege the login lacks is said once, here, for every command: which role to grant (or
+that a superuser is needed), not the server's ``permission denied for function ...``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from pgcli_jit.core.errors import JitError, db_error_line
+from pgcli_jit.core.sanitize import printable
+from pgcli_jit.server import statements
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 LIBPQ_SOURCES = "PGPASSWORD, ~/.pgpass, PGPASSFILE or a service file"
@@ -49,7 +53,51 @@ def connect(dsn: str, application_name: str = APPLICATION_NAME) -> Iterator[Conn
         hint = f"passwords come from {LIBPQ_SOURCES}" if "password" in text else ""
         raise JitError(f"cannot connect: {text}", hint) from None
     with conn:
-        yield conn
+        try:
+            yield conn
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise missing_privilege(conn, exc) from None
+
+
+def missing_privilege(conn: Conn, exc: psycopg.Error) -> JitError:
+    """What to do about a ``permission denied``: ``setup --apply`` needs a superuser, every
+    other command a login in ``jit_admin``.  A login that has what its command needs was
+    refused for another reason: the server's own words then."""
+    try:
+        row = conn.execute(statements.WHO_AM_I).fetchone()
+    except psycopg.Error:
+        row = None
+    if row is None:
+        return JitError(error_text(exc))
+    login, superuser, operator = str(row[0]), bool(row[1]), bool(row[2])
+    command = command_path()
+    if command == "setup --apply":
+        if superuser:
+            return JitError(error_text(exc))
+        return JitError(f"permission denied: setup --apply needs a superuser; "
+                        f"{printable(login)} is not one",
+                        'run pgcli-jit-admin setup --apply --dsn "... user=postgres", or print '
+                        "the script with setup --dsn ... and have a superuser run it with psql")
+    if superuser or operator:
+        return JitError(error_text(exc))
+    return JitError(f"permission denied: {command} needs a login in jit_admin; "
+                    f"{printable(login)} is not a member",
+                    f"as a superuser: GRANT jit_admin TO {printable(login)}")
+
+
+def command_path() -> str:
+    """The running subcommand as typed after ``pgcli-jit-admin`` (``profile add``), with
+    ``--apply`` when ``setup`` got it: the one command whose need is a superuser."""
+    ctx = click.get_current_context(silent=True)
+    names: list[str] = []
+    here = ctx
+    while here is not None and here.parent is not None:
+        names.insert(0, here.info_name or "")
+        here = here.parent
+    path = " ".join(names) or "this command"
+    if ctx is not None and path == "setup" and ctx.params.get("apply"):
+        return "setup --apply"
+    return path
 
 
 def error_text(exc: BaseException) -> str:

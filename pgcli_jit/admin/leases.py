@@ -42,7 +42,16 @@ def _row(row: tuple[Any, ...]) -> tuple[object, ...]:
 
     name, requester, profile, reason, issued, expires, remaining, sessions, state = row[:9]
     return (name, requester, profile, fmt.clip(fmt.printable(reason or "-")), issued, expires,
-            format_duration(float(remaining)), sessions, fmt.clip(state, 60))
+            _remaining(row, format_duration(float(remaining))), sessions, fmt.clip(state, 60))
+
+
+def _remaining(row: tuple[Any, ...], left: str) -> str:
+    """Time left only while the lease is live: an ended one shows how it ended (``revoked``,
+    ``expired``), since the minutes it had left when it ended mean nothing now."""
+    state, ended_at, end_event = row[8], row[11], row[13]
+    if ended_at is None and state != "dropped":
+        return left
+    return f"{fmt.printable(end_event)}d" if end_event else "ended"
 
 
 @click.command()

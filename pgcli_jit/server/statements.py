@@ -79,15 +79,33 @@ SELECT l.rolname, l.requester, l.profile, l.reason, l.issued_at, l.expires_at,
             WHEN l.ended_at IS NOT NULL THEN l.end_event || 'd, not yet dropped'
             WHEN l.expires_at <= clock_timestamp() THEN 'expired, not yet reaped'
             ELSE 'live' END AS state,
-       l.renewals, l.max_expires_at, l.ended_at, l.client_addr
+       l.renewals, l.max_expires_at, l.ended_at, l.client_addr, l.end_event
   FROM jit_data.leases l
  WHERE %s OR l.dropped_at IS NULL
  ORDER BY l.id
 """
+#: who the login is, whether it is a superuser, and whether it is an operator (jit_admin may
+#: not exist yet): what a ``permission denied`` means for the command that got it
+WHO_AM_I = """
+SELECT quote_ident(session_user), r.rolsuper,
+       CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'jit_admin')
+            THEN pg_has_role(session_user, 'jit_admin', 'MEMBER') ELSE false END
+  FROM pg_roles r WHERE r.rolname = session_user
+"""
 #: the server's audit trail since a time, newest first, at most a number of rows
 AUDIT = """
-SELECT id, at, event, profile, rolname, requester, actor, host(client_addr), reason, expires_at, detail
+SELECT id, at, event, profile, rolname, requester, actor, host(client_addr) AS client_addr, reason,
+       expires_at, detail
   FROM jit_data.audit WHERE at >= %s ORDER BY id DESC LIMIT %s
+"""
+#: where a shipper's cursor stands: the chain position of the audit row it shipped last
+AUDIT_SEQ_OF = "SELECT seq FROM jit_data.audit WHERE id = %s"
+#: the chained audit rows after a chain position, in chain order (commit order: an id is
+#: taken before its transaction commits, so ids alone would skip a row committed late)
+AUDIT_AFTER = """
+SELECT id, at, event, profile, rolname, requester, actor, host(client_addr) AS client_addr, reason,
+       expires_at, detail
+  FROM jit_data.audit WHERE seq > %s ORDER BY seq LIMIT %s
 """
 #: check the audit hash chain: rows read, the first bad id, what is wrong with it
 AUDIT_VERIFY = "SELECT * FROM jit.audit_verify()"
