@@ -6,6 +6,7 @@ after a checkpoint fails ``--verify`` in one line.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import UTC, datetime
@@ -37,6 +38,8 @@ def ops(cluster: Cluster) -> str:
         conn.execute("DO $$ BEGIN IF to_regrole('arc_read') IS NULL THEN CREATE ROLE arc_read NOLOGIN;"
                      " END IF; END $$; GRANT arc_read TO jit_owner WITH ADMIN OPTION")
     make_login(cluster, "arc_ops", member_of="jit_admin")
+    make_login(cluster, "arc_ops", member_of="jit_archiver")   # setup grants it to no one
+    make_login(cluster, "arc_reaper", member_of="jit_admin")   # an operator that is no archiver
     make_login(cluster, "arc_carol", member_of="jit_requester")
     dsn = f"host={cluster.host} port={cluster.port} dbname={DB} user=arc_ops"
     assert run("profile", "add", "arc", "--grant", "arc_read", "--dsn", dsn).exit_code == 0
@@ -47,6 +50,39 @@ def events(dsn: str, n: int) -> None:
     """n audited changes, by the operator: profile_set rows."""
     for i in range(n):
         assert run("profile", "set", "arc", "--description", f"v{i}", "--dsn", dsn).exit_code == 0
+
+
+#: every row written so far made older than the minimum retention, its chain hashed again from
+#: the checkpoint, and the chain's head with it (as a superuser, the audit trigger off for this
+#: transaction only)
+AGE = """
+DO $$
+DECLARE
+    a jit_data.audit;
+    prev bytea := (SELECT hash FROM jit_data.audit_checkpoint);
+BEGIN
+    PERFORM jit.chain_audit();
+    SET LOCAL session_replication_role = replica;
+    UPDATE jit_data.audit SET at = at - jit._audit_min_retention() - interval '1 hour';
+    FOR a IN SELECT * FROM jit_data.audit WHERE seq IS NOT NULL ORDER BY seq LOOP
+        a.prev_hash := prev;
+        UPDATE jit_data.audit SET prev_hash = prev, hash = jit._audit_digest(a) WHERE id = a.id
+            RETURNING hash INTO prev;
+    END LOOP;
+    UPDATE jit_data.audit_head SET hash = prev WHERE prev IS NOT NULL;   -- the chainer's tip
+END
+$$
+"""
+
+
+def aged(cluster: Cluster) -> str:
+    """A cut-off the server accepts (the minimum retention ago) after which every row written
+    so far is older than it: what an archive of month-old rows sees, without the month."""
+    with cluster.connect(DB) as su:
+        su.execute(AGE)
+        (cut,) = su.execute("SELECT clock_timestamp() - jit._audit_min_retention()"
+                            " - interval '1 minute'").fetchone()  # type: ignore[misc]
+    return str(cut.isoformat())
 
 
 def now_iso() -> str:
@@ -72,7 +108,7 @@ def one_line_failure(result: Result, says: str) -> None:
 def test_archive_then_verify_the_file_and_the_table_from_the_checkpoint(
         cluster: Cluster, ops: str, tmp_path: Path) -> None:
     events(ops, 2)
-    cut = now_iso()
+    cut = aged(cluster)
     events(ops, 1)   # newer than the cut: stays
     first = tmp_path / "a1.jsonl"
     done = archive(ops, cut, first)
@@ -89,12 +125,19 @@ def test_archive_then_verify_the_file_and_the_table_from_the_checkpoint(
         logged = su.execute("SELECT detail FROM jit_data.audit WHERE event = 'archive'").fetchone()
         assert logged is not None and logged[0]["through_seq"] == seq
     intact = run("audit", "--verify", "--dsn", ops)
-    assert intact.exit_code == 0 and f"from the archive checkpoint at seq {seq} on" in intact.output
+    assert intact.exit_code == 0, intact.output
+    assert f"from the archive checkpoint at seq {seq} on" in intact.output
     alone = run("audit", "--verify", "--file", str(first))
     assert alone.exit_code == 0 and f"{len(rows)} rows" in alone.output
     # a second archive continues the first: both files verify together, in order only
     second = tmp_path / "a2.jsonl"
-    assert archive(ops, now_iso(), second).exit_code == 0
+    assert archive(ops, aged(cluster), second).exit_code == 0
+    # the first archive's row went into the second file; the second's own row stays in the table
+    assert [json.loads(x)["event"] for x in lines(second)[1:-1]][-1] == "archive"
+    with cluster.connect(DB) as su:
+        kept = su.execute("SELECT detail->>'after_seq' FROM jit_data.audit WHERE event = 'archive'"
+                          ).fetchall()
+        assert kept == [(str(seq),)]
     assert run("audit", "--verify", "--file", str(first), "--file", str(second)).exit_code == 0
     one_line_failure(run("audit", "--verify", "--file", str(second), "--file", str(first)),
                      "does not continue")
@@ -113,11 +156,11 @@ def test_archive_then_verify_the_file_and_the_table_from_the_checkpoint(
     ("insert a row", "does not link to the line before"),
     ("cut the end off", "stops before its end line"),
 ])
-def test_a_tampered_archive_file_fails_verify_in_one_line(ops: str, tmp_path: Path, tamper: str,
-                                                          says: str) -> None:
+def test_a_tampered_archive_file_fails_verify_in_one_line(cluster: Cluster, ops: str, tmp_path: Path,
+                                                          tamper: str, says: str) -> None:
     events(ops, 3)
     path = tmp_path / "a.jsonl"
-    assert archive(ops, now_iso(), path).exit_code == 0
+    assert archive(ops, aged(cluster), path).exit_code == 0
     text = lines(path)
     assert len(text) >= 5   # header, three rows at least, end
     if tamper == "edit a field":
@@ -147,7 +190,7 @@ def test_tampering_with_the_table_after_a_checkpoint_fails_verify(
         cluster: Cluster, ops: str, tmp_path: Path) -> None:
     events(ops, 2)
     path = tmp_path / "a.jsonl"
-    assert archive(ops, now_iso(), path).exit_code == 0
+    assert archive(ops, aged(cluster), path).exit_code == 0
     events(ops, 2)
     assert run("audit", "--verify", "--dsn", ops).exit_code == 0
     archived = json.loads(lines(path)[-2])
@@ -215,6 +258,7 @@ def test_only_the_archive_function_removes_rows_and_never_unchained_ones(cluster
 
 def test_a_broken_chain_is_never_archived(cluster: Cluster, ops: str, tmp_path: Path) -> None:
     events(ops, 2)
+    cut = aged(cluster)
     with cluster.connect(DB) as su:
         su.execute("SELECT jit.chain_audit()")
         su.execute("SET session_replication_role = replica")
@@ -223,7 +267,7 @@ def test_a_broken_chain_is_never_archived(cluster: Cluster, ops: str, tmp_path: 
         su.execute("UPDATE jit_data.audit SET actor = 'someone else' WHERE id = %s", (victim,))
         try:
             path = tmp_path / "broken.jsonl"
-            refused = archive(ops, now_iso(), path)
+            refused = archive(ops, cut, path)
             one_line_failure(refused, "nothing written or removed")
             assert not path.exists()
             kept = su.execute("SELECT count(*) FROM jit_data.audit WHERE id = %s", (victim,)).fetchone()
@@ -237,7 +281,7 @@ def test_a_run_stopped_between_the_file_and_the_removal_runs_again(
         cluster: Cluster, ops: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     events(ops, 2)
     path = tmp_path / "a.jsonl"
-    cut = now_iso()
+    cut = aged(cluster)
     with monkeypatch.context() as m:   # the file is written, then the removal never happens
         m.setattr(statements, "AUDIT_ARCHIVE", "SELECT 1/0, %s, %s, %s, %s, %s, %s")
         assert archive(ops, cut, path).exit_code == 1
@@ -254,3 +298,81 @@ def test_a_run_stopped_between_the_file_and_the_removal_runs_again(
     (tmp_path / "notes.txt").write_text("mine\n", encoding="ascii")
     one_line_failure(archive(ops, now_iso(), tmp_path / "notes.txt"), "is not an intact archive")
     assert (tmp_path / "notes.txt").read_text(encoding="ascii") == "mine\n"
+
+
+def test_an_operator_that_is_not_an_archiver_cannot_remove_audit_rows(
+        cluster: Cluster, ops: str, tmp_path: Path) -> None:
+    # the reaper and monitoring logins are in jit_admin: they could archive the trail away
+    events(ops, 1)
+    cut = aged(cluster)
+    reaper = ops.replace("user=arc_ops", "user=arc_reaper")
+    with psycopg.connect(reaper, autocommit=True) as conn:
+        for call in ("SELECT * FROM jit.audit_archive_rows(%s)",
+                     "SELECT jit.audit_archive(NULL, NULL, 1, '\\x00', 1, %s)"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(call, (cut,))
+    refused = archive(reaper, cut, tmp_path / "r.jsonl")
+    one_line_failure(refused, "jit_archiver")
+    assert "GRANT jit_archiver" in refused.output and not (tmp_path / "r.jsonl").exists()
+    with cluster.connect(DB) as su:   # a NOLOGIN role of its own, granted by no setup
+        login = su.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'jit_archiver'").fetchone()
+        assert login == (False,)
+        members = su.execute("SELECT member::regrole::text FROM pg_auth_members"
+                             " WHERE roleid = 'jit_archiver'::regrole").fetchall()
+        assert members == [("arc_ops",)]
+
+
+@pytest.mark.parametrize("before", ["'infinity'", "now()", "now() + interval '1 year'",
+                                    "now() - interval '23 hours'"])
+def test_an_archive_never_covers_the_last_day(ops: str, before: str, tmp_path: Path) -> None:
+    events(ops, 1)
+    with psycopg.connect(ops, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="at least 1 day ago"):
+            conn.execute(f"SELECT * FROM jit.audit_archive_rows({before})")
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="at least 1 day ago"):
+            conn.execute(f"SELECT jit.audit_archive(NULL, NULL, 1, '\\x00', 1, {before})")
+    one_line_failure(archive(ops, "1h", tmp_path / "a.jsonl"), "at least 1 day ago")
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_archive_in_the_transaction_of_the_acts_it_would_hide_leaves_them(
+        cluster: Cluster, ops: str) -> None:
+    # BEGIN; an audited act; chain_audit (it chains the caller's own rows); archive; COMMIT
+    events(ops, 1)
+    cut = aged(cluster)
+    with psycopg.connect(ops) as conn:
+        conn.execute("SELECT jit.profile_set('arc', ARRAY['arc_read'], '1 hour', '1 day', 'jit_requester',"
+                     " false, NULL, 'hidden?')")
+        conn.execute("SELECT jit.chain_audit()")
+        (mine,) = conn.execute("SELECT max(seq) FROM jit_data.audit").fetchone()  # type: ignore[misc]
+        rows = conn.execute("SELECT * FROM jit.audit_archive_rows(%s)", (cut,)).fetchall()
+        assert rows and all(seq < mine for seq, *_ in rows)
+        after, after_hash = conn.execute(statements.AUDIT_CHECKPOINT).fetchone() or (None, None)
+        tip = conn.execute("SELECT hash FROM jit_data.audit WHERE seq = %s", (mine,)).fetchone()
+        assert tip is not None
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="may not be archived now"):
+            conn.execute("SELECT jit.audit_archive(%s, %s, %s, %s, %s, %s)",
+                         (after, after_hash, mine, tip[0], len(rows) + 1, cut))
+        conn.rollback()
+    assert run("audit", "--verify", "--dsn", ops).exit_code == 0
+
+
+def test_an_archive_never_writes_through_or_over_an_existing_file(tmp_path: Path) -> None:
+    from pgcli_jit.admin import archive as archive_file
+    from pgcli_jit.core.errors import JitError
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n", encoding="ascii")
+    hashed = '[1, "x", "e", null, null, null, "a", null, null, null, {}]'
+    row = archive_file.row_line(1, None, hashlib.sha256(hashed.encode()).digest(), hashed)
+    target = tmp_path / "a.jsonl"
+    (tmp_path / ".a.jsonl.partial").symlink_to(victim)   # planted where the temporary file goes
+    with pytest.raises(JitError, match="partial exists"):
+        archive_file.write(target, archive_file.header(None, None), [row])
+    assert victim.read_text(encoding="ascii") == "keep\n" and not target.exists()
+    (tmp_path / ".a.jsonl.partial").unlink()
+    target.symlink_to(victim)   # created after the command looked: linked, never replaced
+    with pytest.raises(JitError, match="never overwrites"):
+        archive_file.write(target, archive_file.header(None, None), [row])
+    assert victim.read_text(encoding="ascii") == "keep\n" and target.is_symlink()
+    assert not (tmp_path / ".a.jsonl.partial").exists()

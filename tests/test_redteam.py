@@ -282,6 +282,44 @@ def test_what_a_lease_leaves_behind_never_runs_with_the_owner_roles_privileges(
         conn.execute("DROP VIEW rt_work.window")
 
 
+def test_a_materialized_view_a_lease_leaves_never_refreshes_as_the_owner_role(
+        cluster: Cluster, cleanup: list[Conn]) -> None:
+    # a materialized view cannot be security_invoker: handed to rt_owner, its query would run
+    # as rt_owner on every REFRESH, and fill it with what the lease could not read
+    rolname, lease = lease_session(cluster, cleanup, DDL)
+    mv = f"rt_work.mv_{secrets.token_hex(4)}"
+    lease.execute(f"CREATE MATERIALIZED VIEW {mv} AS SELECT x FROM rt_work.secret WITH NO DATA")
+    lease.close()
+    with cluster.connect("app") as conn:
+        conn.execute("SELECT jit.revoke(%s)", (rolname,))
+        assert conn.execute("SELECT jit.finish(%s)->>'outcome'", (rolname,)).fetchone() == ("dropped",)
+        assert conn.execute("SELECT to_regclass(%s)", (mv,)).fetchone() == (None,)
+
+
+@pytest.mark.parametrize("owner", ["jit_owner", "jit_admin", "jit_lease", "jit_requester", "jit_archiver",
+                                   "rt_in_admin", "rt_login", "rt_createdb", "rt_reads_all"])
+def test_a_profile_owner_may_not_be_a_broker_role_or_hold_powers(cluster: Cluster, world: None,
+                                                                 owner: str) -> None:
+    # owner = jit_owner passed (jit_owner can always hand objects to itself): what a lease left
+    # became jit_owner's, and a materialized view's query ran as jit_owner on REFRESH
+    with cluster.connect("app") as conn:
+        conn.execute("""DO $$ BEGIN
+            IF to_regrole('rt_in_admin') IS NULL THEN
+                CREATE ROLE rt_in_admin NOLOGIN IN ROLE jit_admin; END IF;
+            IF to_regrole('rt_login') IS NULL THEN CREATE ROLE rt_login LOGIN; END IF;
+            IF to_regrole('rt_createdb') IS NULL THEN CREATE ROLE rt_createdb NOLOGIN CREATEDB; END IF;
+            IF to_regrole('rt_reads_all') IS NULL THEN
+                CREATE ROLE rt_reads_all NOLOGIN IN ROLE pg_read_all_data; END IF;
+            END $$""")
+        for role in ("rt_in_admin", "rt_login", "rt_createdb", "rt_reads_all"):
+            conn.execute(f"GRANT {role} TO jit_owner")
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="may not own what a lease leaves"):
+            conn.execute("SELECT jit.profile_set('rt_bad_owner', ARRAY['rt_ddl'], '5 min', '10 min',"
+                         " 'jit_requester', false, %s, '')", (owner,))
+        assert conn.execute("SELECT count(*) FROM jit_data.profiles WHERE name = 'rt_bad_owner'"
+                            ).fetchone() == (0,)
+
+
 # -- what the broker writes for a caller ------------------------------------------------------
 
 def test_a_profile_name_writes_no_megabytes_or_escapes_into_the_audit(

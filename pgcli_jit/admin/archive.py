@@ -68,14 +68,21 @@ def row_line(seq: int, prev_hash: bytes | None, digest: bytes, hashed: str) -> d
 
 
 def write(path: Path, head: dict[str, Any], rows: Iterable[dict[str, Any]]) -> Summary | None:
-    """Write the archive next to ``path``, fsync it, verify what is on disk, then move it into
+    """Write the archive next to ``path``, fsync it, verify what is on disk, then link it into
     place and fsync the folder: ``path`` is either absent or a whole, intact archive.
 
-    None when there were no rows (nothing is left on disk).  Owner-only (0600): the rows hold
-    requesters' reasons.  Raises :class:`ArchiveError` if the written file does not verify."""
+    The temporary file is created new (``O_EXCL``, never through a symbolic link) and linked,
+    not renamed, to ``path``: an existing file of either name is never opened for writing or
+    replaced.  None when there were no rows (nothing is left on disk).  Owner-only (0600): the
+    rows hold requesters' reasons.  Raises :class:`ArchiveError` if the written file does not
+    verify, :class:`JitError` if either name exists."""
     partial = path.with_name(f".{path.name}.partial")
     count, prev_seq, prev_hash = 0, head["after_seq"], head["after_hash"]
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise JitError(f"{partial} exists: another archive to {path.name} is being written, or one "
+                       "stopped", "remove it once no archive runs") from None
     try:
         with os.fdopen(fd, "w", encoding="ascii", newline="\n") as out:
             out.write(json.dumps(head) + "\n")
@@ -89,13 +96,16 @@ def write(path: Path, head: dict[str, Any], rows: Iterable[dict[str, Any]]) -> S
         if not count:
             return None
         found = verify(partial)
-        os.replace(partial, path)
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            raise JitError(f"{path} exists: an archive never overwrites a file",
+                           "choose another file") from None
         _fsync_folder(path.parent)
         return Summary(path, found.rows, found.after_seq, found.after_hash, found.first_seq,
                        found.through_seq, found.through_hash)
     finally:
-        if partial.exists():
-            partial.unlink()
+        partial.unlink(missing_ok=True)
 
 
 def _fsync_folder(folder: Path) -> None:

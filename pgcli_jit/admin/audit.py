@@ -155,31 +155,46 @@ def archive_rows(ctx: click.Context, dsn: str, before: str, target: Path) -> Non
     with connect(dsn or (ctx.parent.params["dsn"] if ctx.parent else "")) as conn:
         conn.execute(statements.CHAIN_AUDIT)
         after_seq, after_hash = checkpoint(conn)
-        if target.exists() and not reusable(target, after_seq, after_hash):
-            return
-        head = archive.header(after_seq, after_hash, before=cutoff.isoformat(),
-                              database=current_database(conn))
-        rows = (archive.row_line(seq, _bytes(prev), bytes(digest), hashed) for seq, prev, digest, hashed
-                in conn.cursor().stream(statements.AUDIT_ARCHIVE_ROWS, (cutoff,)))
         try:
-            done = archive.write(target, head, rows)
-        except archive.ArchiveError as exc:
-            raise JitError(f"the rows read do not verify, nothing written or removed: {exc.problem}",
-                           "pgcli-jit-admin audit --verify says what is wrong in the table") from None
-        if done is None or done.through_hash is None:
-            click.echo(f"No audit rows older than {cutoff.isoformat()} to archive.")
-            return
-        conn.execute(statements.AUDIT_ARCHIVE, (after_seq, after_hash, done.through_seq,
-                                                bytes.fromhex(done.through_hash), done.rows, cutoff))
+            if target.exists() or target.is_symlink():
+                done = reusable(target, after_seq, after_hash)
+            else:
+                done = write_new(conn, target, after_seq, after_hash, cutoff)
+            if done is None or done.through_hash is None:
+                return
+            conn.execute(statements.AUDIT_ARCHIVE, (after_seq, after_hash, done.through_seq,
+                                                    bytes.fromhex(done.through_hash), done.rows, cutoff))
+        except psycopg.errors.InsufficientPrivilege:
+            raise JitError("archiving removes audit rows: only a login in jit_archiver may",
+                           "as a superuser: GRANT jit_archiver TO the one login that ships archives "
+                           "(never the reaper or monitoring)") from None
     click.echo(f"archived {done.rows} audit rows (seq {done.first_seq}..{done.through_seq}, older than "
                f"{cutoff.isoformat()}) to {target}; the table's chain now starts after seq "
                f"{done.through_seq}")
 
 
-def reusable(target: Path, after_seq: int | None, after_hash: bytes | None) -> bool:
-    """Whether an existing ``--to`` file may be written again: only an archive of rows still
-    in the table (a run stopped before the removal).  One whose rows the table has archived
-    already is the run that finished: said, not redone.  Anything else is refused."""
+def write_new(conn: Conn, target: Path, after_seq: int | None, after_hash: bytes | None,
+              cutoff: datetime) -> archive.Summary | None:
+    """The rows older than ``cutoff`` the server lets go, in a new file (None: there were none)."""
+    head = archive.header(after_seq, after_hash, before=cutoff.isoformat(),
+                          database=current_database(conn))
+    rows = (archive.row_line(seq, _bytes(prev), bytes(digest), hashed) for seq, prev, digest, hashed
+            in conn.cursor().stream(statements.AUDIT_ARCHIVE_ROWS, (cutoff,)))
+    try:
+        done = archive.write(target, head, rows)
+    except archive.ArchiveError as exc:
+        raise JitError(f"the rows read do not verify, nothing written or removed: {exc.problem}",
+                       "pgcli-jit-admin audit --verify says what is wrong in the table") from None
+    if done is None:
+        click.echo(f"No audit rows older than {cutoff.isoformat()} to archive.")
+    return done
+
+
+def reusable(target: Path, after_seq: int | None, after_hash: bytes | None) -> archive.Summary | None:
+    """What an existing ``--to`` file holds, when its rows are still in the table (a run
+    stopped before the removal): the server removes those, and the file is not written
+    again.  One whose rows the table has archived already is the run that finished: said,
+    not redone (None).  Anything else is refused."""
     try:
         found = archive.verify(target)
     except archive.ArchiveError as exc:
@@ -189,9 +204,9 @@ def reusable(target: Path, after_seq: int | None, after_hash: bytes | None) -> b
     if (found.through_seq, found.through_hash) == (after_seq, mine):
         click.echo(f"{target} already holds the rows archived through seq {after_seq}, the table's "
                    "checkpoint: nothing to do (archive newer rows to a new file)")
-        return False
+        return None
     if (found.after_seq, found.after_hash) == (after_seq, mine):
-        return True
+        return found
     raise JitError(f"{target} exists and holds other audit rows (seq {found.first_seq}..{found.through_seq})",
                    "choose another file")
 

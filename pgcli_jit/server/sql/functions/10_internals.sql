@@ -300,6 +300,60 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
         OR (admin_too AND pg_has_role(session_user, 'jit_admin', 'MEMBER'))
 $$;
 
+-- The broker's own roles: each holds a power of the broker (jit_in_* are profiles' approver
+-- groups).  No grant role and no profile owner may be one or be in one.
+CREATE OR REPLACE FUNCTION jit._is_broker_role(r name) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT r LIKE 'jit\_in\_%'
+        OR r IN ('jit_owner', 'jit_admin', 'jit_lease', 'jit_requester', 'jit_archiver')
+$$;
+
+-- An attribute that acts beyond the role's own objects and grants.
+CREATE OR REPLACE FUNCTION jit._powerful_attributes(a pg_roles) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT a.rolsuper OR a.rolcreaterole OR a.rolcreatedb OR a.rolreplication OR a.rolbypassrls
+$$;
+
+-- The predefined and broker roles r is a member of (NULL: none): every predefined role acts
+-- cluster-wide or beyond the database (pg_write_all_data, pg_read_all_stats, pg_checkpoint,
+-- pg_maintain, pg_database_owner, ...), and the broker's own roles hold its powers.
+CREATE OR REPLACE FUNCTION jit._powerful_memberships(r oid) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT string_agg(pr.rolname, ', ' ORDER BY pr.rolname)
+      FROM pg_roles pr
+     WHERE (pr.rolname LIKE 'pg\_%' OR jit._is_broker_role(pr.rolname))
+       AND pr.oid <> r AND pg_has_role(r, pr.oid, 'MEMBER')
+$$;
+
+-- What makes a role unfit to own what a lease leaves (NULL: fit).  Its objects' code runs
+-- with its privileges (a materialized view's query on REFRESH, a table's defaults and
+-- checks): it is a plain NOLOGIN group, never a broker role or a member of one, and has no
+-- attribute beyond INHERIT and no predefined role.
+CREATE OR REPLACE FUNCTION jit._owner_problem(r text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a pg_roles;
+    bad text;
+BEGIN
+    SELECT * INTO a FROM pg_roles WHERE rolname = r;
+    IF NOT FOUND THEN
+        RETURN format('role %I does not exist', r);
+    END IF;
+    IF jit._is_broker_role(a.rolname) OR a.rolname LIKE 'pg\_%' THEN
+        RETURN format('role %I is the broker''s own or a predefined role', r);
+    END IF;
+    IF jit._powerful_attributes(a) OR a.rolcanlogin THEN
+        RETURN format('role %I has LOGIN, SUPERUSER, CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS: '
+                      'an owner role is a NOLOGIN group with INHERIT alone', r);
+    END IF;
+    bad := jit._powerful_memberships(a.oid);
+    IF bad IS NOT NULL THEN
+        RETURN format('role %I is a member of %s', r, bad);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
 -- A role that may be handed out, judged by what it can do, not by its name: it is checked
 -- when a profile is declared and again at every issue and renewal (a superuser may have
 -- granted it more since).  NULL when it is fit; otherwise what makes it unfit.
@@ -314,7 +368,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN format('role %I does not exist', r);
     END IF;
-    IF a.rolsuper OR a.rolcreaterole OR a.rolcreatedb OR a.rolreplication OR a.rolbypassrls THEN
+    IF jit._powerful_attributes(a) THEN
         RETURN format('role %I has SUPERUSER, CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS', r);
     END IF;
     IF a.rolcanlogin THEN
@@ -323,14 +377,8 @@ BEGIN
     IF a.rolname LIKE 'pg\_%' THEN
         RETURN format('role %I is a predefined role (a member of %I acts cluster-wide)', r, r);
     END IF;
-    -- every predefined role acts cluster-wide or beyond the database (pg_write_all_data,
-    -- pg_read_all_stats, pg_checkpoint, pg_maintain, pg_database_owner, ...), and the broker's
-    -- own roles hold its powers
-    SELECT string_agg(pr.rolname, ', ' ORDER BY pr.rolname) INTO bad
-      FROM pg_roles pr
-     WHERE (pr.rolname LIKE 'pg\_%' OR pr.rolname LIKE 'jit\_in\_%'
-            OR pr.rolname IN ('jit_owner', 'jit_admin', 'jit_lease', 'jit_requester'))
-       AND pr.oid <> a.oid AND pg_has_role(a.oid, pr.oid, 'MEMBER');
+    -- a predefined or broker role's powers (jit._powerful_memberships)
+    bad := jit._powerful_memberships(a.oid);
     IF bad IS NOT NULL THEN
         RETURN format('role %I is a member of %s', r, bad);
     END IF;
@@ -508,6 +556,13 @@ BEGIN
         FOR obj IN SELECT c.oid::regclass::text FROM pg_class c
                     WHERE c.relowner = l.role_oid AND c.relkind = 'v' LOOP
             EXECUTE format('ALTER VIEW %s SET (security_invoker = true)', obj);
+        END LOOP;
+        -- a materialized view's query runs as its owner on every REFRESH, and cannot be made
+        -- security_invoker: it goes with the lease (its rows are a query's copy); one another
+        -- role's object depends on keeps the role, and the error says which
+        FOR obj IN SELECT c.oid::regclass::text FROM pg_class c
+                    WHERE c.relowner = l.role_oid AND c.relkind = 'm' LOOP
+            EXECUTE format('DROP MATERIALIZED VIEW %s', obj);
         END LOOP;
         FOR obj, rel IN SELECT r.rulename, c.oid::regclass::text FROM pg_rewrite r
                           JOIN pg_class c ON c.oid = r.ev_class

@@ -124,6 +124,12 @@ BEGIN
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = p_owner) THEN
             RAISE EXCEPTION 'profile %: owner role % does not exist', p_name, p_owner;
         END IF;
+        IF jit._owner_problem(p_owner) IS NOT NULL THEN
+            RAISE EXCEPTION 'profile %: % may not own what a lease leaves: %', p_name, p_owner,
+                            jit._owner_problem(p_owner)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'the owner is a NOLOGIN group of its own (CREATE ROLE ... NOLOGIN), in no broker role';
+        END IF;
         IF NOT pg_has_role('jit_owner', p_owner, 'USAGE') THEN
             RAISE EXCEPTION 'profile %: jit_owner cannot hand objects to %', p_name, p_owner
                 USING HINT = format('as a superuser run GRANT %I TO jit_owner', p_owner);
@@ -456,23 +462,76 @@ BEGIN
 END
 $$;
 
--- -- retention: pgcli-jit-admin audit archive (jit_admin) ---------------------------------
+-- -- retention: pgcli-jit-admin audit archive (jit_archiver) ------------------------------
+
+-- Archiving removes audit rows, so it is jit_archiver's alone (90_privileges.sql grants
+-- EXECUTE to no one else): a jit_admin login (the reaper, monitoring) that is not also in
+-- jit_archiver can hide nothing.  The login also needs jit_admin, for chain_audit and the
+-- checkpoint the client reads first.
+CREATE OR REPLACE FUNCTION jit._require_archiver() RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT pg_has_role(session_user, 'jit_archiver', 'MEMBER') THEN
+        RAISE EXCEPTION 'only a login in jit_archiver may archive audit rows'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'as a superuser: GRANT jit_archiver TO the one login that ships archives';
+    END IF;
+    PERFORM jit._require_admin();
+END
+$$;
+
+-- The least an archive leaves in the table: every row of the last day.  A cut-off must be a
+-- finite time at least this long ago, so no archive covers fresh tracks (what was done
+-- today, or in the archiving transaction itself, stays in the table for audit --verify and
+-- for whoever reads it).
+CREATE OR REPLACE FUNCTION jit._audit_min_retention() RETURNS interval
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT interval '1 day'
+$$;
+
+CREATE OR REPLACE FUNCTION jit._archive_cutoff_check(p_before timestamptz) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    latest timestamptz := jit._clock() - jit._audit_min_retention();
+BEGIN
+    IF p_before IS NULL OR NOT isfinite(p_before) OR p_before > latest THEN
+        RAISE EXCEPTION 'an archive''s cut-off must be a time at least % ago (at the latest %), not %',
+                        jit._audit_min_retention(), jit._ts(latest), coalesce(p_before::text, 'none')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'the last day''s audit rows always stay in the table: --before 1d or earlier';
+    END IF;
+END
+$$;
+
+-- The first seq an archive may not reach (rows before it may go): the first chained row that
+-- is not older than the cut-off, or that this transaction wrote or chained (its xmin; a
+-- subtransaction's rows have xmins of their own, so also any row written since this
+-- transaction began).  So an archive's own 'archive' row always stays in the table with the
+-- checkpoint it records, and a second archive in the same transaction cannot take the first
+-- one's row; an earlier archive's row goes (into the new file) once it is past the minimum
+-- retention, as every row does: the chain is removed from its start, so an 'archive' row that
+-- always stayed would stop every later archive at it.
+CREATE OR REPLACE FUNCTION jit._archive_limit(p_before timestamptz) RETURNS bigint
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(min(x.seq), 9223372036854775807) FROM jit_data.audit x
+     WHERE x.seq IS NOT NULL
+       AND (x.at >= p_before OR x.at >= now() OR x.xmin = pg_current_xact_id_if_assigned()::xid)
+$$;
 
 -- What an archive holds: the chained rows after the checkpoint, in chain order, up to (not
--- including) the first one that is not older than p_before, so that what stays in the table
--- is the rest of the same chain.  Each row comes with the exact text its hash covers
+-- including) the first one it may not reach (jit._archive_limit), so that what stays in the
+-- table is the rest of the same chain.  Each row comes with the exact text its hash covers
 -- (jit._audit_text): the archive file verifies without the server.
 CREATE OR REPLACE FUNCTION jit.audit_archive_rows(p_before timestamptz)
 RETURNS TABLE (seq bigint, prev_hash bytea, hash bytea, hashed text)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
-    PERFORM jit._require_admin();
+    PERFORM jit._require_archiver();
+    PERFORM jit._archive_cutoff_check(p_before);
     RETURN QUERY
         SELECT a.seq, a.prev_hash, a.hash, jit._audit_text(a) FROM jit_data.audit a
-         WHERE a.seq IS NOT NULL
-           AND a.seq < coalesce((SELECT min(x.seq) FROM jit_data.audit x
-                                  WHERE x.seq IS NOT NULL AND x.at >= p_before), 9223372036854775807)
+         WHERE a.seq IS NOT NULL AND a.seq < jit._archive_limit(p_before)
          ORDER BY a.seq;
 END
 $$;
@@ -481,7 +540,7 @@ $$;
 -- verifies from.  The caller says what it wrote (the checkpoint it started after, the last
 -- row's seq and hash, how many rows): nothing is removed unless that is exactly the chain in
 -- the table, every row of it links and hashes true (a broken chain is evidence, never
--- removed), is chained and is older than p_before.  One transaction: the checkpoint, the
+-- removed), is chained, is older than p_before and comes before jit._archive_limit.  One transaction: the checkpoint, the
 -- DELETE (which the append-only trigger allows for this alone) and the audit row commit
 -- together or not at all, so a run that stops anywhere can be run again.
 CREATE OR REPLACE FUNCTION jit.audit_archive(
@@ -496,9 +555,11 @@ DECLARE
     prev bytea;
     n bigint := 0;
     removed bigint;
+    lim bigint;
 BEGIN
-    PERFORM jit._require_admin();
+    PERFORM jit._require_archiver();
     PERFORM jit._guard();
+    PERFORM jit._archive_cutoff_check(p_before);
     PERFORM FROM jit_data.chain_lock FOR UPDATE;   -- no chainer and no other archive meanwhile
     SELECT * INTO cp FROM jit_data.audit_checkpoint;
     IF cp.seq IS DISTINCT FROM p_after_seq OR cp.hash IS DISTINCT FROM p_after_hash THEN
@@ -509,6 +570,13 @@ BEGIN
     END IF;
     IF coalesce(p_rows, 0) < 1 OR p_through_seq IS NULL OR p_through_hash IS NULL OR p_before IS NULL THEN
         RAISE EXCEPTION 'nothing to archive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    lim := jit._archive_limit(p_before);
+    IF p_through_seq >= lim THEN
+        RAISE EXCEPTION 'the archive reaches seq %, and seq % on may not be archived now: nothing removed',
+                        p_through_seq, lim
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'the rows of the last day and of the archiving transaction stay';
     END IF;
     prev := cp.hash;
     FOR a IN SELECT * FROM jit_data.audit x WHERE x.seq IS NOT NULL AND x.seq <= p_through_seq

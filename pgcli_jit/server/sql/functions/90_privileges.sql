@@ -109,9 +109,13 @@ BEGIN
 END
 $guard$;
 
--- Audit retention (functions/40_operators.sql): operators archive and remove chained rows,
--- through these two functions only.
+-- Audit retention (functions/40_operators.sql): the archiving login removes chained rows,
+-- through these two functions only, and only it: jit_archiver, not jit_admin (the reaper and
+-- monitoring are in jit_admin).  The grant to jit_admin of databases set up before
+-- jit_archiver existed is taken back.
 SET LOCAL ROLE jit_owner;
+REVOKE EXECUTE ON FUNCTION jit.audit_archive_rows(timestamptz),
+    jit.audit_archive(bigint, bytea, bigint, bytea, bigint, timestamptz) FROM PUBLIC, jit_admin;
 GRANT EXECUTE ON FUNCTION jit.audit_archive_rows(timestamptz),
-    jit.audit_archive(bigint, bytea, bigint, bytea, bigint, timestamptz) TO jit_admin;
+    jit.audit_archive(bigint, bytea, bigint, bytea, bigint, timestamptz) TO jit_archiver;
 RESET ROLE;
