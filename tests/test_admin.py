@@ -127,12 +127,12 @@ def test_profile_add_list_set_rm(db: str) -> None:
     assert added.exit_code == 0 and "adm-tmp" in added.output and "required" in added.output
     changed = run("profile", "set", "adm-tmp", "--max-ttl", "2h", "--dsn", db)
     assert changed.exit_code == 0 and "2h" in changed.output and "required" in changed.output
-    listed = json.loads(run("profile", "list", "--json", "--dsn", db).output)
-    assert any(p["PROFILE"] == "adm-tmp" and p["MAX TTL"] == "2h" and p["MAX LIVE"] == 5 for p in listed)
+    listed = json.loads(run("profile", "list", "--json", "--dsn", db).output)["profiles"]
+    assert listed["adm-tmp"]["max_ttl"] == "2h" and listed["adm-tmp"]["max_live"] == 5
     capped = run("profile", "set", "adm-tmp", "--max-live", "2", "--dsn", db)
     assert capped.exit_code == 0 and "2h" in capped.output  # the cap changed, nothing else
-    listed = json.loads(run("profile", "list", "--json", "--dsn", db).output)
-    assert any(p["PROFILE"] == "adm-tmp" and p["MAX LIVE"] == 2 for p in listed)
+    listed = json.loads(run("profile", "list", "--json", "--dsn", db).output)["profiles"]
+    assert listed["adm-tmp"]["max_live"] == 2
     assert run("profile", "set", "adm-tmp", "--max-live", "0", "--dsn", db).exit_code == 2
     assert run("profile", "add", "adm-tmp", "--grant", "adm_read", "--dsn", db).exit_code == 1
     assert run("profile", "rm", "adm-tmp", "--dsn", db).exit_code == 0

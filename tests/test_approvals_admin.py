@@ -52,8 +52,8 @@ def test_profile_with_approvers_and_the_decisions(cluster: Cluster, ops: str) ->
                 "--approvals", "1", "--approval-timeout", "30m", "--dsn", ops)
     assert added.exit_code == 0, added.output
     assert "1 of jit_leads within 30m" in added.output
-    listed: list[dict[str, Any]] = json.loads(run("profile", "list", "--json", "--dsn", ops).output)
-    assert any(p["PROFILE"] == PROFILE and p["APPROVAL"].startswith("1 of jit_leads") for p in listed)
+    listed: dict[str, Any] = json.loads(run("profile", "list", "--json", "--dsn", ops).output)["profiles"]
+    assert listed[PROFILE]["approvers"] == "jit_leads" and listed[PROFILE]["approvals"] == 1
     rid = ask(cluster)
     waiting = run("pending", "--dsn", dsn(cluster, "bob"))
     assert waiting.exit_code == 0 and "INC-9" in waiting.output and REQUESTER in waiting.output

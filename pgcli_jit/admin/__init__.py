@@ -1,6 +1,7 @@
 """``pgcli-jit-admin``: the operator's side of the ``postgres`` backend.
 
-``setup`` installs the ``jit`` schema; ``profile`` declares what may be requested;
+``setup`` installs the ``jit`` schema; ``profile`` declares what may be requested, and
+``apply`` makes the profiles equal to a file;
 ``leases`` shows who holds access and ``revoke`` ends a lease for a reason;
 ``pending``/``approve``/``deny`` decide requests that wait for a second person; ``reap``
 (``--watch``) ends access on the server's clock; ``audit`` reads and verifies the
@@ -49,9 +50,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from pgcli_jit.admin import approvals, audit, health, leases, profiles, revoke, setup
+    from pgcli_jit.admin import apply, approvals, audit, health, leases, profiles, revoke, setup
 
-    for module in (setup, profiles, leases, revoke, approvals, audit, health):
+    for module in (setup, profiles, apply, leases, revoke, approvals, audit, health):
         for command in module.COMMANDS:
             main.add_command(command)
 

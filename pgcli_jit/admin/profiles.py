@@ -7,12 +7,13 @@ inside the database, whoever calls it: this command only collects the options.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from pgcli_jit.admin import fmt
+from pgcli_jit.admin import fmt, profile_spec
 from pgcli_jit.admin.connect import Conn, connect, dsn_option
 from pgcli_jit.core.durations import format_duration, option_duration
 from pgcli_jit.core.errors import JitError
@@ -122,14 +123,14 @@ def rm(name: str, dsn: str) -> None:
 @dsn_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_(dsn: str, as_json: bool) -> None:
-    """Every profile and who may request it."""
+    """Every profile and who may request it (``--json``: the shape ``apply`` reads)."""
     with connect(dsn) as conn:
+        if as_json:
+            click.echo(json.dumps(profile_spec.document(profile_spec.on_server(conn)), indent=2))
+            return
         rows = rows_of(conn)
-    if as_json:
-        click.echo(fmt.to_json([dict(zip(HEADERS, r, strict=True)) for r in rows]))
-    else:
-        empty = "No profiles: pgcli-jit-admin profile add NAME --grant ROLE"
-        click.echo(fmt.table(HEADERS, rows) if rows else empty)
+    empty = "No profiles: pgcli-jit-admin profile add NAME --grant ROLE"
+    click.echo(fmt.table(HEADERS, rows) if rows else empty)
 
 
 def rows_of(conn: Conn, name: str | None = None) -> list[tuple[object, ...]]:

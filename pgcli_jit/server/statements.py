@@ -247,3 +247,17 @@ PENDING_ALL = ("SELECT id, requester, profile, ttl_seconds, reason, created_at, 
 #: the checks a monitoring system runs: the reaper's last pass against a limit in seconds,
 #: leases not reaped, the audit chain, the grant roles; one row per check (or unfit role)
 HEALTH = "SELECT check_name, ok, message, detail FROM jit.health(make_interval(secs => %s))"
+
+
+# -- profiles as code: ``profile list --json`` and ``apply`` ---------------------------------
+
+#: every server profile as ``apply`` compares it with a file: grants as an array, durations in
+#: seconds, no owner/approvers as ''
+PROFILE_STATE = ("SELECT name, grants, extract(epoch FROM ttl)::float8,"
+                 " extract(epoch FROM max_ttl)::float8, max_live, requesters, reason_required,"
+                 " coalesce(owner::text, ''), coalesce(description, ''), coalesce(approvers::text, ''),"
+                 " approvals, extract(epoch FROM approval_timeout)::float8"
+                 " FROM jit_data.profiles ORDER BY name")
+#: which of the given role names no role has: ``apply`` names the profile and key before any change
+MISSING_ROLES = ("SELECT r FROM unnest(%s::text[]) AS r"
+                 " WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r)")
