@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Callable
@@ -506,3 +507,34 @@ def test_a_shorter_renewal_is_no_change(env: Env) -> None:
     env.clock.advance(10)
     assert env.manager.renew(60).kind == "unchanged"
     assert env.manager.lease is lease
+
+
+def test_new_credentials_capped_shorter_are_refused_once_and_not_minted_every_second(env: Env) -> None:
+    """The backend caps a replacement below what is left: it is revoked, nothing changes,
+    the next attempt waits the retry interval, and the term it learned stops a second mint."""
+    lease = env.start()
+    backend = env.backend()
+    backend.not_renewable = True
+    env.clock.advance(700)
+    real_request = backend.request
+
+    def capped(req: Any) -> Lease:
+        minted = real_request(req)
+        return dataclasses.replace(minted, expires_at=minted.issued_at + 60)
+
+    backend.request = capped  # type: ignore[method-assign]
+    first = env.manager.renew(rotate="always")
+    assert first.kind == "unchanged" and "would end sooner" in first.reason
+    assert env.manager.lease is lease and not env.manager.due(env.clock())
+    minted = len(backend.requests)
+    env.clock.advance(RETRY_INTERVAL)
+    assert env.manager.renew(rotate="always").kind == "unchanged"
+    assert len(backend.requests) == minted  # the learned term says it would end sooner: not minted
+
+
+def test_an_offer_is_paced_like_a_failure(env: Env) -> None:
+    env.start()
+    env.backend().not_renewable = True
+    env.clock.advance(700)
+    assert env.manager.renew(rotate="never").kind == "offer"
+    assert not env.manager.due(env.clock())

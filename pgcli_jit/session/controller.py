@@ -184,9 +184,10 @@ class Controller:
         lease = self.lease
         if lease is None or self.ended is not None:
             return "No JIT lease to renew: \\jit request [PROFILE] to get one."
-        offer = self.offers.take_rotation(lease)
+        offer = self.offers.rotation(lease)
         rotate: Rotate = "always" if offer is not None else self._rotate_mode()
-        self.start_background_renewal(rotate, explicit=True)  # busy: that one's result is said
+        if self.start_background_renewal(rotate, explicit=True):  # busy: that one's result is said
+            self.offers.take_rotation(lease)
         return None
 
     def revoke(self) -> str:
@@ -271,7 +272,8 @@ class Controller:
         """Start what the clock makes due; from any thread (the idle ticker, the statement
         watchdog while a statement runs or its output is paged).  It never touches the
         connection: extensions land in the manager at once, so the watchdog's deadline
-        moves; a rotation is minted here and switched in later, on the main thread."""
+        moves.  It only ever starts renewals that may not mint: new credentials are minted
+        after the main thread has looked at what a reconnect would cost (:meth:`_take`)."""
         if self.auto_renew_due():
             self.start_background_renewal("never")
         elif self._keep_alive_due():
@@ -490,6 +492,9 @@ class Controller:
         A clock-started renewal that found the lease cannot be extended only looked: if a
         reconnect would lose nothing, new credentials are minted now (when they add enough);
         otherwise they are offered, with what they would cost."""
+        current = self.lease
+        if renewal.kind == "extended" and not (current is not None and current.same_grant(renewal.base)):
+            return  # the lease it extended was let go meanwhile (an operator ended it)
         if self.ended is None and renewal.kind == "offer" and rotate == "never" \
                 and not self.connector.rotation_cost():
             self.start_background_renewal("if_worth", explicit=explicit)

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pgcli_jit.backends import backend_class
 from pgcli_jit.backends.base import ApprovalPending, Backend, LeaseRequest
-from pgcli_jit.core.clock import Clock, system_clock
+from pgcli_jit.core.clock import Clock, local_time, system_clock
 from pgcli_jit.core.durations import format_duration
 from pgcli_jit.core.errors import BackendError, JitError, LeaseExpired, NotRenewable
 from pgcli_jit.core.lease import Lease
@@ -79,6 +79,8 @@ class _Held:
     last_failure: float | None = None
     failure_said: Phase | None = None  # the phase a failure was last reported in
     pending: Lease | None = None  # a replacement minted for rotation, not yet switched to
+    #: the term the backend really gave a replacement that was then refused (it capped it)
+    minted_term: float | None = None
 
 
 class LeaseManager:
@@ -240,15 +242,21 @@ class LeaseManager:
 
         What they would add is known only roughly before minting (the backend may cap the
         term), so it is checked again on what was minted: a replacement that ends no later
-        than the current lease is revoked at once and nothing changes."""
-        cap = held.profile.max_ttl
-        gain = self.clock() + min(ttl, cap or ttl) - held.lease.expires_at
+        than the current lease is revoked at once, nothing changes, and that term is
+        remembered.  Every outcome that changes nothing is paced like a failure, so the clock
+        does not ask again every second."""
+        now = self.clock()
+        term = min(x for x in (ttl, held.profile.max_ttl, held.minted_term) if x)
+        gain = now + term - held.lease.expires_at
         if gain < UNMOVED:
+            held.last_failure = now
             return Renewal("unchanged", held.lease, held.lease, f"{why}; new credentials would end sooner")
         if rotate == "never" or (rotate == "if_worth" and gain < WORTH_ROTATING * held.ttl):
+            held.last_failure = now
             return Renewal("offer", held.lease, held.lease, why, gain=gain)
         lease = self._mint_replacement(held, ttl)
         if lease.expires_at < held.lease.expires_at + UNMOVED:
+            held.minted_term, held.last_failure = lease.lifetime, now
             self.discard(lease, held.profile, why="it would end sooner than the current lease")
             return Renewal("unchanged", held.lease, held.lease, f"{why}; new credentials would end sooner")
         held.pending = lease
@@ -322,6 +330,11 @@ class LeaseManager:
                 held.backend.revoke(held.lease)
             except JitError as exc:
                 error = str(exc)
+            except KeyboardInterrupt:  # the server did not answer and the user stopped waiting
+                error = "cancelled (Ctrl-C)"
+                self.audit.record(event, held.lease, revoked=False, error=error, note=note)
+                raise JitError(f"revoke cancelled (Ctrl-C): {held.lease.username} stays valid until "
+                               f"{local_time(held.lease.expires_at)}", "its server ends it then") from None
         valid = held.backend.valid_after_revoke(held.lease) if revoke and error is None else None
         self.audit.record(event, held.lease, revoked=revoke and error is None and valid is None,
                           error=error, valid_until=None if valid is None else iso(valid), note=note)

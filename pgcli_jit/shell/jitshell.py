@@ -131,7 +131,10 @@ class PgcliConnector:
                 "the current connection was kept",
             ) from None
         self.active = True
-        notes = later.session_state.apply(ex.conn, state)
+        try:
+            notes = later.session_state.apply(ex.conn, state)
+        except KeyboardInterrupt:  # connected already: the switch stands, only the settings stop
+            notes = ["Session settings were not carried over (Ctrl-C)."]
         self.shell.after_reconnect()
         return notes
 
@@ -152,14 +155,18 @@ class PgcliConnector:
         self.executor._conn_params["password"] = lease.credentials.password
 
     def restore(self) -> str | None:
-        previous, self.previous, self.active = self.previous, None, False
+        previous, active = self.previous, self.active
+        self.previous, self.active = None, False
         if not previous:
             self.close()
             return None
         ex = self.executor
-        ex._conn_params = _same_database(previous, ex.dbname)
+        params, ex._conn_params = ex._conn_params, _same_database(previous, ex.dbname)
         try:
             ex.connect()
+        except KeyboardInterrupt:  # still on the lease's connection: keep the way back
+            ex._conn_params, self.previous, self.active = params, previous, active
+            raise
         except psycopg.Error as exc:
             self.close()
             self.shell.jit_say(f"Could not reconnect as {previous.get('user')}: {db_error_line(exc)}")
@@ -290,6 +297,7 @@ class JitShell(PGCli):  # type: ignore[misc]
             click.secho(blocked, err=True, fg="red")
             return MetaQuery(query=text, successful=False)
         self.jit.begin_statement()
+        self._paging = False  # a \jit table paged before this statement is not this statement's
         try:
             with later.StatementWatchdog(self._watch()):
                 result = super().execute_command(text, handle_closed_connection)
