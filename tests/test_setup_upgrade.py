@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from pgcli_jit.admin import main
 from pgcli_jit.backends.postgres.scram import new_password, scram_verifier
 from pgcli_jit.devtools.cluster import Cluster
 from tests.conftest import make_login
+from tests.test_audit_archive import AGE
 
 DATA = Path(__file__).parent / "data"
 #: the functions each earlier schema version ran
@@ -146,8 +146,12 @@ def test_the_oldest_and_the_newest_earlier_version_upgrade_with_apply(
     finally:
         session.close()
     target = tmp_path / "old.jsonl"
-    everything = (datetime.now(UTC) + timedelta(seconds=5)).isoformat()
-    archived = run("audit", "archive", "--before", everything, "--to", str(target),
+    with cluster.connect(db) as su:  # archiving is jit_archiver's, and only of rows a day old
+        su.execute(sql.SQL("GRANT jit_archiver TO {}").format(sql.Identifier(OPERATOR)))
+        su.execute(AGE)
+        (cut,) = su.execute("SELECT clock_timestamp() - jit._audit_min_retention()"
+                            " - interval '1 minute'").fetchone()  # type: ignore[misc]
+    archived = run("audit", "archive", "--before", cut.isoformat(), "--to", str(target),
                    "--dsn", dsn(cluster, db, OPERATOR))
     assert archived.exit_code == 0 and "archived" in archived.output, archived.output
     assert run("audit", "--verify", "--file", str(target)).exit_code == 0
