@@ -287,7 +287,7 @@ class LeaseManager:
     # -- pacing and prompting --------------------------------------------------------------
 
     def due(self, now: float) -> bool:
-        """Whether a background renewal (or the renewal question) is due now."""
+        """Whether a background renewal (or the renewal offer) is due now."""
         held = self._held
         if held is None or held.declined or held.profile.renew == "never":
             return False
