@@ -231,7 +231,7 @@ def test_rotation_that_cannot_mint_fails_and_keeps_the_lease(env: Env) -> None:
     assert env.manager.lease is lease
 
 
-# -- due(), pacing, declining ------------------------------------------------------------------
+# -- due() and pacing ---------------------------------------------------------------------------
 
 
 def test_due_only_inside_the_window(env: Env) -> None:
@@ -248,19 +248,6 @@ def test_due_honours_renew_before(tmp_path: Path) -> None:
     env.start()
     assert not env.manager.due(T0 + 700)
     assert env.manager.due(T0 + 780)
-
-
-def test_not_due_after_decline(env: Env) -> None:
-    env.start()
-    env.manager.decline()
-    assert not env.manager.due(T0 + 700)
-
-
-def test_decline_is_forgotten_with_the_next_lease(env: Env) -> None:
-    env.start()
-    env.manager.decline()
-    env.start()
-    assert env.manager.due(T0 + 700)
 
 
 def test_never_due_with_renew_never(tmp_path: Path) -> None:

@@ -75,7 +75,6 @@ class _Held:
     profile: Profile
     backend: Backend
     ttl: float  # default length of a renewal: the lease's first term
-    declined: bool = False
     last_failure: float | None = None
     failure_said: Phase | None = None  # the phase a failure was last reported in
     pending: Lease | None = None  # a replacement minted for rotation, not yet switched to
@@ -232,7 +231,7 @@ class LeaseManager:
         renewed = dataclasses.replace(renewed, renewed_at=self.clock())
         self._reject_expired(renewed, "renew")
         base = held.lease
-        held.lease, held.last_failure, held.failure_said, held.declined = renewed, None, None, False
+        held.lease, held.last_failure, held.failure_said = renewed, None, None
         held.ttl = ttl
         self.audit.record("renew", renewed, ttl=round(renewed.expires_at - self.clock()))
         return Renewal("extended", renewed, base)
@@ -289,16 +288,11 @@ class LeaseManager:
     def due(self, now: float) -> bool:
         """Whether a background renewal (or the renewal offer) is due now."""
         held = self._held
-        if held is None or held.declined or held.profile.renew == "never":
+        if held is None or held.profile.renew == "never":
             return False
         if self.phase(now) not in (Phase.WINDOW, Phase.FINAL):
             return False
         return held.last_failure is None or now - held.last_failure >= RETRY_INTERVAL
-
-    def decline(self) -> None:
-        """The user said no: don't ask again for this lease (the countdown stays)."""
-        if self._held:
-            self._held.declined = True
 
     def first_failure_report(self) -> bool:
         """True once per run of failures and phase: said once, not every minute, and said
