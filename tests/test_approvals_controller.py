@@ -219,6 +219,40 @@ def test_the_toolbar_says_approved_while_the_switch_waits_for_commit(world: Worl
     assert "JIT fake approved, waiting for COMMIT" in toolbar and "pending" not in toolbar
 
 
+def test_an_approved_lease_replaces_a_waiting_rotation_and_status_shows_it(tmp_path: Path) -> None:
+    """One lease waits to be switched in: the approved one outranks a rotation of the lease it
+    replaces (revoked unused), ``\\jit status`` says what waits and why, COMMIT switches."""
+    from pgcli_jit.session.commands import parse, run
+
+    world = TwoProfiles(tmp_path)
+    world.controller.request("quick", None, "")
+    quick = world.controller.lease
+    assert quick is not None
+    world.controller.request("fake", None, "INC-7")
+    world.connector.transaction = True
+    rotating = world.manager.backend_for(world.manager.config.profiles["quick"])
+    assert isinstance(rotating, FaultyBackend)
+    rotating.not_renewable = True
+    world.clock.advance(700)
+    assert "when the open transaction ends" in world.controller.renew(None, rotate=True)
+    rotation = world.controller.waiting_lease()
+    assert rotation is not None
+    assert world.backend is not None
+    world.backend.decision = "approve"
+    world.beat()
+    assert world.controller.waiting_lease() is None and rotation in rotating.revoked
+    granted = world.controller.handover.approval()
+    assert granted is not None and granted.request_id == "17"
+    rows = {str(k): str(v) for k, v in run(world.controller, parse("\\jit status"))[1] or []}
+    assert rows["approved"] == "request 17 (fake) by an approver"
+    assert rows["waiting to switch in"].startswith(granted.lease.username)
+    world.connector.transaction = False
+    world.beat()
+    lease = world.controller.lease
+    assert lease is granted.lease and world.controller.handover.incoming is None
+    assert quick in rotating.revoked
+
+
 # -- the approver's refusals ------------------------------------------------------------------
 
 

@@ -406,7 +406,7 @@ def test_waiting_rotation_is_not_minted_again_every_tick(make: Any) -> None:
         _tick(h)
     assert len(h.roles()) == 2  # the current lease and exactly one waiting replacement
     assert len(h.leases) == 2
-    assert h.controller._waiting_rotation is not None
+    assert h.controller.handover.rotation() is not None
     assert any("reconnect when the open transaction ends" in s for s in h.said)
     h.connector.query("rollback")
 

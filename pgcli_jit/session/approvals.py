@@ -1,10 +1,11 @@
 """Four eyes inside one session: the requester's waiting request and the approver's decisions.
 
 The requester's side: a request that waits (:class:`Waiting`) is polled on the session's
-worker about once a second; once granted, its lease waits in the request until the
-controller switches to it (at once when no transaction is open, else when it ends, as a
-rotation does).  ``wait_at_startup`` is the other shape: ``--jit PROFILE`` has no session
-yet, so it waits in front of the user, and Ctrl-C withdraws the request.
+worker about once a second; once granted, its lease is handed to the session's
+:class:`~pgcli_jit.session.switching.Handover`, where it waits to be switched in (at once
+when no transaction is open, else when it ends, as a rotation does).  ``wait_at_startup``
+is the other shape: ``--jit PROFILE`` has no session yet, so it waits in front of the
+user, and Ctrl-C withdraws the request.
 
 The approver's side: how many requests this login may decide (for the toolbar),
 ``\\jit pending``, ``\\jit approve`` and ``\\jit deny`` through the typed
@@ -13,8 +14,8 @@ and the table and lines both ends print (``pgcli-jit-admin pending|approve|deny`
 the same words).  Every name and reason was typed by someone else: it is made printable
 before it reaches a terminal.
 
-The flow needs the lease manager (clock, backends, audit, discard), the session's jobs and
-a way to speak, never the controller: what touches the connection stays there.
+The flow needs the lease manager (clock, backends, audit, discard), the session's jobs, the
+handover and a way to speak, never the controller: what touches the connection stays there.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pgcli_jit.core.lease import Lease
 from pgcli_jit.core.profile import Profile
 from pgcli_jit.core.sanitize import printable
 from pgcli_jit.session.jobs import Jobs, Slot
+from pgcli_jit.session.switching import Handover, Incoming
 
 if TYPE_CHECKING:
     from pgcli_jit.session.manager import LeaseManager
@@ -57,25 +59,20 @@ PENDING_HEADERS = ("id", "requester", "profile", "ttl", "reason", "waiting since
 
 @dataclass
 class Waiting:
-    """One pending request of this session; ``approved`` holds the lease until it can switch."""
+    """One pending request of this session, until it is granted, closed or withdrawn."""
 
     pending: PendingRequest
     profile: Profile
     ttl: float | None
     next_poll: float
-    approved: Lease | None = None
-    said_transaction: bool = False
     said_failure: bool = False
 
     def due(self, now: float) -> bool:
-        return self.approved is None and now >= self.next_poll
+        return now >= self.next_poll
 
-    def settle(self, result: Lease | PendingRequest, now: float) -> None:
-        """A poll's answer: still waiting (maybe with more approvals), or granted."""
+    def settle(self, result: PendingRequest, now: float) -> None:
+        """A poll's answer that is not a lease: still waiting (maybe with more approvals)."""
         self.said_failure = False
-        if isinstance(result, Lease):
-            self.approved = result
-            return
         self.pending = result
         self.next_poll = now + min(result.poll_after, MAX_POLL_AFTER)
 
@@ -95,9 +92,11 @@ class Waiting:
 class ApprovalFlow:
     """Both sides of an approval inside one session; touches no connection."""
 
-    def __init__(self, manager: LeaseManager, jobs: Jobs, say: Say) -> None:
+    def __init__(self, manager: LeaseManager, jobs: Jobs, say: Say, handover: Handover) -> None:
         self.manager = manager
         self.say = say
+        #: where a granted lease goes to wait for the switch
+        self.handover = handover
         self.waiting: Waiting | None = None
         self._poll: Slot[Lease | PendingRequest] = Slot(jobs)
         #: requests this login may decide, as last counted (the approver's toolbar)
@@ -138,11 +137,13 @@ class ApprovalFlow:
         self._take_poll()
         w, self.waiting = self.waiting, None
         if w is None:
-            return "No request is waiting for approval."
+            if self.handover.approval() is None:
+                return "No request is waiting for approval."
+            granted = self.handover.drop(why="cancelled")  # it waited for a transaction: never used
+            assert granted is not None
+            return (f"Request {granted.request_id} withdrawn; the credentials it was granted were "
+                    "revoked unused.")
         rid = w.pending.request_id
-        if w.approved is not None:  # granted while it waited for a transaction: never used
-            self.manager.discard(w.approved, w.profile, why="cancelled")
-            return f"Request {rid} withdrawn; the credentials it was granted were revoked unused."
         try:
             self.manager.backend_for(w.profile).cancel(w.pending)
         except JitError:
@@ -151,22 +152,13 @@ class ApprovalFlow:
         self.manager.audit.record("cancel", None, profile=w.profile.name, request_id=rid)
         return f"Request {rid} for {w.profile.name} withdrawn."
 
-    def tick(self) -> Waiting | None:
-        """Main thread, every idle second and before statements: apply a poll's answer and
-        start the next poll; the request whose lease was granted and waits to be switched in."""
+    def tick(self) -> None:
+        """Main thread, every idle second and before statements: apply a poll's answer (a
+        granted lease goes to the handover) and start the next poll."""
         self._take_poll()
         w = self.waiting
-        if w is None:
-            return None
-        if w.approved is not None:
-            return w
-        if not self._poll.busy and w.due(self.manager.clock()):
+        if w is not None and not self._poll.busy and w.due(self.manager.clock()):
             self._poll.start(self.manager.backend_for(w.profile).poll, w.pending)
-        return None
-
-    def switched(self) -> None:
-        """The controller took the granted lease (switched to it, or gave up on it)."""
-        self.waiting = None
 
     def _take_poll(self) -> None:
         future, w = self._poll.finished(), self.waiting
@@ -181,7 +173,12 @@ class ApprovalFlow:
             return
         now = self.manager.clock()
         try:
-            w.settle(future.result(), now)
+            result = future.result()
+            if isinstance(result, Lease):
+                self.waiting = None
+                self.handover.hold(Incoming(result, w.profile, w.ttl, request_id=w.pending.request_id))
+                return
+            w.settle(result, now)
         except RequestClosed as exc:
             self.waiting = None
             self.manager.audit.record("approval_closed", None, profile=w.profile.name,
@@ -192,12 +189,11 @@ class ApprovalFlow:
 
     def shutdown(self) -> None:
         """On exit (the worker has stopped): nothing asked for may be granted to nobody."""
-        self._take_poll()  # a lease the worker brought back settles into the request
+        self._take_poll()  # a lease the worker brought back goes to the handover
+        if self.handover.approval() is not None:
+            self.handover.drop(why="never used")
         w, self.waiting = self.waiting, None
         if w is None:
-            return
-        if w.approved is not None:
-            self.manager.discard(w.approved, w.profile, why="never used")
             return
         with contextlib.suppress(JitError):
             self.manager.backend_for(w.profile).cancel(w.pending)
@@ -289,19 +285,13 @@ def closed_line(pending: PendingRequest, exc: RequestClosed) -> str:
     return f"Request {rid} for {pending.profile} was cancelled" + (f": {exc.note}" if exc.note else ".")
 
 
-def approved_by(lease: Lease) -> str:
-    names = lease.backend_data.get("approved_by") or []
-    return ", ".join(str(n) for n in names) or "an approver"
-
-
 def status_rows(waiting: Waiting, now: float) -> list[tuple[str, str]]:
     """``\\jit status`` rows for a request that waits."""
     p = waiting.pending
-    state = ("approved: switching when the open transaction ends" if waiting.approved is not None
-             else f"waiting for approval by {p.approvers or 'an approver'} ({p.approvals} of {p.needed})")
+    state = f"waiting for approval by {p.approvers or 'an approver'} ({p.approvals} of {p.needed})"
     rows = [("request", f"{p.request_id} ({p.profile})"), ("state", state),
             ("waited", format_clock(waiting.waited(now)))]
-    if p.expires_at is not None and waiting.approved is None:
+    if p.expires_at is not None:
         rows.append(("times out in", format_clock(max(0.0, p.expires_at - now))))
     if p.reason:
         rows.append(("reason", p.reason))

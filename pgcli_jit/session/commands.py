@@ -152,35 +152,29 @@ def _cancel(jit: Controller, cmd: JitCommand) -> Result:
 def _status(jit: Controller, cmd: JitCommand) -> Result:
     """The lease as the backend sees it now (the client's view when the lookup fails), plus a
     rotation waiting for the transaction and a request waiting for approval."""
-    from pgcli_jit.core.clock import local_time
     from pgcli_jit.core.errors import JitError
     from pgcli_jit.session.report import status_rows
+    from pgcli_jit.session.switching import incoming_rows
 
     manager = jit.manager
     lease, profile = manager.lease, manager.profile
-    waiting = jit.approvals.waiting
-    if waiting is not None and (lease is None or profile is None):
-        from pgcli_jit.session import approvals as pending
-
-        return (None, pending.status_rows(waiting, manager.clock()), ["field", "value"], None)
-    if lease is None or profile is None:
+    waiting, incoming = jit.approvals.waiting, jit.handover.incoming
+    rows: list[tuple[str, str]] = []
+    if lease is not None and profile is not None:
+        source = "backend"
+        try:
+            lease = manager.backend_for(profile).lookup(lease)
+        except JitError as exc:
+            source = f"client (lookup failed: {exc})"
+        rows = status_rows(lease, profile, manager.clock(), source)
+    elif waiting is None and incoming is None:
         return (None, None, None, jit.status_after_end())
-    source = "backend"
-    try:
-        lease = manager.backend_for(profile).lookup(lease)
-    except JitError as exc:
-        source = f"client (lookup failed: {exc})"
-    rows = status_rows(lease, profile, manager.clock(), source)
-    rotation = jit.waiting_lease()
-    if rotation is not None:
-        rows.append(("waiting to switch in", f"{rotation.username} until "
-                     f"{local_time(rotation.expires_at, zone=True)}"))
-        rows.append(("switches", f"when the open transaction ends (COMMIT before "
-                     f"{local_time(lease.expires_at)})"))
+    if incoming is not None:
+        rows += incoming_rows(incoming, lease)
     if waiting is not None:
         from pgcli_jit.session import approvals as pending
 
-        rows += [(f"pending {k}", v) for k, v in pending.status_rows(waiting, manager.clock())]
+        rows += [(f"pending {k}" if rows else k, v) for k, v in pending.status_rows(waiting, manager.clock())]
     return (None, fit_rows(rows, terminal_columns()), ["field", "value"], None)
 
 

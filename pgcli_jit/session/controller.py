@@ -11,14 +11,16 @@ psycopg connection.  The rules that protect the user live here:
   (:mod:`~pgcli_jit.session.jobs`) and never touches the connection: its results are
   applied on the main thread, before a statement or while idle (:meth:`apply_pending`);
 - a lease that waits to be switched in (a rotation, or an approved request) is switched
-  here, when no transaction is open;
+  in from here (:meth:`_switch_in`), when no transaction is open;
 - at expiry the connection is closed and its secret scrubbed, so nothing (not
   pgcli's auto-reconnect either) can log back in with it.
 
 Its neighbours hold what is not policy: :mod:`~pgcli_jit.session.renewing` (running one
 background renewal at a time), :mod:`~pgcli_jit.session.offers` (what is offered and said
 once per lease), :mod:`~pgcli_jit.session.ending` (the words for an end),
-:mod:`~pgcli_jit.session.approvals` (requests waiting for a second person).
+:mod:`~pgcli_jit.session.approvals` (requests waiting for a second person),
+:mod:`~pgcli_jit.session.switching` (connecting as a new lease, and the one lease that waits
+to be switched in).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pgcli_jit.backends.base import ApprovalPending
 from pgcli_jit.core.clock import local_time
@@ -35,7 +37,7 @@ from pgcli_jit.core.errors import ConnectionSwitchError, JitError
 from pgcli_jit.core.lease import Lease
 from pgcli_jit.core.policy import Phase
 from pgcli_jit.core.profile import Profile
-from pgcli_jit.session.approvals import ApprovalFlow, approved_by
+from pgcli_jit.session.approvals import ApprovalFlow
 from pgcli_jit.session.catalog import ServerCatalog
 from pgcli_jit.session.config import Config
 from pgcli_jit.session.ending import (
@@ -51,6 +53,7 @@ from pgcli_jit.session.jobs import Jobs, Slot
 from pgcli_jit.session.manager import LeaseManager, Renewal, Rotate
 from pgcli_jit.session.offers import Offers
 from pgcli_jit.session.renewing import RenewalRunner
+from pgcli_jit.session.switching import Connector, Incoming, Switcher, approved_by
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -63,33 +66,7 @@ T = TypeVar("T")
 LOOKUP_EVERY = 5.0
 
 
-class Connector(Protocol):
-    """The session's connection, as the controller needs it."""
-
-    def in_transaction(self) -> bool: ...
-
-    def switch(self, lease: Lease, overrides: dict[str, str]) -> list[str]:
-        """Connect as ``lease`` (new connection first); raise ConnectionSwitchError and keep the old.
-
-        Returns notes on session state that was carried over or could not be (settings,
-        temp tables, prepared statements, LISTENs): a switch must not drop them silently.
-        """
-
-    def update_secret(self, lease: Lease) -> None:
-        """Same user, new password: store it for reconnects without reconnecting."""
-
-    def restore(self) -> str | None:
-        """Go back to the identity used before the first switch; its user name, or None."""
-
-    def close(self) -> None:
-        """Close the JIT connection and forget its secret."""
-
-    def previous_user(self) -> str | None:
-        """The user :meth:`restore` would return to, without reconnecting; None if none."""
-
-    def rotation_cost(self) -> list[str]:
-        """What a reconnect would drop that cannot be carried over (``temp table t``,
-        ``prepared statement p``, ``LISTEN c``); empty when nothing would be lost."""
+__all__ = ["EXPIRED", "REVOKED", "Connector", "Controller", "connected_line"]
 
 
 class Controller:
@@ -101,20 +78,21 @@ class Controller:
         self.jobs = Jobs()
         #: background renewals, started from the idle ticker or the statement watchdog's thread
         self._renewals = RenewalRunner(self.jobs, manager)
-        self._waiting_rotation: Renewal | None = None
+        #: connecting as a new lease; the one lease that waits to be switched in
+        self.switcher = Switcher(manager, connector)
+        self.handover = self.switcher.handover
         #: what is offered (F5) and said once per lease; the statement kept alive
         self.offers = Offers()
         #: the idle check that the server still holds the lease (an operator may end it)
         self._lookup: Slot[tuple[Lease, str | None]] = Slot(self.jobs)
         self._looked_up = 0.0
-        self._said_waiting = False
         self.last_end: Ended | None = None
         #: set when a statement was cancelled because the lease expired under it
         self.cancelled_at_expiry = False
         #: set by the shell for -c/-f: nobody can type a \jit command, so none is advised
         self.unattended = False
         #: requests that wait for a second person (ours), and those we may decide
-        self.approvals = ApprovalFlow(manager, self.jobs, say)
+        self.approvals = ApprovalFlow(manager, self.jobs, say, self.handover)
         #: the server's profile names for Tab completion, filled on the worker
         self.catalog = ServerCatalog(self.jobs, manager)
 
@@ -149,11 +127,9 @@ class Controller:
     def adopt_new(self, lease: Lease, profile: Profile, ttl: float | None) -> str:
         """Switch to freshly minted credentials (no transaction open) and make them current;
         the line that says so.  A failed switch keeps the old connection and revokes ``lease``."""
-        notes = self._switch_or_discard(lease, profile)
-        old = self.manager.adopt(lease, profile)
+        notes = self.switcher.adopt_new(lease, profile)
         self.ended = None
-        replaced = self._revoke_quietly(old) if old is not None else ""
-        return " ".join(filter(None, [connected_line(lease, profile, ttl), replaced, *notes]))
+        return " ".join(filter(None, [connected_line(lease, profile, ttl), *notes]))
 
     def cancel(self) -> str:
         """``\\jit cancel``: withdraw the request that waits for approval."""
@@ -205,7 +181,7 @@ class Controller:
             self.ended = None if back_to else REVOKED
             self._record_end("revoked", lease, back_to)
         where = f"back to {back_to}" if back_to else "no identity to return to: \\jit request to continue"
-        return f"{self._revoked(lease)}; {where}."
+        return f"{self.switcher.revoked(lease)}; {where}."
 
     def _return_after_end(self) -> str:
         """After expiry (or a revoke that found no way back) ``\\jit revoke`` still means
@@ -245,7 +221,7 @@ class Controller:
 
     def waiting_lease(self) -> Lease | None:
         """New credentials minted for a rotation that waits for the open transaction."""
-        waiting = self._waiting_rotation
+        waiting = self.handover.rotation()
         return waiting.lease if waiting is not None else None
 
     def _record_end(self, how: str, lease: Lease, back_to: str | None = None) -> None:
@@ -263,7 +239,8 @@ class Controller:
         finished work, end expired access, start a due auto-renewal, say what is offered."""
         self.apply_pending()
         self.enforce_expiry()
-        self._switch_approved()
+        self.approvals.tick()
+        self._switch_in()
         self.approvals.count_tick()
         self.beat()
         self._announce()
@@ -285,7 +262,8 @@ class Controller:
         """Before a statement: apply what is pending, enforce expiry; a message blocks it."""
         self.apply_pending()
         self.enforce_expiry()
-        self._switch_approved()
+        self.approvals.tick()
+        self._switch_in()
         return self.ended_message()
 
     def enforce_expiry(self) -> None:
@@ -398,7 +376,7 @@ class Controller:
         self.offers.end_statement()
 
     def _free_to_renew(self) -> bool:
-        return (not self._renewals.running() and self._waiting_rotation is None
+        return (not self._renewals.running() and self.handover.rotation() is None
                 and self.offers.rotation(self.lease) is None and self.ended is None)
 
     def start_background_renewal(self, rotate: Rotate = "never", explicit: bool = False) -> bool:
@@ -410,7 +388,8 @@ class Controller:
         return lease is not None and self._renewals.start(lease, rotate, explicit)
 
     def apply_pending(self) -> None:
-        """Main thread only: take the background renewals that finished, or a rotation that waited."""
+        """Main thread only: take the background renewals that finished; switch in a lease that
+        waited, once no transaction is open."""
         done = self._renewals.take()
         extended = [i for i, (f, _, _) in enumerate(done)
                     if f.exception() is None and f.result().kind == "extended"]
@@ -422,15 +401,7 @@ class Controller:
                     self._report_failure(exc)
             else:  # of several extensions, only the last is said
                 self._take(renewal, rotate, explicit, quiet=i in extended[:-1])
-        if self._waiting_rotation is not None:
-            waiting, self._waiting_rotation = self._waiting_rotation, None
-            try:
-                message = self._apply(waiting)
-            except JitError as exc:
-                self._report_failure(exc)
-                return
-            if self._waiting_rotation is None:
-                self.say(message)
+        self._switch_in()
 
     def offer(self) -> str | None:
         """What the toolbar offers on F5: ``renew`` while a ``prompt`` lease is in its window,
@@ -440,7 +411,7 @@ class Controller:
         lease, profile = self.lease, self.manager.profile
         if lease is None or profile is None or profile.renew != "prompt" or self.ended is not None:
             return None
-        if self._renewals.running() or self._waiting_rotation is not None:
+        if self._renewals.running() or self.handover.rotation() is not None:
             return None
         return "renew" if self.manager.due(self.manager.clock()) else None
 
@@ -476,7 +447,7 @@ class Controller:
             if profile.revoke_on_exit:
                 self.connector.close()
                 self.manager.release("revoke", expected=lease)
-                message = f"{self._revoked(lease)}."
+                message = f"{self.switcher.revoked(lease)}."
             else:
                 until = local_time(lease.expires_at)
                 message = f"Kept {lease.username} until {until} (revoke_on_exit = false)."
@@ -522,112 +493,58 @@ class Controller:
             note = "".join(f" ({w})" for w in renewal.lease.warnings)
             return f"Renewed {renewal.lease.username} until {local_time(renewal.lease.expires_at)}{note}."
         assert profile is not None
-        return self._rotate(renewal, profile, explicit)
+        return self.switcher.rotate(renewal, profile, explicit)
 
-    def _rotate(self, renewal: Renewal, profile: Profile, explicit: bool = False) -> str:
-        current = self.lease
-        if current is not None and current.same_grant(renewal.lease):
-            return ""  # this rotation has already been applied
-        if current is None or not current.same_grant(renewal.base):
-            self.manager.discard(renewal.lease, profile)  # a newer lease won the race
-            return "Renewal superseded by a newer lease."
-        if self.connector.in_transaction():
-            if self._waiting_rotation is not None and self._waiting_rotation.lease is not renewal.lease:
-                self.manager.discard(self._waiting_rotation.lease, profile)
-            self._waiting_rotation = renewal
-            if explicit or not self._said_waiting:
-                self._said_waiting = True
-                return (f"New credentials are ready ({renewal.reason}); the session will reconnect "
-                        f"when the open transaction ends. COMMIT before {local_time(current.expires_at)} "
-                        "or the transaction is lost.")
-            return ""
-        self._said_waiting = False
-        notes = self._switch_or_discard(renewal.lease, profile)
-        old = self.manager.adopt(renewal.lease, profile, event="rotate")
-        replaced = self._revoke_quietly(old) if old is not None else ""
-        rotated = (f"Rotated to {renewal.lease.username} until {local_time(renewal.lease.expires_at)}"
-                   f" ({renewal.reason}).")
-        return " ".join(filter(None, [rotated, replaced, *notes]))
-
-    def _switch_or_discard(self, lease: Lease, profile: Profile) -> list[str]:
-        """Connect as ``lease``; when that fails in any way (a refused login, pgcli's exit when
-        a ``--jit`` first connection fails, Ctrl-C) the unused lease is revoked, never left live."""
-        overrides = {**profile.connection_overrides(), **lease.conninfo}
-        try:
-            return self.connector.switch(lease, overrides)
-        except ConnectionSwitchError as exc:
-            error = self.manager.discard(lease, profile)
-            if error:  # connect and revoke both failed (say, no connection slots): say so
-                raise ConnectionSwitchError(
-                    f"{exc.message}; {lease.username} could not be revoked either ({error}): "
-                    f"it can log in until {local_time(lease.expires_at)}",
-                    self._who_ends(lease, profile)) from None
-            raise
-        except BaseException:
-            self.manager.discard(lease, profile)
-            raise
-
-    def _who_ends(self, lease: Lease, profile: Profile) -> str:
-        """What ends a minted role the client could neither use nor revoke."""
-        return self.manager.backend_for(profile).ended_without_revoke(lease)
-
-    def _switch_approved(self) -> None:
-        """Switch to the lease an approver granted, once no transaction is open (said once
-        while one is); the request then stops waiting."""
-        w = self.approvals.tick()
-        if w is None:
+    def _switch_in(self) -> None:
+        """Switch to the lease that waits (a rotation, or a granted request) once no
+        transaction is open; while one is, an approval says so once."""
+        incoming = self.handover.incoming
+        if incoming is None:
             return
-        lease = w.approved
-        assert lease is not None
-        who, rid = approved_by(lease), w.pending.request_id
         if self.connector.in_transaction():
-            if not w.said_transaction:
-                w.said_transaction = True
-                self.say(f"Request {rid} approved by {who}: the session switches when the open "
-                         "transaction ends (COMMIT or ROLLBACK).")
+            if incoming.approved and not incoming.said:
+                incoming.said = True
+                self.say(f"Request {incoming.request_id} approved by {approved_by(incoming.lease)}: the "
+                         "session switches when the open transaction ends (COMMIT or ROLLBACK).")
             return
-        self.approvals.switched()
+        self.handover.take()
+        if incoming.renewal is not None:
+            self._switch_rotation(incoming)
+        else:
+            self._switch_approved(incoming)
+
+    def _switch_rotation(self, incoming: Incoming) -> None:
+        assert incoming.renewal is not None
         try:
-            line = self.adopt_new(lease, w.profile, w.ttl)
+            message = self.switcher.rotate(incoming.renewal, incoming.profile)
+        except JitError as exc:
+            self._report_failure(exc)
+            return
+        if message:
+            self.say(message)
+
+    def _switch_approved(self, incoming: Incoming) -> None:
+        who, rid = approved_by(incoming.lease), incoming.request_id
+        try:
+            line = self.adopt_new(incoming.lease, incoming.profile, incoming.ttl)
         except ConnectionSwitchError as exc:
             self.say(f"Request {rid} was approved by {who}, but: {exc}")
             return
         self.say(f"Approved by {who}: {line[0].lower()}{line[1:]}")
 
-    def _revoke_quietly(self, old: Lease) -> str:
-        """Revoke the lease a new one replaced; the sentence that says so (or that it failed).
-        Its profile may exist only on the server (``requestable``): it is revoked all the same."""
-        error = self.manager.discard(old, self.config.requestable(old.profile), why="replaced")
-        if error:
-            return f"The previous lease {old.username} was not revoked: {error}."
-        until = self._valid_after_revoke(old)
-        if until is not None:
-            return (f"The previous token of {old.username} stays valid until {local_time(until)} "
-                    "(a signed token cannot be withdrawn).")
-        return f"Revoked the previous lease {old.username}."
-
-    def _valid_after_revoke(self, lease: Lease) -> float | None:
-        return self.manager.backend_for(self.config.requestable(lease.profile)).valid_after_revoke(lease)
-
-    def _revoked(self, lease: Lease) -> str:
-        """What a revoke did, honestly: a token that cannot be withdrawn is only let go."""
-        until = self._valid_after_revoke(lease)
-        if until is None:
-            return f"Revoked {lease.username} ({lease.profile})"
-        return (f"Closed {lease.username} ({lease.profile}); its token stays valid until "
-                f"{local_time(until)} (a signed token cannot be withdrawn)")
-
     def _discard_unapplied(self) -> None:
+        """On exit: rotations the worker minted and nobody switched to are revoked unused."""
+        profile = self.manager.profile
         for renewal in self._renewals.drop():
-            if renewal.kind == "rotate" and self._waiting_rotation is None:
-                self._waiting_rotation = renewal
+            if renewal.kind == "rotate" and profile is not None:
+                self.handover.hold(Incoming(renewal.lease, profile, renewal=renewal))
         self._cancel_waiting()
 
     def _cancel_waiting(self) -> None:
-        self._said_waiting = False
-        waiting, self._waiting_rotation = self._waiting_rotation, None
-        if waiting is not None and self.manager.profile is not None:
-            self.manager.discard(waiting.lease, self.manager.profile)
+        """Access ended: a rotation of the lease that ended is revoked unused.  A granted
+        request's lease still switches in: the user asked for it."""
+        if self.handover.rotation() is not None:
+            self.handover.drop()
 
     def _report_failure(self, exc: JitError) -> None:
         lease = self.lease

@@ -594,12 +594,12 @@ class JitShell(PGCli):  # type: ignore[misc]
         profile = manager.profile
         now = manager.clock()
         flow = jit.approvals
-        waiting = flow.waiting
+        waiting, granted = flow.waiting, jit.handover.approval()
+        name = granted.profile.name if granted else waiting.profile.name if waiting else None
         return [*toolbar.segment(manager.lease, profile.renew_before if profile else None, now,
                                  ended=jit.ended_word(), offer=jit.offer()),
-                *toolbar.pending_segment(waiting.profile.name if waiting else None,
-                                         waiting.waited(now) if waiting else None, flow.decidable,
-                                         approved=waiting is not None and waiting.approved is not None)]
+                *toolbar.pending_segment(name, waiting.waited(now) if waiting else None, flow.decidable,
+                                         approved=granted is not None)]
 
     def _start_ticker(self) -> None:
         get_app().create_background_task(self._ticker())
