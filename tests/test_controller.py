@@ -276,7 +276,7 @@ def test_revoke_without_a_previous_identity_ends_access(make: Any) -> None:
     assert "no identity to return to" in message
     assert h.connector.conn is not None and h.connector.conn.closed
     assert h.controller.gate() == REVOKED
-    assert h.controller.ended_word() == "revoked"
+    assert h.controller.access.word() == "revoked"
     assert h.roles() == []
 
 
@@ -301,7 +301,7 @@ def test_expiry_closes_the_connection_and_blocks_statements(make: Any) -> None:
     assert any(said.startswith(EXPIRED) for said in h.said)
     assert h.connector.conn is not None and h.connector.conn.closed
     assert "password" not in h.connector.params
-    assert h.controller.ended_word() == "expired"
+    assert h.controller.access.word() == "expired"
     assert h.controller.shutdown() is None  # waits for the background release
     assert h.controller.lease is None and h.roles() == []
     assert '"expire"' in h.audit_path.read_text()

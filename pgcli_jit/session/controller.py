@@ -10,29 +10,27 @@ psycopg connection.  The rules that protect the user live here:
 - background work (renewals, releases, approval polls) runs on the session's one worker
   (:mod:`~pgcli_jit.session.jobs`) and never touches the connection: its results are
   applied on the main thread, before a statement or while idle (:meth:`apply_pending`);
+- a renewal never shortens a lease, and new credentials (a reconnect) are taken unasked
+  only when the reconnect drops nothing and they add enough; otherwise they are offered;
 - a lease that waits to be switched in (a rotation, or an approved request) is switched
-  in from here (:meth:`_switch_in`), when no transaction is open;
-- at expiry the connection is closed and its secret scrubbed, so nothing (not
-  pgcli's auto-reconnect either) can log back in with it.
+  in from here (:meth:`_switch_in`), when no transaction is open.
 
-Its neighbours hold what is not policy: :mod:`~pgcli_jit.session.renewing` (running one
-background renewal at a time), :mod:`~pgcli_jit.session.offers` (what is offered and said
-once per lease), :mod:`~pgcli_jit.session.ending` (the words for an end),
-:mod:`~pgcli_jit.session.approvals` (requests waiting for a second person),
+Its neighbours hold the rest, each one part: :mod:`~pgcli_jit.session.ending` (whether
+access stands; expiry and the server's end, and their words),
 :mod:`~pgcli_jit.session.switching` (connecting as a new lease, and the one lease that waits
-to be switched in).
+to be switched in), :mod:`~pgcli_jit.session.renewing` (one background renewal at a time),
+:mod:`~pgcli_jit.session.offers` (what is offered and said once per lease) and
+:mod:`~pgcli_jit.session.approvals` (requests waiting for a second person).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from pgcli_jit.backends.base import ApprovalPending
 from pgcli_jit.core.clock import local_time
-from pgcli_jit.core.durations import format_duration
 from pgcli_jit.core.errors import ConnectionSwitchError, JitError
 from pgcli_jit.core.lease import Lease
 from pgcli_jit.core.policy import Phase
@@ -40,16 +38,8 @@ from pgcli_jit.core.profile import Profile
 from pgcli_jit.session.approvals import ApprovalFlow
 from pgcli_jit.session.catalog import ServerCatalog
 from pgcli_jit.session.config import Config
-from pgcli_jit.session.ending import (
-    ENDED_WORDS,
-    EXPIRED,
-    IN_TRANSACTION,
-    REVOKED,
-    Ended,
-    connected_line,
-    ended_why,
-)
-from pgcli_jit.session.jobs import Jobs, Slot
+from pgcli_jit.session.ending import EXPIRED, IN_TRANSACTION, REVOKED, Access, connected_line
+from pgcli_jit.session.jobs import Jobs
 from pgcli_jit.session.manager import LeaseManager, Renewal, Rotate
 from pgcli_jit.session.offers import Offers
 from pgcli_jit.session.renewing import RenewalRunner
@@ -62,9 +52,6 @@ log = logging.getLogger(__name__)
 Say = Callable[[str], None]
 T = TypeVar("T")
 
-#: how often, while idle, the server is asked whether the lease still stands
-LOOKUP_EVERY = 5.0
-
 
 __all__ = ["EXPIRED", "REVOKED", "Connector", "Controller", "connected_line"]
 
@@ -74,7 +61,6 @@ class Controller:
         self.manager = manager
         self.connector = connector
         self.say = say
-        self.ended: str | None = None  # why statements are refused: EXPIRED or REVOKED
         self.jobs = Jobs()
         #: background renewals, started from the idle ticker or the statement watchdog's thread
         self._renewals = RenewalRunner(self.jobs, manager)
@@ -83,14 +69,8 @@ class Controller:
         self.handover = self.switcher.handover
         #: what is offered (F5) and said once per lease; the statement kept alive
         self.offers = Offers()
-        #: the idle check that the server still holds the lease (an operator may end it)
-        self._lookup: Slot[tuple[Lease, str | None]] = Slot(self.jobs)
-        self._looked_up = 0.0
-        self.last_end: Ended | None = None
-        #: set when a statement was cancelled because the lease expired under it
-        self.cancelled_at_expiry = False
-        #: set by the shell for -c/-f: nobody can type a \jit command, so none is advised
-        self.unattended = False
+        #: whether access stands; the ends that come without a command (expiry, the server)
+        self.access = Access(manager, connector, say, self.jobs, self.handover)
         #: requests that wait for a second person (ours), and those we may decide
         self.approvals = ApprovalFlow(manager, self.jobs, say, self.handover)
         #: the server's profile names for Tab completion, filled on the worker
@@ -128,7 +108,7 @@ class Controller:
         """Switch to freshly minted credentials (no transaction open) and make them current;
         the line that says so.  A failed switch keeps the old connection and revokes ``lease``."""
         notes = self.switcher.adopt_new(lease, profile)
-        self.ended = None
+        self.access.ended = None
         return " ".join(filter(None, [connected_line(lease, profile, ttl), *notes]))
 
     def cancel(self) -> str:
@@ -170,67 +150,35 @@ class Controller:
         self.settle()
         lease = self.lease
         if lease is None:
-            return self._return_after_end()
+            return self.access.return_to_login()
         if self.connector.in_transaction():
             raise JitError(f"\\jit revoke refused: {IN_TRANSACTION}")
         back_to = self.connector.restore()
-        self._cancel_waiting()
+        self.access.drop_rotation()
         try:
             self.manager.release("revoke", expected=lease)
         finally:
-            self.ended = None if back_to else REVOKED
-            self._record_end("revoked", lease, back_to)
+            self.access.ended = None if back_to else REVOKED
+            self.access.record("revoked", lease, back_to)
         where = f"back to {back_to}" if back_to else "no identity to return to: \\jit request to continue"
         return f"{self.switcher.revoked(lease)}; {where}."
 
-    def _return_after_end(self) -> str:
-        """After expiry (or a revoke that found no way back) ``\\jit revoke`` still means
-        "take me back to the login I had before \\jit request": the lease is gone, the
-        identity is not."""
-        if self.ended is None or self.connector.previous_user() is None:
-            return "No JIT lease to revoke."
-        back_to = self.connector.restore()
-        if back_to is None:
-            return "No JIT lease to revoke; could not return to the previous identity."
-        self.ended = None
-        if self.last_end is not None:
-            self.last_end = dataclasses.replace(self.last_end, back_to=back_to)
-        return f"JIT access had ended; back to {back_to}."
-
     def ended_message(self) -> str | None:
-        """Why statements are refused, with the ways on: a new lease or the old login."""
-        if self.ended is None:
-            return None
-        back = self.connector.previous_user()
-        return self.ended + (f", or \\jit revoke to return to {back}" if back else "")
+        return self.access.message()
 
     def status_after_end(self) -> str:
         """``\\jit status`` with no lease: what ended, when, and what to do next."""
-        end, now = self.last_end, self.manager.clock()
-        if end is None:
-            return "No JIT lease: \\jit request [PROFILE] to get one."
-        ago = format_duration(max(0.0, now - end.at))
-        what = (f"JIT lease {end.username} ({end.profile}) {end.how} at "
-                f"{local_time(end.at, zone=True, now=now)} ({ago} ago).")
-        if self.ended is not None:
-            back = self.connector.previous_user()
-            way_back = f", or \\jit revoke to return to {back}" if back else ""
-            return f"{what} Statements are refused: \\jit request [PROFILE] to continue{way_back}."
-        where = f" Now connected as {end.back_to}." if end.back_to else ""
-        return f"{what}{where} \\jit request [PROFILE] to get a new one."
+        return self.access.status()
 
     def waiting_lease(self) -> Lease | None:
         """New credentials minted for a rotation that waits for the open transaction."""
         waiting = self.handover.rotation()
         return waiting.lease if waiting is not None else None
 
-    def _record_end(self, how: str, lease: Lease, back_to: str | None = None) -> None:
-        at = lease.expires_at if how == "expired" else self.manager.clock()
-        self.last_end = Ended(how, lease.username, lease.profile, at, back_to)
-
-    def ended_word(self) -> str:
-        """For the toolbar: "expired", "revoked" or "" while access has not ended."""
-        return ENDED_WORDS.get(self.ended or "", "")
+    @property
+    def ended(self) -> str | None:
+        """Why statements are refused (expired, revoked); None while access stands."""
+        return self.access.ended
 
     # -- the live lease ------------------------------------------------------
 
@@ -238,7 +186,7 @@ class Controller:
         """One beat of the live lease, while idle or before a statement (main thread): apply
         finished work, end expired access, start a due auto-renewal, say what is offered."""
         self.apply_pending()
-        self.enforce_expiry()
+        self.access.enforce_expiry()
         self.approvals.tick()
         self._switch_in()
         self.approvals.count_tick()
@@ -261,84 +209,10 @@ class Controller:
     def gate(self) -> str | None:
         """Before a statement: apply what is pending, enforce expiry; a message blocks it."""
         self.apply_pending()
-        self.enforce_expiry()
+        self.access.enforce_expiry()
         self.approvals.tick()
         self._switch_in()
         return self.ended_message()
-
-    def enforce_expiry(self) -> None:
-        lease = self.lease
-        now = self.manager.clock()
-        if lease is None or self.ended is not None or not lease.is_expired(now):
-            return
-        lost = self.connector.in_transaction()
-        self.connector.close()
-        self._cancel_waiting()
-        self.ended = EXPIRED
-        self._record_end("expired", lease)
-        cancelled, self.cancelled_at_expiry = self.cancelled_at_expiry, False
-        why = ("; the running statement was cancelled" if cancelled else "") + (
-            "; the open transaction was rolled back by the server" if lost else "")
-        at = local_time(lease.expires_at)
-        head = f"JIT access expired at {at}" if self.unattended else self.ended_message()
-        self.say(f"{head}{why}")
-        self.jobs.submit(self._release_expired, lease)
-
-    def _release_expired(self, lease: Lease) -> None:
-        try:
-            self.manager.release("expire", expected=lease)
-        except JitError as exc:
-            log.warning("revoking the expired lease failed: %s", exc)
-
-    def ended_on_server(self) -> bool:
-        """The server closed the session: was it the lease that ended (an operator's revoke, the
-        reaper)?  Then it is let go here and the session goes back to the login that asked,
-        instead of a reconnect failing with a password the server no longer takes.  Asked of
-        backends whose server keeps the lease (``server_policy``) only; on any doubt (the
-        server unreachable) it answers no and pgcli reconnects as usual."""
-        lease, profile = self.lease, self.manager.profile
-        if lease is None or profile is None or self.ended is not None:
-            return False
-        backend = self.manager.backend_for(profile)
-        if not backend.server_policy:
-            return False
-        why = ended_why(backend, lease)
-        if why is None:
-            return False
-        self._let_go(lease, why, "The statement was not run.")
-        return True
-
-    def _let_go(self, lease: Lease, why: str, what_now: str) -> None:
-        """The server ended ``lease``: forget it (nothing to revoke) and go back to the login
-        that asked, saying so."""
-        lost = self.connector.in_transaction()
-        self._cancel_waiting()
-        self.manager.release("revoke", revoke=False, expected=lease, note=f"ended on the server: {why}")
-        back_to = self.connector.restore()
-        self.ended = None if back_to else REVOKED
-        self._record_end("revoked", lease, back_to)
-        where = f"back to {back_to}" if back_to else "\\jit request to continue"
-        txn = " The open transaction ended with it." if lost else ""
-        self.say(f"JIT access ended on the server: {why}; {where}.{txn} {what_now}".rstrip())
-
-    def watch_server(self) -> None:
-        """While idle (main thread): every :data:`LOOKUP_EVERY` seconds, ask the server in the
-        background whether the lease still stands, so an operator's revoke is noticed within
-        seconds, not at the next statement.  Only backends whose server keeps the lease."""
-        lease, profile = self.lease, self.manager.profile
-        future = self._lookup.finished()
-        if future is not None:
-            checked, why = future.result()
-            if why is not None and lease is not None and checked is lease and self.ended is None:
-                self._let_go(lease, why, "")
-            return
-        if lease is None or profile is None or self.ended is not None or self._lookup.busy:
-            return
-        backend = self.manager.backend_for(profile)
-        now = self.manager.clock()
-        if backend.server_policy and now - self._looked_up >= LOOKUP_EVERY:
-            self._looked_up = now
-            self._lookup.start(lambda: (lease, ended_why(backend, lease)))
 
     def refresh_for_reconnect(self) -> None:
         """Before pgcli reconnects on its own: a backend whose secrets are per-connection
@@ -364,7 +238,7 @@ class Controller:
         lease, profile = self.lease, self.manager.profile
         offers = self.offers
         if (lease is None or profile is None or profile.renew != "prompt" or not offers.statement_running
-                or offers.kept_alive_this_statement or self.unattended or not self._free_to_renew()):
+                or offers.kept_alive_this_statement or self.access.unattended or not self._free_to_renew()):
             return False
         now = self.manager.clock()
         return self.manager.phase(now) is Phase.FINAL and self.manager.due(now)
@@ -419,7 +293,7 @@ class Controller:
         """Once per lease, above the prompt (never a question that reads the terminal): the
         window opened (F5 renews), and in the final part, an open transaction's deadline."""
         lease, profile = self.lease, self.manager.profile
-        if lease is None or profile is None or self.ended is not None or self.unattended:
+        if lease is None or profile is None or self.ended is not None or self.access.unattended:
             return  # -c / -f: nobody at a prompt to press F5
         now = self.manager.clock()
         if self.offer() == "renew":
@@ -442,7 +316,7 @@ class Controller:
         lease, profile = self.lease, self.manager.profile
         message = None
         if lease is not None and self.ended is not None:  # expired: its release was still queued
-            self._release_expired(lease)
+            self.access.release_expired(lease)
         elif lease is not None and profile is not None:
             if profile.revoke_on_exit:
                 self.connector.close()
@@ -538,13 +412,7 @@ class Controller:
         for renewal in self._renewals.drop():
             if renewal.kind == "rotate" and profile is not None:
                 self.handover.hold(Incoming(renewal.lease, profile, renewal=renewal))
-        self._cancel_waiting()
-
-    def _cancel_waiting(self) -> None:
-        """Access ended: a rotation of the lease that ended is revoked unused.  A granted
-        request's lease still switches in: the user asked for it."""
-        if self.handover.rotation() is not None:
-            self.handover.drop()
+        self.access.drop_rotation()
 
     def _report_failure(self, exc: JitError) -> None:
         lease = self.lease

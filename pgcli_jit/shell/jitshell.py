@@ -248,7 +248,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         manager = later.LeaseManager(cfg, later.AuditLog(cfg.audit_log if config else None),
                                      getpass.getuser(), backend_factory=self._jit_backend)
         controller = later.Controller(manager, self.jit_connector, self.jit_say)
-        controller.unattended = self._unattended()
+        controller.access.unattended = self._unattended()
         return controller
 
     @property
@@ -304,7 +304,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         finally:
             self.jit.end_statement()
             self._paging = False
-        self.jit.enforce_expiry()  # a statement the watchdog cancelled: say so, close, revoke
+        self.jit.access.enforce_expiry()  # a statement the watchdog cancelled: say so, close, revoke
         self._stop_if_unattended()
         return result
 
@@ -328,7 +328,7 @@ class JitShell(PGCli):  # type: ignore[misc]
             return lease.expires_at if lease is not None and self.jit.ended is None else None
 
         def cancel() -> None:
-            self.jit.cancelled_at_expiry = True
+            self.jit.access.cancelled_at_expiry = True
             with contextlib.suppress(Exception):
                 conn.cancel_safe(timeout=GRACE_CANCEL)
 
@@ -540,10 +540,10 @@ class JitShell(PGCli):  # type: ignore[misc]
         if self._jit is None:  # \jit never used: pgcli's own reconnect, as in pgcli
             super()._handle_server_closed_connection(text)
             return
-        self.jit.enforce_expiry()
+        self.jit.access.enforce_expiry()
         if self.jit.ended:
             return  # enforce_expiry said why, once
-        if self.jit.ended_on_server():
+        if self.jit.access.ended_on_server():
             return  # back as the login that asked: the statement is not run under it unasked
         self.jit.refresh_for_reconnect()
         super()._handle_server_closed_connection(text)
@@ -581,7 +581,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         elif "\\j" in string:
             manager = self.jit.manager
             string = string.replace("\\j", later.toolbar.prompt_text(manager.lease, manager.clock(),
-                                                               ended=self.jit.ended_word()))
+                                                               ended=self.jit.access.word()))
         return str(super().get_prompt(string))
 
     def toolbar_tokens(self) -> list[tuple[str, str]]:
@@ -597,7 +597,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         waiting, granted = flow.waiting, jit.handover.approval()
         name = granted.profile.name if granted else waiting.profile.name if waiting else None
         return [*toolbar.segment(manager.lease, profile.renew_before if profile else None, now,
-                                 ended=jit.ended_word(), offer=jit.offer()),
+                                 ended=jit.access.word(), offer=jit.offer()),
                 *toolbar.pending_segment(name, waiting.waited(now) if waiting else None, flow.decidable,
                                          approved=granted is not None)]
 
@@ -625,7 +625,7 @@ class JitShell(PGCli):  # type: ignore[misc]
             # machinery is built once the prompt has been up a while, never before it
             self.jit  # noqa: B018 (builds the controller)
         self.jit.step()
-        self.jit.watch_server()  # idle only: before a statement, gate() decides
+        self.jit.access.watch_server()  # idle only: before a statement, gate() decides
 
     def _take_offer(self, _event: Any) -> None:
         """F5 at the prompt: take what the toolbar offers (renew, or new credentials).  It runs
