@@ -22,19 +22,16 @@ def since_time(text: str | None) -> datetime:
     """``--since 2h`` (that long ago) or an ISO-8601 time; default: everything."""
     if not text:
         return datetime(1970, 1, 1, tzinfo=UTC)
-    try:
-        return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
-    except ValueError:
-        pass
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"--since: {text!r} is neither a duration (2h, 30m) nor an ISO-8601 time") from None
-    return value if value.tzinfo else value.astimezone()
+    return _past_time(text, "--since", "a duration (2h, 30m) nor an ISO-8601 time")
 
 
 def before_time(text: str) -> datetime:
     """``--before 90d`` (older than that) or an ISO-8601 date or time."""
+    return _past_time(text, "--before", "a duration (90d) nor an ISO-8601 date or time")
+
+
+def _past_time(text: str, option: str, neither: str) -> datetime:
+    """A duration ago, or an ISO-8601 time (local when it names no zone)."""
     try:
         return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
     except ValueError:
@@ -42,8 +39,7 @@ def before_time(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise UsageError(f"--before: {text!r} is neither a duration (90d) nor an ISO-8601 date or time"
-                         ) from None
+        raise UsageError(f"{option}: {text!r} is neither {neither}") from None
     return value if value.tzinfo else value.astimezone()
 
 
