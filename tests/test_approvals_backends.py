@@ -84,6 +84,29 @@ def test_postgres_approver_side(cluster: Cluster, pg: PostgresBackend) -> None:
 # -- http ---------------------------------------------------------------------------------
 
 
+def test_postgres_doorbell_rings_on_a_decision_and_only_approvers_listen(
+        cluster: Cluster, pg: PostgresBackend) -> None:
+    """The ring comes from the server's commit of bob's decision, on a connection of alice's
+    own login; ``approves_any`` is what decides whether an idle session listens at all."""
+    door = pg.doorbell()
+    try:
+        assert door.wait(0.1) is True  # a fresh connection: a ring may have been missed
+        assert door.wait(0.2) is False
+        pending = ask(pg)
+        assert door.wait(5.0) is True  # the request itself rang
+        bob(cluster, "SELECT jit.approve(%s, 'ok')", int(pending.request_id))
+        assert door.wait(5.0) is True
+        with cluster.connect("app") as conn:
+            listening = conn.execute(
+                "SELECT usename FROM pg_stat_activity WHERE query = 'LISTEN jit_requests'").fetchall()
+        assert ("alice",) in listening
+    finally:
+        door.close()
+    assert pg.approves_any() is True  # alice is in jit_leads too (she may not approve her own)
+    with psycopg.connect(cluster.conninfo("app", user="dave", password=""), autocommit=True) as conn:
+        assert conn.execute("SELECT jit.approves_any()").fetchone() == (False,)  # a requester only
+
+
 @pytest.fixture
 def broker(admin_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[http_broker.Broker]:
     monkeypatch.setenv(TOKEN_ENV, TOKEN)

@@ -260,6 +260,9 @@ class RefusingApprover:
     def waiting_for_me(self) -> list[Any]:
         return []
 
+    def approves_any(self) -> bool:
+        return True
+
     def decide(self, request_id: int, approve: bool, text: str) -> dict[str, Any]:
         from pgcli_jit.core.errors import PermissionDenied
 

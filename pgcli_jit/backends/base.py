@@ -125,6 +125,24 @@ class Approver(Protocol):
         """Approve (``text``: a comment) or deny (``text``: the reason) someone's request; the
         broker's answer (``request_id``, ``requester``, ``profile``, ``state``, ...)."""
 
+    def approves_any(self) -> bool:
+        """Whether the user approves some profile's requests at all: only then does the
+        session keep listening for new ones (:meth:`Backend.doorbell`)."""
+
+
+class Doorbell(Protocol):
+    """A wait for the broker's word that something changed (a request decided, a request
+    arrived), from :meth:`Backend.doorbell`: the session then looks at once instead of
+    polling often.  The ring carries nothing; the state is read the usual way."""
+
+    def wait(self, timeout: float) -> bool:
+        """Block until the bell rings (True) or ``timeout`` seconds pass (False); True also
+        after (re)connecting, since a ring may have been missed meanwhile.  Raise
+        BackendError when the broker cannot be reached."""
+
+    def close(self) -> None:
+        """Stop listening; from the thread that waits."""
+
 
 class ApprovalPending(JitError):
     """Raised by :meth:`Backend.request` when the answer is "asked, not yet granted".
@@ -205,6 +223,11 @@ class Backend(ABC):
         user may decide, and the decision.  None when it has no approvals to decide."""
         return None
 
+    def doorbell(self) -> Doorbell | None:
+        """A new wait for the broker's word on requests (see :class:`Doorbell`), for a
+        thread of its own; None when this backend has none (the session then polls)."""
+        return None
+
     def valid_after_revoke(self, lease: Lease) -> float | None:
         """When credentials that :meth:`revoke` cannot withdraw stop working on their own (a
         signed token), so the user and the audit trail are not told they ended; None when
@@ -260,6 +283,7 @@ __all__ = [
     "Backend",
     "Credentials",
     "Decidable",
+    "Doorbell",
     "Lease",
     "LeaseRequest",
     "NeedsPassword",

@@ -178,3 +178,39 @@ class WarmConnection:
     def close(self) -> None:
         with self._lock:
             self._drop()
+
+
+class Listener:
+    """A connection of its own, as a :class:`Login`, that LISTENs on one channel: a
+    :class:`~pgcli_jit.backends.base.Doorbell` for the thread that waits on it.  Opened on
+    the first wait and reopened after a break; the first wait on a new connection answers
+    True at once, since a ring may have been missed while there was none."""
+
+    def __init__(self, login: Callable[[], Login], listen: str, timeout: float) -> None:
+        self._login = login
+        self._listen = listen
+        self._timeout = timeout
+        self._conn: Conn | None = None
+
+    def wait(self, timeout: float) -> bool:
+        if self._conn is None or self._conn.closed:
+            conn = self._login().connect(self._timeout)
+            try:
+                conn.execute(self._listen)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+            return True
+        try:
+            return any(True for _ in self._conn.notifies(timeout=timeout, stop_after=1))
+        except psycopg.Error:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+

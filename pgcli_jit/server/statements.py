@@ -43,6 +43,8 @@ CANCEL = "SELECT jit.cancel(%s)"
 # -- an approver (backends/postgres and pgcli-jit-admin pending|approve|deny) ---------------
 
 #: the requests this login may decide now (never its own)
+#: does this login approve any profile's requests (then its shell listens for new ones)?
+APPROVES_ANY = "SELECT jit.approves_any()"
 PENDING = ("SELECT id, requester, profile, ttl_seconds, reason, created_at, expires_at, approvals,"
            " needed FROM jit.pending_for_me()")
 #: approve a request by id, with a comment for the audit trail
@@ -114,6 +116,8 @@ AUDIT_VERIFY = "SELECT * FROM jit.audit_verify()"
 
 #: wait on this connection for the doorbell the broker rings when a lease is issued, renewed or ended
 LISTEN = "LISTEN jit_leases"
+#: the doorbell of requests (asked, decided, withdrawn): a waiting shell and approvers' toolbars
+LISTEN_REQUESTS = "LISTEN jit_requests"
 #: every lease past its expiry becomes NOLOGIN (audited)
 EXPIRE_DUE = "SELECT rolname, outcome, sessions FROM jit.expire_due()"
 #: requests whose approval time ran out are closed; their ids

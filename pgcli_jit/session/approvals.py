@@ -38,6 +38,7 @@ from pgcli_jit.core.errors import BackendError, JitError, PermissionDenied, Requ
 from pgcli_jit.core.lease import Lease
 from pgcli_jit.core.profile import Profile
 from pgcli_jit.core.sanitize import printable
+from pgcli_jit.session.bell import Bell
 from pgcli_jit.session.jobs import Jobs, Slot
 from pgcli_jit.session.switching import Handover, Incoming
 
@@ -54,6 +55,9 @@ MAX_POLL_AFTER = 1.0
 APPROVER_POLL = 2.0
 #: after a failed count (server away), wait this long
 APPROVER_BACKOFF = 60.0
+#: while the server's doorbell is heard, polls and counts are only a net for a lost ring
+HEARD_POLL = 15.0
+HEARD_COUNT = 30.0
 PENDING_HEADERS = ("id", "requester", "profile", "ttl", "reason", "waiting since", "approvals")
 
 
@@ -70,11 +74,14 @@ class Waiting:
     def due(self, now: float) -> bool:
         return now >= self.next_poll
 
-    def settle(self, result: PendingRequest, now: float) -> None:
-        """A poll's answer that is not a lease: still waiting (maybe with more approvals)."""
+    def settle(self, result: PendingRequest, now: float, heard: bool) -> None:
+        """A poll's answer that is not a lease: still waiting (maybe with more approvals).
+        While the doorbell is ``heard``, a decision rings it, so the next poll can wait."""
         self.said_failure = False
         self.pending = result
-        self.next_poll = now + min(result.poll_after, MAX_POLL_AFTER)
+        self.next_poll = now + (HEARD_POLL if heard else min(result.poll_after, MAX_POLL_AFTER))
+        if result.expires_at is not None:  # a timeout rings no bell: look when it falls due
+            self.next_poll = min(self.next_poll, max(now + MAX_POLL_AFTER, result.expires_at + 0.5))
 
     def failed(self, exc: JitError, now: float) -> str | None:
         """A poll that could not reach the backend: retry later; the first failure is said."""
@@ -104,6 +111,15 @@ class ApprovalFlow:
         self._count: Slot[list[Decidable]] = Slot(jobs)
         self._next_count = 0.0
         self._counting_off = False
+        #: whether this login approves anything (asked once, on the worker); None: not yet
+        self._approves: bool | None = None
+        #: the approver the count asks, and its backend (found once)
+        self._counted: tuple[Approver, Backend] | None = None
+        #: the doorbells heard, one per broker, and whether one rang since the last tick
+        self._bells: dict[int, Bell] = {}
+        self._rung = False
+        #: set by the shell: run the idle tick now (from any thread), so a ring shows at once
+        self.wake: Callable[[], None] = lambda: None
 
     # -- the requester ----------------------------------------------------------------
 
@@ -120,6 +136,7 @@ class ApprovalFlow:
                            f"request {w.pending.request_id} first")
         now = self.manager.clock()
         self.waiting = Waiting(pending, profile, ttl, next_poll=now + min(pending.poll_after, 1.0))
+        self._listen(self.manager.backend_for(profile))
         return waiting_line(pending)
 
     def refuse_second(self, profile: str) -> None:
@@ -157,6 +174,11 @@ class ApprovalFlow:
         granted lease goes to the handover) and start the next poll."""
         self._take_poll()
         w = self.waiting
+        if self._rung:  # something changed on the server: look now, not at the next poll
+            self._rung = False
+            self._next_count = 0.0
+            if w is not None:
+                w.next_poll = 0.0
         if w is not None and not self._poll.busy and w.due(self.manager.clock()):
             self._poll.start(self.manager.backend_for(w.profile).poll, w.pending)
 
@@ -178,7 +200,7 @@ class ApprovalFlow:
                 self.waiting = None
                 self.handover.hold(Incoming(result, w.profile, w.ttl, request_id=w.pending.request_id))
                 return
-            w.settle(result, now)
+            w.settle(result, now, self._heard(self.manager.backend_for(w.profile)))
         except RequestClosed as exc:
             self.waiting = None
             self.manager.audit.record("approval_closed", None, profile=w.profile.name,
@@ -187,8 +209,28 @@ class ApprovalFlow:
         except JitError as exc:
             self.say(w.failed(exc, now) or "")
 
+    # -- the doorbell -----------------------------------------------------------------------
+
+    def _listen(self, backend: Backend) -> None:
+        """Hear ``backend``'s doorbell from now on (a thread of its own; nothing when the
+        backend has none)."""
+        if id(backend) not in self._bells:
+            bell = self._bells[id(backend)] = Bell(backend.doorbell, self._ring)
+            bell.start()
+
+    def _heard(self, backend: Backend) -> bool:
+        bell = self._bells.get(id(backend))
+        return bell is not None and bell.heard
+
+    def _ring(self) -> None:
+        """The bell's thread: mark "look now" for the next tick, and ask for that tick."""
+        self._rung = True
+        self.wake()
+
     def shutdown(self) -> None:
         """On exit (the worker has stopped): nothing asked for may be granted to nobody."""
+        for bell in self._bells.values():
+            bell.stop()
         self._take_poll()  # a lease the worker brought back goes to the handover
         if self.handover.approval() is not None:
             self.handover.drop(why="never used")
@@ -203,6 +245,10 @@ class ApprovalFlow:
     def approver(self) -> Approver | None:
         """Where this login decides: the default profile, else the first, whose backend offers
         approvals; None without one."""
+        found = self._approver_backend()
+        return found[0] if found is not None else None
+
+    def _approver_backend(self) -> tuple[Approver, Backend] | None:
         cfg = self.manager.config
         names = [cfg.default_profile, *cfg.profiles] if cfg.default_profile else list(cfg.profiles)
         for name in names:
@@ -212,13 +258,15 @@ class ApprovalFlow:
             with contextlib.suppress(JitError):  # a backend that cannot load offers nothing
                 # the class says so first: no other profile's backend is built for the count
                 if backend_class(profile.backend).offers_approvals:
-                    approver = self.manager.backend_for(profile).approver()
+                    backend = self.manager.backend_for(profile)
+                    approver = backend.approver()
                     if approver is not None:
-                        return approver
+                        return approver, backend
         return None
 
     def count_tick(self) -> None:
-        """Refresh the toolbar's count every couple of seconds, in the worker."""
+        """Refresh the toolbar's count, in the worker: when the doorbell rings (a login that
+        approves anything listens for it), else every couple of seconds."""
         now = self.manager.clock()
         if self._count.busy:
             future = self._count.finished()
@@ -230,15 +278,29 @@ class ApprovalFlow:
                 self._counting_off, self.decidable = True, 0
             except JitError:
                 self.decidable, self._next_count = 0, now + APPROVER_BACKOFF
+            else:
+                if self._approves and self._counted is not None:
+                    self._listen(self._counted[1])
             return
         if self._counting_off or now < self._next_count:
             return
-        approver = self.approver()
-        if approver is None:
+        found = self._counted = self._counted or self._approver_backend()
+        if found is None:
             self._counting_off = True
             return
-        self._next_count = now + APPROVER_POLL
-        self._count.start(approver.waiting_for_me)
+        approver, backend = found
+        self._next_count = now + (HEARD_COUNT if self._heard(backend) else APPROVER_POLL)
+        self._count.start(self._count_for, approver)
+
+    def _count_for(self, approver: Approver) -> list[Decidable]:
+        """The worker: the requests this login may decide; the first time, also whether it
+        approves anything at all (only then is the doorbell worth a connection)."""
+        if self._approves is None:
+            try:
+                self._approves = approver.approves_any()
+            except JitError:
+                self._approves = False  # the count is polled, as without a doorbell
+        return approver.waiting_for_me()
 
     def _need_approver(self) -> Approver:
         approver = self.approver()

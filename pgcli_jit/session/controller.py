@@ -76,6 +76,12 @@ class Controller:
         #: the server's profile names for Tab completion, filled on the worker
         self.catalog = ServerCatalog(self.jobs, manager)
 
+    def set_waker(self, wake: Callable[[], None]) -> None:
+        """How the shell is asked (from any thread) to run its idle tick now: when background
+        work ends, or the server's doorbell rings."""
+        self.jobs.on_done = wake
+        self.approvals.wake = wake
+
     @property
     def config(self) -> Config:
         return self.manager.config

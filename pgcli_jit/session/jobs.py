@@ -28,6 +28,9 @@ class Jobs:
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()  # the statement watchdog's thread may submit too
+        #: called on the worker when a job ends: the shell runs its idle tick then, so a
+        #: result is applied at once instead of at the next second
+        self.on_done: Callable[[], None] = lambda: None
 
     def submit(self, fn: Callable[..., T], *args: object) -> Future[T]:
         with self._lock:
@@ -35,7 +38,9 @@ class Jobs:
                 from concurrent.futures import ThreadPoolExecutor
 
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgcli-jit")
-            return self._pool.submit(fn, *args)
+            future = self._pool.submit(fn, *args)
+        future.add_done_callback(lambda _: self.on_done())
+        return future
 
     def shutdown(self, wait: bool = True) -> None:
         """On exit: what has not started is dropped, what runs is waited for."""

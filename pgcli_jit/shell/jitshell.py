@@ -225,6 +225,8 @@ class JitShell(PGCli):  # type: ignore[misc]
         self.completion_refresher = SafeCompletionRefresher()
         self._paging = False  # a statement's output is in the pager: no statement runs
         self._idle_ticks = 0
+        #: asks the running prompt's idle ticker to tick now (set while a prompt is up)
+        self._wake: Callable[[], None] = lambda: None
         self._shut_down = False
         _share_pgcli_log()
         # pgcli's cli() may sys.exit() before run_cli (-l, --ping): revoke on that way out too
@@ -605,11 +607,25 @@ class JitShell(PGCli):  # type: ignore[misc]
         get_app().create_background_task(self._ticker())
 
     async def _ticker(self) -> None:
-        """While the prompt is idle: apply renewals, end expired access, start or ask renewals."""
+        """While the prompt is idle: apply renewals, end expired access, start or ask renewals;
+        every second, and at once when background work ends or the server's doorbell rings
+        (an approval shows within a moment of its commit, not at the next poll)."""
+        loop, woken = asyncio.get_running_loop(), asyncio.Event()
+
+        def wake() -> None:  # any thread; the prompt's loop may have closed meanwhile
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(woken.set)
+
+        self._wake = wake
         while True:
-            await asyncio.sleep(1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), 1.0)
+            rung = woken.is_set()
+            woken.clear()
             try:
                 await self._tick()
+                if rung:
+                    get_app().invalidate()
             except JitError as exc:
                 self.jit_say(str(exc))
             except Exception as exc:  # never an event-loop traceback over the prompt
@@ -624,6 +640,7 @@ class JitShell(PGCli):  # type: ignore[misc]
             # an approver sees "JIT: 1 request waiting" without typing \jit first: the
             # machinery is built once the prompt has been up a while, never before it
             self.jit  # noqa: B018 (builds the controller)
+        self.jit.set_waker(self._wake)
         self.jit.step()
         self.jit.access.watch_server()  # idle only: before a statement, gate() decides
 

@@ -23,12 +23,13 @@ from pgcli_jit.backends.base import (
     Approver,
     Backend,
     Decidable,
+    Doorbell,
     LeaseRequest,
     NeedsPassword,
     PendingRequest,
     RoleInfo,
 )
-from pgcli_jit.backends.login import Login, NoAnswer, WarmConnection, needs_password
+from pgcli_jit.backends.login import Listener, Login, NoAnswer, WarmConnection, needs_password
 from pgcli_jit.backends.postgres import scram
 from pgcli_jit.backends.postgres.answers import Answer
 from pgcli_jit.core.clock import Clock, system_clock
@@ -295,8 +296,18 @@ class PostgresBackend(Backend):
         """The ``jit`` schema decides who may approve what (``jit._decidable``)."""
         return self
 
+    def doorbell(self) -> Doorbell:
+        """The schema rings ``jit_requests`` (no payload) when a request is asked, decided or
+        withdrawn; any login may LISTEN, and the ring says only that something changed."""
+        return _Ring(self, Listener(self.login, statements.LISTEN_REQUESTS, self.timeout))
+
     def waiting_for_me(self) -> list[Decidable]:
         return [decidable(row) for row in self._call(statements.PENDING)]
+
+    def approves_any(self) -> bool:
+        """A schema older than ``jit.approves_any`` answers no: the count is then polled."""
+        rows = self._call_if_installed(statements.APPROVES_ANY)
+        return bool(rows and rows[0] and rows[0][0] is True)
 
     def decide(self, request_id: int, approve: bool, text: str) -> dict[str, Any]:
         """The server checks who may (``jit._decidable``); its refusal is the message."""
@@ -353,3 +364,21 @@ def decidable(row: Sequence[Any]) -> Decidable:
 
 
 __all__ = ["JIT_CONNINFO", "NeedsPassword", "PostgresBackend"]
+
+
+class _Ring:
+    """A :class:`Listener` whose failures are the backend's one-line errors."""
+
+    def __init__(self, backend: PostgresBackend, listener: Listener) -> None:
+        self._backend = backend
+        self._listener = listener
+
+    def wait(self, timeout: float) -> bool:
+        try:
+            return self._listener.wait(timeout)
+        except psycopg.Error as exc:
+            raise self._backend._db_error(exc) from None
+
+    def close(self) -> None:
+        self._listener.close()
+

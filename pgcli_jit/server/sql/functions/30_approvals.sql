@@ -308,6 +308,18 @@ BEGIN
 END
 $$;
 
+-- Whether the caller approves some profile's requests here (a member of its approvers role):
+-- only then does the caller's shell keep a connection listening for new requests.  It says
+-- nothing the caller cannot read in pg_auth_members already.
+CREATE OR REPLACE FUNCTION jit.approves_any() RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT NOT EXISTS (SELECT FROM jit_data.leases l WHERE l.role_oid = jit._role_oid(session_user))
+       AND EXISTS (SELECT FROM jit_data.profiles p
+                    WHERE p.approvers IS NOT NULL
+                      AND EXISTS (SELECT FROM pg_roles WHERE rolname = p.approvers)
+                      AND pg_has_role(session_user, p.approvers, 'MEMBER'))
+$$;
+
 -- The caller's own requests: the open ones and those decided in the last day.
 CREATE OR REPLACE FUNCTION jit.my_requests() RETURNS SETOF jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

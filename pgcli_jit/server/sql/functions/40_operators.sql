@@ -155,14 +155,14 @@ BEGIN
                               'jit.my_profiles()', 'jit.my_profile_rules()', 'jit.request_status(bigint)',
                               'jit.cancel(bigint)',
                               'jit.my_requests()', 'jit.pending_for_me()', 'jit.approve(bigint, text)',
-                              'jit.deny(bigint, text)'] LOOP
+                              'jit.deny(bigint, text)', 'jit.approves_any()'] LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', fn, p_requesters);
     END LOOP;
     -- the approvers role may decide (the server still checks membership per request)
     IF p_approvers IS NOT NULL THEN
         EXECUTE format('GRANT USAGE ON SCHEMA jit TO %I', p_approvers);
         FOREACH fn IN ARRAY ARRAY['jit.approve(bigint, text)', 'jit.deny(bigint, text)',
-                                  'jit.pending_for_me()'] LOOP
+                                  'jit.pending_for_me()', 'jit.approves_any()'] LOOP
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', fn, p_approvers);
         END LOOP;
     END IF;

@@ -16,8 +16,8 @@ GRANT EXECUTE ON FUNCTION jit.request(text, interval, text, text), jit.my_profil
     TO jit_requester;
 -- pending_for_me lists only what the caller may decide, and approve/deny check membership of
 -- each request's approvers role: callable by any requester, so a non-member gets a clear no
-GRANT EXECUTE ON FUNCTION jit.pending_for_me(), jit.approve(bigint, text), jit.deny(bigint, text)
-    TO jit_requester, jit_admin;
+GRANT EXECUTE ON FUNCTION jit.pending_for_me(), jit.approve(bigint, text), jit.deny(bigint, text),
+    jit.approves_any() TO jit_requester, jit_admin;
 GRANT EXECUTE ON FUNCTION jit.renew(text, interval), jit.revoke(text), jit.finish(text),
     jit.my_leases() TO jit_requester, jit_lease;
 GRANT EXECUTE ON FUNCTION jit.revoke(text), jit.finish(text), jit.my_leases(),
@@ -49,6 +49,13 @@ BEGIN
                 AND g.grantee NOT IN (0, p.proowner)
                 AND NOT has_function_privilege(g.grantee, 'jit.my_profiles()', 'EXECUTE') LOOP
         EXECUTE format('REVOKE EXECUTE ON FUNCTION jit.my_profile_rules() FROM %s', r);
+    END LOOP;
+    -- jit.approves_any() goes with jit.pending_for_me() (the roles profile_set gave it to
+    -- before approves_any existed): whoever may list what waits on them may ask if anything could
+    FOR r IN SELECT g.grantee FROM pg_proc p, aclexplode(p.proacl) g
+              WHERE p.oid = 'jit.pending_for_me()'::regprocedure AND g.privilege_type = 'EXECUTE'
+                AND g.grantee NOT IN (0, p.proowner) LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION jit.approves_any() TO %s', r);
     END LOOP;
 END
 $rules$;
