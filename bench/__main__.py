@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.common import Figure, table
 
-SECTIONS = ("toolbar", "startup", "request", "vault", "idle", "reaper", "concurrency")
+SECTIONS = ("toolbar", "startup", "request", "vault", "idle", "push", "reaper", "concurrency")
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 
@@ -89,6 +89,12 @@ def _idle(world: object, _rounds: int, args: argparse.Namespace) -> list[Figure]
     return [idle_figure(world, 5.0 if args.quick else args.idle_seconds)]  # type: ignore[arg-type]
 
 
+def _push(world: object, rounds: int, args: argparse.Namespace) -> list[Figure]:
+    from bench.push import push_figures
+
+    return push_figures(world, rounds, 5.0 if args.quick else args.idle_seconds)  # type: ignore[arg-type]
+
+
 def _reaper(world: object, _rounds: int, args: argparse.Namespace) -> list[Figure]:
     from bench.server import reaper_figures
 
@@ -103,7 +109,7 @@ def _concurrency(world: object, _rounds: int, _args: argparse.Namespace) -> list
 
 SECTION_RUNNERS: dict[str, Callable[[object, int, argparse.Namespace], list[Figure]]] = {
     "toolbar": _toolbar, "startup": _startup, "request": _request, "vault": _vault, "idle": _idle,
-    "reaper": _reaper, "concurrency": _concurrency,
+    "push": _push, "reaper": _reaper, "concurrency": _concurrency,
 }
 
 
