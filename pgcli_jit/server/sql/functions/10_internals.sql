@@ -305,7 +305,8 @@ $$;
 CREATE OR REPLACE FUNCTION jit._is_broker_role(r name) RETURNS boolean
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT r LIKE 'jit\_in\_%'
-        OR r IN ('jit_owner', 'jit_admin', 'jit_lease', 'jit_requester', 'jit_archiver')
+        OR r IN ('jit_owner', 'jit_admin', 'jit_lease', 'jit_requester', 'jit_archiver',
+                 'jit_collector', 'jit_log_reader')
 $$;
 
 -- An attribute that acts beyond the role's own objects and grants.
