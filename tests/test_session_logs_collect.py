@@ -10,12 +10,14 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
 from pgcli_jit.admin import main
+from pgcli_jit.devtools.cluster import _as_server_user
 from tests.session_logs import (
     COLLECTOR,
     OPERATOR,
@@ -280,3 +282,79 @@ def test_an_unreadable_log_or_a_line_that_is_not_json_is_said_not_dropped(sealin
         with lc.superuser() as conn:
             conn.execute("UPDATE jit_data.session_log_config SET log_directory = 'log'")
     assert run(lc, COLLECTOR, "sessions", "collect").exit_code == 0
+
+
+# -- the option through the operator's commands ----------------------------------------------
+
+
+def test_profile_add_set_list_and_apply_carry_log_statements(sealing_now: LogsCluster,
+                                                             tmp_path: Path) -> None:
+    lc = sealing_now
+    added = run(lc, OPERATOR, "profile", "add", "logs_cli", "--grant", "jit_read", "--log-statements", "ddl")
+    assert added.exit_code == 0 and "ddl" in added.output, added.output
+    changed = run(lc, OPERATOR, "profile", "set", "logs_cli", "--log-statements", "mod")
+    assert changed.exit_code == 0 and "mod" in changed.output, changed.output
+    kept = run(lc, OPERATOR, "profile", "set", "logs_cli", "--ttl", "10m")
+    assert "mod" in kept.output
+    bad = run(lc, OPERATOR, "profile", "set", "logs_cli", "--log-statements", "everything")
+    assert bad.exit_code == 1 and "log_statements everything" in bad.output and "Traceback" not in bad.output
+    listed = run(lc, OPERATOR, "profile", "list", "--json")
+    doc = json.loads(listed.output)
+    assert doc["profiles"]["logs_cli"]["log_statements"] == "mod"
+    assert doc["profiles"]["logs_read"]["log_statements"] == "all"
+    saved = tmp_path / "profiles.json"
+    saved.write_text(listed.output)
+    again = run(lc, OPERATOR, "apply", str(saved))
+    assert again.exit_code == 0 and again.output.strip() == "no changes", again.output
+    doc["profiles"]["logs_cli"]["log_statements"] = "all"
+    saved.write_text(json.dumps(doc))
+    applied = run(lc, OPERATOR, "apply", str(saved))
+    assert applied.exit_code == 0 and "log_statements mod → all" in applied.output, applied.output
+    assert run(lc, OPERATOR, "profile", "rm", "logs_cli").exit_code == 0
+
+
+# -- a server restart in the middle of a lease ------------------------------------------------
+
+
+def test_a_lease_across_a_server_restart_loses_and_repeats_nothing(sealing_now: LogsCluster) -> None:
+    lc = sealing_now
+    lease = request_lease(lc, "logs_read")
+    with lease_conn(lc, lease) as conn:
+        conn.execute("SELECT 'before the restart'")
+    assert run(lc, COLLECTOR, "sessions", "collect").exit_code == 0
+    pg_ctl = str(lc.cluster.bindir / "pg_ctl")
+    command = [pg_ctl, "-D", str(lc.cluster.datadir), "-l", str(lc.cluster.logfile), "-w", "-t", "60",
+               "restart"]
+    restart = subprocess.run(_as_server_user(command), capture_output=True, text=True, check=False)
+    assert restart.returncode == 0, restart.stderr
+    with lease_conn(lc, lease) as conn:
+        conn.execute("SELECT 'after the restart'")
+    end_lease(lc, lease)
+    collect_until_sealed(lc, lease)
+    mine = lines_of(lc, lease)
+    assert mine.count("statement: SELECT 'before the restart'") == 1
+    assert mine.count("statement: SELECT 'after the restart'") == 1
+    assert _verify(lc).exit_code == 0
+
+
+# -- pgaudit instead of log_statement ---------------------------------------------------------
+
+
+def test_pgaudit_lines_are_collected_where_pgaudit_is_loaded(sealing_now: LogsCluster) -> None:
+    lc = sealing_now
+    if not lc.pgaudit:
+        pytest.skip("pgaudit is not installed for this PostgreSQL (the embedded 18 has none)")
+    chosen = run(lc, OPERATOR, "profile", "set", "logs_write", "--log-statements", "pgaudit:read,write")
+    assert chosen.exit_code == 0, chosen.output
+    try:
+        lease = request_lease(lc, "logs_write")
+        with lease_conn(lc, lease) as conn:
+            conn.execute("SELECT owner FROM accounts WHERE id = 2")
+        end_lease(lc, lease)
+        collect_until_sealed(lc, lease)
+        audit = [m for m in lines_of(lc, lease) if m.startswith("AUDIT: ")]
+        assert any("SELECT owner FROM accounts" in m for m in audit), lines_of(lc, lease)
+        out = run(lc, OPERATOR, "session", lease.rolname).output
+        assert "AUDIT: SESSION" in out and "pgaudit:read,write" in out
+    finally:
+        run(lc, OPERATOR, "profile", "set", "logs_write", "--log-statements", "all")
