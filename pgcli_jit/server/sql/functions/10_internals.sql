@@ -289,7 +289,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
         'issued_at', extract(epoch FROM l.issued_at), 'expires_at', extract(epoch FROM l.expires_at),
         'max_expires_at', extract(epoch FROM l.max_expires_at), 'renewals', l.renewals,
         'ended_at', extract(epoch FROM l.ended_at), 'end_event', l.end_event,
-        'server_now', extract(epoch FROM clock_timestamp()))
+        'log_statements', l.log_statements, 'server_now', extract(epoch FROM clock_timestamp()))
 $$;
 
 -- Who may act on a lease: its requester, the lease's own role, and (for revoke) jit_admin.

@@ -35,6 +35,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_build_object(
                'profile', p.name,
                'approval_required', p.approvers IS NOT NULL,
+               'statements_logged', p.log_statements <> 'none',
                'approvers', p.approvers,
                'approvals', CASE WHEN p.approvers IS NULL THEN 0 ELSE p.approvals END,
                'approval_timeout_seconds',
