@@ -87,6 +87,8 @@ def worked(sealing_now: LogsCluster) -> Iterator[tuple[LeaseLogin, LeaseLogin]]:
         conn.execute("UPDATE accounts SET balance = balance WHERE id = %s", (1,))
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SET log_statement = 'none'")
+        with pytest.raises(psycopg.errors.CharacterNotInRepertoire):
+            conn.execute(b"SELECT '\xff\xfe' AS not_utf8")
     psql = shutil.which("psql") or pytest.skip("psql not installed")
     proc = subprocess.run([psql, "-X", "-h", lc.cluster.host, "-p", str(lc.cluster.port), "-U", lease.rolname,
                            "-d", "app", "-c", "SELECT 'from psql' AS via"],
@@ -114,6 +116,7 @@ def test_statements_from_psycopg_and_psql_are_collected_and_attributed(
     assert "statement: SELECT 'from psql' AS via" in mine
     assert any(m.startswith("connection authorized:") for m in mine)
     assert any(m.startswith("disconnection:") for m in mine)
+    assert any("invalid byte sequence" in m for m in mine)   # invalid UTF-8: refused, and said
     assert not any("forged" in m for m in mine)
     theirs = lines_of(sealing_now, other)
     assert any("forged" in m for m in theirs)
