@@ -197,3 +197,14 @@ def test_pgaudit_per_role_where_it_is_loaded(logs_cluster: LogsCluster) -> None:
             end_lease(logs_cluster, lease)
     finally:
         set_logging(logs_cluster, "logs_write", "all")
+
+
+@pytest.mark.parametrize("broker_role", ["jit_collector", "jit_log_reader"])
+def test_a_grant_role_in_the_collectors_roles_is_unfit(logs_cluster: LogsCluster, broker_role: str) -> None:
+    """A lease must not run the collector nor read the log files through a grant role."""
+    with logs_cluster.superuser() as conn:
+        conn.execute(f"CREATE ROLE logs_sneaky_{broker_role} NOLOGIN IN ROLE {broker_role}")
+        conn.execute(f"GRANT logs_sneaky_{broker_role} TO jit_owner WITH ADMIN OPTION")
+        with pytest.raises(psycopg.errors.RaiseException, match=f"member of {broker_role}"):
+            conn.execute("SELECT jit.profile_set('logs_sneaky', ARRAY[%s], '15 minutes', '1 hour',"
+                         " 'jit_requester', false, '', '')", (f"logs_sneaky_{broker_role}",))
