@@ -268,6 +268,10 @@ def test_an_unreadable_log_or_a_line_that_is_not_json_is_said_not_dropped(sealin
         result = run(lc, COLLECTOR, "sessions", "collect")
         assert result.exit_code == 1, result.output
         assert "1 log line(s) did not parse as JSON" in result.output
+        with lc.superuser() as conn:
+            kept = conn.execute("SELECT unparsed FROM jit_data.session_log_files WHERE file = %s",
+                                (junk.name,)).fetchone()
+        assert kept == (1,)   # counted where an operator can see it, too
     finally:
         junk.unlink()
     with lc.superuser() as conn:

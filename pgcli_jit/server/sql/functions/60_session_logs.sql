@@ -189,6 +189,7 @@ DECLARE
     n_unparsed bigint := 0;
     n_kept bigint := 0;
     n_late bigint := 0;
+    file_unparsed bigint;
     caught_up boolean := true;
     l jit_data.leases;
     d record;
@@ -217,6 +218,7 @@ BEGIN
             SELECT CASE WHEN f.size < x.size_seen THEN 0 ELSE x.read_to END INTO pos
               FROM jit_data.session_log_files x WHERE x.file = f.name;
             pos := coalesce(pos, 0);
+            file_unparsed := 0;
             WHILE pos < f.size LOOP
                 IF budget <= 0 THEN
                     caught_up := false;
@@ -232,6 +234,7 @@ BEGIN
                     END IF;
                     -- a line longer than a chunk: counted as unparsed, and skipped to its end
                     n_unparsed := n_unparsed + 1;
+                    file_unparsed := file_unparsed + 1;
                     pos := pos + length(chunk);
                     budget := budget - length(chunk);
                     CONTINUE;
@@ -239,15 +242,16 @@ BEGIN
                 SELECT * INTO got FROM jit._collect_text(f.name, jit._lines_text(substr(chunk, 1, whole)));
                 n_lines := n_lines + got.lines;
                 n_unparsed := n_unparsed + got.unparsed;
+                file_unparsed := file_unparsed + got.unparsed;
                 n_kept := n_kept + got.kept;
                 n_late := n_late + got.late;
                 pos := pos + whole;
                 budget := budget - whole;
-                UPDATE jit_data.session_log_files SET unparsed = unparsed + got.unparsed WHERE file = f.name;
             END LOOP;
             INSERT INTO jit_data.session_log_files AS x (file, read_to, size_seen, unparsed, updated_at)
-            VALUES (f.name, pos, f.size, 0, clock_timestamp())
+            VALUES (f.name, pos, f.size, file_unparsed, clock_timestamp())
             ON CONFLICT (file) DO UPDATE SET read_to = excluded.read_to, size_seen = excluded.size_seen,
+                                             unparsed = x.unparsed + excluded.unparsed,
                                              updated_at = excluded.updated_at;
             IF pos < f.size THEN
                 caught_up := false;
