@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.common import Figure, table
 
-SECTIONS = ("toolbar", "startup", "request", "vault", "idle", "push", "reaper", "concurrency")
+SECTIONS = ("toolbar", "startup", "request", "vault", "idle", "push", "reaper", "concurrency", "session_logs")
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures: list[Figure] = []
     started = time.time()
     load_before = os.getloadavg()
-    world = World() if set(wanted) - {"toolbar"} else None
+    world = World() if set(wanted) - {"toolbar", "session_logs"} else None
     try:
         for name in wanted:
             print(f"bench: {name} ...", file=sys.stderr, flush=True)
@@ -107,9 +107,15 @@ def _concurrency(world: object, _rounds: int, _args: argparse.Namespace) -> list
     return [concurrency_figure(world)]  # type: ignore[arg-type]
 
 
+def _session_logs(_world: object, rounds: int, args: argparse.Namespace) -> list[Figure]:
+    from bench.session_logs import session_logs_figures
+
+    return session_logs_figures(rounds, 300 if args.quick else 10000)
+
+
 SECTION_RUNNERS: dict[str, Callable[[object, int, argparse.Namespace], list[Figure]]] = {
     "toolbar": _toolbar, "startup": _startup, "request": _request, "vault": _vault, "idle": _idle,
-    "push": _push, "reaper": _reaper, "concurrency": _concurrency,
+    "push": _push, "reaper": _reaper, "concurrency": _concurrency, "session_logs": _session_logs,
 }
 
 

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from tests.openbao import Vault
     from tests.shell_fixtures import Session
 
+#: the session-log tests' cluster (logging_collector, jsonlog) is a fixture any test module may use
+pytest_plugins = ["tests.session_logs"]
+
 BROKER = "jit_broker"
 BROKER_PW_ENV = "PGCLI_JIT_TEST_BROKER_PW"
 #: the requester login the postgres backend's tests ask as (member of jit_requester)
@@ -48,7 +51,7 @@ GRANT jit_read, jit_write TO jit_owner WITH ADMIN OPTION;
 
 #: fixtures that start a PostgreSQL cluster or an OpenBao server: a test that uses one,
 #: directly or through another fixture, is an integration test
-SERVER_FIXTURES = frozenset({"cluster", "tls_cluster", "vault"})
+SERVER_FIXTURES = frozenset({"cluster", "tls_cluster", "vault", "logs_cluster"})
 #: markers whose tests need a server whatever their fixtures: OpenBao of their own, or the
 #: real shell (always against a server here; ``--demo`` starts its own)
 SERVER_MARKERS = ("vault", "pty")

@@ -86,9 +86,9 @@ def test_a_requester_sees_the_rules_of_exactly_the_profiles_it_may_request(clust
         assert [r["profile"] for r in found] == ours(listed(alice)) == ["rules-4eyes", "rules-as-team",
                                                                         "rules-open"]
     assert found[0] == {"profile": "rules-4eyes", "approval_required": True, "approvers": "rules_leads",
-                        "approvals": 2, "approval_timeout_seconds": 1800}
+                        "approvals": 2, "approval_timeout_seconds": 1800, "statements_logged": True}
     assert found[2] == {"profile": "rules-open", "approval_required": False, "approvers": None,
-                        "approvals": 0, "approval_timeout_seconds": None}
+                        "approvals": 0, "approval_timeout_seconds": None, "statements_logged": True}
     with as_user(cluster, "rita") as rita:   # requesters role rules_team, granted by profile_set
         assert [r["profile"] for r in rules(rita)] == listed(rita) == ["rules-team"]
         assert rules(rita)[0]["approvers"] == "rules_leads"

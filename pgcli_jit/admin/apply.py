@@ -64,7 +64,7 @@ def _fields(p: Profile) -> list[tuple[str, str]]:
 
 def _set_args(name: str, p: Profile) -> tuple[object, ...]:
     return (name, list(p.grants), p.ttl, p.max_ttl, p.requesters, p.reason_required, p.owner,
-            p.description, p.approvers, p.approvals, p.approval_timeout, p.max_live)
+            p.description, p.approvers, p.approvals, p.approval_timeout, p.max_live, p.log_statements)
 
 
 def read_file(path: Path) -> dict[str, Profile]:

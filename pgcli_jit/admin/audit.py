@@ -112,6 +112,19 @@ def verify_table(conn: Conn) -> None:
     after, _ = checkpoint(conn)
     since = f", from the archive checkpoint at seq {after} on" if after is not None else ""
     click.echo(f"audit chain intact: {checked} rows{since}")
+    verify_session_logs(conn)
+
+
+def verify_session_logs(conn: Conn) -> None:
+    """Each sealed lease's collected lines against its 'session' audit row: the chain proves
+    the row, the row's digest proves the lines."""
+    row = conn.execute(statements.SESSION_LOG_VERIFY).fetchone()
+    assert row is not None
+    checked, bad_lease, problem = row
+    if bad_lease is not None or problem:
+        click.echo(f"session log broken: {problem}", err=True)
+        raise click.exceptions.Exit(1)
+    click.echo(f"session logs intact: {checked} sealed lease(s)")
 
 
 def verify_files(paths: list[Path]) -> None:

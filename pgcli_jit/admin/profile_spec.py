@@ -21,7 +21,7 @@ DURATIONS = ("ttl", "max_ttl", "approval_timeout")
 ROLES = ("grants", "requesters", "owner", "approvers")
 #: integer keys and the range the server accepts
 BOUNDED = {"max_live": (1, 1000), "approvals": (1, 10)}
-TEXTS = ("requesters", "owner", "description", "approvers")
+TEXTS = ("requesters", "owner", "description", "approvers", "log_statements")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class Profile:
     approvers: str = ""
     approvals: int = 1
     approval_timeout: int = 3600
+    log_statements: str = "all"
 
     def to_doc(self) -> dict[str, Any]:
         """The file's form: durations as ``15m``, grants as a list."""
@@ -67,8 +68,8 @@ def shown(value: object) -> str:
 def on_server(conn: Conn) -> dict[str, Profile]:
     """Every profile of the database, by name."""
     rows = conn.execute(statements.PROFILE_STATE).fetchall()
-    return {n: Profile(tuple(g), round(t), round(m), live, r, bool(need), o, d, a, k, round(w))
-            for n, g, t, m, live, r, need, o, d, a, k, w in rows}
+    return {n: Profile(tuple(g), round(t), round(m), live, r, bool(need), o, d, a, k, round(w), log)
+            for n, g, t, m, live, r, need, o, d, a, k, w, log in rows}
 
 
 def document(profiles: Mapping[str, Profile]) -> dict[str, Any]:

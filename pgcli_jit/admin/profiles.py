@@ -20,7 +20,7 @@ from pgcli_jit.core.errors import JitError
 from pgcli_jit.server import statements
 
 HEADERS = ("PROFILE", "GRANTS", "TTL", "MAX TTL", "MAX LIVE", "REQUESTERS", "REASON", "OWNER",
-           "APPROVAL", "DESCRIPTION")
+           "APPROVAL", "LOGGED", "DESCRIPTION")
 
 
 def profile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -48,6 +48,10 @@ def profile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Distinct approvals a request needs (default 1)."),
         click.option("--approval-timeout", metavar="DUR",
                      help="An undecided request expires after this (default 1h)."),
+        click.option("--log-statements", metavar="MODE",
+                     help="What the server logs of each lease, set on its role where it cannot "
+                          "unset it: all (default), mod, ddl, none, or pgaudit:CLASSES "
+                          "(e.g. pgaudit:read,write; pgaudit must be loaded)."),
         dsn_option,
     ]):
         fn = decorator(fn)
@@ -57,10 +61,11 @@ def profile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _set(conn: Conn, name: str, grants: tuple[str, ...], ttl: float | None, max_ttl: float | None,
          requesters: str | None, reason_required: bool | None, owner: str | None,
          description: str | None, approvers: str | None = None, approvals: int | None = None,
-         approval_timeout: float | None = None, max_live: int | None = None) -> None:
+         approval_timeout: float | None = None, max_live: int | None = None,
+         log_statements: str | None = None) -> None:
     conn.execute(statements.PROFILE_SET, (name, list(grants) or None, ttl, max_ttl, requesters,
                                           reason_required, owner, description, approvers, approvals,
-                                          approval_timeout, max_live))
+                                          approval_timeout, max_live, log_statements))
 
 
 def _parsed(options: dict[str, Any]) -> dict[str, Any]:
@@ -137,8 +142,8 @@ def rows_of(conn: Conn, name: str | None = None) -> list[tuple[object, ...]]:
     cur = conn.execute(statements.PROFILE, (name,)) if name else conn.execute(statements.PROFILES)
     rows = cur.fetchall()
     return [(n, g, format_duration(float(t)), format_duration(float(m)), live, r,
-             "required" if need else "optional", o, approval(a, k, float(w)), d)
-            for n, g, t, m, live, r, need, o, a, k, w, d in rows]
+             "required" if need else "optional", o, approval(a, k, float(w)), log, d)
+            for n, g, t, m, live, r, need, o, a, k, w, d, log in rows]
 
 
 def approval(approvers: str | None, needed: int, timeout: float) -> str:

@@ -74,6 +74,8 @@ class RoleInfo:
     approvers: str | None = None
     #: how many members of ``approvers`` must approve
     approvals: int = 0
+    #: the server logs the statements of this profile's leases (session logs)
+    logged: bool = False
 
 
 @dataclass(frozen=True)

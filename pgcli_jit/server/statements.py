@@ -56,14 +56,14 @@ DENY = "SELECT jit.deny(%s, %s)"
 
 #: create or change a server profile; NULL keeps a value (admin/profiles.py names the columns)
 PROFILE_SET = ("SELECT jit.profile_set(%s, %s, make_interval(secs => %s), make_interval(secs => %s),"
-               " %s, %s, %s, %s, %s, %s, make_interval(secs => %s), %s)")
+               " %s, %s, %s, %s, %s, %s, make_interval(secs => %s), %s, %s)")
 #: remove a server profile; true if there was one
 PROFILE_DROP = "SELECT jit.profile_drop(%s)"
 #: whether a server profile exists (``add`` refuses one that does, ``set`` one that does not)
 PROFILE_EXISTS = "SELECT 1 FROM jit_data.profiles WHERE name = %s"
 _PROFILES = ("SELECT name, array_to_string(grants, ', '), extract(epoch FROM ttl),"
              " extract(epoch FROM max_ttl), max_live, requesters, reason_required, owner, approvers,"
-             " approvals, extract(epoch FROM approval_timeout), description"
+             " approvals, extract(epoch FROM approval_timeout), description, log_statements"
              " FROM jit_data.profiles")
 #: every server profile, for ``profile list``
 PROFILES = _PROFILES + " ORDER BY name"
@@ -260,8 +260,50 @@ HEALTH = "SELECT check_name, ok, message, detail FROM jit.health(make_interval(s
 PROFILE_STATE = ("SELECT name, grants, extract(epoch FROM ttl)::float8,"
                  " extract(epoch FROM max_ttl)::float8, max_live, requesters, reason_required,"
                  " coalesce(owner::text, ''), coalesce(description, ''), coalesce(approvers::text, ''),"
-                 " approvals, extract(epoch FROM approval_timeout)::float8"
+                 " approvals, extract(epoch FROM approval_timeout)::float8, log_statements"
                  " FROM jit_data.profiles ORDER BY name")
 #: which of the given role names no role has: ``apply`` names the profile and key before any change
 MISSING_ROLES = ("SELECT r FROM unnest(%s::text[]) AS r"
                  " WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r)")
+
+
+# -- session logs: ``pgcli-jit-admin sessions|session`` and ``audit --verify`` ----------------
+
+#: one collector pass: read the server's jsonlog from where the last stopped, keep the leases'
+#: lines, seal the ended ones into the audit chain; a jsonb summary
+COLLECT_SESSION_LOGS = "SELECT jit.collect_session_logs()"
+#: every sealed lease whose collected lines no longer match its 'session' audit row
+SESSION_LOG_VERIFY = "SELECT sessions_checked, bad_lease, problem FROM jit.session_log_verify()"
+#: leases issued since a time, optionally one requester's or one profile's, with what was
+#: collected of them: statements (statement, execute and pgaudit lines) and every line
+SESSIONS = """
+SELECT l.id AS lease_id, l.rolname, l.requester, l.profile, l.reason, l.issued_at,
+       coalesce(l.ended_at, l.expires_at) AS until, l.end_event, l.log_statements,
+       (SELECT count(*) FROM jit_data.session_log s WHERE s.lease_id = l.id
+           AND (s.message LIKE 'statement: %%' OR s.message LIKE 'execute %%' OR s.message LIKE 'AUDIT: %%'))
+           AS statements,
+       (SELECT count(*) FROM jit_data.session_log s WHERE s.lease_id = l.id) AS lines,
+       l.log_sealed_at AS sealed_at
+  FROM jit_data.leases l
+ WHERE l.issued_at >= %s AND (%s::text IS NULL OR l.requester = %s) AND (%s::text IS NULL OR l.profile = %s)
+ ORDER BY l.issued_at DESC, l.id DESC
+"""
+#: one lease by id or role name, with its approvals (who and when) and its seal
+SESSION_HEADER = """
+SELECT l.id AS lease_id, l.rolname, l.requester, l.profile, l.reason, l.issued_at,
+       coalesce(l.ended_at, l.expires_at) AS until, l.ended_at, l.end_event, l.log_statements,
+       l.log_sealed_at AS sealed_at,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('approver', a.approver, 'at', a.at, 'comment', a.comment)
+                                  ORDER BY a.at)
+                   FROM jit_data.requests r JOIN jit_data.approvals a ON a.request_id = r.id
+                  WHERE r.lease_id = l.id), '[]'::jsonb) AS approvals
+  FROM jit_data.leases l
+ WHERE l.rolname = %s OR l.id::text = %s
+ ORDER BY l.id DESC LIMIT 1
+"""
+#: a lease's collected lines in log order
+SESSION_LINES = """
+SELECT session_id, line_num, logged_at, dbname, remote, severity, ps, message, detail
+  FROM jit_data.session_log WHERE lease_id = %s
+ ORDER BY logged_at, session_id, line_num
+"""

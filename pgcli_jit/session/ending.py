@@ -62,6 +62,8 @@ def connected_line(lease: Lease, profile: Profile, asked: float | None) -> str:
     """``Connected as ... until ...``, saying when the backend granted less than was asked
     (max_ttl): a user who asked ``--ttl 1h`` must not find out from the countdown."""
     line = f"Connected as {lease.username} until {local_time(lease.expires_at)} ({profile.name})"
+    if lease.backend_data.get("logged"):   # the server logs this lease's statements: nobody is surprised
+        line += ", logged"
     wanted = asked or profile.ttl
     granted = lease.lifetime
     notes = [f"{w}" for w in lease.warnings]

@@ -104,7 +104,8 @@ def _terms(ttl: float | None, max_ttl: float | None) -> tuple[str, str]:
 
 def _note(info: RoleInfo, description: str) -> str:
     return "; ".join(filter(None, ("reason required" if info.reason_required else "",
-                                   approval_note(info), description or info.note)))
+                                   approval_note(info), "logged" if info.logged else "",
+                                   description or info.note)))
 
 
 def approval_note(info: RoleInfo) -> str:

@@ -195,7 +195,8 @@ class PostgresBackend(Backend):
         lease = self._lease(answer, Credentials(answer.role(), password), warnings=warnings)
         approved_by = answer.names("approved_by")
         if approved_by:  # issued after approval: say by whom
-            lease = dataclasses.replace(lease, backend_data={"approved_by": approved_by})
+            lease = dataclasses.replace(lease, backend_data={**lease.backend_data,
+                                                             "approved_by": approved_by})
         return lease
 
     def renew(self, lease: Lease, ttl: float | None) -> Lease:
@@ -264,7 +265,8 @@ class PostgresBackend(Backend):
                 needed = answers.flag(data, "approval_required", default=False)
                 rules[answers.text(data, "profile", limit=MAX_NAME)] = {
                     "approvers": answers.text(data, "approvers", limit=MAX_NAME) if needed else "",
-                    "approvals": answers.whole(data, "approvals", low=1, high=1_000_000) if needed else 0}
+                    "approvals": answers.whole(data, "approvals", low=1, high=1_000_000) if needed else 0,
+                    "logged": answers.flag(data, "statements_logged", default=False)}
             except answers.AnswerError:
                 continue
         return rules
@@ -346,6 +348,7 @@ class PostgresBackend(Backend):
             max_expires_at=max(expires_at, answer.when("max_expires_at")),
             renewals=answer.count("renewals"), reason=answer.text("reason"),
             requester=answer.text("requester", MAX_NAME), conninfo=JIT_CONNINFO, warnings=warnings,
+            backend_data={"logged": True} if logged(answer.get("log_statements")) else {},
         )
 
     def _expiry(self, answer: Answer) -> float:
@@ -354,6 +357,11 @@ class PostgresBackend(Backend):
         if expires_at <= answer.now:
             raise answer.malformed("expires_at has already passed")
         return expires_at
+
+
+def logged(mode: object) -> bool:
+    """Whether the server says it logs this lease's statements (its profile's log_statements)."""
+    return isinstance(mode, str) and mode != "none" and bool(mode)
 
 
 def decidable(row: Sequence[Any]) -> Decidable:

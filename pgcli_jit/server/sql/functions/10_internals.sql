@@ -289,7 +289,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
         'issued_at', extract(epoch FROM l.issued_at), 'expires_at', extract(epoch FROM l.expires_at),
         'max_expires_at', extract(epoch FROM l.max_expires_at), 'renewals', l.renewals,
         'ended_at', extract(epoch FROM l.ended_at), 'end_event', l.end_event,
-        'server_now', extract(epoch FROM clock_timestamp()))
+        'log_statements', l.log_statements, 'server_now', extract(epoch FROM clock_timestamp()))
 $$;
 
 -- Who may act on a lease: its requester, the lease's own role, and (for revoke) jit_admin.
@@ -305,7 +305,8 @@ $$;
 CREATE OR REPLACE FUNCTION jit._is_broker_role(r name) RETURNS boolean
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT r LIKE 'jit\_in\_%'
-        OR r IN ('jit_owner', 'jit_admin', 'jit_lease', 'jit_requester', 'jit_archiver')
+        OR r IN ('jit_owner', 'jit_admin', 'jit_lease', 'jit_requester', 'jit_archiver',
+                 'jit_collector', 'jit_log_reader')
 $$;
 
 -- An attribute that acts beyond the role's own objects and grants.

@@ -35,6 +35,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_build_object(
                'profile', p.name,
                'approval_required', p.approvers IS NOT NULL,
+               'statements_logged', p.log_statements <> 'none',
                'approvers', p.approvers,
                'approvals', CASE WHEN p.approvers IS NULL THEN 0 ELSE p.approvals END,
                'approval_timeout_seconds',
@@ -130,10 +131,14 @@ BEGIN
     FOREACH g IN ARRAY p.grants || ARRAY['jit_lease', (SELECT db_role FROM jit_data.install)] LOOP
         EXECUTE format('GRANT %I TO %I', g, name) || with_opts;
     END LOOP;
+    -- logged as the profile says, before the role can log in (60_session_logs.sql)
+    PERFORM jit._apply_session_logging(name, p.log_statements);
     INSERT INTO jit_data.leases (rolname, role_oid, profile, requester, requester_oid, reason,
-                            client_addr, issued_at, expires_at, max_expires_at, request_key, dbid)
+                            client_addr, issued_at, expires_at, max_expires_at, request_key, dbid,
+                            log_statements)
     VALUES (name, jit._role_oid(name), p.name, me, my_oid, reason, inet_client_addr(),
-            at, at + ttl, at + jit._secs(p.max_ttl), jit._request_key(p_verifier), jit._mydb())
+            at, at + ttl, at + jit._secs(p.max_ttl), jit._request_key(p_verifier), jit._mydb(),
+            p.log_statements)
     RETURNING * INTO l;
     PERFORM jit._audit('request', p.name, name, me, reason, l.expires_at,
                        jsonb_build_object('grants', to_jsonb(p.grants), 'lease_id', l.id,

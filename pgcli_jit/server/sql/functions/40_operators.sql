@@ -47,12 +47,28 @@ BEGIN
 END
 $$;
 
--- Create or change a profile.  Every role is checked here, server-side, whoever calls.
--- A NULL keeps the current value; p_approvers '' means "no approval needed".
+-- The version-4 signature: the session logging kept as it is.
 CREATE OR REPLACE FUNCTION jit.profile_set(
     p_name text, p_grants text[], p_ttl interval, p_max_ttl interval, p_requesters text,
     p_reason_required boolean, p_owner text, p_description text,
     p_approvers text, p_approvals integer, p_approval_timeout interval, p_max_live integer
+) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN jit.profile_set(p_name, p_grants, p_ttl, p_max_ttl, p_requesters, p_reason_required,
+                           p_owner, p_description, p_approvers, p_approvals, p_approval_timeout,
+                           p_max_live, NULL::text);
+END
+$$;
+
+-- Create or change a profile.  Every role is checked here, server-side, whoever calls.
+-- A NULL keeps the current value; p_approvers '' means "no approval needed";
+-- p_log_statements is what the server logs of each lease (60_session_logs.sql).
+CREATE OR REPLACE FUNCTION jit.profile_set(
+    p_name text, p_grants text[], p_ttl interval, p_max_ttl interval, p_requesters text,
+    p_reason_required boolean, p_owner text, p_description text,
+    p_approvers text, p_approvals integer, p_approval_timeout interval, p_max_live integer,
+    p_log_statements text
 ) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -82,6 +98,11 @@ BEGIN
     p_approvals := coalesce(p_approvals, old.approvals, 1);
     p_approval_timeout := coalesce(p_approval_timeout, old.approval_timeout, interval '1 hour');
     p_max_live := coalesce(p_max_live, old.max_live, 5);
+    p_log_statements := coalesce(p_log_statements, old.log_statements, 'all');
+    problem := jit._log_statements_problem(p_log_statements);
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'profile %: %', p_name, problem USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     -- whole seconds, as every duration the broker compares or adds (jit._secs)
     p_ttl := jit._secs(p_ttl);
     p_max_ttl := jit._secs(p_max_ttl);
@@ -137,16 +158,17 @@ BEGIN
     END IF;
     INSERT INTO jit_data.profiles AS t (name, grants, ttl, max_ttl, requesters, reason_required, owner,
                                    description, updated_at, updated_by, approvers, approvals,
-                                   approval_timeout, max_live)
+                                   approval_timeout, max_live, log_statements)
     VALUES (p_name, p_grants, p_ttl, p_max_ttl, p_requesters, p_reason_required, p_owner,
             p_description, jit._clock(), session_user, p_approvers, p_approvals, p_approval_timeout,
-            p_max_live)
+            p_max_live, p_log_statements)
     ON CONFLICT (name) DO UPDATE SET grants = excluded.grants, ttl = excluded.ttl,
         max_ttl = excluded.max_ttl, requesters = excluded.requesters,
         reason_required = excluded.reason_required, owner = excluded.owner,
         description = excluded.description, updated_at = jit._clock(), updated_by = session_user,
         approvers = excluded.approvers, approvals = excluded.approvals,
-        approval_timeout = excluded.approval_timeout, max_live = excluded.max_live;
+        approval_timeout = excluded.approval_timeout, max_live = excluded.max_live,
+        log_statements = excluded.log_statements;
     -- the requesters role may call the requester functions (it can still ask only for
     -- the profiles whose requesters it is a member of)
     EXECUTE format('GRANT USAGE ON SCHEMA jit TO %I', p_requesters);
@@ -171,7 +193,7 @@ BEGIN
         'max_ttl', extract(epoch FROM p_max_ttl), 'requesters', p_requesters,
         'reason_required', p_reason_required, 'owner', p_owner, 'approvers', p_approvers,
         'approvals', p_approvals, 'approval_timeout', extract(epoch FROM p_approval_timeout),
-        'max_live', p_max_live));
+        'max_live', p_max_live, 'log_statements', p_log_statements));
     RETURN (SELECT to_jsonb(t) FROM jit_data.profiles t WHERE name = p_name);
 END
 $$;

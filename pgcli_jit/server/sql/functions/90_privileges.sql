@@ -25,6 +25,8 @@ GRANT EXECUTE ON FUNCTION jit.revoke(text), jit.finish(text), jit.my_leases(),
     jit.profile_set(text, text[], interval, interval, text, boolean, text, text, text, integer, interval),
     jit.profile_set(text, text[], interval, interval, text, boolean, text, text, text, integer, interval,
                     integer),
+    jit.profile_set(text, text[], interval, interval, text, boolean, text, text, text, integer, interval,
+                    integer, text),
     jit.profile_drop(text), jit.expire_due(), jit.finish_ended(), jit.next_expiry(),
     jit.expire_requests(), jit.chain_audit(), jit.prepared_to_end(),
     jit.prepared_ended(text, text, text), jit.audit_verify() TO jit_admin;

@@ -1,0 +1,382 @@
+-- pgcli-jit server-side broker, the functions: Session logs: what the server logs of each lease, collected from its jsonlog and sealed into the audit chain.
+-- Re-applied by every `setup --apply` (CREATE OR REPLACE), after the numbered schema files,
+-- with the other files of this folder in name order.  Every function is SECURITY DEFINER with
+-- a fixed search_path, builds every identifier with format('%I'), and takes the caller's
+-- identity from session_user: what PostgreSQL authenticated, never a name the client
+-- supplies.
+--
+-- Why a lease cannot stop its logging: log_statement, log_duration and pgaudit.log are
+-- superuser settings.  The broker sets them on the lease's role (ALTER ROLE ... SET, allowed
+-- by GRANT SET ON PARAMETER to jit_owner, below); the lease's own SET, RESET, set_config,
+-- ALTER ROLE ... SET/RESET, a function's SET clause and ALTER SYSTEM all need that privilege,
+-- which no lease and no grant role holds.  ALTER ROLE ... RESET ALL by the lease removes
+-- only the settings it could set itself: these stay.
+
+-- -- what the server is asked to log of a lease --------------------------------------------
+
+-- GRANT SET ON PARAMETER (15+) and the log directory need a superuser, as setup is.
+GRANT SET ON PARAMETER log_statement, log_duration TO jit_owner;
+-- pgaudit's setting, whether or not pgaudit is loaded now: a profile may ask for it once it is
+GRANT SET ON PARAMETER "pgaudit.log" TO jit_owner;
+
+SET LOCAL ROLE jit_owner;
+
+-- The one word a requester is shown for a profile's logging ('' when nothing is set).
+CREATE OR REPLACE FUNCTION jit._logging_word(mode text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN mode IS NULL OR mode = 'none' THEN '' ELSE 'logged' END
+$$;
+
+-- Why a profile cannot ask for this logging here (NULL: it can).  pgaudit's classes mean
+-- something only where pgaudit is loaded: its setting is then a superuser one.
+CREATE OR REPLACE FUNCTION jit._log_statements_problem(mode text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE
+        WHEN mode IS NULL THEN 'no value'
+        WHEN mode IN ('all', 'mod', 'ddl', 'none') THEN NULL
+        WHEN mode !~ '^pgaudit:(-?(read|write|function|role|ddl|misc|misc_set|all))(,-?(read|write|function|role|ddl|misc|misc_set|all))*$'
+            THEN format('log_statements %s: use all, mod, ddl, none or pgaudit:CLASSES (e.g. pgaudit:read,write)',
+                        jit._safe_text(mode))
+        WHEN NOT EXISTS (SELECT FROM pg_settings WHERE name = 'pgaudit.log' AND context = 'superuser')
+            THEN 'pgaudit is not loaded in this server: add it to shared_preload_libraries and restart, or use all, mod or ddl'
+        ELSE NULL END
+$$;
+
+-- Set a new lease's role to be logged as its profile says.  Superuser settings, set by
+-- jit_owner through its SET privilege: the lease cannot change them.
+CREATE OR REPLACE FUNCTION jit._apply_session_logging(p_rolname text, mode text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF mode IS NULL OR mode = 'none' THEN
+        RETURN;
+    ELSIF mode LIKE 'pgaudit:%' THEN
+        EXECUTE format('ALTER ROLE %I SET pgaudit.log = %L', p_rolname, substr(mode, 9));
+    ELSE
+        EXECUTE format('ALTER ROLE %I SET log_statement = %L', p_rolname, mode);
+        IF mode = 'all' THEN
+            -- each statement's duration, on a line of its own after it
+            EXECUTE format('ALTER ROLE %I SET log_duration = on', p_rolname);
+        END IF;
+    END IF;
+END
+$$;
+
+-- -- collecting: jit.collect_session_logs (jit_collector, jit_admin) --------------------------
+
+-- One line of the log as JSON; NULL for a line that is not (counted as unparsed).
+CREATE OR REPLACE FUNCTION jit._log_json(line text) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN line::jsonb;
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
+END
+$$;
+
+-- One collected line as it is hashed: independent of TimeZone and column order.
+CREATE OR REPLACE FUNCTION jit._session_line_text(s jit_data.session_log) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT jsonb_build_array(s.session_id, s.line_num, s.lease_id, s.rolname, jit._ts(s.logged_at),
+                             s.dbname, s.pid, s.remote, s.severity, s.ps, s.message, s.detail)::text
+$$;
+
+-- A lease's collected lines: how many, and the SHA-256 of their texts in log order.
+CREATE OR REPLACE FUNCTION jit._session_digest(p_lease_id bigint, OUT lines bigint, OUT digest text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT count(*),
+           encode(sha256(convert_to(coalesce(string_agg(jit._session_line_text(s), E'\n'
+                                                        ORDER BY s.logged_at, s.session_id, s.line_num), ''),
+                                    'UTF8')), 'hex')
+      FROM jit_data.session_log s WHERE s.lease_id = p_lease_id
+$$;
+
+-- Lines of one chunk of the log, parsed and kept when their user is a lease of this
+-- database not yet sealed.  The user field is what the server authenticated: nothing a lease
+-- sends (application_name, statement text; jsonlog escapes every newline) can put a line
+-- under another name.  Returns (lines, unparsed, kept, late).
+CREATE OR REPLACE FUNCTION jit._collect_text(p_file text, t text,
+    OUT lines bigint, OUT unparsed bigint, OUT kept bigint, OUT late bigint)
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    WITH parsed AS MATERIALIZED (
+        SELECT jit._log_json(x) AS j FROM string_to_table(t, E'\n') x WHERE x <> ''
+    ), mine AS MATERIALIZED (
+        SELECT p.j, l.id, l.rolname, l.log_sealed_at
+          FROM parsed p JOIN jit_data.leases l ON l.rolname = p.j->>'user' AND l.dbid = jit._mydb()
+         WHERE p.j ? 'session_id' AND p.j ? 'line_num' AND p.j ? 'timestamp'
+    ), ins AS (
+        INSERT INTO jit_data.session_log (session_id, line_num, lease_id, rolname, logged_at, dbname,
+                                          pid, remote, severity, ps, message, detail, file)
+        SELECT m.j->>'session_id', (m.j->>'line_num')::bigint, m.id, m.rolname,
+               (m.j->>'timestamp')::timestamptz, m.j->>'dbname', (m.j->>'pid')::int,
+               m.j->>'remote_host', m.j->>'error_severity', m.j->>'ps',
+               coalesce(m.j->>'message', ''), m.j->>'detail', p_file
+          FROM mine m WHERE m.log_sealed_at IS NULL
+        ON CONFLICT (session_id, line_num) DO NOTHING
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM parsed), (SELECT count(*) FROM parsed WHERE j IS NULL),
+           (SELECT count(*) FROM ins),
+           (SELECT count(*) FROM mine m WHERE m.log_sealed_at IS NOT NULL
+               AND NOT EXISTS (SELECT FROM jit_data.session_log s
+                                WHERE s.session_id = m.j->>'session_id'
+                                  AND s.line_num = (m.j->>'line_num')::bigint))
+$$;
+
+-- The byte after the last newline of b (0: there is none).
+CREATE OR REPLACE FUNCTION jit._whole_lines(b bytea) RETURNS integer
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    i integer := length(b) - 1;
+BEGIN
+    WHILE i >= 0 LOOP
+        IF get_byte(b, i) = 10 THEN
+            RETURN i + 1;
+        END IF;
+        i := i - 1;
+    END LOOP;
+    RETURN 0;
+END
+$$;
+
+-- Whole lines of b as text; a line that is not valid UTF-8 becomes '' (and is counted by
+-- the caller as unparsed through the '!' placeholder).
+CREATE OR REPLACE FUNCTION jit._lines_text(b bytea) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    out text := '';
+    pos integer := 1;
+    nl integer;
+BEGIN
+    BEGIN
+        RETURN convert_from(b, 'UTF8');
+    EXCEPTION WHEN OTHERS THEN
+        NULL;   -- one line is not UTF-8: go line by line
+    END;
+    LOOP
+        nl := position('\x0a'::bytea IN substr(b, pos));
+        EXIT WHEN nl = 0;
+        BEGIN
+            out := out || convert_from(substr(b, pos, nl), 'UTF8');
+        EXCEPTION WHEN OTHERS THEN
+            out := out || E'!\n';   -- not JSON: counted as unparsed
+        END;
+        pos := pos + nl;
+    END LOOP;
+    RETURN out;
+END
+$$;
+
+-- Read the server's jsonlog files from where the last pass stopped, keep the lines of this
+-- database's leases, and seal each lease that has ended (its role gone or its sessions over
+-- for seal_after) into the audit chain: one 'session' row with the count and digest of its
+-- lines.  A rotated file is read to its end before the next; a file that shrank (reused
+-- after rotation) is read again from the start, and (session_id, line_num) keeps a line
+-- from being stored twice.  One collector at a time: a second call waits for none and
+-- returns {"busy": true}.
+CREATE OR REPLACE FUNCTION jit.collect_session_logs(p_max_bytes bigint DEFAULT 67108864) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    started timestamptz := jit._clock();
+    f record;
+    pos bigint;
+    chunk bytea;
+    whole integer;
+    got record;
+    budget bigint := greatest(p_max_bytes, 1048576);
+    step bigint;
+    n_files integer := 0;
+    n_lines bigint := 0;
+    n_unparsed bigint := 0;
+    n_kept bigint := 0;
+    n_late bigint := 0;
+    file_unparsed bigint;
+    caught_up boolean := true;
+    l jit_data.leases;
+    d record;
+    sealed integer := 0;
+    problem text;
+BEGIN
+    IF NOT (pg_has_role(session_user, 'jit_collector', 'MEMBER')
+            OR pg_has_role(session_user, 'jit_admin', 'MEMBER')) THEN
+        RAISE EXCEPTION 'permission denied: % is not a member of jit_collector or jit_admin', session_user
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- a row only jit_owner can lock: no login can hold collection up
+    BEGIN
+        PERFORM FROM jit_data.session_log_config FOR UPDATE NOWAIT;
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN jsonb_build_object('busy', true);
+    END;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the session log is not set up here: run pgcli-jit-admin setup --apply'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    BEGIN
+        FOR f IN SELECT * FROM jit_data._log_files() ORDER BY name LOOP
+      BEGIN
+            n_files := n_files + 1;
+            SELECT CASE WHEN f.size < x.size_seen THEN 0 ELSE x.read_to END INTO pos
+              FROM jit_data.session_log_files x WHERE x.file = f.name;
+            pos := coalesce(pos, 0);
+            file_unparsed := 0;
+            WHILE pos < f.size LOOP
+                IF budget <= 0 THEN
+                    caught_up := false;
+                    EXIT;
+                END IF;
+                step := least(f.size - pos, 16777216, budget);
+                chunk := jit_data._read_log(f.name, pos, step);
+                EXIT WHEN length(chunk) = 0;
+                whole := jit._whole_lines(chunk);
+                IF whole = 0 THEN
+                    IF length(chunk) < 16777216 THEN
+                        EXIT;   -- a line still being written: the next pass reads it whole
+                    END IF;
+                    -- a line longer than a chunk: counted as unparsed, and skipped to its end
+                    n_unparsed := n_unparsed + 1;
+                    file_unparsed := file_unparsed + 1;
+                    pos := pos + length(chunk);
+                    budget := budget - length(chunk);
+                    CONTINUE;
+                END IF;
+                SELECT * INTO got FROM jit._collect_text(f.name, jit._lines_text(substr(chunk, 1, whole)));
+                n_lines := n_lines + got.lines;
+                n_unparsed := n_unparsed + got.unparsed;
+                file_unparsed := file_unparsed + got.unparsed;
+                n_kept := n_kept + got.kept;
+                n_late := n_late + got.late;
+                pos := pos + whole;
+                budget := budget - whole;
+            END LOOP;
+            INSERT INTO jit_data.session_log_files AS x (file, read_to, size_seen, unparsed, updated_at)
+            VALUES (f.name, pos, f.size, file_unparsed, clock_timestamp())
+            ON CONFLICT (file) DO UPDATE SET read_to = excluded.read_to, size_seen = excluded.size_seen,
+                                             unparsed = x.unparsed + excluded.unparsed,
+                                             updated_at = excluded.updated_at;
+            IF pos < f.size THEN
+                caught_up := false;
+            END IF;
+      EXCEPTION WHEN insufficient_privilege OR undefined_file OR invalid_parameter_value
+                     OR io_error OR character_not_in_repertoire THEN
+        -- this file's chunks since its last saved position are read again next pass
+        GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT;
+        problem := format('%s: %s', f.name, problem);
+        caught_up := false;
+      END;
+        END LOOP;
+        -- what the log directory no longer holds
+        DELETE FROM jit_data.session_log_files x
+         WHERE NOT EXISTS (SELECT FROM jit_data._log_files() g WHERE g.name = x.file);
+    EXCEPTION WHEN insufficient_privilege OR undefined_file OR invalid_parameter_value
+                   OR object_not_in_prerequisite_state THEN
+        GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT;
+        caught_up := false;
+    END;
+    -- seal: only after a pass that read every file to its end, and only leases whose last
+    -- line had time to reach the file
+    IF caught_up THEN
+        FOR l IN SELECT * FROM jit_data.leases x
+                  WHERE x.dbid = jit._mydb() AND x.log_statements IS NOT NULL AND x.log_sealed_at IS NULL
+                    AND x.ended_at IS NOT NULL
+                    AND coalesce(x.dropped_at, x.ended_at)
+                        < started - (SELECT c.seal_after FROM jit_data.session_log_config c)
+                    AND NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.usesysid = x.role_oid)
+                  ORDER BY x.id FOR UPDATE SKIP LOCKED LOOP
+            SELECT * INTO d FROM jit._session_digest(l.id);
+            PERFORM jit._audit('session', l.profile, l.rolname, l.requester, NULL, NULL,
+                               jsonb_build_object('lease_id', l.id, 'lines', d.lines, 'digest', d.digest,
+                                                  'log_statements', l.log_statements));
+            UPDATE jit_data.leases SET log_sealed_at = jit._clock() WHERE id = l.id;
+            sealed := sealed + 1;
+        END LOOP;
+    END IF;
+    RETURN jsonb_build_object('files', n_files, 'lines', n_lines, 'unparsed', n_unparsed,
+                              'kept', n_kept, 'late', n_late, 'sealed', sealed,
+                              'caught_up', caught_up, 'problem', problem);
+END
+$$;
+
+-- Every sealed lease whose collected lines no longer match its 'session' audit row: a line
+-- edited, deleted or added since.  The audit row itself is proven by the chain
+-- (jit.audit_verify).  Leases not sealed yet are not checked: the table refuses changes.
+CREATE OR REPLACE FUNCTION jit.session_log_verify()
+RETURNS TABLE (sessions_checked bigint, bad_lease bigint, problem text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a record;
+    d record;
+BEGIN
+    PERFORM jit._require_admin();
+    sessions_checked := 0;
+    FOR a IN SELECT (x.detail->>'lease_id')::bigint AS lease_id, (x.detail->>'lines')::bigint AS lines,
+                    x.detail->>'digest' AS digest, x.id
+               FROM jit_data.audit x WHERE x.event = 'session' ORDER BY x.id LOOP
+        sessions_checked := sessions_checked + 1;
+        SELECT * INTO d FROM jit._session_digest(a.lease_id);
+        IF d.lines <> a.lines OR d.digest <> a.digest THEN
+            bad_lease := a.lease_id;
+            problem := format('lease %s: %s collected line(s) now, %s when sealed (audit row %s)%s',
+                              a.lease_id, d.lines, a.lines, a.id,
+                              CASE WHEN d.lines = a.lines THEN ': a line was edited'
+                                   WHEN d.lines > a.lines THEN ': a line was added'
+                                   ELSE ': a line was deleted' END);
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END LOOP;
+    -- lines of a lease sealed in no audit row still there: the seal's row was deleted
+    SELECT min(s.lease_id) INTO bad_lease FROM jit_data.session_log s JOIN jit_data.leases l ON l.id = s.lease_id
+     WHERE l.log_sealed_at IS NOT NULL
+       AND NOT EXISTS (SELECT FROM jit_data.audit x WHERE x.event = 'session'
+                         AND (x.detail->>'lease_id')::bigint = s.lease_id);
+    IF bad_lease IS NOT NULL THEN
+        problem := format('lease %s is sealed but its session audit row is missing', bad_lease);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    bad_lease := NULL;
+    problem := NULL;
+    RETURN NEXT;
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION jit.collect_session_logs(bigint) TO jit_collector, jit_admin;
+GRANT EXECUTE ON FUNCTION jit.session_log_verify() TO jit_admin;
+
+RESET ROLE;
+
+-- -- reading the log: jit_log_reader's two functions ------------------------------------------
+-- pg_read_binary_file reads any file of the data directory (global/1260 holds every
+-- password verifier) to whoever may execute it.  Only jit_log_reader may, and only through
+-- these, which read nothing but the files pg_ls_logdir lists, in the directory setup
+-- recorded; only jit_owner may call them.
+
+INSERT INTO jit_data.session_log_config AS c (log_directory) VALUES (current_setting('log_directory'))
+ON CONFLICT (one) DO UPDATE SET log_directory = excluded.log_directory;
+
+GRANT EXECUTE ON FUNCTION pg_ls_logdir() TO jit_log_reader;
+GRANT EXECUTE ON FUNCTION pg_read_binary_file(text, bigint, bigint, boolean) TO jit_log_reader;
+GRANT USAGE ON SCHEMA jit_data TO jit_log_reader;
+GRANT SELECT ON jit_data.session_log_config TO jit_log_reader;
+
+CREATE OR REPLACE FUNCTION jit_data._log_files() RETURNS TABLE (name text, size bigint)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT d.name, d.size FROM pg_ls_logdir() d WHERE d.name ~ '^[A-Za-z0-9._-]+\.json$'
+$$;
+
+CREATE OR REPLACE FUNCTION jit_data._read_log(p_name text, p_offset bigint, p_length bigint) RETURNS bytea
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_name !~ '^[A-Za-z0-9._-]+\.json$'
+       OR NOT EXISTS (SELECT FROM pg_ls_logdir() d WHERE d.name = p_name) THEN
+        RAISE EXCEPTION 'not a log file: %', p_name USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN pg_read_binary_file((SELECT c.log_directory FROM jit_data.session_log_config c) || '/' || p_name,
+                               p_offset, p_length, false);
+END
+$$;
+
+ALTER FUNCTION jit_data._log_files() OWNER TO jit_log_reader;
+ALTER FUNCTION jit_data._read_log(text, bigint, bigint) OWNER TO jit_log_reader;
+REVOKE EXECUTE ON FUNCTION jit_data._log_files(), jit_data._read_log(text, bigint, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jit_data._log_files(), jit_data._read_log(text, bigint, bigint) TO jit_owner;
