@@ -77,6 +77,32 @@ class RoleInfo:
 
 
 @dataclass(frozen=True)
+class Privilege:
+    """What a denied statement lacked, as the server's error names it: ``UPDATE`` on the
+    ``table`` ``public.orders`` (``obj`` spelled as SQL spells it: quoted where needed),
+    maybe one ``column`` (its name as it is)."""
+
+    privilege: str
+    kind: str
+    obj: str
+    column: str | None = None
+
+
+@dataclass(frozen=True)
+class GrantingProfile:
+    """A profile the login may request whose grants hold a :class:`Privilege`, as the broker
+    states it; ``grant_roles`` and ``max_ttl`` order several (the smallest first)."""
+
+    name: str
+    target: str
+    ttl: float | None
+    max_ttl: float | None
+    reason_required: bool
+    approval_required: bool
+    grant_roles: int
+
+
+@dataclass(frozen=True)
 class PendingRequest:
     """Asked, not yet granted: the backend waits for a second person to approve.
 
@@ -174,6 +200,9 @@ class Backend(ABC):
     offers_approvals: ClassVar[bool] = False
     #: True when the server decides TTLs and grants (the client's ttl is only a wish)
     server_policy: ClassVar[bool] = False
+    #: True when :meth:`profiles_granting` answers: the broker can say which profiles the
+    #: login may request hold a privilege (the shell then offers one after "permission denied")
+    says_what_grants: ClassVar[bool] = False
 
     def __init__(self, profile: Profile, *, clock: Clock = system_clock) -> None:
         self.profile = profile
@@ -224,6 +253,11 @@ class Backend(ABC):
         profiles (the postgres broker's server profiles, ``\\jit request NAME``); none by default."""
         return []
 
+    def profiles_granting(self, wanted: Privilege) -> list[GrantingProfile]:
+        """The profiles this login may request whose grants hold ``wanted``, smallest first
+        (see ``says_what_grants``); none by default."""
+        return []
+
     def close(self) -> None:
         """Release sessions or connections the backend holds."""
 
@@ -260,10 +294,12 @@ __all__ = [
     "Backend",
     "Credentials",
     "Decidable",
+    "GrantingProfile",
     "Lease",
     "LeaseRequest",
     "NeedsPassword",
     "PendingRequest",
+    "Privilege",
     "Profile",
     "RoleInfo",
 ]
