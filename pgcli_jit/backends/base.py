@@ -12,6 +12,7 @@ the values a backend receives (the profile) and hands back (the lease).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -25,8 +26,6 @@ from pgcli_jit.core.profile import Profile
 from pgcli_jit.core.sanitize import check_text
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from pgcli_jit.backends.login import Login
 
 
@@ -86,6 +85,10 @@ class Privilege:
     kind: str
     obj: str
     column: str | None = None
+
+
+#: a statement and its parameters run on the session's own connection: its rows
+SessionQuery = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
 
 
 @dataclass(frozen=True)
@@ -253,9 +256,12 @@ class Backend(ABC):
         profiles (the postgres broker's server profiles, ``\\jit request NAME``); none by default."""
         return []
 
-    def profiles_granting(self, wanted: Privilege) -> list[GrantingProfile]:
+    def profiles_granting(self, wanted: Privilege,
+                          on_session: SessionQuery | None = None) -> list[GrantingProfile]:
         """The profiles this login may request whose grants hold ``wanted``, smallest first
-        (see ``says_what_grants``); none by default."""
+        (see ``says_what_grants``); none by default.  ``on_session`` runs a statement on the
+        session's own connection (the identity that was denied, its search_path), when the
+        shell can offer one: a broker that resolves names in the database asks there."""
         return []
 
     def close(self) -> None:
@@ -302,4 +308,5 @@ __all__ = [
     "Privilege",
     "Profile",
     "RoleInfo",
+    "SessionQuery",
 ]

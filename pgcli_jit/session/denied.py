@@ -49,6 +49,9 @@ class Denial:
 
     needed: tuple[Privilege, ...]
     target: str
+    #: the statement named the object with its schema (or it lives in none): any login
+    #: resolves it to the same object, not only the one whose search_path ran the statement
+    qualified: bool = True
 
     @property
     def privilege(self) -> str:
@@ -94,14 +97,15 @@ def _denial(kind: str, name: str, column: str | None, statement: str) -> Denial 
     if not privileges:
         return None
     if kind in ("schema", "database"):
-        obj = quote_ident(name)
+        obj, qualified = quote_ident(name), True
     else:
         schema = qualifier(name, tokens, strings_too=kind == "sequence")
         if schema is None:
             return None
-        obj = quote_ident(name) if schema == "" else f"{quote_ident(schema)}.{quote_ident(name)}"
+        qualified = schema != ""
+        obj = f"{quote_ident(schema)}.{quote_ident(name)}" if qualified else quote_ident(name)
     show = obj + (f".{quote_ident(column)}" if column else "")
-    return Denial(tuple(Privilege(p, kind, obj, column) for p in privileges), show)
+    return Denial(tuple(Privilege(p, kind, obj, column) for p in privileges), show, qualified)
 
 
 def tokenize(statement: str) -> list[tuple[str, str]] | None:

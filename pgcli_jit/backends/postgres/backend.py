@@ -30,6 +30,7 @@ from pgcli_jit.backends.base import (
     PendingRequest,
     Privilege,
     RoleInfo,
+    SessionQuery,
 )
 from pgcli_jit.backends.login import Login, NoAnswer, WarmConnection, needs_password
 from pgcli_jit.backends.postgres import scram
@@ -274,14 +275,17 @@ class PostgresBackend(Backend):
                 continue
         return rules
 
-    def profiles_granting(self, wanted: Privilege) -> list[GrantingProfile]:
-        """``jit.profiles_granting``, asked as the user's own login: the server resolves the
-        object as that login names it and names only profiles it may request.  Empty on a
-        schema older than the function, and a row that does not read as one is left out (an
+    def profiles_granting(self, wanted: Privilege,
+                          on_session: SessionQuery | None = None) -> list[GrantingProfile]:
+        """``jit.profiles_granting``, asked on the session's own connection when there is one
+        (the server resolves the object as the denied identity names it, with its search_path;
+        a lease is answered for its own requester), else as the user's own login.  Empty on a
+        schema older than the function; a row that does not read as one is left out (an
         offer is a convenience: it is right or absent)."""
+        params = (wanted.privilege, wanted.kind, wanted.obj, wanted.column)
         try:
-            rows = self._warm.call(statements.PROFILES_GRANTING,
-                                   (wanted.privilege, wanted.kind, wanted.obj, wanted.column))
+            rows = on_session(statements.PROFILES_GRANTING, params) if on_session is not None \
+                else self._warm.call(statements.PROFILES_GRANTING, params)
         except (psycopg.errors.UndefinedFunction, psycopg.errors.InsufficientPrivilege):
             return []
         except NoAnswer:
