@@ -337,3 +337,38 @@ def test_the_server_target_is_shown_printable() -> None:
     after(jit, ask, UPDATE, in_transaction=False)
     assert "\x1b" not in ask.asked[0]
     assert denied_offer.request_command(granting("w", reason=True)) == '\\jit request w --reason "..."'
+
+
+@pytest.mark.parametrize(("statement", "expected"), [
+    ("update orders set status = 'x'", [("UPDATE", "status")]),
+    ("update orders set status = 'x', note = now()::text where id = 3",
+     [("UPDATE", "status"), ("UPDATE", "note"), ("SELECT", None)]),
+    ('update orders set "Note" = status', [("UPDATE", "Note"), ("SELECT", None)]),
+    ("update orders set status = coalesce(null, 'x'), n = default", [("UPDATE", "status"), ("UPDATE", "n")]),
+    ("update orders set (a, b) = (1, 2)", []),
+    ("update orders set a[1] = 2", []),
+    ("update orders set status = 'x' from other where true", [("UPDATE", "status"), ("SELECT", None)]),
+])
+def test_an_update_names_the_columns_it_sets(statement: str, expected: list[Any]) -> None:
+    denial = read_denial(D, "permission denied for table orders", statement)
+    assert denial is not None
+    assert [(p.privilege, p.column) for p in denial.by_column] == expected
+
+
+def test_a_column_grant_is_offered_when_no_profile_grants_the_table() -> None:
+    cols = [granting("status-only", target="public.orders.status")]
+    jit, backend = offers({"UPDATE": []})
+    backend.answers = {}
+
+    def by_column(wanted: Privilege, on_session: Any = None) -> list[GrantingProfile]:
+        backend.asked.append(wanted)
+        return cols if wanted.column == "status" else []
+
+    backend.profiles_granting = by_column  # type: ignore[method-assign]
+    ask = FakeAsker(["n"])
+    after(jit, ask, UPDATE, in_transaction=False)
+    assert ask.asked == ["status-only grants UPDATE on orders (status) (15m): request it and run the "
+                         "statement again?"]
+    ask = FakeAsker()
+    after(jit, ask, "update orders set secret = 'x'", in_transaction=False)
+    assert ask.asked == ask.said == []

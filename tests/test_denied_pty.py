@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 from pgcli_jit.devtools.cluster import Cluster
-from tests.conftest import declare_server_profile, end_jit_roles
+from tests.conftest import declare_server_profile, end_jit_roles, make_login
 from tests.shell_fixtures import Session
 from tests.terminal import Terminal
 
@@ -26,15 +27,23 @@ CREATE TABLE dn.dn_orders (id int PRIMARY KEY, status text, changed_by text);
 INSERT INTO dn.dn_orders VALUES (1, 'new', NULL), (2, 'new', NULL), (3, 'new', NULL);
 CREATE TABLE dn.dn_locked (id int, x int);
 CREATE TABLE dn.dn_secret (s text);
+CREATE TABLE dn.dn_appr_t (id int PRIMARY KEY, x int);
+CREATE TABLE dn.dn_cols (id int PRIMARY KEY, status text, secret text);
+INSERT INTO dn.dn_cols VALUES (1, 'new', 's');
+INSERT INTO dn.dn_appr_t VALUES (1, 1);
 CREATE ROLE dn_read NOLOGIN; CREATE ROLE dn_write NOLOGIN IN ROLE dn_read;
 CREATE ROLE dn_team NOLOGIN; CREATE ROLE dn_all NOLOGIN;
+CREATE ROLE dn_appr NOLOGIN IN ROLE dn_read; CREATE ROLE dn_leads NOLOGIN;
+GRANT SELECT, UPDATE ON dn.dn_appr_t TO dn_appr;
+CREATE ROLE dn_colw NOLOGIN IN ROLE dn_read;
+GRANT SELECT ON dn.dn_cols TO dn_read; GRANT UPDATE (status) ON dn.dn_cols TO dn_colw;
 GRANT USAGE ON SCHEMA dn TO dn_read, dn_all;
 -- inside a transaction the lookup asks as alice's own login: she can name the schema
 GRANT USAGE ON SCHEMA dn TO jit_requester;
 GRANT SELECT ON dn.dn_orders, dn.dn_locked TO dn_read;
 GRANT UPDATE ON dn.dn_orders TO dn_write;
 GRANT ALL ON ALL TABLES IN SCHEMA dn TO dn_all;
-GRANT dn_read, dn_write, dn_team, dn_all TO jit_owner WITH ADMIN OPTION;
+GRANT dn_read, dn_write, dn_team, dn_all, dn_appr, dn_colw TO jit_owner WITH ADMIN OPTION;
 """
 UPDATE = "update dn.dn_orders set status = 'refunded', changed_by = current_user where id = {id};"
 QUESTION = r"request it and run the statement again\? \[y/N\]"
@@ -46,8 +55,17 @@ def world(cluster: Cluster) -> Iterator[None]:
     with cluster.connect("app") as conn:
         conn.execute(SETUP.encode())
     declare_server_profile(cluster, "dnhidden", grant=["dn_all"], max_ttl="15m", requesters="dn_team")
+    declare_server_profile(cluster, "dnappr", grant=["dn_appr"], max_ttl="15m")
+    declare_server_profile(cluster, "dncol", grant=["dn_colw"], max_ttl="15m")
+    with cluster.connect("app") as conn:
+        conn.execute("SELECT jit.profile_set('dnappr', NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
+                     " 'dn_leads', 1, interval '10 min')")
+    make_login(cluster, "dnbob", member_of="dn_leads")
     yield
-    for name in ("dnread", "dnwrite", "dnhidden"):
+    with cluster.connect("app") as conn:
+        conn.execute("UPDATE jit_data.requests SET status = 'cancelled', verifier = NULL"
+                     " WHERE status IN ('pending', 'approved') AND profile = 'dnappr'")
+    for name in ("dnread", "dnwrite", "dnhidden", "dnappr", "dncol"):
         end_jit_roles(cluster, name)
 
 
@@ -65,11 +83,21 @@ def start(session: Session, *args: str) -> Terminal:
 
 
 def run_denied(term: Terminal, line: str, expect: str) -> str:
-    """Run a statement that pgcli may ask about first (destructive_warning), up to ``expect``."""
-    screen = term.run(line, rf"{DESTRUCTIVE}|{expect}")
-    if re.search(DESTRUCTIVE, screen[-400:]) and not re.search(expect, screen[-400:]):
-        screen = term.run("y", expect)
-    return screen
+    """Run a statement that pgcli may ask about first (destructive_warning), up to ``expect``
+    written after it (the screen may hold the same words from before)."""
+    mark = len(term.transcript)
+    term.child.send(line + "\r")
+    term.wait_for(lambda _: re.search(rf"{DESTRUCTIVE}|{expect}", since(term, mark)) is not None)
+    if re.search(DESTRUCTIVE, since(term, mark)) and not re.search(expect, since(term, mark)):
+        term.child.send("y\r")
+        term.wait_for(lambda _: re.search(expect, since(term, mark)) is not None)
+    return term.text()
+
+
+def since(term: Terminal, mark: int) -> str:
+    """What the program wrote after ``mark``, as text without terminal escapes."""
+    raw = term.transcript[mark:].decode("utf-8", "replace")
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", raw)
 
 
 def answer_destructive(term: Terminal) -> None:
@@ -169,3 +197,39 @@ def test_a_command_line_run_prints_the_hint_only_and_exits_as_before(session: Se
     without = term.close()
     assert "grants UPDATE" not in term.text()
     assert with_hint == without  # pgcli's own: 0 after a failed -c statement (pgcli 4.7.1)
+
+
+def test_an_approval_profile_is_submitted_and_the_statement_runs_once_approved(session: Session,
+                                                                               cluster: Cluster,
+                                                                               world: None) -> None:
+    """dnappr (a server profile, not in the config) needs one approval by dn_leads: the offer
+    submits the request; dnbob approves it; the session switches and the statement runs."""
+    term = start(session)
+    line = "update dn.dn_appr_t set x = 2 where id = 1;"
+    screen = run_denied(term, line, QUESTION)
+    assert re.search(r"dnappr grants UPDATE on dn\.dn_appr_t \(15m, approval required\): " + QUESTION, screen)
+    screen = term.run("y", r"Run the statement again once the session has switched\.")
+    rid = re.findall(r"Request (\d+) for dnappr is waiting for approval by dn_leads", screen)
+    assert rid, screen
+    with psycopg.connect(cluster.conninfo("app", user="dnbob"), autocommit=True) as bob:
+        row = bob.execute("SELECT jit.approve(%s, 'looked at it')", (int(rid[-1]),)).fetchone()
+    assert row is not None and row[0].get("status") != "denied", row
+    term.wait_for(r"Approved by dnbob: connected as jit_alice_\w+", timeout=10)
+    run_denied(term, line, r"UPDATE 1")
+    with cluster.connect("app") as conn:
+        assert conn.execute("SELECT x FROM dn.dn_appr_t WHERE id = 1").fetchone() == (2,)
+
+
+def test_a_column_level_grant_is_offered_for_the_columns_it_covers(session: Session, cluster: Cluster,
+                                                                   world: None) -> None:
+    """dncol grants UPDATE (status) on dn_cols only, and no profile grants the whole table."""
+    term = start(session)
+    screen = run_denied(term, "update dn.dn_cols set secret = 'x' where id = 1;", r"permission denied")
+    term.run("select 1 as after;", r"SELECT 1")
+    assert "grants UPDATE" not in term.text()
+    line = "update dn.dn_cols set status = 'done' where id = 1;"
+    screen = run_denied(term, line, QUESTION)
+    assert re.search(r"dncol grants UPDATE on dn\.dn_cols \(status\) \(15m\): " + QUESTION, screen)
+    term.run("y", r"UPDATE 1")
+    with cluster.connect("app") as conn:
+        assert conn.execute("SELECT status, secret FROM dn.dn_cols WHERE id = 1").fetchone() == ("done", "s")

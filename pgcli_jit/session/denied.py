@@ -52,6 +52,13 @@ class Denial:
     #: the statement named the object with its schema (or it lives in none): any login
     #: resolves it to the same object, not only the one whose search_path ran the statement
     qualified: bool = True
+    #: for an UPDATE denied on its table: UPDATE on each column it sets (and SELECT on the
+    #: table if it reads any), which a profile granting those columns only would allow
+    by_column: tuple[Privilege, ...] = ()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(p.column for p in self.by_column if p.column is not None)
 
     @property
     def privilege(self) -> str:
@@ -105,7 +112,66 @@ def _denial(kind: str, name: str, column: str | None, statement: str) -> Denial 
         qualified = schema != ""
         obj = f"{quote_ident(schema)}.{quote_ident(name)}" if qualified else quote_ident(name)
     show = obj + (f".{quote_ident(column)}" if column else "")
-    return Denial(tuple(Privilege(p, kind, obj, column) for p in privileges), show, qualified)
+    by_column: tuple[Privilege, ...] = ()
+    if kind in RELATIONS and column is None and privileges[0] == "UPDATE":
+        by_column = _by_column(kind, obj, tokens, reads="SELECT" in privileges)
+    return Denial(tuple(Privilege(p, kind, obj, column) for p in privileges), show, qualified, by_column)
+
+
+def _by_column(kind: str, obj: str, tokens: list[tuple[str, str]], reads: bool) -> tuple[Privilege, ...]:
+    """UPDATE on each column an UPDATE sets, and SELECT on the table when the statement reads
+    it (a WHERE, or a column in a SET expression); nothing when the SET list is not plain."""
+    found = set_columns(tokens)
+    if not found:
+        return ()
+    columns, reads_columns = found
+    select = (Privilege("SELECT", kind, obj),) if reads or reads_columns else ()
+    return tuple(Privilege("UPDATE", kind, obj, c) for c in columns) + select
+
+
+#: words in a SET expression that read no column
+_NOT_COLUMNS = frozenset({"NULL", "TRUE", "FALSE", "DEFAULT", "CURRENT_USER", "SESSION_USER",
+                          "CURRENT_TIMESTAMP", "CURRENT_DATE", "LOCALTIMESTAMP", "AND", "OR", "NOT"})
+
+
+def set_columns(tokens: list[tuple[str, str]]) -> tuple[list[str], bool] | None:
+    """The columns ``UPDATE ... SET a = x, b = y`` sets, and whether an expression names a
+    column; None for anything else (a row of columns, a subscript, a field)."""
+    start = next((i for i, (k, t) in enumerate(tokens) if k == "word" and t.upper() == "SET"), None)
+    if start is None:
+        return None
+    parts: list[list[tuple[str, str]]] = [[]]
+    depth = 0
+    for kind, text in tokens[start + 1:]:
+        if depth == 0 and kind == "word" and text.upper() in ("WHERE", "FROM", "RETURNING"):
+            break
+        depth += 1 if kind == "paren" else -1 if text == ")" else 0
+        if depth == 0 and text == ",":
+            parts.append([])
+        else:
+            parts[-1].append((kind, text))
+    columns, reads = [], False
+    for part in parts:
+        if len(part) < 3 or part[0][0] not in ("word", "qid") or part[1][1] != "=":
+            return None
+        columns.append(_ident(*part[0]) or "")
+        reads = reads or _names_a_column(part[2:])
+    return columns, reads
+
+
+def _names_a_column(expression: list[tuple[str, str]]) -> bool:
+    """Whether an expression may read a column: a quoted name, or a word that is no function
+    call, no type after ``::`` and none of the constants above."""
+    for i, (kind, text) in enumerate(expression):
+        if kind == "qid":
+            return True
+        if kind != "word" or text.upper() in _NOT_COLUMNS:
+            continue
+        called = i + 1 < len(expression) and expression[i + 1][0] == "paren"
+        cast = i >= 1 and expression[i - 1][1] == ":"
+        if not (called or cast):
+            return True
+    return False
 
 
 def tokenize(statement: str) -> list[tuple[str, str]] | None:

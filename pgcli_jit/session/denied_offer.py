@@ -27,7 +27,7 @@ from pgcli_jit.session.config import server_side_profile
 from pgcli_jit.session.denied import Denial, read_denial
 
 if TYPE_CHECKING:
-    from pgcli_jit.backends.base import Backend, GrantingProfile, SessionQuery
+    from pgcli_jit.backends.base import Backend, GrantingProfile, Privilege, SessionQuery
     from pgcli_jit.session.controller import Controller
     from pgcli_jit.session.manager import LeaseManager
 
@@ -67,15 +67,27 @@ def asking_backend(manager: LeaseManager) -> Backend:
 
 
 def find_offer(manager: LeaseManager, denial: Denial, on_session: SessionQuery | None) -> Offer | None:
-    """The profiles that hold every privilege the statement lacked, in the broker's order.
-    Without the session's connection (a transaction is open, and aborted) the broker asks as
-    the user's own login, whose search_path is not the session's: only an object the
-    statement named with its schema is asked about then."""
+    """The profiles that hold every privilege the statement lacked, in the broker's order;
+    for an UPDATE, failing that, those that grant each column it sets.  Without the
+    session's connection (a transaction is open, and aborted) the broker asks as the user's
+    own login, whose search_path is not the session's: only an object the statement named
+    with its schema is asked about then."""
     backend = asking_backend(manager)
     if not backend.says_what_grants or (on_session is None and not denial.qualified):
         return None
+    found = _holding_all(backend, denial.needed, on_session)
+    if found:
+        return Offer(denial, tuple(found), printable(found[0].target))
+    found = _holding_all(backend, denial.by_column, on_session) if denial.by_column else []
+    if found:
+        return Offer(denial, tuple(found), printable(f"{denial.target} ({', '.join(denial.columns)})"))
+    return None
+
+
+def _holding_all(backend: Backend, needed: tuple[Privilege, ...],
+                 on_session: SessionQuery | None) -> list[GrantingProfile]:
     found: list[GrantingProfile] | None = None
-    for wanted in denial.needed:
+    for wanted in needed:
         rows = backend.profiles_granting(wanted, on_session)
         if found is None:
             found = rows
@@ -83,9 +95,8 @@ def find_offer(manager: LeaseManager, denial: Denial, on_session: SessionQuery |
             holding = {p.name for p in rows}
             found = [p for p in found if p.name in holding]
         if not found:
-            return None
-    assert found
-    return Offer(denial, tuple(found), printable(found[0].target))
+            return []
+    return found or []
 
 
 def details(p: GrantingProfile, *, longest: bool = False) -> str:
