@@ -376,6 +376,9 @@ class JitShell(PGCli):  # type: ignore[misc]
             again = later.DeniedOffers(self.jit, PgcliAsker(self), self._on_session).after_failure(
                 "42501", getattr(diag, "message_primary", None), statement,
                 in_transaction=self.jit_connector.in_transaction())
+        except KeyboardInterrupt:  # as for a \jit command: the session is kept
+            click.secho("The offer was cancelled: the session is kept.", err=True, fg="red")
+            return result
         except Exception:  # an offer is a convenience: never a traceback over the prompt
             log.exception("the offer after permission denied failed")
             return result
