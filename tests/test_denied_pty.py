@@ -46,6 +46,7 @@ GRANT ALL ON ALL TABLES IN SCHEMA dn TO dn_all;
 GRANT dn_read, dn_write, dn_team, dn_all, dn_appr, dn_colw TO jit_owner WITH ADMIN OPTION;
 """
 UPDATE = "update dn.dn_orders set status = 'refunded', changed_by = current_user where id = {id};"
+PROFILES = ("dnread", "dnwrite", "dnhidden", "dnappr", "dncol")
 QUESTION = r"request it and run the statement again\? \[y/N\]"
 DESTRUCTIVE = r"Do you want to proceed\? \[y/N\]"
 
@@ -65,8 +66,11 @@ def world(cluster: Cluster) -> Iterator[None]:
     with cluster.connect("app") as conn:
         conn.execute("UPDATE jit_data.requests SET status = 'cancelled', verifier = NULL"
                      " WHERE status IN ('pending', 'approved') AND profile = 'dnappr'")
-    for name in ("dnread", "dnwrite", "dnhidden", "dnappr", "dncol"):
+    for name in PROFILES:
         end_jit_roles(cluster, name)
+    with cluster.connect("app") as conn:   # other modules list alice's server profiles
+        for name in PROFILES:
+            conn.execute("SELECT jit.profile_drop(%s)", (name,))
 
 
 def setup_profiles(session: Session) -> None:
