@@ -12,6 +12,7 @@ the values a backend receives (the profile) and hands back (the lease).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -25,8 +26,6 @@ from pgcli_jit.core.profile import Profile
 from pgcli_jit.core.sanitize import check_text
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from pgcli_jit.backends.login import Login
 
 
@@ -76,6 +75,36 @@ class RoleInfo:
     approvals: int = 0
     #: the server logs the statements of this profile's leases (session logs)
     logged: bool = False
+
+
+@dataclass(frozen=True)
+class Privilege:
+    """What a denied statement lacked, as the server's error names it: ``UPDATE`` on the
+    ``table`` ``public.orders`` (``obj`` spelled as SQL spells it: quoted where needed),
+    maybe one ``column`` (its name as it is)."""
+
+    privilege: str
+    kind: str
+    obj: str
+    column: str | None = None
+
+
+#: a statement and its parameters run on the session's own connection: its rows
+SessionQuery = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
+
+
+@dataclass(frozen=True)
+class GrantingProfile:
+    """A profile the login may request whose grants hold a :class:`Privilege`, as the broker
+    states it; ``grant_roles`` and ``max_ttl`` order several (the smallest first)."""
+
+    name: str
+    target: str
+    ttl: float | None
+    max_ttl: float | None
+    reason_required: bool
+    approval_required: bool
+    grant_roles: int
 
 
 @dataclass(frozen=True)
@@ -194,6 +223,9 @@ class Backend(ABC):
     offers_approvals: ClassVar[bool] = False
     #: True when the server decides TTLs and grants (the client's ttl is only a wish)
     server_policy: ClassVar[bool] = False
+    #: True when :meth:`profiles_granting` answers: the broker can say which profiles the
+    #: login may request hold a privilege (the shell then offers one after "permission denied")
+    says_what_grants: ClassVar[bool] = False
 
     def __init__(self, profile: Profile, *, clock: Clock = system_clock) -> None:
         self.profile = profile
@@ -249,6 +281,14 @@ class Backend(ABC):
         profiles (the postgres broker's server profiles, ``\\jit request NAME``); none by default."""
         return []
 
+    def profiles_granting(self, wanted: Privilege,
+                          on_session: SessionQuery | None = None) -> list[GrantingProfile]:
+        """The profiles this login may request whose grants hold ``wanted``, smallest first
+        (see ``says_what_grants``); none by default.  ``on_session`` runs a statement on the
+        session's own connection (the identity that was denied, its search_path), when the
+        shell can offer one: a broker that resolves names in the database asks there."""
+        return []
+
     def close(self) -> None:
         """Release sessions or connections the backend holds."""
 
@@ -286,10 +326,13 @@ __all__ = [
     "Credentials",
     "Decidable",
     "Doorbell",
+    "GrantingProfile",
     "Lease",
     "LeaseRequest",
     "NeedsPassword",
     "PendingRequest",
+    "Privilege",
     "Profile",
     "RoleInfo",
+    "SessionQuery",
 ]

@@ -35,6 +35,11 @@ MY_PROFILES = ("SELECT name, ttl_seconds, max_ttl_seconds, reason_required, desc
 #: what a request for each of those must pass (approval: by whom, how many), one JSON object
 #: each; a schema older than the function has no answer (``\jit profiles`` says unknown)
 MY_PROFILE_RULES = "SELECT jit.my_profile_rules()"
+#: the profiles this login may request that would allow a denied statement: privilege, kind
+#: of object as the error names it, the object as SQL spells it, a column's name (or NULL);
+#: smallest first (fewest grant roles, shortest max ttl)
+PROFILES_GRANTING = ("SELECT profile, object, ttl_seconds, max_ttl_seconds, reason_required,"
+                     " approval_required, grant_roles FROM jit.profiles_granting(%s, %s, %s, %s)")
 #: a request waiting for approval: still pending, issued now, or closed
 REQUEST_STATUS = "SELECT jit.request_status(%s)"
 #: withdraw this login's own waiting request

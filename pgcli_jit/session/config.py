@@ -29,7 +29,7 @@ COMMON_KEYS = frozenset(
     {"backend", "ttl", "max_ttl", "renew", "renew_before", "revoke_on_exit",
      "host", "port", "dbname", "sslmode", "description", "audit_required"}
 )
-TOP_KEYS = frozenset({"default_profile", "audit_log", "profiles"})
+TOP_KEYS = frozenset({"default_profile", "audit_log", "profiles", "offer_on_denied"})
 #: A config file is a few KiB; anything past this is not one.
 MAX_CONFIG_BYTES = 1024 * 1024
 
@@ -41,6 +41,8 @@ class Config:
     default_profile: str | None
     audit_log: Path
     exists: bool = True
+    #: after "permission denied", offer the profile that grants it (session/denied_offer.py)
+    offer_on_denied: bool = True
 
     @classmethod
     def empty(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -160,7 +162,7 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
     if unknown:
         raise ConfigError(
             "unknown key", path=path, key=_safe_name(unknown[0]),
-            hint="top-level keys are default_profile, audit_log and [profiles.NAME] tables",
+            hint="top-level keys are default_profile, audit_log, offer_on_denied and [profiles.NAME] tables",
         )
     raw_profiles = data.get("profiles", {})
     if not isinstance(raw_profiles, Mapping):
@@ -174,7 +176,11 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
             f"names no profile ({default!r})", path=path, key="default_profile",
             hint=f"profiles: {', '.join(sorted(profiles)) or 'none'}",
         )
-    return Config(path, MappingProxyType(profiles), default, _audit_path(data, path, env))
+    offer = data.get("offer_on_denied", True)
+    if not isinstance(offer, bool):
+        raise ConfigError("must be true or false", path=path, key="offer_on_denied")
+    return Config(path, MappingProxyType(profiles), default, _audit_path(data, path, env),
+                  offer_on_denied=offer)
 
 
 def _audit_path(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) -> Path:

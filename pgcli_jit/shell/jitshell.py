@@ -13,6 +13,9 @@ prompt_toolkit 3.0.53 (see docs/internals.md for why each is needed):
   ``cancel_safe()`` and a ``shutdown`` of ``conn.pgconn.socket`` (never a close)
 - ``PGExecute.connect``, ``._conn_params``, ``.conn``, ``valid_transaction``,
   ``failed_transaction``
+- ``PGCli._evaluate_command``, ``explain_mode``, ``force_destructive``; ``PGExecute.run``
+  (wrapped for one command: which statement failed, with which exception);
+  ``pgcli.packages.prompt_utils.confirm`` and ``prompt`` (the "permission denied" offer)
 - ``pgcli.main.MetaQuery``, ``OutputSettings``, ``format_output``,
   ``PgCliQuitError``; ``pgcli.auth.keyring``;
   ``pgcli.completion_refresher.CompletionRefresher._bg_refresh``
@@ -35,9 +38,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
 import psycopg
+import sqlparse
 from pgcli import auth
 from pgcli.completion_refresher import CompletionRefresher
 from pgcli.main import MetaQuery, OutputSettings, PGCli, PgCliQuitError, format_output
+from pgcli.packages import prompt_utils
 from pgspecial.main import PARSED_QUERY
 from prompt_toolkit.application import get_app, run_in_terminal
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, ThreadedCompleter
@@ -212,6 +217,8 @@ class JitShell(PGCli):  # type: ignore[misc]
     # set by PGCli.__init__; declared so the type checker knows them
     never_passwd_prompt: bool
     force_passwd_prompt: bool
+    force_destructive: bool
+    explain_mode: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -228,6 +235,10 @@ class JitShell(PGCli):  # type: ignore[misc]
         #: asks the running prompt's idle ticker to tick now (set while a prompt is up)
         self._wake: Callable[[], None] = lambda: None
         self._shut_down = False
+        #: the failed statement of the last command and its exception; the statement being
+        #: run again after an offer (it gets no second one)
+        self._denied_failure: tuple[str, BaseException] | None = None
+        self._denied_retry: str | None = None
         _share_pgcli_log()
         # pgcli's cli() may sys.exit() before run_cli (-l, --ping): revoke on that way out too
         atexit.register(self._jit_shutdown)
@@ -285,6 +296,9 @@ class JitShell(PGCli):  # type: ignore[misc]
     def execute_command(self, text: str, handle_closed_connection: bool = True) -> Any:
         if commands.is_jit(text):
             return self._run_jit(text)
+        return self._offer_if_denied(text, self._execute_sql(text, handle_closed_connection))
+
+    def _execute_sql(self, text: str, handle_closed_connection: bool) -> Any:
         if self._jit is None:  # \jit never used: no lease to gate, watch or renew
             return super().execute_command(text, handle_closed_connection)
         quitting = text.strip().rstrip(";").lower() in QUIT_WORDS
@@ -309,6 +323,75 @@ class JitShell(PGCli):  # type: ignore[misc]
         self.jit.access.enforce_expiry()  # a statement the watchdog cancelled: say so, close, revoke
         self._stop_if_unattended()
         return result
+
+    # -- "permission denied": the profile that grants it ----------------------------------
+
+    def _evaluate_command(self, text: str) -> Any:
+        """pgcli's own, keeping the error of a statement that failed (``PGExecute.run`` is
+        wrapped for this call only): a 42501 may be offered the profile that grants it."""
+        self._denied_failure = None
+        executor = self.pgexecute
+        executor.run = functools.partial(self._watched_run, executor.run)
+        try:
+            return super()._evaluate_command(text)
+        finally:
+            with contextlib.suppress(AttributeError):
+                del executor.run
+
+    def _watched_run(self, run: Callable[..., Iterator[tuple[Any, ...]]], statement: str,
+                     pgspecial: Any = None, exception_formatter: Any = None, *args: Any,
+                     **kwargs: Any) -> Iterator[tuple[Any, ...]]:
+        """``PGExecute.run``, noting which statement failed with which exception: the last
+        result's, so a failure followed by more results (``on_error = RESUME``) is not kept."""
+        caught: list[BaseException] = []
+
+        def keep(exc: BaseException) -> Any:
+            caught.append(exc)
+            return exception_formatter(exc)
+
+        failure = None
+        for row in run(statement, pgspecial, keep if exception_formatter else None, *args, **kwargs):
+            failure = (str(row[4]), caught[-1]) if not row[5] and caught else None
+            caught.clear()
+            yield row
+        self._denied_failure = failure
+
+    def _on_session(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """A statement on the session's own connection (autocommit, no transaction open):
+        the lookup after a denied statement, as the identity and search_path it ran with."""
+        with self.pgexecute.conn.cursor() as cur:
+            cur.execute(statement, params)
+            return list(cur.fetchall())
+
+    def _offer_if_denied(self, text: str, result: Any) -> Any:
+        """After a statement denied for lack of a privilege: offer the profile that grants it,
+        and run the statement once more as the new role when the user takes it."""
+        failure, self._denied_failure = self._denied_failure, None
+        if failure is None or self.explain_mode:
+            return result
+        statement, exc = failure
+        if getattr(exc, "sqlstate", None) != "42501" or self._denied_retry == statement \
+                or not is_last_statement(text, statement):
+            return result
+        diag = getattr(exc, "diag", None)
+        try:
+            again = later.DeniedOffers(self.jit, PgcliAsker(self), self._on_session).after_failure(
+                "42501", getattr(diag, "message_primary", None), statement,
+                in_transaction=self.jit_connector.in_transaction())
+        except KeyboardInterrupt:  # as for a \jit command: the session is kept
+            click.secho("The offer was cancelled: the session is kept.", err=True, fg="red")
+            return result
+        except Exception:  # an offer is a convenience: never a traceback over the prompt
+            log.exception("the offer after permission denied failed")
+            return result
+        if again is None:
+            return result
+        saved = self.force_destructive  # the user confirmed this very statement already
+        self._denied_retry, self.force_destructive = again, True
+        try:
+            return self.execute_command(again)
+        finally:
+            self._denied_retry, self.force_destructive = None, saved
 
     def echo_via_pager(self, text: str, color: Any = None) -> None:
         """The statement is over while its output is read: the watchdog keeps renewing but
@@ -686,6 +769,34 @@ class JitShell(PGCli):  # type: ignore[misc]
             message = f"Left without revoking (Ctrl-C): {who}."
         if message and not self.less_chatty:
             click.secho(message, err=True)
+
+
+class PgcliAsker:
+    """The offer's questions, through pgcli's own prompts (``pgcli.packages.prompt_utils``:
+    a line of input, as pgcli asks before a destructive statement), never the prompt's keys."""
+
+    def __init__(self, shell: JitShell) -> None:
+        self.shell = shell
+
+    def confirm(self, question: str) -> bool:
+        return sys.stdin.isatty() and bool(prompt_utils.confirm(fit(question), default=False))
+
+    def text(self, question: str) -> str:
+        if not sys.stdin.isatty():
+            return ""
+        return str(prompt_utils.prompt(question, default="", show_default=False) or "")
+
+    def say(self, line: str) -> None:
+        click.secho(fit(line), fg="yellow", err=True)
+
+
+def is_last_statement(text: str, statement: str) -> bool:
+    """Whether ``statement`` (as pgcli ran it) is the last of the line: only then is running
+    it again the same as running the line again."""
+    parts = [sqlparse.format(s, strip_comments=True).strip().rstrip(";").strip()
+             for s in sqlparse.split(text)]
+    parts = [p for p in parts if p]
+    return bool(parts) and parts[-1] == statement
 
 
 def _same_database(params: dict[str, Any], dbname: str | None) -> dict[str, Any]:

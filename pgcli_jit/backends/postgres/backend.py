@@ -12,6 +12,7 @@ leaves this process.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -24,10 +25,13 @@ from pgcli_jit.backends.base import (
     Backend,
     Decidable,
     Doorbell,
+    GrantingProfile,
     LeaseRequest,
     NeedsPassword,
     PendingRequest,
+    Privilege,
     RoleInfo,
+    SessionQuery,
 )
 from pgcli_jit.backends.login import Listener, Login, NoAnswer, WarmConnection, needs_password
 from pgcli_jit.backends.postgres import scram
@@ -43,7 +47,7 @@ from pgcli_jit.core.errors import (
     db_error_line,
 )
 from pgcli_jit.core.lease import Credentials, Lease
-from pgcli_jit.core.limits import MAX_NAME
+from pgcli_jit.core.limits import MAX_NAME, PROFILE_NAME_PATTERN
 from pgcli_jit.core.profile import Profile
 from pgcli_jit.server import statements
 
@@ -57,6 +61,8 @@ JIT_CONNINFO = {"require_auth": "scram-sha-256"}
 DEFAULT_TIMEOUT = 10.0
 #: how a request that needed approval can end without a role (jit.requests.status)
 CLOSED_STATES = frozenset({"denied", "cancelled", "timed_out", "issued"})
+#: a profile name as the server's table holds one: nothing else from an answer is offered
+PROFILE_NAME = re.compile(PROFILE_NAME_PATTERN)
 
 
 class PostgresBackend(Backend):
@@ -67,6 +73,7 @@ class PostgresBackend(Backend):
 
     uses_session_login: ClassVar[bool] = True
     server_policy: ClassVar[bool] = True
+    says_what_grants: ClassVar[bool] = True
 
     def __init__(self, profile: Profile, *, clock: Clock = system_clock) -> None:
         super().__init__(profile, clock=clock)
@@ -271,6 +278,31 @@ class PostgresBackend(Backend):
                 continue
         return rules
 
+    def profiles_granting(self, wanted: Privilege,
+                          on_session: SessionQuery | None = None) -> list[GrantingProfile]:
+        """``jit.profiles_granting``, asked on the session's own connection when there is one
+        (the server resolves the object as the denied identity names it, with its search_path;
+        a lease is answered for its own requester), else as the user's own login.  Empty on a
+        schema older than the function; a row that does not read as one is left out (an
+        offer is a convenience: it is right or absent)."""
+        params = (wanted.privilege, wanted.kind, wanted.obj, wanted.column)
+        try:
+            rows = on_session(statements.PROFILES_GRANTING, params) if on_session is not None \
+                else self._warm.call(statements.PROFILES_GRANTING, params)
+        except (psycopg.errors.UndefinedFunction, psycopg.errors.InsufficientPrivilege):
+            return []
+        except NoAnswer:
+            raise self._no_answer() from None
+        except psycopg.Error as exc:
+            raise self._db_error(exc) from None
+        found = []
+        for row in rows:
+            try:
+                found.append(granting(row))
+            except answers.AnswerError:
+                continue
+        return found
+
     def close(self) -> None:
         self._warm.close()
 
@@ -362,6 +394,24 @@ class PostgresBackend(Backend):
 def logged(mode: object) -> bool:
     """Whether the server says it logs this lease's statements (its profile's log_statements)."""
     return isinstance(mode, str) and mode != "none" and bool(mode)
+
+
+#: the columns of statements.PROFILES_GRANTING, in order
+GRANTING_COLUMNS = ("profile", "object", "ttl_seconds", "max_ttl_seconds", "reason_required",
+                    "approval_required", "grant_roles")
+
+
+def granting(row: Sequence[Any]) -> GrantingProfile:
+    """One row of ``jit.profiles_granting``, checked field by field."""
+    data = dict(zip(GRANTING_COLUMNS, row, strict=True))
+    name = answers.text(data, "profile", limit=MAX_NAME)
+    if not PROFILE_NAME.fullmatch(name):
+        raise answers.AnswerError("is not a profile name", "profile")
+    return GrantingProfile(name, answers.text(data, "object", limit=MAX_NAME),
+                           answers.seconds(data, "ttl_seconds"), answers.seconds(data, "max_ttl_seconds"),
+                           answers.flag(data, "reason_required", default=False),
+                           answers.flag(data, "approval_required", default=False),
+                           answers.whole(data, "grant_roles", low=0, high=1000))
 
 
 def decidable(row: Sequence[Any]) -> Decidable:

@@ -177,7 +177,9 @@ BEGIN
                               'jit.my_profiles()', 'jit.my_profile_rules()', 'jit.request_status(bigint)',
                               'jit.cancel(bigint)',
                               'jit.my_requests()', 'jit.pending_for_me()', 'jit.approve(bigint, text)',
-                              'jit.deny(bigint, text)', 'jit.approves_any()'] LOOP
+                              'jit.deny(bigint, text)', 'jit.approves_any()',
+                              'jit.profiles_granting(text, text, text, text)',
+                              'jit.profiles_granting_resolved(text, text, oid, smallint)'] LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', fn, p_requesters);
     END LOOP;
     -- the approvers role may decide (the server still checks membership per request)

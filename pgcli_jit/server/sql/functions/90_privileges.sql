@@ -20,6 +20,9 @@ GRANT EXECUTE ON FUNCTION jit.pending_for_me(), jit.approve(bigint, text), jit.d
     jit.approves_any() TO jit_requester, jit_admin;
 GRANT EXECUTE ON FUNCTION jit.renew(text, interval), jit.revoke(text), jit.finish(text),
     jit.my_leases() TO jit_requester, jit_lease;
+-- which profiles of the caller's (a lease: of its requester's) would allow a denied statement
+GRANT EXECUTE ON FUNCTION jit.profiles_granting(text, text, text, text),
+    jit.profiles_granting_resolved(text, text, oid, smallint) TO jit_requester, jit_lease;
 GRANT EXECUTE ON FUNCTION jit.revoke(text), jit.finish(text), jit.my_leases(),
     jit.profile_set(text, text[], interval, interval, text, boolean, text, text),
     jit.profile_set(text, text[], interval, interval, text, boolean, text, text, text, integer, interval),

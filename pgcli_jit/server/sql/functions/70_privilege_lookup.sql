@@ -1,0 +1,209 @@
+-- pgcli-jit server-side broker, the functions: Which of my profiles would allow this? profiles_granting, profiles_granting_resolved.
+-- Re-applied by every `setup --apply` (CREATE OR REPLACE), after the numbered schema files,
+-- with the other files of this folder in name order.
+--
+-- A statement failed with "permission denied for table orders"; the shell asks which profiles
+-- the login may request would have let it run.  Two halves, so that the object is always the
+-- one the caller means and may name:
+-- * jit.profiles_granting runs as the CALLER (SECURITY INVOKER, no search_path of its own): the
+--   name is resolved with the caller's search_path and the caller's schema privileges
+--   (to_regclass and friends skip, or refuse, a schema the caller may not use), exactly as the
+--   failed statement resolved it.  Anything that does not resolve returns no row; an error on
+--   the way (a name that does not parse, a schema the caller may not use) returns no row too,
+--   so nothing of the catalog leaks through an error message.
+-- * jit.profiles_granting_resolved (SECURITY DEFINER) takes the object's oid and answers from
+--   jit_data.profiles, which the caller cannot read: only profiles the caller (or, for a lease,
+--   its own requester) may request, and only whether their grant roles hold the privilege.
+--   Called directly with any oid, it still checks that the caller may use the object's schema,
+--   and it says nothing the catalog (world-readable: pg_class, relacl, pg_auth_members) does
+--   not already say about a role, beyond the names of profiles the caller may request anyway.
+-- Bounded: names over 200 characters or with control characters are not looked up, at most 20
+-- rows come back, at most 100 requestable profiles are examined, each a handful of privilege
+-- checks on the catalog; lock_timeout is pinned (functions/90_privileges.sql).
+
+SET LOCAL ROLE jit_owner;
+
+-- The privileges each kind of object has, as has_*_privilege spells them.  A privilege not in
+-- its kind's list is not looked up (PostgreSQL would raise on it, naming the privilege).
+CREATE OR REPLACE FUNCTION jit._privileges_of(p_kind text) RETURNS text[]
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE p_kind
+        WHEN 'table' THEN ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']
+        WHEN 'column' THEN ARRAY['SELECT', 'INSERT', 'UPDATE', 'REFERENCES']
+        WHEN 'sequence' THEN ARRAY['USAGE', 'SELECT', 'UPDATE']
+        WHEN 'schema' THEN ARRAY['USAGE', 'CREATE']
+        WHEN 'function' THEN ARRAY['EXECUTE']
+        WHEN 'database' THEN ARRAY['CONNECT', 'CREATE', 'TEMPORARY']
+        ELSE ARRAY[]::text[] END
+$$;
+
+-- Whether grant role g holds privilege p on the object: a column's check when one is named
+-- (a table-wide grant holds every column).  NULL (not granting) for an object that has gone.
+CREATE OR REPLACE FUNCTION jit._role_holds(g oid, p_kind text, p_oid oid, p_attnum smallint, p text)
+RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE p_kind
+        WHEN 'table' THEN CASE WHEN p_attnum IS NULL THEN has_table_privilege(g, p_oid, p)
+                               ELSE has_column_privilege(g, p_oid, p_attnum, p) END
+        WHEN 'sequence' THEN has_sequence_privilege(g, p_oid, p)
+        WHEN 'schema' THEN has_schema_privilege(g, p_oid, p)
+        WHEN 'function' THEN has_function_privilege(g, p_oid, p)
+        WHEN 'database' THEN has_database_privilege(g, p_oid, p)
+    END
+$$;
+
+-- Whether the object exists as that kind and the caller may use the schema it lives in (a
+-- schema and a database live in none: their names are in the world-readable catalog).
+CREATE OR REPLACE FUNCTION jit._nameable(p_kind text, p_oid oid, p_attnum smallint) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE p_kind
+        WHEN 'table' THEN EXISTS (
+            SELECT FROM pg_class c WHERE c.oid = p_oid AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
+               AND has_schema_privilege(session_user, c.relnamespace, 'USAGE')
+               AND (p_attnum IS NULL OR EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = c.oid
+                                                   AND a.attnum = p_attnum AND a.attnum > 0
+                                                   AND NOT a.attisdropped)))
+        WHEN 'sequence' THEN p_attnum IS NULL AND EXISTS (
+            SELECT FROM pg_class c WHERE c.oid = p_oid AND c.relkind = 'S'
+               AND has_schema_privilege(session_user, c.relnamespace, 'USAGE'))
+        WHEN 'function' THEN p_attnum IS NULL AND EXISTS (
+            SELECT FROM pg_proc f WHERE f.oid = p_oid
+               AND has_schema_privilege(session_user, f.pronamespace, 'USAGE'))
+        WHEN 'schema' THEN p_attnum IS NULL AND EXISTS (SELECT FROM pg_namespace WHERE oid = p_oid)
+        WHEN 'database' THEN p_attnum IS NULL AND EXISTS (SELECT FROM pg_database WHERE oid = p_oid)
+        ELSE false
+    END
+$$;
+
+-- The half that reads the profiles: which profiles the caller may request (a lease: its own
+-- requester, while the lease is live) have a grant role holding p_privilege on the object.
+-- "size" orders them: fewest grant roles, then shortest max ttl, then name.
+CREATE OR REPLACE FUNCTION jit.profiles_granting_resolved(p_privilege text, p_kind text, p_oid oid,
+                                                          p_attnum smallint DEFAULT NULL)
+RETURNS TABLE (profile text, ttl_seconds double precision, max_ttl_seconds double precision,
+               reason_required boolean, approval_required boolean, grant_roles integer)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    lease jit_data.leases := jit._lease_of(session_user);
+    who oid := jit._role_oid(session_user);
+BEGIN
+    IF p_privilege IS NULL OR p_kind IS NULL OR p_oid IS NULL
+       OR NOT upper(p_privilege) = ANY (jit._privileges_of(CASE WHEN p_attnum IS NULL THEN p_kind
+                                                                ELSE 'column' END))
+       OR NOT jit._nameable(p_kind, p_oid, p_attnum) THEN
+        RETURN;
+    END IF;
+    IF lease.id IS NOT NULL THEN
+        IF lease.ended_at IS NOT NULL OR lease.expires_at <= jit._clock() THEN
+            RETURN;
+        END IF;
+        who := lease.requester_oid;
+    END IF;
+    IF who IS NULL OR NOT EXISTS (SELECT FROM pg_roles WHERE oid = who) THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT p.name, extract(epoch FROM p.ttl)::float8, extract(epoch FROM p.max_ttl)::float8,
+           p.reason_required, p.approvers IS NOT NULL, cardinality(p.grants)
+      FROM (SELECT * FROM jit_data.profiles q
+             WHERE EXISTS (SELECT FROM pg_roles WHERE rolname = q.requesters)
+               AND pg_has_role(who, q.requesters, 'MEMBER')
+             ORDER BY q.name LIMIT 100) p
+     WHERE EXISTS (SELECT FROM unnest(p.grants) g JOIN pg_roles r ON r.rolname = g
+                    WHERE jit._role_holds(r.oid, p_kind, p_oid, p_attnum, upper(p_privilege)))
+     ORDER BY cardinality(p.grants), p.max_ttl, p.name
+     LIMIT 20;
+END
+$$;
+
+-- The half the client calls: the object named as the caller names it.  p_object_kind is what
+-- the error said ("table", "view", "sequence", "schema", "function", "database", ...);
+-- p_object an identifier as SQL spells it (quoted where needed, schema-qualified or not);
+-- p_column a column's name as it is (not quoted).  Returns the profiles as
+-- profiles_granting_resolved does, each with the object's qualified name.
+CREATE OR REPLACE FUNCTION jit.profiles_granting(p_privilege text, p_object_kind text, p_object text,
+                                                 p_column text DEFAULT NULL)
+RETURNS TABLE (profile text, object text, ttl_seconds double precision,
+               max_ttl_seconds double precision, reason_required boolean,
+               approval_required boolean, grant_roles integer)
+LANGUAGE plpgsql STABLE SECURITY INVOKER AS $$
+DECLARE
+    kind text := CASE lower(p_object_kind)
+                     WHEN 'table' THEN 'table' WHEN 'view' THEN 'table'
+                     WHEN 'materialized view' THEN 'table' WHEN 'foreign table' THEN 'table'
+                     WHEN 'relation' THEN 'table' WHEN 'sequence' THEN 'sequence'
+                     WHEN 'schema' THEN 'schema' WHEN 'function' THEN 'function'
+                     WHEN 'procedure' THEN 'function' WHEN 'database' THEN 'database' END;
+    target oid;
+    attnum smallint;
+    named text;
+    parts text[];
+BEGIN
+    IF kind IS NULL OR p_privilege IS NULL OR p_object IS NULL
+       OR pg_catalog.length(p_object) > 200 OR pg_catalog.length(p_privilege) > 20
+       OR pg_catalog.length(coalesce(p_column, '')) > 200
+       OR p_object OPERATOR(pg_catalog.~) '[[:cntrl:]]'
+       OR coalesce(p_column, '') OPERATOR(pg_catalog.~) '[[:cntrl:]]'
+       OR (p_column IS NOT NULL AND kind <> 'table') THEN
+        RETURN;
+    END IF;
+    BEGIN
+        CASE kind
+            WHEN 'table', 'sequence' THEN
+                target := pg_catalog.to_regclass(p_object);
+                SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) INTO named
+                  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.oid OPERATOR(pg_catalog.=) target;
+            WHEN 'function' THEN
+                target := pg_catalog.to_regproc(p_object);
+                SELECT pg_catalog.format('%I.%I', n.nspname, f.proname) INTO named
+                  FROM pg_catalog.pg_proc f JOIN pg_catalog.pg_namespace n ON n.oid = f.pronamespace
+                 WHERE f.oid OPERATOR(pg_catalog.=) target;
+            WHEN 'schema' THEN
+                target := pg_catalog.to_regnamespace(p_object);
+                named := target::pg_catalog.regnamespace::text;
+            WHEN 'database' THEN
+                parts := pg_catalog.parse_ident(p_object);
+                IF pg_catalog.cardinality(parts) OPERATOR(pg_catalog.=) 1 THEN
+                    SELECT d.oid, pg_catalog.quote_ident(d.datname) INTO target, named
+                      FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) parts[1];
+                END IF;
+        END CASE;
+        IF target IS NOT NULL AND p_column IS NOT NULL THEN
+            SELECT a.attnum INTO attnum FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid OPERATOR(pg_catalog.=) target AND a.attname OPERATOR(pg_catalog.=) p_column
+               AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
+            IF attnum IS NULL THEN
+                RETURN;
+            END IF;
+            named := named OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(p_column);
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        RETURN;   -- a name that does not parse, a schema the caller may not use: nothing
+    END;
+    IF target IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT r.profile, named, r.ttl_seconds, r.max_ttl_seconds, r.reason_required,
+           r.approval_required, r.grant_roles
+      FROM jit.profiles_granting_resolved(p_privilege, kind, target, attnum) r;
+END
+$$;
+
+-- The lookup goes with jit.my_profiles(): a requesters role given my_profiles by profile_set
+-- before the lookup existed may call it too (jit_requester and jit_lease: 90_privileges.sql).
+DO $lookup$
+DECLARE
+    r regrole;
+BEGIN
+    FOR r IN SELECT g.grantee FROM pg_proc p, aclexplode(p.proacl) g
+              WHERE p.oid = 'jit.my_profiles()'::regprocedure AND g.privilege_type = 'EXECUTE'
+                AND g.grantee NOT IN (0, p.proowner) LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION jit.profiles_granting(text, text, text, text),'
+                       ' jit.profiles_granting_resolved(text, text, oid, smallint) TO %s', r);
+    END LOOP;
+END
+$lookup$;
+
+RESET ROLE;
