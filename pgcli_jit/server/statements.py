@@ -131,6 +131,17 @@ RESET_ROLE = "RESET ROLE"
 #: seconds until the next expiry by the server's clock (NULL: nothing due)
 SECONDS_TO_NEXT = "SELECT extract(epoch FROM jit.next_expiry() - clock_timestamp())"
 
+# -- one reaper for several databases (reap --all-databases) ---------------------------------
+
+#: the cluster's databases this login may connect to, where a jit schema may be
+CONNECTABLE_DATABASES = """
+SELECT datname FROM pg_database
+ WHERE datallowconn AND NOT datistemplate AND has_database_privilege(datname, 'CONNECT')
+ ORDER BY datname
+"""
+#: whether the database this connection is in has the jit schema
+HAS_JIT_SCHEMA = "SELECT to_regnamespace('jit') IS NOT NULL"
+
 
 def set_role(rolname: str) -> sql.Composed:
     """Act as a lease, to roll back its prepared transaction (the server granted SET on it)."""
