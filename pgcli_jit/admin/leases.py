@@ -192,7 +192,7 @@ def _watch_many(dsns: list[str], all_databases: bool) -> None:
     where = "every database with the jit schema of " if all_databases else ""
     say(f"reaper: watching for expiries in {where}{', '.join(reap_many.label(d) for d in dsns)} "
         f"(Ctrl-C or SIGTERM to stop)", err=True)
-    reap_many.watch_many(dsns, all_databases, say, stop)
+    reap_many.watch_many(dsns, all_databases, say, _report, stop)
     say("reaper: stopped", err=True)
     sys.stdout.flush()
 

@@ -28,6 +28,8 @@ from pgcli_jit.server import statements
 RESCAN = 60.0
 
 Say = Callable[[str, bool], None]   # (line, to stderr)
+#: how an outcome is worded (the single reaper's words), given where its line goes
+Report = Callable[[reaper.Outcome, Callable[..., None]], None]
 
 
 def label(dsn: str) -> str:
@@ -76,6 +78,7 @@ class Watchers:
     """The running threads, one per database conninfo, each with its own stop event."""
 
     say: Say
+    report: Report
     threads: dict[str, tuple[threading.Thread, threading.Event]] = field(default_factory=dict)
 
     def start(self, dsn: str) -> None:
@@ -89,7 +92,7 @@ class Watchers:
 
         thread = threading.Thread(
             target=reaper.watch, name=f"reaper {name}",
-            args=(lambda: open_conn(dsn), lambda outcome: report(outcome, line), stop),
+            args=(lambda: open_conn(dsn), lambda outcome: self.report(outcome, line), stop),
             kwargs={"on_error": lambda text: line(text, True),
                     "on_info": lambda text: line(text, True)},
             daemon=True)
@@ -111,19 +114,13 @@ class Watchers:
             thread.join(15)
 
 
-def report(outcome: reaper.Outcome, say: Callable[..., None]) -> None:
-    """The same words as a single reaper's lines (``leases._report``)."""
-    from pgcli_jit.admin.leases import _report
-
-    _report(outcome, say)
-
-
-def watch_many(dsns: list[str], all_databases: bool, say: Say, stop: threading.Event) -> None:
+def watch_many(dsns: list[str], all_databases: bool, say: Say, report: Report,
+               stop: threading.Event) -> None:
     """Run one watcher per database until ``stop``; with ``all_databases`` each dsn is a
     cluster, searched now and every RESCAN seconds."""
     for dsn in dsns:
         check_dsn(dsn)
-    watchers = Watchers(say)
+    watchers = Watchers(say, report)
     if not all_databases:
         for dsn in dsns:
             watchers.start(dsn)
