@@ -183,18 +183,19 @@ def test_a_database_that_is_down_never_stops_the_others(dbs: list[Db]) -> None:
         reaper.stop()
 
 
-def test_all_databases_finds_every_database_with_the_schema(cluster: Cluster,
+def test_all_databases_finds_every_database_with_the_schema(other: Cluster,
                                                             dbs: list[Db]) -> None:
-    """``--all-databases`` on the suite's cluster: rm_one and rm_two (and the other modules'
-    databases with the schema); never a database without it."""
-    cluster.execute("CREATE DATABASE rm_plain")
-    found = reap_many.databases_with_schema(dbs[0].dsn())
-    assert {"rm_one", "rm_two"} <= set(found) and "rm_plain" not in found
-    reaper = Reaper("--all-databases", "--dsn", dbs[0].dsn())
+    """``--all-databases`` on the second cluster (the suite's holds other modules' databases,
+    whose leases this must not reap): rm_far and rm_near, never a database without the schema."""
+    near = prepare(other, "rm_near")
+    other.execute("CREATE DATABASE rm_plain")
+    found = reap_many.databases_with_schema(dbs[2].dsn())
+    assert found == ["rm_far", "rm_near"]
+    reaper = Reaper("--all-databases", "--dsn", dbs[2].dsn())
     try:
-        for db in dbs[:2]:
+        for db in (dbs[2], near):
             reaper.wait_for(re.escape(f"[{db.label}] reaper: watching this database"))
-        held = [(db, *lease(db, ttl=2)) for db in dbs[:2]]
+        held = [(db, *lease(db, ttl=2)) for db in (dbs[2], near)]
         for db, name, session, until in held:
             assert seconds_past(session, until) <= 1.0
             reaper.wait_for(re.escape(f"[{db.label}] dropped {name}"))
