@@ -193,4 +193,30 @@ def test_the_job_alone_ends_a_killed_clients_session(crony: Cluster) -> None:
     health = CliRunner().invoke(main, ["health", "--json", "--dsn", dsn(crony, "cr_ops")])
     assert health.exit_code == 0, health.output
     assert cron.APPLICATION_NAME in health.output
+    # a run ends with its minute and the next begins at once: no minute-long gap.  Watched in
+    # pg_stat_activity (pg_cron's job_run_details marks a run that commits as it goes
+    # "succeeded" a second after it starts, so its end_time says nothing here).
+    gap = handover(crony)
+    print(f"pg_cron job: the next minute's run took over {gap:.3f} s after the last one was seen")
+    assert gap < 2.0, gap
     assert admin(crony, "remove").returncode == 0
+
+
+def handover(c: Cluster) -> float:
+    """Seconds between the last sight of one run's backend and the first of the next's."""
+    deadline = time.time() + 75
+    first_pid, last_seen = None, time.time()
+    with c.connect(DB) as conn:
+        while time.time() < deadline:
+            pids = [p for (p,) in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                (cron.APPLICATION_NAME,))]
+            now = time.time()
+            if first_pid is None and pids:
+                first_pid = pids[0]
+            if first_pid in pids:
+                last_seen = now
+            elif pids:
+                return now - last_seen
+            time.sleep(0.05)
+    raise AssertionError("no second run of the pg_cron job within 75 s")
