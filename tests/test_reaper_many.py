@@ -223,3 +223,40 @@ def test_one_pass_over_several_databases_names_each(dbs: list[Db]) -> None:
 ])
 def test_a_line_names_its_database(dsn: str, expected: str) -> None:
     assert reap_many.label(dsn) == expected
+
+
+def test_all_databases_picks_up_a_new_database_and_lets_go_of_one_without_the_schema(
+        other: Cluster, dbs: list[Db], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cluster is searched again (every RESCAN seconds): a database set up later is
+    watched, one whose schema is dropped is let go, and the others go on."""
+    from pgcli_jit.admin.leases import _report
+
+    monkeypatch.setattr(reap_many, "RESCAN", 0.5)
+    said: list[str] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=reap_many.watch_many,
+                               args=([dbs[2].dsn()], True, lambda text, _err: said.append(text),
+                                     _report, stop), daemon=True)
+    watcher.start()
+
+    def wait_said(text: str) -> None:
+        deadline = time.time() + 15
+        while not any(text in line for line in said):
+            assert time.time() < deadline, said
+            time.sleep(0.05)
+
+    try:
+        wait_said(f"[{dbs[2].label}] reaper: watching this database")
+        late = prepare(other, "rm_late")
+        wait_said(f"[{late.label}] reaper: watching this database")
+        name, session, until = lease(late, ttl=2)
+        assert seconds_past(session, until) <= 1.0
+        wait_said(f"[{late.label}] dropped {name}")
+        with other.connect("rm_late") as conn:
+            conn.execute("DROP SCHEMA jit CASCADE")
+        wait_said(f"[{late.label}] reaper: this database no longer has the jit schema; not watched")
+    finally:
+        stop.set()
+        watcher.join(20)
+    assert not watcher.is_alive()
+    assert not any(dbs[2].label in line and "no longer" in line for line in said)

@@ -56,9 +56,10 @@ def open_conn(dsn: str) -> Conn:
                            application_name=reaper.APPLICATION_NAME)
 
 
-def databases_with_schema(dsn: str) -> list[str]:
+def databases_with_schema(dsn: str, unreached: list[str] | None = None) -> list[str]:
     """Every database of ``dsn``'s cluster this login may connect to that has the jit schema;
-    a database it cannot reach now is left for the next search."""
+    one it cannot reach now is added to ``unreached`` (a watcher it has keeps running) and
+    left for the next search."""
     with open_conn(dsn) as conn:
         names = [str(n) for (n,) in conn.execute(statements.CONNECTABLE_DATABASES)]
     found = []
@@ -67,6 +68,8 @@ def databases_with_schema(dsn: str) -> list[str]:
             with open_conn(in_database(dsn, name)) as conn:
                 row = conn.execute(statements.HAS_JIT_SCHEMA).fetchone()
         except psycopg.Error:
+            if unreached is not None:
+                unreached.append(name)
             continue
         if row is not None and row[0]:
             found.append(name)
@@ -132,8 +135,9 @@ def watch_many(dsns: list[str], all_databases: bool, say: Say, report: Report,
         wanted: set[str] = set()
         searched_all = True
         for cluster in dsns:
+            unreached: list[str] = []
             try:
-                found = databases_with_schema(cluster)
+                found = databases_with_schema(cluster, unreached)
             except psycopg.Error as exc:
                 searched_all = False
                 say(f"[{label(cluster)}] reaper: cannot list the cluster's databases: "
@@ -143,6 +147,7 @@ def watch_many(dsns: list[str], all_databases: bool, say: Say, report: Report,
             if not found:
                 say(f"[{label(cluster)}] reaper: no database of this cluster has the jit "
                     f"schema (or this login may not connect to it)", True)
+            wanted |= {in_database(cluster, name) for name in unreached}
             for name in found:
                 target = in_database(cluster, name)
                 wanted.add(target)
