@@ -16,7 +16,7 @@ from pgcli_jit.server import statements
 PACKAGE = Path(__file__).resolve().parent.parent / "pgcli_jit"
 HOME = PACKAGE / "server" / "statements.py"
 VERBS = ("SELECT|INSERT|UPDATE|DELETE|WITH|CREATE|ALTER|DROP|GRANT|REVOKE|SET|RESET|LISTEN|NOTIFY|"
-         "ROLLBACK|COMMIT|BEGIN|TRUNCATE|CALL|COPY")
+         "ROLLBACK|COMMIT|BEGIN|TRUNCATE|CALL|COPY|DO")
 #: a string that starts like a statement (lines of ``--`` comments before it allowed), in
 #: upper case as the package writes SQL; "set ca_cert ..." is a hint, not a statement
 STATEMENT = re.compile(rf"^\s*(?:--[^\n]*\n\s*)*({VERBS})\s")

@@ -59,7 +59,9 @@ def test_execstart_options_are_ones_reap_accepts() -> None:
     reap = main.commands[argv[1]]
     ctx = reap.make_context(argv[1], argv[2:])
     assert ctx.params["watch"] is True
-    check_dsn(ctx.params["dsn"])   # no password on the command line
+    assert ctx.params["dsns"]
+    for dsn in ctx.params["dsns"]:
+        check_dsn(dsn)   # no password on the command line
     with pytest.raises(click.UsageError):
         reap.make_context(argv[1], [*argv[2:], "--no-such-option"])
 

@@ -4,9 +4,9 @@
 ``apply`` makes the profiles equal to a file;
 ``leases`` shows who holds access and ``revoke`` ends a lease for a reason;
 ``pending``/``approve``/``deny`` decide requests that wait for a second person; ``reap``
-(``--watch``) ends access on the server's clock; ``audit`` reads and verifies the
-server-side audit trail; ``health`` says whether all of that is working.  Every
-expected failure is one ``Error: ...`` line on stderr and exit 1 (2 for bad usage).
+(``--watch``) ends access on the server's clock, ``cron`` installs it as a pg_cron job;
+``audit`` reads and verifies the server-side audit trail; ``health`` says whether all of
+that is working.  Every expected failure is one ``Error: ...`` line on stderr and exit 1 (2 for bad usage).
 """
 
 from __future__ import annotations
@@ -50,9 +50,20 @@ def main() -> None:
 
 
 def _register() -> None:
-    from pgcli_jit.admin import apply, approvals, audit, health, leases, profiles, revoke, sessions, setup
+    from pgcli_jit.admin import (
+        apply,
+        approvals,
+        audit,
+        cron,
+        health,
+        leases,
+        profiles,
+        revoke,
+        sessions,
+        setup,
+    )
 
-    for module in (setup, profiles, apply, leases, revoke, approvals, audit, health, sessions):
+    for module in (setup, profiles, apply, leases, revoke, approvals, audit, health, cron, sessions):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from pgcli_jit.admin import fmt, reaper
-from pgcli_jit.admin.connect import Conn, check_dsn, connect, dsn_option
+from pgcli_jit.admin.connect import LIBPQ_SOURCES, Conn, check_dsn, connect, dsn_option, error_text
 from pgcli_jit.server import statements
 
 HEADERS = ("ROLE", "REQUESTER", "PROFILE", "REASON", "ISSUED", "EXPIRES", "REMAINING", "SESSIONS",
@@ -55,17 +55,34 @@ def _remaining(row: tuple[Any, ...], left: str) -> str:
 
 
 @click.command()
-@dsn_option
+@click.option("--dsn", "dsns", metavar="CONNINFO", multiple=True,
+              help=f"libpq conninfo, URI or service=NAME of a database with the jit schema, no "
+                   f"password ({LIBPQ_SOURCES}); repeat it to reap several databases or clusters "
+                   f"in one process; none: libpq's PG* defaults.")
+@click.option("--all-databases", is_flag=True,
+              help="Each --dsn names a cluster: reap every database of it that has the jit "
+                   "schema (searched again every minute with --watch).")
 @click.option("--watch", is_flag=True,
               help="Keep running: wake at each expiry (and each NOTIFY), until SIGTERM or Ctrl-C.")
 @click.option("-v", "--verbose", is_flag=True, help="Say so when there is nothing to do.")
-def reap(dsn: str, watch: bool, verbose: bool) -> None:
+def reap(dsns: tuple[str, ...], all_databases: bool, watch: bool, verbose: bool) -> None:
     """End expired leases: NOLOGIN, end their sessions, drop their roles.
 
     Needs a login in jit_admin.  Without --watch: one pass, quiet when there is
     nothing to do (for cron), exit 1 if a role could not be dropped.  With --watch
-    every line starts with the time (ISO 8601).
+    every line starts with the time (ISO 8601).  With several databases every line
+    also names its database, and one that is down never stops the others.
     """
+    targets = list(dsns) or [""]
+    if all_databases or len(targets) > 1:
+        for dsn in targets:
+            check_dsn(dsn)
+        if watch:
+            _watch_many(targets, all_databases)
+            return
+        _reap_many(targets, all_databases, verbose)
+        return
+    dsn = targets[0]
     if watch:
         _watch(dsn)
         return
@@ -76,6 +93,47 @@ def reap(dsn: str, watch: bool, verbose: bool) -> None:
     if not outcomes and verbose:
         click.echo("nothing to reap")
     if not all(o.ok for o in outcomes):
+        raise click.exceptions.Exit(1)
+
+
+def _reap_many(clusters: list[str], all_databases: bool, verbose: bool) -> None:
+    """One pass over each database; a failure in one is said and the rest still run."""
+    import psycopg
+
+    from pgcli_jit.admin import reap_many
+
+    ok = True
+    targets: list[str] = []
+    for dsn in clusters:
+        if not all_databases:
+            targets.append(dsn)
+            continue
+        try:
+            targets += [reap_many.in_database(dsn, name)
+                        for name in reap_many.databases_with_schema(dsn)]
+        except psycopg.Error as exc:
+            ok = False
+            click.echo(f"[{reap_many.label(dsn)}] cannot list the cluster's databases: "
+                       f"{error_text(exc)}", err=True)
+    for dsn in targets:
+        name = reap_many.label(dsn)
+
+        def line(text: str, err: bool = False, name: str = name) -> None:
+            click.echo(f"[{name}] {text}", err=err)
+
+        try:
+            with reap_many.open_conn(dsn) as conn:
+                outcomes = reaper.one_pass(conn)
+        except psycopg.Error as exc:
+            ok = False
+            line(error_text(exc), err=True)
+            continue
+        for outcome in outcomes:
+            _report(outcome, line)
+        if not outcomes and verbose:
+            line("nothing to reap")
+        ok = ok and all(o.ok for o in outcomes)
+    if not ok:
         raise click.exceptions.Exit(1)
 
 
@@ -115,6 +173,27 @@ def _watch(dsn: str) -> None:
                  on_error=lambda text: _stamped(text, err=True),
                  on_info=lambda text: _stamped(text, err=True))
     _stamped("reaper: stopped", err=True)
+    sys.stdout.flush()
+
+
+def _watch_many(dsns: list[str], all_databases: bool) -> None:
+    """Several databases, each in its own thread; lines are written whole, one at a time."""
+    from pgcli_jit.admin import reap_many
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    lock = threading.Lock()
+
+    def say(text: str, err: bool = False) -> None:
+        with lock:
+            _stamped(text, err=err)
+
+    where = "every database with the jit schema of " if all_databases else ""
+    say(f"reaper: watching for expiries in {where}{', '.join(reap_many.label(d) for d in dsns)} "
+        f"(Ctrl-C or SIGTERM to stop)", err=True)
+    reap_many.watch_many(dsns, all_databases, say, _report, stop)
+    say("reaper: stopped", err=True)
     sys.stdout.flush()
 
 

@@ -140,6 +140,77 @@ RESET_ROLE = "RESET ROLE"
 #: seconds until the next expiry by the server's clock (NULL: nothing due)
 SECONDS_TO_NEXT = "SELECT extract(epoch FROM jit.next_expiry() - clock_timestamp())"
 
+# -- one reaper for several databases (reap --all-databases) ---------------------------------
+
+#: the cluster's databases this login may connect to, where a jit schema may be
+CONNECTABLE_DATABASES = """
+SELECT datname FROM pg_database
+ WHERE datallowconn AND NOT datistemplate AND has_database_privilege(datname, 'CONNECT')
+ ORDER BY datname
+"""
+#: whether the database this connection is in has the jit schema
+HAS_JIT_SCHEMA = "SELECT to_regnamespace('jit') IS NOT NULL"
+
+# -- the reaper without a daemon: a pg_cron job (pgcli-jit-admin cron) -----------------------
+
+#: the job's command, run by pg_cron each minute in the jit database as the reaper's login
+#: (``application_name`` then shows ``pgcli-jit reaper (pg_cron)`` in ``pg_stat_activity`` and
+#: ``jit_data.reaper_runs``).
+#: It works through its minute: a pass (each step its own transaction, as ``reap --watch``
+#: runs them: the expiry commits before any session is ended), then a sleep until the next
+#: expiry, at most a second and at least a quarter (a lease held open stays due), until the
+#: minute is over; pg_cron starts the next run at the next minute, or at once if this one
+#: ends late.  A step that fails is a WARNING in the server log and the next pass tries
+#: again.  Prepared transactions of ended leases need ``ROLLBACK PREPARED``, which no DO
+#: block can run: ``pgcli-jit-admin reap`` does it (their roles are kept until then).
+CRON_JOB = """DO $reap$
+DECLARE
+    stop_at constant timestamptz := date_trunc('minute', clock_timestamp()) + interval '1 minute';
+    next_at timestamptz;
+    nap float8;
+BEGIN
+    PERFORM set_config('application_name', 'pgcli-jit reaper (pg_cron)', false);
+    LOOP
+        BEGIN PERFORM jit.expire_due();
+        EXCEPTION WHEN OTHERS THEN RAISE WARNING 'pgcli-jit reaper: expire_due: %', SQLERRM; END;
+        COMMIT;
+        BEGIN PERFORM jit.expire_requests();
+        EXCEPTION WHEN OTHERS THEN RAISE WARNING 'pgcli-jit reaper: expire_requests: %', SQLERRM; END;
+        COMMIT;
+        BEGIN PERFORM jit.finish_ended();
+        EXCEPTION WHEN OTHERS THEN RAISE WARNING 'pgcli-jit reaper: finish_ended: %', SQLERRM; END;
+        COMMIT;
+        BEGIN PERFORM jit.chain_audit();
+        EXCEPTION WHEN OTHERS THEN RAISE WARNING 'pgcli-jit reaper: chain_audit: %', SQLERRM; END;
+        COMMIT;
+        next_at := jit.next_expiry();
+        nap := least(1.0, extract(epoch FROM stop_at - clock_timestamp()),
+                     greatest(0.25, coalesce(extract(epoch FROM next_at - clock_timestamp()) + 0.002, 1.0)));
+        EXIT WHEN nap <= 0;
+        PERFORM pg_sleep(nap);
+        COMMIT;
+    END LOOP;
+END
+$reap$"""
+#: pg_cron's settings as this server has them (NULL: pg_cron is not loaded)
+CRON_SETTINGS = """
+SELECT current_database(), current_setting('cron.database_name', true),
+       current_setting('cron.use_background_workers', true), to_regnamespace('jit') IS NOT NULL
+"""
+#: the reaper's login: whether it exists, may log in, is in jit_admin, is a superuser
+CRON_LOGIN = """
+SELECT rolcanlogin, pg_has_role(oid, 'jit_admin', 'MEMBER'), rolsuper
+  FROM pg_roles WHERE rolname = %s
+"""
+#: whether pg_cron is installed (CREATE EXTENSION) in the database this connection is in
+CRON_INSTALLED = "SELECT to_regnamespace('cron') IS NOT NULL"
+#: the jobs of this name: what each runs, where, as whom
+CRON_JOBS = "SELECT jobid, command, database, username, active FROM cron.job WHERE jobname = %s"
+#: take a job away (a superuser may take any)
+CRON_UNSCHEDULE = "SELECT cron.unschedule(%s::bigint)"
+#: every minute, in the jit database, as the reaper's login: the job's id
+CRON_SCHEDULE = "SELECT cron.schedule_in_database(%s, '* * * * *', %s, %s, %s)"
+
 
 def set_role(rolname: str) -> sql.Composed:
     """Act as a lease, to roll back its prepared transaction (the server granted SET on it)."""

@@ -49,6 +49,7 @@ from pgcli_jit.core.errors import (
 from pgcli_jit.core.lease import Credentials, Lease
 from pgcli_jit.core.limits import MAX_NAME, PROFILE_NAME_PATTERN
 from pgcli_jit.core.profile import Profile
+from pgcli_jit.core.sanitize import printable
 from pgcli_jit.server import statements
 
 #: profile keys of the client-side broker this backend replaced: each gets one line saying so
@@ -233,6 +234,11 @@ class PostgresBackend(Backend):
             if isinstance(row, Mapping) and row.get("rolname") == lease.username:
                 if row.get("status") == "ended":
                     event = row.get("end_event") if row.get("end_event") in ("revoke", "expire") else "end"
+                    why = row.get("revoke_reason")
+                    if event == "revoke" and isinstance(why, str) and why:
+                        why = printable(why if len(why) <= 200 else why[:199] + "…")
+                        raise self._error(NotRenewable, f"lease {lease.username} was revoked by an "
+                                                        f"operator: {why}")
                     raise self._error(NotRenewable, f"lease {lease.username} has ended ({event})")
                 answer = self._checked(row)
                 return dataclasses.replace(lease, expires_at=self._expiry(answer),

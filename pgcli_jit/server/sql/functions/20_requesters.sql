@@ -350,14 +350,32 @@ BEGIN
 END
 $$;
 
--- The caller's leases (as requester), or the caller's own lease (as a temporary role).
+-- The caller's leases (as requester), or the caller's own lease (as a temporary role): every
+-- one whose role is not dropped yet, and those among the newest 1000 that ended in the last
+-- 15 minutes (an operator's revoke drops the role at once; the requester's shell asks a few
+-- seconds later how its lease ended).  A lease an operator revoked carries the operator's reason
+-- (revoke_reason, from the audit row of the revoke: among the newest 1000 rows, so a lookup
+-- never walks a long trail; older than that, the lease says only that it was revoked).
 CREATE OR REPLACE FUNCTION jit.my_leases() RETURNS SETOF jsonb
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT jit._lease_json(l, CASE WHEN l.ended_at IS NULL AND l.expires_at > clock_timestamp()
                                    THEN 'live' ELSE 'ended' END)
+           || CASE WHEN l.end_event = 'revoke' THEN coalesce((
+                  SELECT jsonb_build_object('revoked_by', 'operator', 'revoke_reason', a.reason)
+                    FROM (SELECT x.event, x.rolname, x.reason, x.detail FROM jit_data.audit x
+                           ORDER BY x.id DESC LIMIT 1000) a
+                   WHERE a.event = 'revoke' AND a.rolname = l.rolname AND a.detail ->> 'by' = 'operator'
+                   LIMIT 1), '{}'::jsonb)
+              ELSE '{}'::jsonb END
       FROM jit_data.leases l
      WHERE (l.requester_oid = jit._role_oid(session_user) OR l.role_oid = jit._role_oid(session_user))
-       AND l.dropped_at IS NULL AND l.dbid = jit._mydb()
+       AND l.id IN (SELECT u.id FROM jit_data.leases u WHERE u.dropped_at IS NULL
+                    UNION ALL   -- dropped: only among the newest leases, found by the primary key
+                    SELECT d.id FROM jit_data.leases d
+                     WHERE d.id > (SELECT max(n.id) FROM jit_data.leases n) - 1000
+                       AND d.dropped_at IS NOT NULL
+                       AND d.ended_at > clock_timestamp() - interval '15 minutes')
+       AND l.dbid = jit._mydb()
      ORDER BY l.id
 $$;
 

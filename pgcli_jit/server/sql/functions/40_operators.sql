@@ -719,11 +719,19 @@ END
 $$;
 
 -- A reaper's pass, recorded for monitoring (jit.expire_due calls it): one row per login that
--- reaps.  It never holds a pass up: a row another pass of the same login holds past the
--- caller's lock_timeout is left as it is.
+-- reaps.  Only a caller that says it is a reaper counts: application_name 'pgcli-jit reaper'
+-- (reap, reap --watch) or 'pgcli-jit reaper (pg_cron)' (the pg_cron job).  An operator's
+-- one-off SELECT jit.expire_due() from psql would otherwise turn health green for two
+-- minutes while no reaper runs.  A jit_admin login can set any application_name; the check
+-- is there to catch a reaper that stopped, not an operator who lies to it.  It never holds
+-- a pass up: a row another pass of the same login holds past the caller's lock_timeout is
+-- left as it is.
 CREATE OR REPLACE FUNCTION jit._reaper_ran() RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF current_setting('application_name') NOT IN ('pgcli-jit reaper', 'pgcli-jit reaper (pg_cron)') THEN
+        RETURN;
+    END IF;
     INSERT INTO jit_data.reaper_runs AS r (reaper, last_at, application_name, pid)
     VALUES (session_user, jit._clock(), jit._safe_text(left(current_setting('application_name'), 64)),
             pg_backend_pid())
