@@ -65,6 +65,7 @@ def latency_figure(world: World, rounds: int) -> Figure:
     env = world.env(COLUMNS="160", LINES="40")
     alice = Shell([executable("pgcli-jit"), *where(world, REQUESTER)], env)
     seconds: list[float] = []
+    heard: list[bool] = []
     try:
         alice.wait_for(b"app>")
         with world.connect(LEAD) as lead:
@@ -74,10 +75,14 @@ def latency_figure(world: World, rounds: int) -> Figure:
                 alice.child.send(f"\\jit request {APPROVED} --reason {reason}\r")
                 alice.wait_for(b"is waiting for approval")
                 alice.pump(1.5)  # the bell is up and the first poll done: only a ring is fast
+                heard.append(_listening(world, REQUESTER))
                 alice.output = b""
                 lead.execute("SELECT jit.approve(%s, 'bench')", (_pending_id(world, reason),))
                 committed = time.perf_counter()
-                alice.wait_for(b"Approved by", limit=20)
+                while b"Approved by" not in alice.output:  # 5 ms steps: wait_for's are 100 ms
+                    if time.perf_counter() - committed > 20:
+                        raise RuntimeError(f"never saw the switch: {alice.output[-300:]!r}")
+                    alice.pump(0.005)
                 seconds.append(time.perf_counter() - committed)
                 alice.pump(0.3)
     finally:
@@ -87,8 +92,9 @@ def latency_figure(world: World, rounds: int) -> Figure:
     ms = [s * 1000 for s in seconds]
     value = Summary.of(ms)
     return Figure("approval commit to the requester's switch (pgcli-jit, ms)", value, "ms",
-                  "<= 500 ms", value.median <= 500, "python -m bench --only push", {
+                  "<= 500 ms", value.median <= 500 and all(heard), "python -m bench --only push", {
                       "rounds": rounds, "samples_ms": [round(v, 1) for v in ms],
+                      "requester_listening_every_round": all(heard),
                       "floor_listen_ms": round(statistics.median(floor) * 1000, 2),
                       "ratio_to_floor": round(value.median / (statistics.median(floor) * 1000), 1),
                       "note": "the floor is a bare LISTEN connection hearing a commit; the switch "
@@ -119,7 +125,8 @@ def idle_listening_figure(world: World, seconds: float, lead_config: str) -> Fig
         lead.close()
     extra = (used[lead] - used[base]) / elapsed * 100
     return Figure("idle CPU of an approver's session listening for requests: pgcli-jit - pgcli",
-                  Summary(extra, extra, extra), "% of a core", "<= +1% of one core", extra <= 1.0,
+                  Summary(extra, extra, extra), "% of a core", "<= +1% of one core",
+                  extra <= 1.0 and listening,
                   "python -m bench --only push", {
                       "window_s": round(elapsed, 1), "listening": listening,
                       "pgcli_pct": used[base] / elapsed * 100, "pgcli_jit_pct": used[lead] / elapsed * 100})

@@ -253,6 +253,32 @@ def test_an_approved_lease_replaces_a_waiting_rotation_and_status_shows_it(tmp_p
     assert quick in rotating.revoked
 
 
+def test_no_credentials_are_minted_for_a_lease_an_approved_one_replaces(tmp_path: Path) -> None:
+    """While an approved lease waits for COMMIT, the lease it replaces is only extended: a
+    rotation would mint credentials the approval makes moot (revoked unused, every minute)."""
+    world = TwoProfiles(tmp_path)
+    quick = faulty_profile("quick", ttl=900.0, renew="auto")
+    profiles = {**world.manager.config.profiles, "quick": quick}
+    world.manager.config = Config(tmp_path / "c.toml", MappingProxyType(profiles), None, world.audit_path)
+    world.controller.request("quick", None, "")
+    world.controller.request("fake", None, "")
+    rotating = world.manager.backend_for(quick)
+    assert isinstance(rotating, FaultyBackend)
+    rotating.not_renewable = True
+    world.connector.transaction = True
+    assert world.backend is not None
+    world.backend.decision = "approve"
+    world.beat()
+    assert world.controller.handover.approval() is not None
+    minted = len(rotating.requests)
+    for _ in range(4):  # through the window, past several retry intervals
+        world.beat(200.0)
+    assert len(rotating.requests) == minted and world.controller.waiting_lease() is None
+    line = world.controller.renew(None, rotate=True)
+    assert line.startswith("Not renewed: request 17 was approved and switches in when the open transaction")
+    assert len(rotating.requests) == minted
+
+
 # -- the approver's refusals ------------------------------------------------------------------
 
 

@@ -90,10 +90,11 @@ def test_bob_approves_from_his_shell_and_alices_session_switches(world: Session)
     assert events == ["pending", "approve", "approved", "request"]
 
 
-def listening(cluster: Cluster) -> set[str]:
+def listening(cluster: Cluster) -> list[str]:
+    """The users with a connection waiting for the requests doorbell, once per connection."""
     with cluster.connect("app") as conn:
         rows = conn.execute("SELECT usename FROM pg_stat_activity WHERE query = 'LISTEN jit_requests'")
-        return {name for (name,) in rows}
+        return sorted(name for (name,) in rows)
 
 
 def test_requests_and_decisions_are_pushed_not_polled(world: Session) -> None:
@@ -107,6 +108,8 @@ def test_requests_and_decisions_are_pushed_not_polled(world: Session) -> None:
     rid = ask(alice)
     bob.wait_toolbar(r"JIT: 1 request waiting", timeout=8)
     to_toolbar = time.monotonic() - asked
+    # one listening connection per session, never more (alice: her request waits)
+    alice.wait_for(lambda _: listening(world.cluster) == ["alice", "bob"], timeout=5)
     bob.run(f"\\jit approve {rid}", rf"Approved request {rid} \(alice, write\)")
     approved = time.monotonic()
     alice.wait_for(rf"Approved by bob: connected as {JIT_USER} until", timeout=8)

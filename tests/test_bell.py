@@ -117,6 +117,73 @@ def test_a_decision_is_seen_at_the_ring_not_at_the_next_poll(tmp_path: Path) -> 
     world.beat(0.0)
     lease = world.controller.lease
     assert lease is not None and world.said[-1].startswith("Approved by an approver: connected as")
+    # nothing left to hear (no request waits, this login approves nothing): the bell stops
+    assert world.controller.approvals._bell is None
+    until(lambda: world.door.closed == 1)
+
+
+class HeldPoll(WaitingBackend):
+    """A poll that reads the request's state, then waits for the test before answering."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()
+
+    def poll(self, pending: Any) -> Any:
+        answer = super().poll(pending)
+        self.started.set()
+        self.gate.wait(5.0)
+        return answer
+
+
+class HeldWorld(RingingWorld):
+    def _backend(self, profile, clock):  # type: ignore[no-untyped-def]
+        self.backend = HeldPoll(profile, clock=clock)
+        self.backend.doorbell = lambda: self.door  # type: ignore[method-assign]
+        return self.backend
+
+
+def test_a_ring_during_a_poll_is_looked_at_after_it(tmp_path: Path) -> None:
+    """The decision commits (and rings) while a poll that read "pending" is on the wire: the
+    ring is kept and answered by another look, not lost to the 15 s net."""
+    world = HeldWorld(tmp_path)
+    world.controller.request(None, None, "")
+    until(lambda: world.controller.approvals._heard(world.backend))  # type: ignore[arg-type]
+    world.beat()
+    backend = world.backend
+    assert isinstance(backend, HeldPoll)
+    backend.gate.clear()
+    backend.started.clear()
+    world.door.rings.put(True)
+    until(lambda: world.controller.approvals._ring_poll)
+    world.clock.advance(1.0)
+    world.controller.step()  # the ring's poll starts, reads "pending" and is held
+    assert backend.started.wait(5.0)
+    backend.decision = "approve"
+    world.door.rings.put(True)  # the approval's ring, while that poll is in flight
+    until(lambda: world.controller.approvals._ring_poll)
+    backend.gate.set()
+    world.beat()
+    world.beat()
+    assert world.controller.lease is not None
+
+
+def test_a_flood_of_rings_is_one_look_per_pace(tmp_path: Path) -> None:
+    """Any login may NOTIFY: a flood makes a look at most every RING_PACE seconds."""
+    world = RingingWorld(tmp_path)
+    world.controller.request(None, None, "")
+    until(lambda: world.controller.approvals._heard(world.backend))  # type: ignore[arg-type]
+    world.beat()
+    backend = world.backend
+    assert isinstance(backend, WaitingBackend)
+    polls = backend.polls
+    for _ in range(20):
+        world.door.rings.put(True)
+        until(lambda: world.controller.approvals._ring_poll)
+        world.beat(0.01)  # 0.2 s in all: under one pace
+    assert backend.polls <= polls + 1
 
 
 class BrokenDoor(Door):

@@ -196,7 +196,9 @@ class Listener:
         if self._conn is None or self._conn.closed:
             conn = self._login().connect(self._timeout)
             try:
-                conn.execute(self._listen)
+                with Deadline(self._timeout) as deadline:  # a server that accepts and hangs
+                    deadline.arm(lambda: sever(conn))
+                    conn.execute(self._listen)
             except BaseException:
                 conn.close()
                 raise

@@ -58,6 +58,8 @@ APPROVER_BACKOFF = 60.0
 #: while the server's doorbell is heard, polls and counts are only a net for a lost ring
 HEARD_POLL = 15.0
 HEARD_COUNT = 30.0
+#: a ring makes a look at most this often: anyone may ring, so a flood costs one read per pace
+RING_PACE = 0.5
 PENDING_HEADERS = ("id", "requester", "profile", "ttl", "reason", "waiting since", "approvals")
 
 
@@ -115,9 +117,13 @@ class ApprovalFlow:
         self._approves: bool | None = None
         #: the approver the count asks, and its backend (found once)
         self._counted: tuple[Approver, Backend] | None = None
-        #: the doorbells heard, one per broker, and whether one rang since the last tick
-        self._bells: dict[int, Bell] = {}
-        self._rung = False
+        #: the session's one doorbell (while a request waits or this login approves), the
+        #: backend it was opened for, and what a ring asks for that has not been done yet
+        self._bell: Bell | None = None
+        self._bell_for: Backend | None = None
+        self._ring_poll = False
+        self._ring_count = False
+        self._poll_started = self._count_started = float("-inf")
         #: set by the shell: run the idle tick now (from any thread), so a ring shows at once
         self.wake: Callable[[], None] = lambda: None
 
@@ -173,14 +179,17 @@ class ApprovalFlow:
         """Main thread, every idle second and before statements: apply a poll's answer (a
         granted lease goes to the handover) and start the next poll."""
         self._take_poll()
-        w = self.waiting
-        if self._rung:  # something changed on the server: look now, not at the next poll
-            self._rung = False
-            self._next_count = 0.0
-            if w is not None:
-                w.next_poll = 0.0
-        if w is not None and not self._poll.busy and w.due(self.manager.clock()):
+        w, now = self.waiting, self.manager.clock()
+        if self._ring_poll and w is None:
+            self._ring_poll = False
+        elif self._ring_poll and w is not None and not self._poll.busy \
+                and now >= self._poll_started + RING_PACE:
+            self._ring_poll = False  # something changed on the server: look now (a ring during
+            w.next_poll = 0.0        # a poll stays asked for, and is looked at after it)
+        if w is not None and not self._poll.busy and w.due(now):
+            self._poll_started = now
             self._poll.start(self.manager.backend_for(w.profile).poll, w.pending)
+        self._quiet()
 
     def _take_poll(self) -> None:
         future, w = self._poll.finished(), self.waiting
@@ -212,25 +221,39 @@ class ApprovalFlow:
     # -- the doorbell -----------------------------------------------------------------------
 
     def _listen(self, backend: Backend) -> None:
-        """Hear ``backend``'s doorbell from now on (a thread of its own; nothing when the
-        backend has none)."""
-        if id(backend) not in self._bells:
-            bell = self._bells[id(backend)] = Bell(backend.doorbell, self._ring)
-            bell.start()
+        """Hear ``backend``'s doorbell from now on: one listening thread and connection per
+        session, for the first broker that needs it (nothing when it has none)."""
+        if self._bell is None:
+            self._bell, self._bell_for = Bell(backend.doorbell, self._ring), backend
+            self._bell.start()
 
     def _heard(self, backend: Backend) -> bool:
-        bell = self._bells.get(id(backend))
-        return bell is not None and bell.heard
+        """Whether a decision on ``backend`` rings a bell this session hears: its own, or one
+        opened for the same login in the same place."""
+        bell, heard_for = self._bell, self._bell_for
+        if bell is None or heard_for is None or not bell.heard:
+            return False
+        if backend is heard_for:
+            return True
+        login = backend.asking_login()
+        return login is not None and login == heard_for.asking_login()
+
+    def _quiet(self) -> None:
+        """Stop listening once nothing is left to hear: no request waits, and this login
+        approves nothing (or was never asked whether it does)."""
+        if self._bell is not None and self.waiting is None and not self._approves:
+            self._bell.stop()
+            self._bell = self._bell_for = None
 
     def _ring(self) -> None:
         """The bell's thread: mark "look now" for the next tick, and ask for that tick."""
-        self._rung = True
+        self._ring_poll = self._ring_count = True
         self.wake()
 
     def shutdown(self) -> None:
         """On exit (the worker has stopped): nothing asked for may be granted to nobody."""
-        for bell in self._bells.values():
-            bell.stop()
+        if self._bell is not None:
+            self._bell.stop()
         self._take_poll()  # a lease the worker brought back goes to the handover
         if self.handover.approval() is not None:
             self.handover.drop(why="never used")
@@ -281,7 +304,11 @@ class ApprovalFlow:
             else:
                 if self._approves and self._counted is not None:
                     self._listen(self._counted[1])
+                elif self._approves is False:  # a member of no approvers role: nothing to count
+                    self._counting_off, self.decidable = True, 0
             return
+        if self._ring_count and now >= self._count_started + RING_PACE:
+            self._ring_count, self._next_count = False, 0.0
         if self._counting_off or now < self._next_count:
             return
         found = self._counted = self._counted or self._approver_backend()
@@ -290,16 +317,15 @@ class ApprovalFlow:
             return
         approver, backend = found
         self._next_count = now + (HEARD_COUNT if self._heard(backend) else APPROVER_POLL)
+        self._count_started = now
         self._count.start(self._count_for, approver)
 
     def _count_for(self, approver: Approver) -> list[Decidable]:
         """The worker: the requests this login may decide; the first time, also whether it
         approves anything at all (only then is the doorbell worth a connection)."""
         if self._approves is None:
-            try:
+            with contextlib.suppress(JitError):  # asked again with the next count
                 self._approves = approver.approves_any()
-            except JitError:
-                self._approves = False  # the count is polled, as without a doorbell
         return approver.waiting_for_me()
 
     def _need_approver(self) -> Approver:

@@ -133,12 +133,15 @@ class Controller:
             raise JitError(self.ended_message() or self.ended)
         if self.lease is None:
             raise JitError("no JIT lease to renew", "\\jit request [PROFILE] to get one")
-        renewal = self.manager.renew(ttl, rotate="always" if rotate else self._rotate_mode())
+        renewal = self.manager.renew(ttl, rotate=self._rotate_mode(asked=rotate))
         return self._apply(renewal, explicit=True)
 
-    def _rotate_mode(self) -> Rotate:
-        """New credentials without asking only when the reconnect loses nothing."""
-        return "never" if self.connector.rotation_cost() else "if_worth"
+    def _rotate_mode(self, asked: bool = False) -> Rotate:
+        """New credentials when asked for, or without asking when the reconnect loses nothing;
+        never while an approved lease waits to replace this one (they would be revoked unused)."""
+        if self.handover.approval() is not None:
+            return "never"
+        return "always" if asked else "never" if self.connector.rotation_cost() else "if_worth"
 
     def accept_offer(self) -> str | None:
         """F5: renew now, in the background (the prompt never waits on the server); new
@@ -147,7 +150,7 @@ class Controller:
         if lease is None or self.ended is not None:
             return "No JIT lease to renew: \\jit request [PROFILE] to get one."
         offer = self.offers.rotation(lease)
-        rotate: Rotate = "always" if offer is not None else self._rotate_mode()
+        rotate = self._rotate_mode(asked=offer is not None)
         if self.start_background_renewal(rotate, explicit=True):  # busy: that one's result is said
             self.offers.take_rotation(lease)
         return None
@@ -347,7 +350,7 @@ class Controller:
         if renewal.kind == "extended" and not (current is not None and current.same_grant(renewal.base)):
             return  # the lease it extended was let go meanwhile (an operator ended it)
         if self.ended is None and renewal.kind == "offer" and rotate == "never" \
-                and not self.connector.rotation_cost():
+                and self._rotate_mode() == "if_worth":
             self.start_background_renewal("if_worth", explicit=explicit)
             return
         if self.ended is None:
@@ -366,6 +369,10 @@ class Controller:
             return (f"Nothing to renew: valid until {local_time(renewal.lease.expires_at)} "
                     f"({renewal.lease.username}){note}.")
         if renewal.kind == "offer":
+            granted = self.handover.approval()
+            if granted is not None:  # the approved lease replaces this one at COMMIT
+                return (f"Not renewed: request {granted.request_id} was approved and switches in when "
+                        "the open transaction ends; no new credentials are needed." if explicit else "")
             return self.offers.offer_rotation(renewal, self.connector.rotation_cost(), explicit)
         if renewal.kind == "extended":
             if renewal.new_secret:
