@@ -50,9 +50,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from pgcli_jit.admin import apply, approvals, audit, health, leases, profiles, revoke, setup
+    from pgcli_jit.admin import apply, approvals, audit, health, leases, notify, profiles, revoke, setup
 
-    for module in (setup, profiles, apply, leases, revoke, approvals, audit, health):
+    for module in (setup, profiles, apply, leases, revoke, approvals, audit, health, notify):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -132,6 +132,30 @@ RESET_ROLE = "RESET ROLE"
 SECONDS_TO_NEXT = "SELECT extract(epoch FROM jit.next_expiry() - clock_timestamp())"
 
 
+# -- the notifier (pgcli-jit-admin notify) -----------------------------------------------------
+
+#: wait on this connection for the doorbell the broker rings when a request changes
+LISTEN_REQUESTS = "LISTEN jit_requests"
+#: where a named notifier stands in the audit chain (NULL: it never ran)
+NOTIFY_CURSOR = "SELECT jit.notify_cursor(%s)"
+#: move a named notifier's cursor forward to a chain position, after a delivery
+NOTIFY_ADVANCE = "SELECT jit.notify_advance(%s, %s)"
+#: the end of the chain now (NULL: the table holds no chained row)
+CHAIN_END = "SELECT max(seq) FROM jit_data.audit"
+#: the database the notifier watches, named in every message
+CURRENT_DATABASE = "SELECT current_database()"
+#: the chained audit rows about requests after a chain position, up to another, in chain order,
+#: each with what its profile grants now; the columns are the ones a message may carry (no
+#: client address, no role name: nothing an approver does not need)
+NOTIFY_EVENTS = """
+SELECT a.seq, a.id, a.event, a.profile, a.requester, a.actor, a.reason, a.expires_at,
+       a.detail, p.grants
+  FROM jit_data.audit a LEFT JOIN jit_data.profiles p ON p.name = a.profile
+ WHERE a.seq > %s AND a.seq <= %s AND a.event = ANY(%s)
+ ORDER BY a.seq LIMIT %s
+"""
+
+
 def set_role(rolname: str) -> sql.Composed:
     """Act as a lease, to roll back its prepared transaction (the server granted SET on it)."""
     return sql.SQL("SET ROLE {}").format(sql.Identifier(rolname))
