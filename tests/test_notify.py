@@ -346,14 +346,19 @@ def test_a_request_and_its_decision_are_posted_once(cluster: Cluster, ops: str, 
     assert len(receiver.posts) == 2  # nothing twice
 
 
-def test_approvals_are_posted_with_the_count(cluster: Cluster, ops: str, receiver: Receiver) -> None:
+def test_an_approval_is_posted_once_with_the_comment(cluster: Cluster, ops: str,
+                                                     receiver: Receiver) -> None:
+    """One approval of one needed: the ``approved`` post says it (the ``approve`` row that
+    made it is not posted as well)."""
     notify_once(ops, receiver.url, "t-approve")
     rid = ask(cluster)
     decide(cluster, "approve", rid, "checked")
     assert notify_once(ops, receiver.url, "t-approve").exit_code == 0
     events = [(b["event"], b["request_id"]) for b in receiver.bodies()]
-    assert events == [("pending", rid), ("approve", rid), ("approved", rid)]
-    assert receiver.bodies()[1]["approvals"] == 1 and receiver.bodies()[2]["by"] == "ntf_lena"
+    assert events == [("pending", rid), ("approved", rid)]
+    approved = receiver.bodies()[1]
+    assert approved["by"] == "ntf_lena" and approved["comment"] == "checked"
+    assert receiver.bodies()[0]["ttl_seconds"] == 900  # the profile's (15m), none was asked
 
 
 def test_500s_are_retried_and_a_permanent_refusal_is_given_up(cluster: Cluster, ops: str,

@@ -45,6 +45,7 @@ import requests
 
 from pgcli_jit.admin import fmt
 from pgcli_jit.admin.connect import Conn, check_dsn, connect, dsn_option, error_text
+from pgcli_jit.core.durations import format_duration
 from pgcli_jit.core.errors import UsageError
 from pgcli_jit.core.sanitize import printable
 from pgcli_jit.server import statements
@@ -151,10 +152,20 @@ class Event:
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...], database: str) -> Event:
-        seq, audit_id, event, profile, requester, actor, reason, until, detail, grants = row
+        seq, audit_id, event, profile, requester, actor, reason, until, detail, grants, ttl = row
+        detail = dict(detail or {})
+        if detail.get("ttl_asked") is None and ttl is not None:
+            detail["ttl_asked"] = float(ttl)  # none asked: the profile's
         return cls(int(seq), int(audit_id), str(event), database, str(profile or ""),
                    str(requester or ""), str(actor or ""), str(reason or ""), until,
-                   [str(g) for g in (grants or [])][:20], dict(detail or {}))
+                   [str(g) for g in (grants or [])][:20], detail)
+
+    @property
+    def said_by_the_next(self) -> bool:
+        """The last approval a request needed: the ``approved`` row that follows says it."""
+        approvals, needed = _int(self.detail.get("approvals")), _int(self.detail.get("needed"))
+        return self.event == "approve" and None not in (approvals, needed) \
+            and approvals >= needed  # type: ignore[operator]
 
     @property
     def request_id(self) -> int | None:
@@ -207,7 +218,9 @@ class Event:
         if self.event == "pending":
             needed = _int(self.detail.get("approvals")) or 1
             approvers = _text(self.detail.get("approvers"), 63)
-            return (f"{name}: {who} asks for {profile}{on} (grants {grants}){why}. "
+            ttl = _int(self.detail.get("ttl_asked"))
+            span = f" for {format_duration(ttl)}" if ttl else ""
+            return (f"{name}: {who} asks for {profile}{on}{span} (grants {grants}){why}. "
                     f"Approvable until {_iso(self.until)} by {needed} member(s) of {approvers}: "
                     f"\\jit approve {rid}   (or \\jit deny {rid} --reason TEXT)")
         head = f"{name} ({who}, {profile}{on})"
@@ -353,6 +366,10 @@ class Notifier:
     stop: threading.Event
     database: str = ""
 
+    @property
+    def label(self) -> str:
+        return "notify" if self.name == "notify" else f"notify {self.name}"
+
     def start(self, after_seq: int | None) -> int:
         """The cursor to go on from: ``after_seq`` if given, else the server's; a notifier that
         never ran starts at the end of the chain (what happened before it is not posted)."""
@@ -364,10 +381,10 @@ class Notifier:
         if after_seq is None:
             after_seq = self._chain_end() or 0
             self._advance(after_seq)
-            self.say(f"notify {self.name}: first run, starting at the end of the audit chain "
+            self.say(f"{self.label}: first run, starting at the end of the audit chain "
                      f"(seq {after_seq})")
         else:
-            self.say(f"notify {self.name}: going on after audit seq {after_seq}")
+            self.say(f"{self.label}: going on after audit seq {after_seq}")
         return after_seq
 
     def one_pass(self, cursor: int) -> int:
@@ -380,7 +397,7 @@ class Notifier:
                                      (cursor, end, list(EVENTS), BATCH)).fetchall()
             for row in rows:
                 event = Event.from_row(row, self.database)
-                if not self._deliver(event):
+                if not event.said_by_the_next and not self._deliver(event):
                     return cursor
                 cursor = self._advance(event.seq)
             if len(rows) < BATCH:
@@ -398,14 +415,14 @@ class Notifier:
             what = f"{event.event} (audit {event.audit_id}" + (
                 f", request {event.request_id})" if event.request_id is not None else ")")
             if posted.ok:
-                self.say(f"notify {self.name}: posted {what} to {self.receiver.shown}"
+                self.say(f"{self.label}: posted {what} to {self.receiver.shown}"
                          + (f" after {tries} tries" if tries > 1 else ""))
                 return True
             if posted.permanent and tries >= PERMANENT_TRIES:
-                self.warn(f"notify {self.name}: gave up on {what}: {self.receiver.shown} "
+                self.warn(f"{self.label}: gave up on {what}: {self.receiver.shown} "
                           f"{posted.why} {tries} times; check the webhook")
                 return True
-            self.warn(f"notify {self.name}: {what} not delivered: {self.receiver.shown} "
+            self.warn(f"{self.label}: {what} not delivered: {self.receiver.shown} "
                       f"{posted.why}; retrying in {pause:g}s")
             self.wait(pause)
             pause = min(pause * 2, MAX_PAUSE)

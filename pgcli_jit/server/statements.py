@@ -149,7 +149,7 @@ CURRENT_DATABASE = "SELECT current_database()"
 #: client address, no role name: nothing an approver does not need)
 NOTIFY_EVENTS = """
 SELECT a.seq, a.id, a.event, a.profile, a.requester, a.actor, a.reason, a.expires_at,
-       a.detail, p.grants
+       a.detail, p.grants, extract(epoch FROM p.ttl)
   FROM jit_data.audit a LEFT JOIN jit_data.profiles p ON p.name = a.profile
  WHERE a.seq > %s AND a.seq <= %s AND a.event = ANY(%s)
  ORDER BY a.seq LIMIT %s
