@@ -132,6 +132,25 @@ RESET_ROLE = "RESET ROLE"
 SECONDS_TO_NEXT = "SELECT extract(epoch FROM jit.next_expiry() - clock_timestamp())"
 
 
+# -- on-call auto-approval and break-glass (pgcli-jit-admin profile, audit) ---------------------
+
+#: a profile's auto-approve role ('' none), break-glass on/off, its max TTL (seconds) and uses per
+#: requester per day; NULL leaves one as it is
+PROFILE_RULES = "SELECT jit.profile_approval_rules(%s, %s, %s, make_interval(secs => %s), %s)"
+#: a profile's auto-approve and break-glass options, as profile add/set shows them
+PROFILE_RULES_OF = """
+SELECT auto_approve, break_glass, extract(epoch FROM break_glass_max_ttl), break_glass_per_day
+  FROM jit_data.profiles WHERE name = %s
+"""
+#: the break-glass uses since a time, newest first, at most a number of rows
+AUDIT_BREAK_GLASS = """
+SELECT id, at, event, profile, rolname, requester, actor, host(client_addr) AS client_addr, reason,
+       expires_at, detail
+  FROM jit_data.audit WHERE event = 'break_glass' AND at >= %s ORDER BY id DESC LIMIT %s
+"""
+#: ask for a lease without approval, on a profile that allows break-glass (as ``REQUEST``)
+REQUEST_BREAK_GLASS = "SELECT jit.request(%s, make_interval(secs => %s), %s, %s, true)"
+
 # -- the notifier (pgcli-jit-admin notify) -----------------------------------------------------
 
 #: wait on this connection for the doorbell the broker rings when a request changes
