@@ -283,3 +283,27 @@ def test_profile_set_takes_the_rules_and_audit_lists_break_glass_uses(cluster: C
         assert off.exit_code == 0, off.output
         assert "auto-approve:" not in off.output and "break-glass:" not in off.output
     assert request(cluster, "rul_bob", "rul-plain", break_glass=True)["status"] == "denied"
+
+
+# -- the postgres backend sends it -----------------------------------------------------------------
+
+def test_the_postgres_backend_sends_break_glass_and_the_server_decides(cluster: Cluster) -> None:
+    from pgcli_jit.backends.base import LeaseRequest
+    from pgcli_jit.core.errors import PermissionDenied
+    from tests.conftest import can_login
+    from tests.test_postgres_backend import lease_row, make_backend
+
+    allowed, plain = make_backend(cluster, "rul-bg-pg", max_ttl="1h"), make_backend(cluster, "rul-plain-pg")
+    with cluster.connect("app") as conn:  # a superuser is an operator
+        conn.execute("SELECT jit.profile_approval_rules('rul-bg-pg', NULL, true, interval '5 min', 100)")
+    ask = LeaseRequest(ttl=3600, reason="INC-8 restore", requester="alice", break_glass=True)
+    lease = allowed.request(ask)
+    try:
+        assert can_login(cluster, lease)
+        row = lease_row(cluster, lease.username)
+        assert row["break_glass"] is True
+        assert (row["max_expires_at"] - row["issued_at"]).total_seconds() == 300
+        with pytest.raises(PermissionDenied, match="profile rul-plain-pg does not allow break-glass"):
+            plain.request(ask)
+    finally:
+        allowed.revoke(lease)
