@@ -130,7 +130,6 @@ def _request(jit: Controller, cmd: JitCommand) -> Result:
 def _break_glass(jit: Controller, cmd: JitCommand) -> str:
     r"""``\jit request PROFILE --break-glass --reason TEXT``: as a request, but the server grants
     it at once or refuses it (never pending), where the server profile allows it."""
-    from pgcli_jit.backends import backend_class
     from pgcli_jit.core.errors import JitError
     from pgcli_jit.session.ending import IN_TRANSACTION
 
@@ -138,7 +137,7 @@ def _break_glass(jit: Controller, cmd: JitCommand) -> str:
     if jit.connector.in_transaction():
         raise JitError(f"\\jit request refused: {IN_TRANSACTION}")
     profile = jit.config.requestable(cmd.profile)
-    if not backend_class(profile.backend).offers_break_glass:
+    if not jit.manager.backend_for(profile).offers_break_glass:
         raise UsageError(f"--break-glass is for server profiles; {profile.name} uses the "
                          f"{profile.backend} backend", "ask as usual: \\jit request " + profile.name)
     if not cmd.reason.strip():
