@@ -35,15 +35,12 @@ def as_user(cluster: Cluster, user: str) -> Conn:
 
 def request(cluster: Cluster, user: str, profile: str, reason: str = "INC-7 db on fire",
             break_glass: bool | None = None, ttl: float | None = None) -> dict[str, Any]:
-    """jit.request as the user sends it by hand: the usual form, or the break-glass one."""
+    """jit.request as the user sends it by hand, or jit.request_break_glass."""
     with as_user(cluster, user) as conn:
         verifier = scram_verifier(conn, new_password())
-        if break_glass is None:
-            row = conn.execute("SELECT jit.request(%s, make_interval(secs => %s), %s, %s)",
-                               (profile, ttl, reason, verifier)).fetchone()
-        else:
-            row = conn.execute("SELECT jit.request(%s, make_interval(secs => %s), %s, %s, %s)",
-                               (profile, ttl, reason, verifier, break_glass)).fetchone()
+        function = "jit.request_break_glass" if break_glass else "jit.request"
+        row = conn.execute(f"SELECT {function}(%s, make_interval(secs => %s), %s, %s)",
+                           (profile, ttl, reason, verifier)).fetchone()
     assert row is not None
     return dict(row[0])
 
@@ -196,8 +193,8 @@ def test_break_glass_is_refused_on_a_profile_that_does_not_allow_it(cluster: Clu
         assert conn.execute("SELECT count(*) FROM jit_data.leases WHERE profile = 'rul-plain'"
                             " AND dropped_at IS NULL").fetchone() == (0,)
     assert audit(cluster, "deny", "rul_bob")[-1][3]["why"] == "break-glass not allowed"
-    # false is the usual request: it waits
-    assert request(cluster, "rul_bob", "rul-plain", break_glass=False)["status"] == "pending"
+    # the usual request waits
+    assert request(cluster, "rul_bob", "rul-plain")["status"] == "pending"
 
 
 def test_break_glass_is_rate_limited_per_requester_per_day(cluster: Cluster, fresh: None) -> None:
@@ -225,6 +222,8 @@ def test_break_glass_respects_the_live_lease_cap(cluster: Cluster, fresh: None) 
 
 def test_a_requester_cannot_switch_break_glass_on_or_write_the_tables(cluster: Cluster, db: str) -> None:
     with as_user(cluster, "rul_bob") as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # internal: EXECUTE to nobody
+            conn.execute("SELECT jit._request('rul-plain', NULL, 'x', 'y', true)")
         for statement in ("UPDATE jit_data.profiles SET break_glass = true",
                           "UPDATE jit_data.leases SET break_glass = false"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -149,7 +149,7 @@ SELECT id, at, event, profile, rolname, requester, actor, host(client_addr) AS c
   FROM jit_data.audit WHERE event = 'break_glass' AND at >= %s ORDER BY id DESC LIMIT %s
 """
 #: ask for a lease without approval, on a profile that allows break-glass (as ``REQUEST``)
-REQUEST_BREAK_GLASS = "SELECT jit.request(%s, make_interval(secs => %s), %s, %s, true)"
+REQUEST_BREAK_GLASS = "SELECT jit.request_break_glass(%s, make_interval(secs => %s), %s, %s)"
 
 # -- the notifier (pgcli-jit-admin notify) -----------------------------------------------------
 

@@ -9,7 +9,7 @@
 --   time (jit.profile_approval_rules sets them):
 --   - profiles.auto_approve: a request from a member of this role (whoever the paging tool
 --     puts in `oncall`) is granted at once, audited 'auto_approved' with the role;
---   - profiles.break_glass: `jit.request(..., p_break_glass => true)` is granted at once
+--   - profiles.break_glass: `jit.request_break_glass(...)` (as jit.request) is granted at once
 --     with a reason, for at most break_glass_max_ttl, at most break_glass_per_day times per
 --     requester in 24 hours, audited 'break_glass'.  leases.break_glass marks such leases,
 --     which is what the daily count counts.

@@ -149,10 +149,10 @@ $$;
 -- the password itself never reaches the server.  The server picks the role name, the grants,
 -- the expiry (capped at the profile's max_ttl) and records who asked, from session_user.
 -- On a profile with approvers nothing is created yet: the request waits in jit_data.requests.
--- p_break_glass: granted at once without approval, on a profile that allows it
--- (functions/80_notify.sql, jit._break_glass); refused on any other, whatever the client sends.
-CREATE OR REPLACE FUNCTION jit.request(p_profile text, p_ttl interval, p_reason text, p_verifier text,
-                                       p_break_glass boolean)
+-- jit.request, and jit.request_break_glass (functions/80_notify.sql) with p_break_glass: granted
+-- at once without approval on a profile that allows it (jit._break_glass), refused on any other.
+CREATE OR REPLACE FUNCTION jit._request(p_profile text, p_ttl interval, p_reason text, p_verifier text,
+                                        p_break_glass boolean)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -236,11 +236,10 @@ BEGIN
 END
 $$;
 
--- The request every client sends (no break-glass).
 CREATE OR REPLACE FUNCTION jit.request(p_profile text, p_ttl interval, p_reason text, p_verifier text)
 RETURNS jsonb
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT jit.request(p_profile, p_ttl, p_reason, p_verifier, false)
+    SELECT jit._request(p_profile, p_ttl, p_reason, p_verifier, false)
 $$;
 
 -- A lease the caller may act on, locked and marked (jit._mark) for the rest of the

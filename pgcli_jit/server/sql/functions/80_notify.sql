@@ -74,7 +74,7 @@ BEGIN
 END
 $$;
 
--- jit.request(..., p_break_glass => true): on a profile that allows it, with a reason, at most
+-- jit.request_break_glass: on a profile that allows it, with a reason, at most
 -- break_glass_per_day times per requester in 24 hours, issued at once for at most
 -- break_glass_max_ttl (renewals included), audited 'break_glass', the approvers' doorbell rung.
 -- Every refusal is audited too: an attempt on a profile that does not allow it is news.
@@ -125,6 +125,14 @@ BEGIN
 END
 $$;
 
+-- Ask for a lease without approval: as jit.request, on a profile that allows break-glass.
+CREATE OR REPLACE FUNCTION jit.request_break_glass(p_profile text, p_ttl interval, p_reason text,
+                                                   p_verifier text)
+RETURNS jsonb
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT jit._request(p_profile, p_ttl, p_reason, p_verifier, true)
+$$;
+
 -- Set a profile's auto-approval and break-glass options (NULL: unchanged; auto_approve '':
 -- none).  Kept apart from jit.profile_set so that each keeps its own signature.
 CREATE OR REPLACE FUNCTION jit.profile_approval_rules(
@@ -166,8 +174,8 @@ BEGIN
            break_glass_max_ttl = p.break_glass_max_ttl, break_glass_per_day = p.break_glass_per_day,
            updated_at = jit._clock(), updated_by = session_user
      WHERE name = p_name;
-    -- the profile's requesters may send the break-glass form of jit.request
-    EXECUTE format('GRANT EXECUTE ON FUNCTION jit.request(text, interval, text, text, boolean) TO %I',
+    -- the profile's requesters may call jit.request_break_glass
+    EXECUTE format('GRANT EXECUTE ON FUNCTION jit.request_break_glass(text, interval, text, text) TO %I',
                    p.requesters);
     PERFORM jit._audit('profile_rules', p_name, NULL, NULL, NULL, NULL, jsonb_build_object(
         'auto_approve', p.auto_approve, 'break_glass', p.break_glass,
@@ -179,10 +187,10 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION jit.notify_cursor(text), jit.notify_advance(text, bigint),
     jit.profile_approval_rules(text, text, boolean, interval, integer),
-    jit.request(text, interval, text, text, boolean) FROM PUBLIC;
+    jit.request_break_glass(text, interval, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jit.notify_cursor(text), jit.notify_advance(text, bigint),
     jit.profile_approval_rules(text, text, boolean, interval, integer) TO jit_admin;
--- the break-glass form of jit.request goes to exactly the roles that may send the usual one
+-- jit.request_break_glass goes to exactly the roles that may send the usual one
 -- (jit.profile_set grants that to each profile's requesters role)
 DO $request5$
 DECLARE
@@ -191,7 +199,7 @@ BEGIN
     FOR r IN SELECT g.grantee FROM pg_proc f, aclexplode(f.proacl) g
               WHERE f.oid = 'jit.request(text, interval, text, text)'::regprocedure
                 AND g.privilege_type = 'EXECUTE' AND g.grantee NOT IN (0, f.proowner) LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION jit.request(text, interval, text, text, boolean) TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION jit.request_break_glass(text, interval, text, text) TO %s', r);
     END LOOP;
 END
 $request5$;
