@@ -235,6 +235,20 @@ def create_database(name: str) -> sql.Composed:
     return sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
 
 
+#: the demo's third profile, which waits for a colleague: demo_leads approve it
+DEMO_APPROVALS = """
+CREATE ROLE demo_leads NOLOGIN;
+SELECT jit.profile_set('change', ARRAY['demo_write'], '5 minutes', '1 hour', NULL, true, NULL,
+                       'read-write, once a colleague approves', 'demo_leads', 1, '1 hour');
+"""
+
+
+def create_login(name: str, verifier: str, member_of: tuple[str, ...]) -> sql.Composed:
+    """A login in the given roles (the demo's approver and operator), with a SCRAM verifier."""
+    return sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+        sql.Identifier(name), sql.Literal(verifier), sql.SQL(", ").join(map(sql.Identifier, member_of)))
+
+
 def create_requester(name: str, verifier: str) -> sql.Composed:
     """A login that may only ask (``jit_requester``), with a SCRAM verifier made client-side."""
     return sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE jit_requester").format(
