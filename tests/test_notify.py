@@ -146,6 +146,9 @@ def ops(cluster: Cluster) -> str:
 
 def ask(cluster: Cluster, reason: str = "INC-42 refund") -> int:
     """A request for approval, as ntf_dave's backend makes it; its id."""
+    with cluster.connect(DB) as su:   # at most 5 wait per requester: earlier tests' are closed
+        su.execute("UPDATE jit_data.requests SET status = 'cancelled', verifier = NULL"
+                   " WHERE status IN ('pending', 'approved')")
     with psycopg.connect(dsn(cluster, "ntf_dave"), autocommit=True) as conn:
         row = conn.execute("SELECT jit.request('ntf-4eyes', NULL, %s, %s)",
                            (reason, scram_verifier(conn, new_password()))).fetchone()
@@ -460,3 +463,46 @@ def test_notify_needs_an_operator(cluster: Cluster, ops: str, receiver: Receiver
     result = notify_once(dsn(cluster, "ntf_dave"), receiver.url, "t-notop")
     assert result.exit_code == 1
     assert "needs a login in jit_admin" in result.output
+
+
+def test_notify_watch_posts_at_the_doorbell_and_stops_on_sigterm(cluster: Cluster, ops: str,
+                                                                 receiver: Receiver) -> None:
+    """The command as an operator runs it beside the reaper: timestamped lines, a post soon
+    after the request (the doorbell), a clean stop on SIGTERM."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    admin = Path(sys.executable).with_name("pgcli-jit-admin")
+    proc = subprocess.Popen([str(admin), "notify", "--watch", "--name", "t-watch", "--dsn", ops],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PGCLI_JIT_WEBHOOK": receiver.url})
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # its cursor is set: a request from now on is posted
+        assert "first run, starting at the end of the audit chain" in first, first
+        rid = ask(cluster)
+        wait_for(lambda: [b["request_id"] for b in receiver.bodies()] == [rid])
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d notify t-watch: ")
+    lines = [*err.splitlines(), first.rstrip("\n"), *out.splitlines()]
+    assert all(stamp.match(line) for line in lines), lines
+    assert err.splitlines()[0].endswith(f"posting to http://127.0.0.1:{receiver.port}/… as json "
+                                        "(Ctrl-C or SIGTERM to stop)")
+    assert err.splitlines()[-1].endswith("notify t-watch: stopped")
+    assert any("posted pending (audit " in line and f"request {rid})" in line for line in lines)
+    assert "s3cr3tpath" not in out + err
+
+
+def test_notify_watch_as_a_requester_exits_at_once(cluster: Cluster, ops: str, receiver: Receiver) -> None:
+    result = run("notify", "--watch", "--name", "t-watch-no", "--webhook", receiver.url,
+                 "--dsn", dsn(cluster, "ntf_dave"))
+    assert result.exit_code == 1
+    assert "permission denied: notify needs a login in jit_admin" in result.output

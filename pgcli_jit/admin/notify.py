@@ -46,7 +46,7 @@ import requests
 from pgcli_jit.admin import fmt
 from pgcli_jit.admin.connect import Conn, check_dsn, connect, dsn_option, error_text
 from pgcli_jit.core.durations import format_duration
-from pgcli_jit.core.errors import UsageError
+from pgcli_jit.core.errors import JitError, UsageError
 from pgcli_jit.core.sanitize import printable
 from pgcli_jit.server import statements
 
@@ -461,6 +461,8 @@ def run_watch(open_conn: Callable[[], Conn], make: Callable[[Conn], Notifier], s
                 while not stop.is_set():
                     cursor = notifier.one_pass(cursor)
                     _sleep_until_doorbell(conn, stop)
+        except psycopg.errors.InsufficientPrivilege:
+            raise  # a login that is no operator: reconnecting cannot change it
         except psycopg.Error as exc:
             if stop.is_set():
                 return
@@ -530,7 +532,11 @@ def notify(dsn: str, webhook: str, form: str, watch: bool, name: str, after_seq:
 
     _stamped(f"notify {name}: watching for requests, posting to {receiver.shown} as {form} "
              "(Ctrl-C or SIGTERM to stop)", err=True)
-    run_watch(open_conn, make, stop, after_seq, _stamped, lambda text: _stamped(text, err=True))
+    try:
+        run_watch(open_conn, make, stop, after_seq, _stamped, lambda text: _stamped(text, err=True))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise JitError(f"permission denied: notify needs a login in jit_admin ({error_text(exc)})",
+                       "as a superuser: GRANT jit_admin TO the notifier's login") from None
     _stamped(f"notify {name}: stopped", err=True)
     sys.stdout.flush()
 
