@@ -178,11 +178,12 @@ def test_the_shells_completer_offers_server_only_profiles_after_jit_request(jobs
         tab = CompleteEvent(completion_requested=True)
         return [c.text for c in completer.get_completions(Document(text), tab)]
 
-    assert words("\\jit request ") == ["read", "write", "--ttl", "--reason"]  # the first Tab starts the read
+    options = ["--ttl", "--reason", "--break-glass"]
+    assert words("\\jit request ") == ["read", "write", *options]  # the first Tab starts the read
     settled(jobs)
-    assert words("\\jit request ") == ["read", "write", "shorter", "shortw", "--ttl", "--reason"]
+    assert words("\\jit request ") == ["read", "write", "shorter", "shortw", *options]
     assert words("\\jit request sh") == ["shorter", "shortw"]
-    assert words("\\jit request shortw ") == ["--ttl", "--reason"]
+    assert words("\\jit request shortw ") == options
 
 
 def test_a_tab_while_the_session_ends_is_no_error(jobs: Jobs) -> None:

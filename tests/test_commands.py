@@ -152,9 +152,9 @@ def test_complete_subcommands() -> None:
 
 
 def test_complete_profiles_and_options_after_request() -> None:
-    assert completions("\\jit request ", PROFILES) == [*PROFILES, "--ttl", "--reason"]
+    assert completions("\\jit request ", PROFILES) == [*PROFILES, "--ttl", "--reason", "--break-glass"]
     assert completions("\\jit request pr", PROFILES) == ["prod-read", "prod-write"]
-    assert completions("\\jit request --", PROFILES) == ["--ttl", "--reason"]
+    assert completions("\\jit request --", PROFILES) == ["--ttl", "--reason", "--break-glass"]
     assert completions("\\jit request demo --r", PROFILES) == ["--reason"]
 
 
@@ -171,6 +171,14 @@ def test_rotate_is_a_flag() -> None:
         parse("\\jit renew --rotate=yes")
 
 
+def test_break_glass_is_a_flag_of_request() -> None:
+    cmd = parse('\\jit request demo --break-glass --reason "INC-7 down"')
+    assert cmd.break_glass and cmd.reason == "INC-7 down" and cmd.profile == "demo"
+    assert not parse("\\jit request demo").break_glass
+    with pytest.raises(UsageError, match="--break-glass takes no value"):
+        parse("\\jit request demo --break-glass=yes")
+
+
 def test_nothing_to_complete_for_option_values_or_plain_commands() -> None:
     assert completions("\\jit request --ttl ", PROFILES) == []
     assert completions("\\jit request --reason ", PROFILES) == []
@@ -185,7 +193,7 @@ def test_complete_right_after_jit_does_not_crash() -> None:
 
 
 def test_no_second_profile_offered() -> None:
-    assert completions("\\jit request demo ", PROFILES) == ["--ttl", "--reason"]
+    assert completions("\\jit request demo ", PROFILES) == ["--ttl", "--reason", "--break-glass"]
 
 
 # -- \jit help SUBCOMMAND ------------------------------------------------------------------
@@ -213,9 +221,10 @@ def test_usage_descriptions_are_aligned() -> None:
 
 
 def test_given_options_are_not_offered_again() -> None:
-    assert completions("\\jit request demo --ttl 5m ", PROFILES) == ["--reason"]
-    assert completions("\\jit request --reason x --", PROFILES) == ["--ttl"]
-    assert completions("\\jit request demo --ttl=5m --reason x ", PROFILES) == []
+    assert completions("\\jit request demo --ttl 5m ", PROFILES) == ["--reason", "--break-glass"]
+    assert completions("\\jit request --reason x --", PROFILES) == ["--ttl", "--break-glass"]
+    assert completions("\\jit request demo --ttl=5m --reason x ", PROFILES) == ["--break-glass"]
+    assert completions("\\jit request demo --ttl=5m --reason x --break-glass ", PROFILES) == []
     assert completions("\\jit renew --ttl 5m ", PROFILES) == ["--rotate"]
 
 

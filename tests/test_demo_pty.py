@@ -37,3 +37,33 @@ def test_the_readme_demo_runs_word_for_word(home: Path) -> None:
     assert audit.exists() and '"event": "request"' in audit.read_text()
     spent = [audit.parent / name for name in ("pgpass", "config.toml")]
     assert not any(p.exists() for p in spent)  # the dead cluster's login is not left behind
+
+
+def test_the_demo_prints_the_approvers_session_which_approves_a_request(home: Path,
+                                                                       tmp_path: Path) -> None:
+    """The second requester's command, from the banner, opens a real pgcli-jit session that
+    sees the demo user's request and approves it; the demo session then switches to it."""
+    term = Terminal(["--demo"], isolated_env(home, None), home)
+    lead: Terminal | None = None
+    try:
+        term.wait_for(r"demo>", timeout=60)
+        raw = term.transcript.decode(errors="replace")
+        found = re.search(r"PGCLI_JIT_CONFIG=(\S+) PGPASSFILE=(\S+) "
+                          r"pgcli-jit (-h \S+ -p \d+ -U demo_lead demo)", raw)
+        assert found, raw
+        assert "pgcli-jit-admin pending --all" in raw and "user=demo_ops" in raw
+        term.run('\\jit request change --reason "INC-9 refund"', r"waiting for approval by demo_leads")
+        lead_home = tmp_path / "lead"
+        lead_home.mkdir()
+        lead = Terminal(found.group(3).split(), isolated_env(lead_home, Path(found.group(1)),
+                                                             {"PGPASSFILE": found.group(2)}), lead_home)
+        lead.wait_for(r"demo>", timeout=30)
+        listed = lead.run("\\jit pending", r"INC-9 refund")
+        request_id = re.search(r"\|\s*(\d+)\s*\|\s*demo_user\s*\|", listed)
+        assert request_id, listed
+        lead.run(f"\\jit approve {request_id.group(1)}", r"Approved request")
+        term.wait_for(r"Approved by demo_lead: connected as jit_demo_user_\w+", timeout=15)
+    finally:
+        if lead is not None:
+            lead.close()
+        term.close()

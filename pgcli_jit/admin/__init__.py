@@ -57,13 +57,14 @@ def _register() -> None:
         cron,
         health,
         leases,
+        notify,
         profiles,
         revoke,
         sessions,
         setup,
     )
 
-    for module in (setup, profiles, apply, leases, revoke, approvals, audit, health, cron, sessions):
+    for module in (setup, profiles, apply, leases, revoke, approvals, audit, health, cron, sessions, notify):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -53,11 +53,13 @@ def _past_time(text: str, option: str, neither: str) -> datetime:
               help="Only the rows committed after row ID, oldest first (0: from the start): "
                    "a cursor for shipping the trail, --limit rows at a time.")
 @click.option("--verify", is_flag=True, help="Check the hash chain; exit 1 naming the first bad row.")
+@click.option("--break-glass", is_flag=True,
+              help="Only break-glass uses (with --since: since then).")
 @click.option("--file", "files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="With --verify: check these archive files (in chain order), not the database.")
 @click.pass_context
 def audit(ctx: click.Context, dsn: str, since: str | None, limit: int, as_json: bool,
-          after_id: int | None, verify: bool, files: tuple[Path, ...]) -> None:
+          after_id: int | None, verify: bool, break_glass: bool, files: tuple[Path, ...]) -> None:
     """Who asked for what, why, for how long, and who ended it (newest first).
 
     ``audit archive`` moves old rows to a file that verifies on its own."""
@@ -67,6 +69,8 @@ def audit(ctx: click.Context, dsn: str, since: str | None, limit: int, as_json: 
         raise UsageError("--file goes with --verify: audit --verify --file FILE")
     if after_id is not None and (since or verify):
         raise UsageError("--after-id is a cursor of its own: not with --since or --verify")
+    if break_glass and (after_id is not None or verify or files):
+        raise UsageError("--break-glass lists uses: with --since, not with --after-id or --verify")
     if files:
         verify_files(list(files))
         return
@@ -74,7 +78,9 @@ def audit(ctx: click.Context, dsn: str, since: str | None, limit: int, as_json: 
         if verify:
             verify_table(conn)
             return
-        if after_id is None:
+        if break_glass:
+            cur = conn.execute(statements.AUDIT_BREAK_GLASS, (since_time(since), limit))
+        elif after_id is None:
             cur = conn.execute(statements.AUDIT, (since_time(since), limit))
         else:
             cur = conn.execute(statements.AUDIT_AFTER, (seq_after(conn, after_id), limit))
@@ -85,7 +91,7 @@ def audit(ctx: click.Context, dsn: str, since: str | None, limit: int, as_json: 
     elif rows:
         click.echo(fmt.table(HEADERS, [(*r[:8], fmt.clip(fmt.printable(r[8] or "-")), r[9]) for r in rows]))
     else:
-        click.echo("No audit events.")
+        click.echo("No break-glass uses." if break_glass else "No audit events.")
 
 
 def seq_after(conn: Conn, after_id: int) -> int:

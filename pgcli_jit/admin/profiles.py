@@ -58,6 +58,50 @@ def profile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def rules_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """On-call auto-approval and break-glass (``jit.profile_approval_rules``): kept apart from
+    the options ``jit.profile_set`` takes; each left out keeps its value."""
+    for decorator in reversed([
+        click.option("--auto-approve", metavar="ROLE",
+                     help="A request from a member of ROLE (checked at request time) is granted "
+                          "at once, audited as auto-approved; '' for none."),
+        click.option("--break-glass/--no-break-glass", default=None,
+                     help="Allow \\jit request NAME --break-glass --reason TEXT: granted at once, "
+                          "audited, approvers notified (default: not allowed)."),
+        click.option("--break-glass-max-ttl", metavar="DUR",
+                     help="Longest a break-glass lease lives, renewals included (default 1h)."),
+        click.option("--break-glass-per-day", type=click.IntRange(1, 100), metavar="N",
+                     help="Break-glass uses one requester may make in 24 hours (default 1)."),
+    ]):
+        fn = decorator(fn)
+    return fn
+
+
+RULES = ("auto_approve", "break_glass", "break_glass_max_ttl", "break_glass_per_day")
+
+
+def _set_rules(conn: Conn, name: str, rules: dict[str, Any]) -> None:
+    if all(rules[k] is None for k in RULES):
+        return
+    conn.execute(statements.PROFILE_RULES, (
+        name, rules["auto_approve"], rules["break_glass"],
+        option_duration(rules["break_glass_max_ttl"], "--break-glass-max-ttl"),
+        rules["break_glass_per_day"]))
+
+
+def describe_rules(conn: Conn, name: str) -> str:
+    """``auto-approve: oncall; break-glass: at most 1h, 1 per requester per day``, or ''."""
+    row = conn.execute(statements.PROFILE_RULES_OF, (name,)).fetchone()
+    if row is None or (not row[0] and not row[1]):
+        return ""
+    auto, glass, max_ttl, per_day = row
+    parts = [f"auto-approve: members of {auto}"] if auto else []
+    if glass:
+        parts.append(f"break-glass: allowed, at most {format_duration(float(max_ttl))}, "
+                     f"{per_day} per requester per day")
+    return "; ".join(parts)
+
+
 def _set(conn: Conn, name: str, grants: tuple[str, ...], ttl: float | None, max_ttl: float | None,
          requesters: str | None, reason_required: bool | None, owner: str | None,
          description: str | None, approvers: str | None = None, approvals: int | None = None,
@@ -87,6 +131,7 @@ def profile() -> None:
 @profile.command("add")
 @click.argument("name")
 @profile_options
+@rules_options
 def add(name: str, dsn: str, **options: Any) -> None:
     """Create profile NAME (at least one --grant)."""
     _save(name, dsn, options, exists=False)
@@ -95,6 +140,7 @@ def add(name: str, dsn: str, **options: Any) -> None:
 @profile.command("set")
 @click.argument("name")
 @profile_options
+@rules_options
 def set_(name: str, dsn: str, **options: Any) -> None:
     """Change profile NAME: only the options given change (leases already issued keep theirs)."""
     _save(name, dsn, options, exists=True)
@@ -102,6 +148,8 @@ def set_(name: str, dsn: str, **options: Any) -> None:
 
 def _save(name: str, dsn: str, options: dict[str, Any], *, exists: bool) -> None:
     """``add`` refuses a profile that exists, ``set`` one that does not: a typo never creates one."""
+    rules = {k: options.pop(k) for k in RULES}
+    option_duration(rules["break_glass_max_ttl"], "--break-glass-max-ttl")  # before connecting
     options = _parsed(options)
     with connect(dsn) as conn:
         if _exists(conn, name) != exists:
@@ -109,7 +157,10 @@ def _save(name: str, dsn: str, options: dict[str, Any], *, exists: bool) -> None
             raise JitError(f"profile {name} exists" if not exists else f"no profile {name}",
                            f"use: pgcli-jit-admin profile {verb} {name} ...")
         _set(conn, name, **options)
+        _set_rules(conn, name, rules)
         click.echo(describe(conn, name))
+        if said := describe_rules(conn, name):
+            click.echo(said)
 
 
 @profile.command("rm")

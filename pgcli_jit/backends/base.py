@@ -45,6 +45,9 @@ class LeaseRequest:
     #: False when ``ttl`` is only the client's default: a backend with a policy of its own
     #: (the postgres broker's server profile) then applies its own default instead
     ttl_given: bool = True
+    #: break-glass: granted without approval where the server's profile allows it (only the
+    #: postgres backend sends it; the server refuses it on every other profile)
+    break_glass: bool = False
 
     def __post_init__(self) -> None:
         check_text(self.reason, "the reason", limit=MAX_REASON)
@@ -226,6 +229,9 @@ class Backend(ABC):
     #: True when :meth:`profiles_granting` answers: the broker can say which profiles the
     #: login may request hold a privilege (the shell then offers one after "permission denied")
     says_what_grants: ClassVar[bool] = False
+    #: True when the backend sends a request's ``break_glass`` (the server's profile decides
+    #: whether it is allowed); a backend without it is never asked for break-glass
+    offers_break_glass: ClassVar[bool] = False
 
     def __init__(self, profile: Profile, *, clock: Clock = system_clock) -> None:
         self.profile = profile

@@ -2,8 +2,10 @@
 
 It does what an operator and a user would: starts a scram-sha-256 cluster with a
 little data, installs the ``jit`` schema (``pgcli-jit-admin setup``), creates grant
-roles scoped to a schema and two server profiles, a requester login whose password
-sits in a pgpass file of the demo's own, runs the reaper in the background, and
+roles scoped to a schema and three server profiles (``change`` waits for approval), a
+requester login, a second requester who approves and an operator login, whose passwords
+sit in a pgpass file of the demo's own, runs the reaper in the background, prints the
+commands that open the approver's shell and the operator's view in another terminal, and
 opens pgcli-jit with ``--jit read``: the session starts as a temporary role.
 
 Nothing is written to the user's own pgcli files: pgcli's config, history and log
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import tempfile
 import threading
 from collections.abc import Callable
@@ -32,6 +35,9 @@ from pgcli_jit.server import statements
 
 DB = "demo"
 REQUESTER = "demo_user"
+#: a second requester who approves (in demo_leads), and an operator (in jit_admin)
+APPROVER = "demo_lead"
+OPERATOR = "demo_ops"
 BANNER = """\
 pgcli-jit demo: throwaway PostgreSQL on 127.0.0.1:{port}, removed when you quit.
 You logged in as {requester}, a login that may only ask, and are now a temporary
@@ -40,9 +46,17 @@ role from the server profile `read` (read-only, 5 minutes). Try:
   \\jit request write --ttl 15m --reason "INC-123 hotfix"
   update orders set status = 'refunded' where id = 3;
   \\jit renew         \\jit revoke         \\q
+Approvals: \\jit request change --reason "INC-9 refund" waits for {approver}. In another
+terminal, {approver}'s own session (\\jit pending, \\jit approve ID):
+  {approver_command}
+and the operator's view of every waiting request (also: leases, audit, notify):
+  {operator_command}
 Config: {config}
 Client audit log (kept after the demo): {audit}
 """
+
+#: the approver's config: the same profiles, asked as demo_lead
+APPROVER_CONFIG = "config-lead.toml"
 
 #: the shell's start: pgcli's keyword arguments, the ``--jit`` profile, a TTL, a reason
 RunPgcli = Callable[[dict[str, Any], str | None, float | None, str], None]
@@ -62,24 +76,45 @@ def prepare(cluster: Cluster, home: Path) -> dict[str, str]:
         conn.execute(statements.DEMO_GRANTS.encode())
         password = secrets.token_urlsafe(18)
         conn.execute(statements.create_requester(REQUESTER, scram_verifier(conn, password)))
+        lines = [f"{cluster.host}:{cluster.port}:*:{REQUESTER}:{password}\n"]
+        conn.execute(statements.DEMO_APPROVALS.encode())
+        for name, roles in ((APPROVER, ("jit_requester", "demo_leads")), (OPERATOR, ("jit_admin",))):
+            secret = secrets.token_urlsafe(18)
+            conn.execute(statements.create_login(name, scram_verifier(conn, secret), roles))
+            lines.append(f"{cluster.host}:{cluster.port}:*:{name}:{secret}\n")
     passfile = home / "pgpass"
-    passfile.write_text(f"{cluster.host}:{cluster.port}:*:{REQUESTER}:{password}\n", encoding="utf-8")
+    passfile.write_text("".join(lines), encoding="utf-8")
     passfile.chmod(0o600)
+    for name, user, audit in (("config.toml", REQUESTER, "audit.jsonl"),
+                              (APPROVER_CONFIG, APPROVER, "audit-lead.jsonl")):
+        config = home / name
+        config.write_text(demo_config(cluster, home / audit, user), encoding="utf-8")
+        config.chmod(0o600)
     config = home / "config.toml"
-    config.write_text(demo_config(cluster, home / "audit.jsonl"), encoding="utf-8")
-    config.chmod(0o600)
     return {"PGCLI_JIT_CONFIG": str(config), "PGPASSFILE": str(passfile),
             "XDG_CONFIG_HOME": str(home / "xdg-config")}
 
 
-def demo_config(cluster: Cluster, audit: Path) -> str:
+def demo_config(cluster: Cluster, audit: Path, user: str = REQUESTER) -> str:
     where = (f'backend = "postgres"\nhost = "{cluster.host}"\nport = {cluster.port}\n'
-             f'dbname = "{DB}"\nuser = "{REQUESTER}"\n')
+             f'dbname = "{DB}"\nuser = "{user}"\n')
     return (
         f'default_profile = "read"\naudit_log = "{audit}"\n\n'
         f'[profiles.read]\n{where}renew = "prompt"\nrenew_before = "1m"\n\n'
-        f'[profiles.write]\n{where}renew = "auto"\nrenew_before = "2m"\n'
+        f'[profiles.write]\n{where}renew = "auto"\nrenew_before = "2m"\n\n'
+        f'[profiles.change]\n{where}renew = "never"\n'
     )
+
+
+def second_sessions(cluster: Cluster, home: Path) -> tuple[str, str]:
+    """The two commands that open the approver's shell and the operator's view, as typed in
+    another terminal while the demo runs (their passwords are in the demo's pgpass file)."""
+    passfile = shlex.quote(str(home / "pgpass"))
+    approver = (f"PGCLI_JIT_CONFIG={shlex.quote(str(home / APPROVER_CONFIG))} PGPASSFILE={passfile} "
+                f"pgcli-jit -h {cluster.host} -p {cluster.port} -U {APPROVER} {DB}")
+    operator = (f"PGPASSFILE={passfile} pgcli-jit-admin pending --all "
+                f"--dsn 'host={cluster.host} port={cluster.port} dbname={DB} user={OPERATOR}'")
+    return approver, operator
 
 
 def start_reaper(cluster: Cluster) -> threading.Event:
@@ -108,7 +143,9 @@ def run(pgcli_kwargs: dict[str, Any], run_pgcli: RunPgcli) -> None:
     try:
         os.environ.update(prepare(cluster, home))
         stop = start_reaper(cluster)
-        click.echo(BANNER.format(port=cluster.port, requester=REQUESTER,
+        approver_command, operator_command = second_sessions(cluster, home)
+        click.echo(BANNER.format(port=cluster.port, requester=REQUESTER, approver=APPROVER,
+                                 approver_command=approver_command, operator_command=operator_command,
                                  config=os.environ["PGCLI_JIT_CONFIG"], audit=home / "audit.jsonl"), err=True)
         pgcli_kwargs.update(host=None, port=None, dbname=None, dbname_opt=None, username=None,
                             username_opt=None)
@@ -117,6 +154,7 @@ def run(pgcli_kwargs: dict[str, Any], run_pgcli: RunPgcli) -> None:
         if stop is not None:
             stop.set()
         cluster.stop()
-        for spent in ("pgpass", "config.toml"):  # the audit log stays; a dead cluster's login goes
+        # the audit logs stay; a dead cluster's logins go
+        for spent in ("pgpass", "config.toml", APPROVER_CONFIG):
             (home / spent).unlink(missing_ok=True)
         click.echo(f"Demo cluster removed. Client audit log: {home / 'audit.jsonl'}", err=True)

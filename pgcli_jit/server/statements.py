@@ -212,6 +212,49 @@ CRON_UNSCHEDULE = "SELECT cron.unschedule(%s::bigint)"
 CRON_SCHEDULE = "SELECT cron.schedule_in_database(%s, '* * * * *', %s, %s, %s)"
 
 
+# -- on-call auto-approval and break-glass (pgcli-jit-admin profile, audit) ---------------------
+
+#: a profile's auto-approve role ('' none), break-glass on/off, its max TTL (seconds) and uses per
+#: requester per day; NULL leaves one as it is
+PROFILE_RULES = "SELECT jit.profile_approval_rules(%s, %s, %s, make_interval(secs => %s), %s)"
+#: a profile's auto-approve and break-glass options, as profile add/set shows them
+PROFILE_RULES_OF = """
+SELECT auto_approve, break_glass, extract(epoch FROM break_glass_max_ttl), break_glass_per_day
+  FROM jit_data.profiles WHERE name = %s
+"""
+#: the break-glass uses since a time, newest first, at most a number of rows
+AUDIT_BREAK_GLASS = """
+SELECT id, at, event, profile, rolname, requester, actor, host(client_addr) AS client_addr, reason,
+       expires_at, detail
+  FROM jit_data.audit WHERE event = 'break_glass' AND at >= %s ORDER BY id DESC LIMIT %s
+"""
+#: ask for a lease without approval, on a profile that allows break-glass (as ``REQUEST``)
+REQUEST_BREAK_GLASS = "SELECT jit.request_break_glass(%s, make_interval(secs => %s), %s, %s)"
+
+# -- the notifier (pgcli-jit-admin notify) -----------------------------------------------------
+
+#: wait on this connection for the doorbell the broker rings when a request changes
+LISTEN_REQUESTS = "LISTEN jit_requests"
+#: where a named notifier stands in the audit chain (NULL: it never ran)
+NOTIFY_CURSOR = "SELECT jit.notify_cursor(%s)"
+#: move a named notifier's cursor forward to a chain position, after a delivery
+NOTIFY_ADVANCE = "SELECT jit.notify_advance(%s, %s)"
+#: the end of the chain now (NULL: the table holds no chained row)
+CHAIN_END = "SELECT max(seq) FROM jit_data.audit"
+#: the database the notifier watches, named in every message
+CURRENT_DATABASE = "SELECT current_database()"
+#: the chained audit rows about requests after a chain position, up to another, in chain order,
+#: each with what its profile grants now; the columns are the ones a message may carry (no
+#: client address, no role name: nothing an approver does not need)
+NOTIFY_EVENTS = """
+SELECT a.seq, a.id, a.event, a.profile, a.requester, a.actor, a.reason, a.expires_at,
+       a.detail, p.grants, extract(epoch FROM p.ttl)
+  FROM jit_data.audit a LEFT JOIN jit_data.profiles p ON p.name = a.profile
+ WHERE a.seq > %s AND a.seq <= %s AND a.event = ANY(%s)
+ ORDER BY a.seq LIMIT %s
+"""
+
+
 def set_role(rolname: str) -> sql.Composed:
     """Act as a lease, to roll back its prepared transaction (the server granted SET on it)."""
     return sql.SQL("SET ROLE {}").format(sql.Identifier(rolname))
@@ -270,6 +313,20 @@ SELECT jit.profile_set('write', ARRAY['demo_write'], '5 minutes', '1 hour', NULL
 def create_database(name: str) -> sql.Composed:
     """The demo's database."""
     return sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+
+
+#: the demo's third profile, which waits for a colleague: demo_leads approve it
+DEMO_APPROVALS = """
+CREATE ROLE demo_leads NOLOGIN;
+SELECT jit.profile_set('change', ARRAY['demo_write'], '5 minutes', '1 hour', NULL, true, NULL,
+                       'read-write, once a colleague approves', 'demo_leads', 1, '1 hour');
+"""
+
+
+def create_login(name: str, verifier: str, member_of: tuple[str, ...]) -> sql.Composed:
+    """A login in the given roles (the demo's approver and operator), with a SCRAM verifier."""
+    return sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+        sql.Identifier(name), sql.Literal(verifier), sql.SQL(", ").join(map(sql.Identifier, member_of)))
 
 
 def create_requester(name: str, verifier: str) -> sql.Composed:

@@ -47,6 +47,7 @@ class JitCommand:
     request_id: int | None = None  # approve, deny
     comment: str = ""
     rotate: bool = False  # renew: take new credentials even when the reconnect costs something
+    break_glass: bool = False  # request: granted without approval where the server allows it
 
 
 #: pgspecial-style (title, rows, headers, status): what the shell prints for a subcommand
@@ -118,10 +119,35 @@ def terminal_columns() -> int:
 def _request(jit: Controller, cmd: JitCommand) -> Result:
     if cmd.ttl is not None:
         check_ttl(jit.config.requestable(cmd.profile), cmd.ttl)
+    if cmd.break_glass:
+        return (None, None, None, _break_glass(jit, cmd))
     try:
         return (None, None, None, jit.request(cmd.profile, cmd.ttl, cmd.reason))
     finally:  # what the server offers may have changed since: completion reads it again
         jit.catalog.refresh()
+
+
+def _break_glass(jit: Controller, cmd: JitCommand) -> str:
+    r"""``\jit request PROFILE --break-glass --reason TEXT``: as a request, but the server grants
+    it at once or refuses it (never pending), where the server profile allows it."""
+    from pgcli_jit.core.errors import JitError
+    from pgcli_jit.session.ending import IN_TRANSACTION
+
+    jit.settle()
+    if jit.connector.in_transaction():
+        raise JitError(f"\\jit request refused: {IN_TRANSACTION}")
+    profile = jit.config.requestable(cmd.profile)
+    if not jit.manager.backend_for(profile).offers_break_glass:
+        raise UsageError(f"--break-glass is for server profiles; {profile.name} uses the "
+                         f"{profile.backend} backend", "ask as usual: \\jit request " + profile.name)
+    if not cmd.reason.strip():
+        raise UsageError("break-glass needs a reason", '--reason "INC-... what is on fire"')
+    jit.approvals.refuse_second(profile.name)
+    try:
+        lease = jit.manager.mint(profile, cmd.ttl, cmd.reason, break_glass=True)
+    finally:
+        jit.catalog.refresh()
+    return "Break-glass: " + jit.adopt_new(lease, profile, cmd.ttl)
 
 
 def check_ttl(profile: Profile, ttl: float) -> None:
@@ -261,13 +287,16 @@ REASON = Option("--reason", "reason")
 
 TABLE: tuple[Subcommand, ...] = (
     Subcommand(
-        "request", "\\jit request [PROFILE] [--ttl DUR] [--reason TEXT]",
+        "request", "\\jit request [PROFILE] [--ttl DUR] [--reason TEXT] [--break-glass]",
         "obtain credentials and reconnect as them",
         "PROFILE defaults to the config's default_profile. --ttl asks for a lease length "
         "(the profile's max ttl caps it, the server's for a server profile, and the reply says so); "
         "--reason is recorded in the audit log. "
+        "--break-glass (with --reason): granted at once without approval where the server "
+        "profile allows it, loudly audited and announced to its approvers, a few times a day. "
         "Refused inside an open transaction.",
-        _request, (TTL, REASON), Argument.PROFILE, from_file=False),
+        _request, (TTL, REASON, Option("--break-glass", "break_glass", flag=True)),
+        Argument.PROFILE, from_file=False),
     Subcommand(
         "status", "\\jit status", "the current lease (or how the last one ended)",
         "Profile, backend, database user, times (local, with zone), renewals, lease id; "

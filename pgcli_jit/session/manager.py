@@ -126,10 +126,11 @@ class LeaseManager:
 
     # -- minting -----------------------------------------------------------------
 
-    def mint(self, profile: Profile, ttl: float | None, reason: str) -> Lease:
+    def mint(self, profile: Profile, ttl: float | None, reason: str,
+             break_glass: bool = False) -> Lease:
         """New credentials from ``profile``'s backend; not yet the current lease."""
         req = LeaseRequest(ttl=ttl or profile.ttl, reason=reason, requester=self.requester,
-                           ttl_given=bool(ttl) or profile.ttl_given)
+                           ttl_given=bool(ttl) or profile.ttl_given, break_glass=break_glass)
         try:
             lease = self.backend_for(profile).request(req)
         except ApprovalPending as exc:  # asked, not granted: the caller waits for it

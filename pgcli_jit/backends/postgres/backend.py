@@ -75,6 +75,7 @@ class PostgresBackend(Backend):
     uses_session_login: ClassVar[bool] = True
     server_policy: ClassVar[bool] = True
     says_what_grants: ClassVar[bool] = True
+    offers_break_glass: ClassVar[bool] = True
 
     def __init__(self, profile: Profile, *, clock: Clock = system_clock) -> None:
         super().__init__(profile, clock=clock)
@@ -190,7 +191,8 @@ class PostgresBackend(Backend):
         password = scram.new_password()
         verifier = self._verifier(password)
         wish = float(req.ttl) if req.ttl and req.ttl_given else None  # None: the server's default
-        answer = self._answer(statements.REQUEST, self.server_profile, wish, req.reason, verifier)
+        query = statements.REQUEST_BREAK_GLASS if req.break_glass else statements.REQUEST
+        answer = self._answer(query, self.server_profile, wish, req.reason, verifier)
         if answer.get("status") == "pending":  # no role yet: the password waits with the client
             raise ApprovalPending(self._pending(answer, password, self.clock()))
         return self._granted(answer, password)

@@ -154,7 +154,10 @@ $$;
 -- the password itself never reaches the server.  The server picks the role name, the grants,
 -- the expiry (capped at the profile's max_ttl) and records who asked, from session_user.
 -- On a profile with approvers nothing is created yet: the request waits in jit_data.requests.
-CREATE OR REPLACE FUNCTION jit.request(p_profile text, p_ttl interval, p_reason text, p_verifier text)
+-- jit.request, and jit.request_break_glass (functions/80_notify.sql) with p_break_glass: granted
+-- at once without approval on a profile that allows it (jit._break_glass), refused on any other.
+CREATE OR REPLACE FUNCTION jit._request(p_profile text, p_ttl interval, p_reason text, p_verifier text,
+                                        p_break_glass boolean)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -225,11 +228,23 @@ BEGIN
                            jsonb_build_object('why', 'live lease limit', 'max_live', p.max_live));
         RETURN jit._denied(jit._cap_message(p), jit._cap_hint());
     END IF;
+    IF coalesce(p_break_glass, false) THEN
+        RETURN jit._break_glass(p, me, my_oid, reason, p_ttl, p_verifier);
+    END IF;
+    IF p.approvers IS NOT NULL AND jit._auto_approves(p, my_oid) THEN
+        RETURN jit._auto_approve(p, me, my_oid, reason, ttl, p_verifier);
+    END IF;
     IF p.approvers IS NOT NULL THEN
         RETURN jit._ask_approval(p, me, my_oid, reason, jit._secs(p_ttl), p_verifier);
     END IF;
     RETURN jit._issue(p, me, my_oid, reason, ttl, p_verifier);
 END
+$$;
+
+CREATE OR REPLACE FUNCTION jit.request(p_profile text, p_ttl interval, p_reason text, p_verifier text)
+RETURNS jsonb
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT jit._request(p_profile, p_ttl, p_reason, p_verifier, false)
 $$;
 
 -- A lease the caller may act on, locked and marked (jit._mark) for the rest of the

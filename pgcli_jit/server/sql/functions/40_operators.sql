@@ -178,6 +178,7 @@ BEGIN
                               'jit.cancel(bigint)',
                               'jit.my_requests()', 'jit.pending_for_me()', 'jit.approve(bigint, text)',
                               'jit.deny(bigint, text)', 'jit.approves_any()',
+                              'jit.request_break_glass(text, interval, text, text)',
                               'jit.profiles_granting(text, text, text, text)',
                               'jit.profiles_granting_resolved(text, text, oid, smallint)'] LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', fn, p_requesters);
