@@ -440,7 +440,7 @@ def test_failed_waiting_rotation_does_not_break_the_gate(make: Any) -> None:
 
 def test_a_rotation_that_would_drop_a_temp_table_is_offered_not_done(make: Any) -> None:
     """At the hard limit, \\jit renew says what new credentials would cost and mints nothing;
-    the toolbar offers them (F5) and --rotate takes them."""
+    the toolbar offers them (F6) and --rotate takes them."""
     h = make(ttl="1m", max_ttl="1m")
     h.controller.request(None, None, "")
     old = h.controller.lease
@@ -475,7 +475,7 @@ def test_the_offer_in_prompt_mode_is_said_once_and_taken_with_f5(make: Any) -> N
     h.controller.step()
     h.controller.step()
     offers = [s for s in h.said if s.startswith(f"Lease for {h.name} ends at ")]
-    assert len(offers) == 1 and "F5 or \\jit renew extends it" in offers[0]
+    assert len(offers) == 1 and "F6 or \\jit renew extends it" in offers[0]
     assert "COMMIT before" in offers[0]  # a transaction is open: its deadline is said with the offer
     assert h.controller.offer() == "renew"
     old = h.controller.lease

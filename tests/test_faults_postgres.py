@@ -329,7 +329,7 @@ def test_server_down_early_in_the_window_keeps_the_lease(own: Cluster, make: Any
     assert lease is not None
     stop(own)
     h.clock.set(lease.expires_at - 150)
-    h.controller.accept_offer()  # the user pressed F5
+    h.controller.accept_offer()  # the user pressed F6
     h.controller.settle()
     assert h.controller.lease is lease and h.controller.gate() is None
     assert any(s.startswith("Renewal failed: postgres backend") and "Keeping the current lease" in s

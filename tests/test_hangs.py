@@ -58,7 +58,7 @@ def timed(fn: Any, *args: Any) -> tuple[Any, float]:
 
 
 def take_offer(w: World) -> None:
-    """F5: the renewal starts in the background; settle() waits for it and applies it, as the
+    """F6: the renewal starts in the background; settle() waits for it and applies it, as the
     next beat of the prompt would."""
     w.controller.accept_offer()
     w.controller.settle()

@@ -1,4 +1,4 @@
-"""The live lease as a user sees it: countdown, the renewal offer (F5), auto-renewal, rotation, expiry.
+"""The live lease as a user sees it: countdown, the renewal offer (F6), auto-renewal, rotation, expiry.
 
 Real pgcli-jit in a pseudo-terminal, real cluster, short TTLs: these are the
 few tests that must watch real seconds pass.
@@ -16,7 +16,8 @@ from tests.terminal import Terminal
 
 pytestmark = pytest.mark.pty
 JIT_USER = r"jit_[a-z0-9_]+_[a-z0-9]{8,}"
-F5 = "\x1b[15~"  # what an xterm sends for F5
+F5 = "\x1b[15~"  # what an xterm sends for F5 (pgcli's Explain toggle)
+F6 = "\x1b[17~"  # what an xterm sends for F6 (take the offer)
 
 
 def start(session: Session, profile: str) -> tuple[Terminal, str]:
@@ -36,17 +37,21 @@ def test_countdown_ticks_while_idle(session: Session) -> None:
     assert style is not None and not style[1] and style[0][2:] != "0000"  # fresh: plain, not red
 
 
-def test_f5_renews_and_keeps_what_was_typed(session: Session) -> None:
-    """The offer is a line above the prompt and ``[F5] renew`` in the toolbar: nothing reads
-    the terminal to ask, so what is being typed stays in the SQL line."""
+def test_f6_renews_and_keeps_what_was_typed(session: Session) -> None:
+    """The offer is a line above the prompt and ``[F6] renew`` in the toolbar: nothing reads
+    the terminal to ask, so what is being typed stays in the SQL line.  F5 stays pgcli's."""
     session.profile("p", ttl="12s", renew_before="10s", renew="prompt", max_ttl="5m")
     term, user = start(session, "p")
     before = session.valid_until(user)
-    term.type("select 40 + 2 as answer")  # typed, not yet sent
-    term.wait_for(r"Lease for p ends at \d\d:\d\d:\d\d \(in 0:0\d\): F5 or \\jit renew extends it",
-                  timeout=12)
-    term.wait_toolbar(r"\[F5\] renew")
     term.type(F5)
+    term.wait_toolbar(r"\[F5\] Explain: ON")
+    term.type(F5)
+    term.wait_toolbar(r"\[F5\] Explain: OFF")
+    term.type("select 40 + 2 as answer")  # typed, not yet sent
+    term.wait_for(r"Lease for p ends at \d\d:\d\d:\d\d \(in 0:0\d\): F6 or \\jit renew extends it",
+                  timeout=12)
+    term.wait_toolbar(r"\[F6\] renew")
+    term.type(F6)
     term.wait_for(rf"Renewed {user} until")
     assert session.valid_until(user) >= before + 2  # now + ttl, asked ~4 s after issue
     screen = term.run(";", r"SELECT 1")

@@ -17,7 +17,7 @@ def lease(name: str = "jit_u") -> Lease:
 def test_the_window_is_said_once_per_lease_with_the_transaction_deadline() -> None:
     offers, first = Offers(), lease()
     line = offers.window_line(first, "p", T0 + 45, in_transaction=True)
-    assert line.startswith("Lease for p ends at ") and "(in 0:15): F5 or \\jit renew extends it." in line
+    assert line.startswith("Lease for p ends at ") and "(in 0:15): F6 or \\jit renew extends it." in line
     assert "A transaction is open: COMMIT before" in line
     assert offers.window_line(first, "p", T0 + 46, in_transaction=True) == ""
     assert offers.window_line(lease("jit_v"), "p", T0 + 46, in_transaction=False).endswith("extends it.")

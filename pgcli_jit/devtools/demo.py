@@ -46,10 +46,10 @@ role from the server profile `read` (read-only, 5 minutes). Try:
   \\jit request write --ttl 15m --reason "INC-123 hotfix"
   update orders set status = 'refunded' where id = 3;
   \\jit renew         \\jit revoke         \\q
-Approvals: \\jit request change --reason "INC-9 refund" waits for {approver}. In another
-terminal, {approver}'s own session (\\jit pending, \\jit approve ID):
+Approvals: \\jit request change --reason "INC-9 refund" waits for {approver}.
+In another terminal, {approver}'s own session (\\jit pending, \\jit approve ID):
   {approver_command}
-and the operator's view of every waiting request (also: leases, audit, notify):
+and the operator's view of what waits (also: leases, audit, notify):
   {operator_command}
 Config: {config}
 Client audit log (kept after the demo): {audit}

@@ -308,7 +308,7 @@ TABLE: tuple[Subcommand, ...] = (
         "renewals keep it. A renewal that would end sooner renews nothing. When the lease cannot "
         "be extended (the hard limit, or a backend that never extends), new credentials are taken "
         "only when the reconnect loses nothing (temp tables, prepared statements, LISTENs) and adds "
-        "at least half a term; otherwise their cost is said and --rotate (or F5) takes them. The "
+        "at least half a term; otherwise their cost is said and --rotate (or F6) takes them. The "
         "session reconnects after the open transaction ends.",
         _renew, (TTL, Option("--rotate", "rotate", flag=True)), from_file=False),
     Subcommand(

@@ -67,7 +67,7 @@ class Controller:
         #: connecting as a new lease; the one lease that waits to be switched in
         self.switcher = Switcher(manager, connector)
         self.handover = self.switcher.handover
-        #: what is offered (F5) and said once per lease; the statement kept alive
+        #: what is offered (F6) and said once per lease; the statement kept alive
         self.offers = Offers()
         #: whether access stands; the ends that come without a command (expiry, the server)
         self.access = Access(manager, connector, say, self.jobs, self.handover)
@@ -144,7 +144,7 @@ class Controller:
         return "always" if asked else "never" if self.connector.rotation_cost() else "if_worth"
 
     def accept_offer(self) -> str | None:
-        """F5: renew now, in the background (the prompt never waits on the server); new
+        """F6: renew now, in the background (the prompt never waits on the server); new
         credentials when they were offered.  The result is said when it is applied."""
         lease = self.lease
         if lease is None or self.ended is not None:
@@ -287,7 +287,7 @@ class Controller:
         self._switch_in()
 
     def offer(self) -> str | None:
-        """What the toolbar offers on F5: ``renew`` while a ``prompt`` lease is in its window,
+        """What the toolbar offers on F6: ``renew`` while a ``prompt`` lease is in its window,
         ``new credentials`` while a rotation waits for a yes; None otherwise."""
         if self.offers.rotation(self.lease) is not None:
             return "new credentials"
@@ -300,10 +300,10 @@ class Controller:
 
     def _announce(self) -> None:
         """Once per lease, above the prompt (never a question that reads the terminal): the
-        window opened (F5 renews), and in the final part, an open transaction's deadline."""
+        window opened (F6 renews), and in the final part, an open transaction's deadline."""
         lease, profile = self.lease, self.manager.profile
         if lease is None or profile is None or self.ended is not None or self.access.unattended:
-            return  # -c / -f: nobody at a prompt to press F5
+            return  # -c / -f: nobody at a prompt to press F6
         now = self.manager.clock()
         if self.offer() == "renew":
             line = self.offers.window_line(lease, profile.name, now, self.connector.in_transaction())

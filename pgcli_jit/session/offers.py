@@ -1,7 +1,7 @@
 """What the live lease offers the user, and when it says so.
 
-Nothing here reads the terminal: an offer is a word in the toolbar (``[F5] renew``,
-``[F5] new credentials``) and a line said once above the prompt.  This module keeps what
+Nothing here reads the terminal: an offer is a word in the toolbar (``[F6] renew``,
+``[F6] new credentials``) and a line said once above the prompt.  This module keeps what
 was offered and said for which lease, and whether the running statement has already been
 kept alive; the controller decides what to do and calls :meth:`Offers.say_due` etc. with
 the facts it holds.  Plain values in, sentences out: tested without a server.
@@ -18,7 +18,7 @@ from pgcli_jit.session.manager import Renewal
 class Offers:
     def __init__(self) -> None:
         #: new credentials the lease needs, not minted: they would drop session state or add
-        #: little, so they wait for a clear yes (F5, or \jit renew --rotate)
+        #: little, so they wait for a clear yes (F6, or \jit renew --rotate)
         self._rotation: Renewal | None = None
         self._said: dict[str, Lease] = {}  # which lease each once-per-lease notice was said for
         #: the lease renewed because the running statement ran into its end (once a statement)
@@ -56,7 +56,7 @@ class Offers:
         return offer if offer is not None and offer.lease is lease else None
 
     def take_rotation(self, lease: Lease | None) -> Renewal | None:
-        """F5 or --rotate: the offer is taken (and so gone)."""
+        """F6 or --rotate: the offer is taken (and so gone)."""
         offer, self._rotation = self.rotation(lease), None
         return offer
 
@@ -70,7 +70,7 @@ class Offers:
         self._said["offer"] = lease
         drops = f" and drop {', '.join(cost)}" if cost else ""
         return (f"{lease.username} cannot be extended ({renewal.reason}). New credentials would add "
-                f"{format_duration(renewal.gain)} but reconnect{drops}: F5 or \\jit renew --rotate takes "
+                f"{format_duration(renewal.gain)} but reconnect{drops}: F6 or \\jit renew --rotate takes "
                 f"them; otherwise access ends at {local_time(lease.expires_at)}.")
 
     # -- the renewal window -----------------------------------------------------------
@@ -82,7 +82,7 @@ class Offers:
         self._said["window"] = lease
         until = local_time(lease.expires_at)
         return (f"Lease for {profile} ends at {until} (in {format_clock(lease.remaining(now))}): "
-                f"F5 or \\jit renew extends it.{_commit(until) if in_transaction else ''}")
+                f"F6 or \\jit renew extends it.{_commit(until) if in_transaction else ''}")
 
     def said_final(self, lease: Lease) -> bool:
         return self._said.get("final") is lease

@@ -25,7 +25,7 @@ class Landed(NamedTuple):
 
     future: Future[Renewal]
     rotate: Rotate  # what it was allowed to do when the lease could not be extended
-    explicit: bool  # asked for (F5), not started by the clock
+    explicit: bool  # asked for (F6), not started by the clock
 
 
 class RenewalRunner:

@@ -728,7 +728,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         self.jit.access.watch_server()  # idle only: before a statement, gate() decides
 
     def _take_offer(self, _event: Any) -> None:
-        """F5 at the prompt: take what the toolbar offers (renew, or new credentials).  It runs
+        """F6 at the prompt: take what the toolbar offers (renew, or new credentials).  It runs
         in the background; the result is said above the prompt, the input line is kept."""
         if self._jit is None:
             return

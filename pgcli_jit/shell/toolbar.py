@@ -39,7 +39,7 @@ def segment(lease: Lease | None, renew_before: float | None, now: float, ended: 
     """``JIT <profile> as <user> <m:ss>`` styled by phase; ``JIT expired`` after; nothing without a lease.
 
     ``ended`` is ``"expired"`` or ``"revoked"`` once access has ended and no new lease was taken.
-    ``offer`` is what F5 does now (``renew``, ``new credentials``): drawn as ``[F5] renew``,
+    ``offer`` is what F6 does now (``renew``, ``new credentials``): drawn as ``[F6] renew``,
     where pgcli shows its own keys; it is the renewal offer, so nothing ever reads the
     terminal to ask (keys typed for SQL or for the pager stay theirs).
     """
@@ -56,7 +56,7 @@ def segment(lease: Lease | None, renew_before: float | None, now: float, ended: 
 
 
 #: the key that takes the toolbar's offer; pgcli binds F2-F4 to its own toggles
-OFFER_KEY = "F5"
+OFFER_KEY = "F6"
 
 
 _STAGE = {Phase.FRESH: "fresh", Phase.WINDOW: "warning", Phase.FINAL: "alarm", Phase.EXPIRED: "expired"}
