@@ -84,4 +84,5 @@ def test_deny_and_bad_usage(cluster: Cluster, ops: str) -> None:
     missing = run("profile", "set", PROFILE, "--approvers", "no_such_group", "--dsn", ops)
     assert missing.exit_code == 1 and "does not exist" in one_line(missing)
     cleared = run("profile", "set", PROFILE, "--approvers", "", "--dsn", ops)
-    assert cleared.exit_code == 0 and cleared.output.splitlines()[-1].rstrip().endswith("none")
+    # APPROVAL none, then LOGGED (the default, all), and no description
+    assert cleared.exit_code == 0 and cleared.output.splitlines()[-1].split()[-2:] == ["none", "all"]
