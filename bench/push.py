@@ -16,7 +16,7 @@ import statistics
 import time
 
 from bench.common import Figure, Summary
-from bench.startup import Shell, cpu_seconds, where
+from bench.startup import Shell, idle_window, where
 from bench.world import REQUESTER, World, executable
 
 APPROVED = "bench_ok"
@@ -113,13 +113,7 @@ def idle_listening_figure(world: World, seconds: float, lead_config: str) -> Fig
             base.pump(0.25)
             lead.pump(0.25)
         listening = _listening(world, LEAD)
-        start = {s: cpu_seconds(s.child.pid) for s in (base, lead)}
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < seconds:
-            base.pump(0.25)
-            lead.pump(0.25)
-        elapsed = time.monotonic() - t0
-        used = {s: cpu_seconds(s.child.pid) - start[s] for s in (base, lead)}
+        elapsed, used = idle_window((base, lead), seconds)
     finally:
         base.close()
         lead.close()

@@ -144,6 +144,17 @@ class Shell:
         self.child.close(force=True)
 
 
+def idle_window(shells: Sequence[Shell], seconds: float) -> tuple[float, dict[Shell, float]]:
+    """Both shells idle over the same window, their output read; (seconds, CPU seconds each)."""
+    start = {s: cpu_seconds(s.child.pid) for s in shells}
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        for shell in shells:
+            shell.pump(0.25)
+    elapsed = time.monotonic() - t0
+    return elapsed, {s: cpu_seconds(s.child.pid) - start[s] for s in shells}
+
+
 def idle_figure(world: World, seconds: float) -> Figure:
     env = world.env(COLUMNS="160", LINES="40")
     base = Shell([executable("pgcli"), *where(world, STATIC_USER)], env)
@@ -154,13 +165,7 @@ def idle_figure(world: World, seconds: float) -> Figure:
         jit.wait_for(b"JIT bench as")
         base.pump(2.0)
         jit.pump(0.1)  # both settle (completion refresh) before the window opens
-        start = {s: cpu_seconds(s.child.pid) for s in (base, jit)}
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < seconds:
-            base.pump(0.25)
-            jit.pump(0.25)
-        elapsed = time.monotonic() - t0
-        used = {s: cpu_seconds(s.child.pid) - start[s] for s in (base, jit)}
+        elapsed, used = idle_window((base, jit), seconds)
     finally:
         base.close()
         jit.close()
