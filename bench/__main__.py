@@ -21,7 +21,8 @@ from pathlib import Path
 
 from bench.common import Figure, table
 
-SECTIONS = ("toolbar", "startup", "request", "vault", "idle", "push", "reaper", "concurrency", "session_logs")
+SECTIONS = ("toolbar", "startup", "request", "statement", "vault", "idle", "push", "reaper", "concurrency",
+            "session_logs")
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 
@@ -74,6 +75,12 @@ def _request(world: object, rounds: int, _args: argparse.Namespace) -> list[Figu
     return request_figures(world, rounds)  # type: ignore[arg-type]
 
 
+def _statement(world: object, rounds: int, args: argparse.Namespace) -> list[Figure]:
+    from bench.statement import statement_figures
+
+    return statement_figures(world, rounds, 30 if args.quick else 200)  # type: ignore[arg-type]
+
+
 def _vault(world: object, rounds: int, _args: argparse.Namespace) -> list[Figure]:
     from bench.vault import vault_figure
 
@@ -114,8 +121,9 @@ def _session_logs(_world: object, rounds: int, args: argparse.Namespace) -> list
 
 
 SECTION_RUNNERS: dict[str, Callable[[object, int, argparse.Namespace], list[Figure]]] = {
-    "toolbar": _toolbar, "startup": _startup, "request": _request, "vault": _vault, "idle": _idle,
-    "push": _push, "reaper": _reaper, "concurrency": _concurrency, "session_logs": _session_logs,
+    "toolbar": _toolbar, "startup": _startup, "request": _request, "statement": _statement, "vault": _vault,
+    "idle": _idle, "push": _push, "reaper": _reaper, "concurrency": _concurrency,
+    "session_logs": _session_logs,
 }
 
 
