@@ -486,6 +486,25 @@ def test_the_offer_in_prompt_mode_is_said_once_and_taken_with_f5(make: Any) -> N
     assert h.controller.offer() is None
 
 
+def test_a_declined_offer_names_the_open_transaction_again_in_the_final_part(make: Any) -> None:
+    """The offer stands (not taken) into the final part: the open transaction's deadline is
+    said once more there, once, while the toolbar still offers the renewal."""
+    h = make(ttl="1m", max_ttl="10m", renew="prompt")
+    h.controller.request(None, None, "INC-8")
+    lease = h.controller.lease
+    assert lease is not None
+    h.connector.query("begin")
+    h.clock.advance(42)  # the window (the last 20 s) is open, the final part (10 s) not yet
+    h.controller.step()
+    assert [s for s in h.said if s.startswith(f"{lease.username} ends at ")] == []
+    h.clock.advance(10)
+    h.controller.step()
+    h.controller.step()
+    finals = [s for s in h.said if s.startswith(f"{lease.username} ends at ")]
+    assert len(finals) == 1 and "A transaction is open: COMMIT before" in finals[0]
+    assert h.controller.offer() == "renew"
+
+
 def test_expiry_says_when_it_ends_an_open_transaction(make: Any) -> None:
     h = make(ttl="1m", renew="never")
     h.controller.request(None, None, "INC-9")

@@ -307,10 +307,13 @@ class Controller:
         now = self.manager.clock()
         if self.offer() == "renew":
             line = self.offers.window_line(lease, profile.name, now, self.connector.in_transaction())
-            if line:
+            if line:  # said now, with the transaction's deadline if one is open
                 self.say(line)
-        elif (self.manager.phase(now) is Phase.FINAL and not self.offers.said_final(lease)
-              and self.connector.in_transaction()):
+                if self.manager.phase(now) is Phase.FINAL:
+                    self.offers.final_line(lease)  # that deadline is said; not twice in a row
+                return
+        if (self.manager.phase(now) is Phase.FINAL and not self.offers.said_final(lease)
+                and self.connector.in_transaction()):  # whether or not the offer still stands
             self.say(self.offers.final_line(lease))
 
     def shutdown(self) -> str | None:
