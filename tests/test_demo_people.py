@@ -27,13 +27,24 @@ def demo_home(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return home
 
 
+def shell_words(command: str) -> list[str]:
+    """The words a POSIX shell reads from the banner's command, its line continuations joined."""
+    return shlex.split(command.replace("\\\n", " "))
+
+
+def test_the_banner_commands_fit_80_columns(cluster: Cluster) -> None:
+    """With the demo's own directory (``mkdtemp`` in /tmp), no line of them wraps."""
+    for command in demo.second_sessions(cluster, Path("/tmp/pgcli-jit-demo-_q0nfm7s")):
+        assert all(len("  " + line) <= 80 for line in command.splitlines()), command
+
+
 def env_of(assignments: list[str]) -> dict[str, str]:
     return {**os.environ, **dict(a.split("=", 1) for a in assignments)}
 
 
 def test_the_operator_command_runs_as_the_operator(cluster: Cluster, demo_home: Path) -> None:
     _approver, operator = demo.second_sessions(cluster, demo_home)
-    words = shlex.split(operator)
+    words = shell_words(operator)
     assert words[1:3] == ["pgcli-jit-admin", "pending"]
     with psycopg.connect(cluster.conninfo(demo.DB, user=demo.REQUESTER, password=_password(
             demo_home, demo.REQUESTER)), autocommit=True) as alice:
@@ -49,7 +60,7 @@ def test_the_operator_command_runs_as_the_operator(cluster: Cluster, demo_home: 
 def test_the_approver_command_names_a_config_and_login_that_may_approve(cluster: Cluster,
                                                                         demo_home: Path) -> None:
     approver, _operator = demo.second_sessions(cluster, demo_home)
-    words = shlex.split(approver)
+    words = shell_words(approver)
     assignments = dict(w.split("=", 1) for w in words[:2])
     assert words[2] == "pgcli-jit" and words[words.index("-U") + 1] == demo.APPROVER
     config = tomllib.loads(Path(assignments["PGCLI_JIT_CONFIG"]).read_text())

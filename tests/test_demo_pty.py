@@ -48,7 +48,7 @@ def test_the_demo_prints_the_approvers_session_which_approves_a_request(home: Pa
     try:
         term.wait_for(r"demo>", timeout=60)
         raw = term.transcript.decode(errors="replace")
-        found = re.search(r"PGCLI_JIT_CONFIG=(\S+) PGPASSFILE=(\S+) "
+        found = re.search(r"PGCLI_JIT_CONFIG=(\S+) \\\s+PGPASSFILE=(\S+) \\\s+"
                           r"pgcli-jit (-h \S+ -p \d+ -U demo_lead demo)", raw)
         assert found, raw
         assert "pgcli-jit-admin pending --all" in raw and "user=demo_ops" in raw

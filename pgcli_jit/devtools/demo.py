@@ -108,13 +108,20 @@ def demo_config(cluster: Cluster, audit: Path, user: str = REQUESTER) -> str:
 
 def second_sessions(cluster: Cluster, home: Path) -> tuple[str, str]:
     """The two commands that open the approver's shell and the operator's view, as typed in
-    another terminal while the demo runs (their passwords are in the demo's pgpass file)."""
+    another terminal while the demo runs (their passwords are in the demo's pgpass file).
+    One word group per line, continued with a backslash: pasted whole into a shell they run
+    as one command, and at 80 columns no path is wrapped in the middle."""
     passfile = shlex.quote(str(home / "pgpass"))
-    approver = (f"PGCLI_JIT_CONFIG={shlex.quote(str(home / APPROVER_CONFIG))} PGPASSFILE={passfile} "
-                f"pgcli-jit -h {cluster.host} -p {cluster.port} -U {APPROVER} {DB}")
-    operator = (f"PGPASSFILE={passfile} pgcli-jit-admin pending --all "
-                f"--dsn 'host={cluster.host} port={cluster.port} dbname={DB} user={OPERATOR}'")
+    approver = CONTINUED.join([f"PGCLI_JIT_CONFIG={shlex.quote(str(home / APPROVER_CONFIG))}",
+                               f"PGPASSFILE={passfile}",
+                               f"pgcli-jit -h {cluster.host} -p {cluster.port} -U {APPROVER} {DB}"])
+    dsn = f"host={cluster.host} port={cluster.port} dbname={DB} user={OPERATOR}"
+    operator = CONTINUED.join([f"PGPASSFILE={passfile}", "pgcli-jit-admin pending --all", f"--dsn '{dsn}'"])
     return approver, operator
+
+
+#: a shell line continuation, indented under the banner's two-space commands
+CONTINUED = " \\\n    "
 
 
 def start_reaper(cluster: Cluster) -> threading.Event:
