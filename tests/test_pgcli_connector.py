@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import sys
+from collections.abc import Callable
+from types import FrameType, SimpleNamespace
 
 import pytest
 from pgcli.pgexecute import PGExecute
@@ -69,3 +71,36 @@ def test_in_transaction_sees_open_and_failed_transactions(cluster: Cluster) -> N
     assert connector.in_transaction()  # failed, still open: never rolled back for the user
     list(ex.run("rollback"))
     assert not connector.in_transaction()
+
+
+def test_while_restoring_the_requesters_parameters_are_never_the_leases(
+        cluster: Cluster, jit: tuple[PostgresBackend, Lease]) -> None:
+    """The worker and the doorbell thread ask as the session's own login (``previous``, else
+    pgcli's parameters) at any moment; a thread switch may fall between any two lines of
+    the restore, so at every line boundary they must read the requester's, never the lease's."""
+    _backend, lease = jit
+    ex = PGExecute("app", cluster.superuser, cluster.superpassword, cluster.host, str(cluster.port))
+    connector = connector_over(ex)
+    connector.switch(lease, {"dbname": "app"})
+
+    def asking_user() -> object:  # what JitShell._requester_login reads
+        params = connector.previous
+        if params is None and not connector.active:
+            params = ex._conn_params
+        return (params or {}).get("user")
+
+    seen: list[object] = []
+
+    def trace(frame: FrameType, event: str, _arg: object) -> Callable[..., object] | None:
+        if frame.f_code is not PgcliConnector.restore.__code__:
+            return None
+        if event in ("line", "return"):
+            seen.append(asking_user())
+        return trace
+
+    sys.settrace(trace)
+    try:
+        assert connector.restore() == cluster.superuser
+    finally:
+        sys.settrace(None)
+    assert len(seen) > 5 and set(seen) == {cluster.superuser}

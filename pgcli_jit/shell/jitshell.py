@@ -160,9 +160,12 @@ class PgcliConnector:
         self.executor._conn_params["password"] = lease.credentials.password
 
     def restore(self) -> str | None:
-        previous, active = self.previous, self.active
-        self.previous, self.active = None, False
+        """The session's own login again.  Threads that ask as that login (the worker, the
+        doorbell) read ``previous`` first and pgcli's parameters second, so the parameters
+        are put back before ``previous`` is forgotten: no moment where they read the lease's."""
+        previous = self.previous
         if not previous:
+            self.previous, self.active = None, False
             self.close()
             return None
         ex = self.executor
@@ -170,12 +173,14 @@ class PgcliConnector:
         try:
             ex.connect()
         except KeyboardInterrupt:  # still on the lease's connection: keep the way back
-            ex._conn_params, self.previous, self.active = params, previous, active
+            ex._conn_params = params
             raise
         except psycopg.Error as exc:
+            self.previous, self.active = None, False
             self.close()
             self.shell.jit_say(f"Could not reconnect as {previous.get('user')}: {db_error_line(exc)}")
             return None
+        self.previous, self.active = None, False
         self.shell.after_reconnect()
         return str(ex.user)
 
