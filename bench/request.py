@@ -43,17 +43,21 @@ def quiet() -> Iterator[None]:
         yield
 
 
-def new_shell(world: World) -> Any:
-    """A JitShell connected as the requester, the way pgcli's cli() makes and connects one."""
+def new_shell(world: World, user: str = REQUESTER, plain_pgcli: bool = False) -> Any:
+    """A JitShell (or pgcli's own ``PGCli``) connected as ``user``, the way pgcli's cli()
+    makes and connects one."""
     import os
 
     os.environ.update(world.env())
-    from pgcli_jit.shell.jitshell import JitShell
+    if plain_pgcli:
+        from pgcli.main import PGCli as Shell
+    else:
+        from pgcli_jit.shell.jitshell import JitShell as Shell
 
-    shell = JitShell(never_passwd_prompt=True, less_chatty=True)
+    shell = Shell(never_passwd_prompt=True, less_chatty=True)
     c = world.cluster
     with quiet():
-        shell.connect(database="app", host=c.host, user=REQUESTER, port=str(c.port))
+        shell.connect(database="app", host=c.host, user=user, port=str(c.port))
     return shell
 
 

@@ -20,33 +20,10 @@ import time
 from typing import Any
 
 from bench.common import Figure, Summary, per_round_ratios, rotated
-from bench.request import close_shell, quiet, run
+from bench.request import close_shell, new_shell, quiet, run
 from bench.world import PROFILE, REQUESTER, STATIC_USER, World
 
 STATEMENTS = 200
-
-
-def _pgcli_shell(world: World, user: str) -> Any:
-    import os
-
-    os.environ.update(world.env())
-    from pgcli.main import PGCli
-
-    shell = PGCli(never_passwd_prompt=True, less_chatty=True)
-    c = world.cluster
-    with quiet():
-        shell.connect(database="app", host=c.host, user=user, port=str(c.port))
-    return shell
-
-
-def _jit_shell(world: World, user: str) -> Any:
-    from pgcli_jit.shell.jitshell import JitShell
-
-    shell = JitShell(never_passwd_prompt=True, less_chatty=True)
-    c = world.cluster
-    with quiet():
-        shell.connect(database="app", host=c.host, user=user, port=str(c.port))
-    return shell
 
 
 def _median_statement(shell: Any, n: int) -> float:
@@ -60,9 +37,9 @@ def _median_statement(shell: Any, n: int) -> float:
 
 
 def statement_figures(world: World, rounds: int, n: int = STATEMENTS) -> list[Figure]:
-    pgcli = _pgcli_shell(world, STATIC_USER)
-    plain = _jit_shell(world, STATIC_USER)
-    leased = _jit_shell(world, REQUESTER)
+    pgcli = new_shell(world, STATIC_USER, plain_pgcli=True)
+    plain = new_shell(world, STATIC_USER)
+    leased = new_shell(world, REQUESTER)
     shells = {"pgcli": pgcli, "jit_plain": plain, "jit_lease": leased}
     samples: dict[str, list[float]] = {k: [] for k in shells}
     try:
