@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from pgcli_jit.core.profile import Profile
     from pgcli_jit.session.config import Config
     from pgcli_jit.session.controller import Controller
-    from pgcli_jit.shell.watchdog import Watch
+    from pgcli_jit.shell.watchdog import StatementWatchdog, Watch
 
 log = logging.getLogger(__name__)
 QUIT_WORDS = {"\\q", ":q", "quit", "exit"}
@@ -236,6 +236,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         self._jit_login: tuple[int, Login] | None = None  # see _requester_login
         self.completion_refresher = SafeCompletionRefresher()
         self._paging = False  # a statement's output is in the pager: no statement runs
+        self._watchdog: StatementWatchdog | None = None  # made by the first statement on a lease
         self._idle_ticks = 0
         #: asks the running prompt's idle ticker to tick now (set while a prompt is up)
         self._wake: Callable[[], None] = lambda: None
@@ -320,7 +321,9 @@ class JitShell(PGCli):  # type: ignore[misc]
         self.jit.begin_statement()
         self._paging = False  # a \jit table paged before this statement is not this statement's
         try:
-            with later.StatementWatchdog(self._watch()):
+            if self._watchdog is None:
+                self._watchdog = later.StatementWatchdog()
+            with self._watchdog.guard(self._watch()):
                 result = super().execute_command(text, handle_closed_connection)
         finally:
             self.jit.end_statement()

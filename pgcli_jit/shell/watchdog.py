@@ -2,7 +2,7 @@
 
 The idle ticker and the pre-statement gate cannot act while pgcli is blocked
 in a query: a ``pg_sleep(50)`` crossing expiry finished, and a ``DO`` loop kept
-committing past ``VALID UNTIL``.  While a statement runs, a watchdog thread
+committing past ``VALID UNTIL``.  While a statement runs, the watchdog's thread
 waits for the lease's expiry (re-read every second: a background renewal may
 move it) and then
 
@@ -18,13 +18,21 @@ so the watchdog beats for it (``beat``, every second): a due renewal starts in t
 background whether the prompt shows or not, and an extension moves the deadline
 it reads.  While the output is paged (``paging``) no statement runs: nothing is
 cancelled; at expiry the main thread closes the connection after the pager.
+
+One thread serves the whole session, started by its first statement: a thread
+started and joined around each statement cost more than the rest of pgcli-jit's
+work per statement, and more on a busy machine, where a new thread waits for a core
+(``docs/performance.md``).  A statement's end never waits for the thread, except while
+it is acting on that statement's expiry, so a cancel or a sever never reaches the
+statement after it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pgcli_jit.core.clock import Clock
@@ -49,38 +57,77 @@ class Watch:
 
 
 class StatementWatchdog:
-    def __init__(self, watch: Watch) -> None:
-        self.watch = watch
-        self.fired = False
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pgcli-jit-watchdog", daemon=True)
+    """The session's watchdog: :meth:`guard` one statement at a time (main thread)."""
 
-    def __enter__(self) -> StatementWatchdog:
-        self._thread.start()
-        return self
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._watch: Watch | None = None  # the statement guarded now, if any
+        self._statement = 0  # counts guarded statements: which one a wait was for
+        #: held while acting on an expiry: a statement's end waits for it, so the
+        #: cancel and the sever only ever reach the statement they were meant for
+        self._acting = threading.Lock()
+        self._thread: threading.Thread | None = None
 
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
+    @contextlib.contextmanager
+    def guard(self, watch: Watch) -> Iterator[None]:
+        with self._changed:
+            self._statement += 1
+            self._watch = watch
+            self._changed.notify()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="pgcli-jit-watchdog", daemon=True)
+            self._thread.start()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._watch = None
+                self._changed.notify()
+            with self._acting:  # an expiry being acted on is over before the next statement
+                pass
 
     def _run(self) -> None:
-        while not self._done.is_set():
-            deadline = self.watch.deadline()
+        while True:
+            with self._changed:
+                while self._watch is None:
+                    self._changed.wait()
+                watch, statement = self._watch, self._statement
+            try:
+                self._guard(watch, statement)
+            except Exception:  # the thread outlives one statement's trouble
+                log.exception("pgcli-jit: the statement watchdog failed")
+            with self._changed:  # this statement is done with: wait for the next one
+                while self._statement == statement and self._watch is not None:
+                    self._changed.wait()
+
+    def _running(self, statement: int) -> bool:
+        return self._watch is not None and self._statement == statement
+
+    def _guard(self, watch: Watch, statement: int) -> None:
+        while True:
+            deadline = watch.deadline()
             if deadline is None:
                 return
-            left = deadline - self.watch.clock()
+            left = deadline - watch.clock()
             if left <= 0:
-                if not self.watch.paging():
-                    self._expire()
+                if not watch.paging():
+                    self._expire(watch, statement)
                 return
             try:
-                self.watch.beat()
+                watch.beat()
             except Exception:  # a failed beat must not stop the guard of the deadline
                 log.exception("pgcli-jit: a renewal could not be started during a statement")
-            self._done.wait(min(left, BEAT))
+            with self._changed:
+                if self._changed.wait_for(lambda: not self._running(statement), min(left, BEAT)):
+                    return
 
-    def _expire(self) -> None:
-        self.fired = True
-        self.watch.on_expiry()
-        if not self._done.wait(GRACE):
-            self.watch.sever()
+    def _expire(self, watch: Watch, statement: int) -> None:
+        with self._acting:
+            with self._changed:
+                if not self._running(statement):
+                    return
+            watch.on_expiry()
+            with self._changed:
+                over = self._changed.wait_for(lambda: not self._running(statement), GRACE)
+            if not over:
+                watch.sever()
