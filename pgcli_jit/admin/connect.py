@@ -41,13 +41,25 @@ def check_dsn(dsn: str) -> None:
                        f"use {LIBPQ_SOURCES}")
 
 
+def open_conn(dsn: str, application_name: str = APPLICATION_NAME) -> Conn:
+    """An autocommit connection (every jit.* call its own transaction) whose names resolve
+    in pg_catalog only: what the admin CLI, the reaper and the notifier send can never call
+    a function or operator another login planted in a schema on this login's path."""
+    conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10, application_name=application_name)
+    try:
+        conn.execute(statements.PIN_SEARCH_PATH)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 @contextlib.contextmanager
 def connect(dsn: str, application_name: str = APPLICATION_NAME) -> Iterator[Conn]:
-    """One autocommit connection: every jit.* call is its own transaction."""
+    """One pinned autocommit connection (:func:`open_conn`), errors said in one line."""
     check_dsn(dsn)
     try:
-        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10,
-                               application_name=application_name)
+        conn = open_conn(dsn, application_name)
     except psycopg.Error as exc:
         text = error_text(exc)
         hint = f"passwords come from {LIBPQ_SOURCES}" if "password" in text else ""

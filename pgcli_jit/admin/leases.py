@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from pgcli_jit.admin import fmt, reaper
-from pgcli_jit.admin.connect import LIBPQ_SOURCES, Conn, check_dsn, connect, dsn_option, error_text
+from pgcli_jit.admin.connect import LIBPQ_SOURCES, Conn, check_dsn, connect, dsn_option, error_text, open_conn
 from pgcli_jit.server import statements
 
 HEADERS = ("ROLE", "REQUESTER", "PROFILE", "REASON", "ISSUED", "EXPIRES", "REMAINING", "SESSIONS",
@@ -162,14 +162,11 @@ def _watch(dsn: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
-    def open_conn() -> Conn:
-        import psycopg
-
-        return psycopg.connect(dsn, autocommit=True, connect_timeout=10,
-                               application_name=reaper.APPLICATION_NAME)
+    def open_reaper() -> Conn:
+        return open_conn(dsn, reaper.APPLICATION_NAME)
 
     _stamped("reaper: watching for expiries (Ctrl-C or SIGTERM to stop)", err=True)
-    reaper.watch(open_conn, lambda outcome: _report(outcome, _stamped), stop,
+    reaper.watch(open_reaper, lambda outcome: _report(outcome, _stamped), stop,
                  on_error=lambda text: _stamped(text, err=True),
                  on_info=lambda text: _stamped(text, err=True))
     _stamped("reaper: stopped", err=True)

@@ -44,7 +44,7 @@ import psycopg
 import requests
 
 from pgcli_jit.admin import fmt
-from pgcli_jit.admin.connect import Conn, check_dsn, connect, dsn_option, error_text
+from pgcli_jit.admin.connect import Conn, check_dsn, connect, dsn_option, error_text, open_conn
 from pgcli_jit.core.durations import format_duration
 from pgcli_jit.core.errors import JitError, UsageError
 from pgcli_jit.core.sanitize import printable
@@ -526,14 +526,13 @@ def notify(dsn: str, webhook: str, form: str, watch: bool, name: str, after_seq:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
-    def open_conn() -> Conn:
-        return psycopg.connect(dsn, autocommit=True, connect_timeout=10,
-                               application_name=APPLICATION_NAME)
+    def open_notifier() -> Conn:
+        return open_conn(dsn, APPLICATION_NAME)
 
     _stamped(f"notify {name}: watching for requests, posting to {receiver.shown} as {form} "
              "(Ctrl-C or SIGTERM to stop)", err=True)
     try:
-        run_watch(open_conn, make, stop, after_seq, _stamped, lambda text: _stamped(text, err=True))
+        run_watch(open_notifier, make, stop, after_seq, _stamped, lambda text: _stamped(text, err=True))
     except psycopg.errors.InsufficientPrivilege as exc:
         raise JitError(f"permission denied: notify needs a login in jit_admin ({error_text(exc)})",
                        "as a superuser: GRANT jit_admin TO the notifier's login") from None

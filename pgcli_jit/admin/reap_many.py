@@ -21,6 +21,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgcli_jit.admin import reaper
 from pgcli_jit.admin.connect import Conn, check_dsn, error_text
+from pgcli_jit.admin.connect import open_conn as open_pinned
 from pgcli_jit.core.sanitize import printable
 from pgcli_jit.server import statements
 
@@ -52,8 +53,7 @@ def in_database(dsn: str, dbname: str) -> str:
 
 
 def open_conn(dsn: str) -> Conn:
-    return psycopg.connect(dsn, autocommit=True, connect_timeout=10,
-                           application_name=reaper.APPLICATION_NAME)
+    return open_pinned(dsn, reaper.APPLICATION_NAME)
 
 
 def databases_with_schema(dsn: str, unreached: list[str] | None = None) -> list[str]:

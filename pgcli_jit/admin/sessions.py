@@ -24,7 +24,7 @@ import psycopg
 
 from pgcli_jit.admin import fmt
 from pgcli_jit.admin.audit import since_time
-from pgcli_jit.admin.connect import Conn, check_dsn, connect, dsn_option, error_text
+from pgcli_jit.admin.connect import Conn, check_dsn, connect, dsn_option, error_text, open_conn
 from pgcli_jit.core.durations import option_duration
 from pgcli_jit.core.errors import JitError
 from pgcli_jit.core.sanitize import printable
@@ -204,9 +204,7 @@ def collect(dsn: str, watch: bool, every: str) -> None:
         click.echo(f"{fmt.stamp()} {text}", err=err)
 
     say("sessions collect: watching the server's log (Ctrl-C or SIGTERM to stop)", err=True)
-    watch_loop(lambda: psycopg.connect(dsn, autocommit=True, connect_timeout=10,
-                                       application_name=APPLICATION_NAME),
-               stop, interval, say)
+    watch_loop(lambda: open_conn(dsn, APPLICATION_NAME), stop, interval, say)
     say("sessions collect: stopped", err=True)
 
 

@@ -30,6 +30,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgcli_jit.backends.deadline import Deadline
+from pgcli_jit.server.statements import PIN_SEARCH_PATH
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 #: libpq parameters that say where and as whom to connect; everything else pgcli keeps
@@ -74,7 +75,13 @@ class Login:
                                   "application_name": APPLICATION_NAME}
         if self.password:
             kwargs["password"] = self.password
-        return psycopg.connect(make_conninfo(**self.params), **kwargs)
+        conn = psycopg.connect(make_conninfo(**self.params), **kwargs)
+        try:  # what the broker sends resolves names in pg_catalog only (statements.PIN_SEARCH_PATH)
+            conn.execute(PIN_SEARCH_PATH)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def describe(self) -> str:
         """``alice@db:5432/app`` for messages; never the password."""

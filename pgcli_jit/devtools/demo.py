@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-import psycopg
 
 from pgcli_jit import server
 from pgcli_jit.admin import reaper
-from pgcli_jit.admin.connect import Conn
+from pgcli_jit.admin.connect import Conn, open_conn
 from pgcli_jit.backends.postgres.scram import scram_verifier
 from pgcli_jit.devtools.cluster import Cluster, start_cluster
 from pgcli_jit.server import statements
@@ -128,10 +127,10 @@ def start_reaper(cluster: Cluster) -> threading.Event:
     """The operator's reaper, in a thread: access ends on the server's clock even if the shell hangs."""
     stop = threading.Event()
 
-    def open_conn() -> Conn:
-        return psycopg.connect(cluster.conninfo(DB), autocommit=True, application_name="pgcli-jit reaper")
+    def open_reaper() -> Conn:
+        return open_conn(cluster.conninfo(DB), reaper.APPLICATION_NAME)
 
-    thread = threading.Thread(target=reaper.watch, args=(open_conn, lambda _o: None, stop),
+    thread = threading.Thread(target=reaper.watch, args=(open_reaper, lambda _o: None, stop),
                               kwargs={"on_error": lambda _t: None}, daemon=True, name="reaper")
     thread.start()
     return stop

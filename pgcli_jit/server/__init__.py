@@ -125,6 +125,7 @@ def script(current: int = 0) -> str:
              "--   psql -v ON_ERROR_STOP=1 -f THIS_FILE   (psql: the numbered files are guarded by \\if)",
              "\\set ON_ERROR_STOP on",
              "BEGIN;",
+             statements.PIN_SEARCH_PATH_LOCAL + ";",
              statements.SETUP_LOCK + ";",
              statements.SCRIPT_VERSION_FUNCTION]
     if current:
@@ -143,6 +144,7 @@ def apply(conn: Conn) -> list[str]:
     """Install or upgrade the schema in one transaction; returns what was done, one line each."""
     done: list[str] = []
     with conn.transaction():
+        conn.execute(statements.PIN_SEARCH_PATH_LOCAL)
         conn.execute(statements.SETUP_LOCK)
         current = installed_version(conn)
         for f in pending(current):

@@ -16,6 +16,15 @@ from psycopg import sql
 
 # -- a requester's own login (backends/postgres) ---------------------------------------------
 
+
+#: the first statement on every connection the package opens (the broker's, the admin CLI's,
+#: the reaper's, the doorbell's) and in setup's transaction: names resolve in pg_catalog
+#: only, so a function or operator planted in a schema the login can see (``public`` where
+#: anyone may CREATE) is never a closer match than the built-in one (docs/security.md)
+PIN_SEARCH_PATH = "SET search_path = pg_catalog, pg_temp"
+#: the same for setup's one transaction
+PIN_SEARCH_PATH_LOCAL = "SET LOCAL search_path = pg_catalog, pg_temp"
+
 #: ask for a lease: server profile, wished TTL (NULL: the server's default), reason, verifier
 REQUEST = "SELECT jit.request(%s, make_interval(secs => %s), %s, %s)"
 #: extend a lease by name for a wished TTL (NULL: the profile's)
@@ -165,11 +174,13 @@ HAS_JIT_SCHEMA = "SELECT to_regnamespace('jit') IS NOT NULL"
 #: block can run: ``pgcli-jit-admin reap`` does it (their roles are kept until then).
 CRON_JOB = """DO $reap$
 DECLARE
-    stop_at constant timestamptz := date_trunc('minute', clock_timestamp()) + interval '1 minute';
+    stop_at constant timestamptz := pg_catalog.date_trunc('minute', pg_catalog.clock_timestamp())
+                                    OPERATOR(pg_catalog.+) interval '1 minute';
     next_at timestamptz;
     nap float8;
 BEGIN
-    PERFORM set_config('application_name', 'pgcli-jit reaper (pg_cron)', false);
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false);  -- PIN_SEARCH_PATH
+    PERFORM pg_catalog.set_config('application_name', 'pgcli-jit reaper (pg_cron)', false);
     LOOP
         BEGIN PERFORM jit.expire_due();
         EXCEPTION WHEN OTHERS THEN RAISE WARNING 'pgcli-jit reaper: expire_due: %', SQLERRM; END;
@@ -268,7 +279,7 @@ def rollback_prepared(gid: str) -> sql.Composed:
 # -- setup (pgcli-jit-admin setup, server.apply) ----------------------------------------------
 
 #: one setup at a time per database, until the transaction ends
-SETUP_LOCK = "SELECT pg_advisory_xact_lock(hashtext('pgcli-jit setup'))"
+SETUP_LOCK = "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgcli-jit setup'))"
 #: where the schema version is recorded: jit_data since version 6, jit before; NULL: not installed
 VERSION_TABLE = ("SELECT coalesce(to_regclass('jit_data.schema_version'),"
                  " to_regclass('jit.schema_version'))::text")

@@ -26,11 +26,15 @@ IDENTITY = frozenset({"role", "session_authorization"})
 #: psycopg prepares statements by itself under these names; they are not the user's
 DRIVER_PREPARED = "_pg3_"
 
-SETTINGS_SQL = "select name, setting from pg_settings where source = 'session' order by name"
-TEMP_SQL = ("select c.relname from pg_class c where c.relnamespace = pg_my_temp_schema() "
-            "and c.relkind in ('r', 'p', 'v', 'm', 'S') order by 1")
-PREPARED_SQL = "select name from pg_prepared_statements order by 1"
-LISTEN_SQL = "select pg_listening_channels() order by 1"
+# Every name is pg_catalog's: these run on the user's own connection, with the user's
+# search_path, where a closer match planted in a schema on that path must not be called.
+SETTINGS_SQL = ("select name, setting from pg_catalog.pg_settings"
+                " where source operator(pg_catalog.=) 'session' order by name")
+TEMP_SQL = ("select c.relname from pg_catalog.pg_class c"
+            " where c.relnamespace operator(pg_catalog.=) pg_catalog.pg_my_temp_schema()"
+            " and c.relkind operator(pg_catalog.=) any ('{r,p,v,m,S}'::pg_catalog.\"char\"[]) order by 1")
+PREPARED_SQL = "select name from pg_catalog.pg_prepared_statements order by 1"
+LISTEN_SQL = "select pg_catalog.pg_listening_channels() order by 1"
 #: all of the above in one round trip: a switch reads the old session on the user's time
 STATE_SQL = f"""select
   array(select array[name, setting] from ({SETTINGS_SQL}) s),
@@ -87,7 +91,7 @@ def apply(conn: psycopg.Connection[Any], state: SessionState) -> list[str]:
             continue
         try:
             with conn.cursor() as cur:
-                cur.execute("select set_config(%s, %s, false)", (name, value))
+                cur.execute("select pg_catalog.set_config(%s, %s, false)", (name, value))
             carried.append(name)
         except Exception:  # one refused setting must not stop the others, nor the switch
             failed.append(name)
