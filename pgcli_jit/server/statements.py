@@ -52,6 +52,9 @@ CANCEL = "SELECT jit.cancel(%s)"
 APPROVES_ANY = "SELECT jit.approves_any()"
 PENDING = ("SELECT id, requester, profile, ttl_seconds, reason, created_at, expires_at, approvals,"
            " needed FROM jit.pending_for_me()")
+#: live break-glass leases on profiles this login approves (never its own): the shell says each once
+BREAK_GLASS_FOR_ME = ("SELECT lease_id, requester, profile, reason, issued_at, expires_at"
+                      " FROM jit.break_glass_for_me()")
 #: approve a request by id, with a comment for the audit trail
 APPROVE = "SELECT jit.approve(%s, %s)"
 #: deny a request by id, with the reason the requester is shown
