@@ -71,12 +71,13 @@ def db(cluster: Cluster) -> str:
     make_login(cluster, "bgn_lena", member_of="bgn_leads")
     make_login(cluster, "bgn_omar", member_of="bgn_other")
     with as_user(cluster, "bgn_ops") as conn:
-        for name, approvers in (("bgn-glass", "bgn_leads"), ("bgn-other", "bgn_other")):
+        for name, approvers in (("bgn-glass", "bgn_leads"), ("bgn-other", "bgn_other"),
+                                ("bgn-plain", "bgn_leads")):
             conn.execute("SELECT jit.profile_set(%s, %s, interval '5 min', interval '30 min',"
                          " 'jit_requester', false, '', '', %s, 1, interval '1 hour', 5)",
                          (name, ["bgn_read"], approvers))
-            conn.execute("SELECT jit.profile_approval_rules(%s, NULL, true, interval '10 min', 100)",
-                         (name,))
+            conn.execute("SELECT jit.profile_approval_rules(%s, NULL, %s, interval '10 min', 100)",
+                         (name, name != "bgn-plain"))
     return DB
 
 
@@ -130,3 +131,60 @@ def test_a_use_rings_the_approvers_doorbell(cluster: Cluster, fresh: None) -> No
         ready, _, _ = select.select([listener.fileno()], [], [], 5.0)
         assert ready, "no ring within 5 s"
         assert any(n.channel == "jit_requests" for n in listener.notifies(timeout=1.0, stop_after=1))
+
+
+# -- break-glass while a request of the same person waits ------------------------------------
+
+def status(cluster: Cluster, request_id: int) -> tuple[Any, ...]:
+    with cluster.connect(DB) as conn:
+        row = conn.execute("SELECT status, decision_note, decided_by FROM jit_data.requests WHERE id = %s",
+                           (request_id,)).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_break_glass_withdraws_the_requesters_own_waiting_request_for_that_profile(
+        cluster: Cluster, fresh: None) -> None:
+    waiting, _ = ask(cluster, "bgn_alice", "bgn-glass", reason="INC-7 slow path")
+    other, _ = ask(cluster, "bgn_alice", "bgn-other")
+    bobs, _ = ask(cluster, "bgn_bob", "bgn-glass")
+    assert {waiting["status"], other["status"], bobs["status"]} == {"pending"}
+    answer, _ = ask(cluster, "bgn_alice", "bgn-glass", break_glass=True)
+    assert answer["status"] == "granted" and answer["withdrawn"] == [waiting["request_id"]], answer
+    assert status(cluster, waiting["request_id"]) == ("cancelled", "withdrawn for break-glass", "bgn_alice")
+    # her request for another profile, and bob's for this one, wait as before
+    assert status(cluster, other["request_id"])[0] == "pending"
+    assert status(cluster, bobs["request_id"])[0] == "pending"
+    with cluster.connect(DB) as conn:
+        rows = conn.execute("SELECT event, detail FROM jit_data.audit WHERE requester = 'bgn_alice'"
+                            " ORDER BY id DESC LIMIT 2").fetchall()
+    assert [e for e, _ in rows] == ["cancelled", "break_glass"]
+    detail = rows[0][1]
+    assert detail["request_id"] == waiting["request_id"] and detail["note"] == "withdrawn for break-glass"
+    assert detail["break_glass_lease_id"] == answer["lease_id"]
+    # the approver comes too late: nothing to approve, no second lease
+    with as_user(cluster, "bgn_lena") as conn, pytest.raises(psycopg.errors.RaiseException,
+                                                             match="already cancelled"):
+        conn.execute("SELECT jit.approve(%s, '')", (waiting["request_id"],))
+
+
+def test_an_approved_request_not_yet_collected_is_withdrawn_too(cluster: Cluster, fresh: None) -> None:
+    waiting, _ = ask(cluster, "bgn_alice", "bgn-glass")
+    with as_user(cluster, "bgn_lena") as conn:
+        conn.execute("SELECT jit.approve(%s, '')", (waiting["request_id"],))
+    answer, _ = ask(cluster, "bgn_alice", "bgn-glass", break_glass=True)
+    assert answer["withdrawn"] == [waiting["request_id"]]
+    with as_user(cluster, "bgn_alice") as conn:
+        row = conn.execute("SELECT jit.request_status(%s)", (waiting["request_id"],)).fetchone()
+    assert row is not None and row[0]["status"] == "closed" and row[0]["state"] == "cancelled"
+    with cluster.connect(DB) as conn:
+        live = conn.execute("SELECT count(*) FROM jit_data.leases WHERE requester = 'bgn_alice'"
+                            " AND ended_at IS NULL").fetchone()
+    assert live == (1,)  # the break-glass lease only
+
+
+def test_refused_break_glass_withdraws_nothing(cluster: Cluster, fresh: None) -> None:
+    waiting, _ = ask(cluster, "bgn_alice", "bgn-plain")
+    answer, _ = ask(cluster, "bgn_alice", "bgn-plain", break_glass=True)
+    assert answer["status"] == "denied" and "does not allow break-glass" in answer["error"]
+    assert status(cluster, waiting["request_id"])[0] == "pending"

@@ -164,6 +164,22 @@ class ApprovalFlow:
             raise JitError(f"request {w.pending.request_id} for {w.profile.name} is still waiting for "
                            "approval", "\\jit status shows it; \\jit cancel withdraws it")
 
+    def superseded(self, profile: str) -> str:
+        """After break-glass on ``profile`` was granted: the request for it that waited is over
+        (the server withdrew it with the grant; asked again here for a server that did not),
+        so it never lands later as a second lease.  The sentence that says so, or ''."""
+        self._poll.settle()
+        self._take_poll()
+        w = self.waiting
+        if w is None or w.profile.name != profile:
+            return ""
+        self.waiting = None
+        with contextlib.suppress(JitError):
+            self.manager.backend_for(w.profile).cancel(w.pending)
+        rid = w.pending.request_id
+        self.manager.audit.record("cancel", None, profile=profile, request_id=rid, why="break-glass")
+        return f"Request {rid} for {profile} was withdrawn: break-glass took its place."
+
     def cancel(self) -> str:
         self._poll.settle()
         self._take_poll()

@@ -50,6 +50,31 @@ BEGIN
 END
 $$;
 
+-- A break-glass lease supersedes the requester's own request for the same profile that waits
+-- (pending, or approved and not yet collected): in an emergency nobody wants the slow path to
+-- land later as a second lease.  Each is closed as 'cancelled' (the audit row names the
+-- break-glass lease), in the transaction that issues the lease: refused break-glass withdraws
+-- nothing.  The requester's row is held already (jit._request), then each request's, in the
+-- order request_status takes them.  Returns {"withdrawn": [ids]} for the answer.
+-- Called by jit._break_glass (functions/80_notify.sql).
+CREATE OR REPLACE FUNCTION jit._withdraw_for_break_glass(p_profile text, my_oid oid, p_lease_id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r jit_data.requests;
+    ids bigint[] := '{}';
+BEGIN
+    FOR r IN SELECT * FROM jit_data.requests
+              WHERE requester_oid = my_oid AND profile = p_profile AND status IN ('pending', 'approved')
+             ORDER BY id FOR NO KEY UPDATE LOOP
+        PERFORM jit._close_request(r, 'cancelled', 'withdrawn for break-glass',
+                                   jsonb_build_object('break_glass_lease_id', p_lease_id));
+        ids := ids || r.id;
+    END LOOP;
+    RETURN jsonb_build_object('withdrawn', to_jsonb(ids));
+END
+$$;
+
 -- Time out what was not decided (or, once approved, not collected) in time: a requester's
 -- own requests at the start of their calls (never another's: a transaction of theirs left
 -- open would hold those rows), every request for the reaper (p_requester NULL).  Rows another
