@@ -37,7 +37,7 @@ def world(session: Session, people: None) -> Iterator[Session]:  # noqa: F811
         conn.execute("UPDATE jit_data.requests SET status = 'cancelled', verifier = NULL"
                      " WHERE status IN ('pending', 'approved')")
         conn.execute("UPDATE jit_data.leases SET break_glass = false")
-        conn.execute("SELECT jit.profile_approval_rules('write', NULL, false, NULL, 1)")
+        conn.execute("SELECT jit.profile_approval_rules('write', NULL, false, interval '1 hour', 1)")
     # other modules' "write" profiles are granted at once: the approval policy goes with the test
     approvals(session.cluster, "write", approvers="")
 
