@@ -1,9 +1,10 @@
 """``pgcli-jit-admin apply FILE``: make a database's server profiles equal to a file.
 
 The file is the whole truth: a profile it declares is added or changed, one it leaves out is
-removed.  Every change goes through ``jit.profile_set``/``jit.profile_drop``, so the server
-runs the same checks and writes the same audit rows as ``profile add|set|rm``; nothing is
-called for a profile that already matches, so a second apply changes (and audits) nothing.
+removed.  Every change goes through ``jit.profile_set``/``jit.profile_drop`` (and
+``jit.profile_approval_rules`` for auto-approval and break-glass), so the server runs the same
+checks and writes the same audit rows as ``profile add|set|rm``; nothing is called for a
+profile (or the part of one) that already matches, so a second apply changes (and audits) nothing.
 All databases named by ``--dsn`` are changed in transactions that commit together at the
 end: a refusal anywhere rolls every one of them back.
 """
@@ -52,8 +53,17 @@ class Plan:
                 f"{len(self.removed)} removed")
 
     def run(self, conn: Conn) -> None:
-        for name, profile in [*self.added.items(), *((n, p) for n, (_, p) in self.changed.items())]:
+        """Only what differs is called, so each call writes its audit row for a real change."""
+        default_rules = Profile(grants=()).rules()
+        for name, profile in self.added.items():
             conn.execute(statements.PROFILE_SET, _set_args(name, profile))
+            if profile.rules() != default_rules:
+                conn.execute(statements.PROFILE_RULES, _rules_args(name, profile))
+        for name, (old, new) in self.changed.items():
+            if _set_args(name, old) != _set_args(name, new):
+                conn.execute(statements.PROFILE_SET, _set_args(name, new))
+            if old.rules() != new.rules():
+                conn.execute(statements.PROFILE_RULES, _rules_args(name, new))
         for name in self.removed:
             conn.execute(statements.PROFILE_DROP, (name,))
 
@@ -65,6 +75,11 @@ def _fields(p: Profile) -> list[tuple[str, str]]:
 def _set_args(name: str, p: Profile) -> tuple[object, ...]:
     return (name, list(p.grants), p.ttl, p.max_ttl, p.requesters, p.reason_required, p.owner,
             p.description, p.approvers, p.approvals, p.approval_timeout, p.max_live, p.log_statements)
+
+
+def _rules_args(name: str, p: Profile) -> tuple[object, ...]:
+    """auto_approve '' clears the role (NULL would keep the server's)."""
+    return (name, p.auto_approve, p.break_glass, p.break_glass_max_ttl, p.break_glass_per_day)
 
 
 def read_file(path: Path) -> dict[str, Profile]:

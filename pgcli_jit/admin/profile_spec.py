@@ -17,16 +17,20 @@ from pgcli_jit.core.durations import format_duration, parse_duration
 from pgcli_jit.core.errors import UsageError
 from pgcli_jit.server import statements
 
-DURATIONS = ("ttl", "max_ttl", "approval_timeout")
-ROLES = ("grants", "requesters", "owner", "approvers")
+DURATIONS = ("ttl", "max_ttl", "approval_timeout", "break_glass_max_ttl")
+ROLES = ("grants", "requesters", "owner", "approvers", "auto_approve")
 #: integer keys and the range the server accepts
-BOUNDED = {"max_live": (1, 1000), "approvals": (1, 10)}
-TEXTS = ("requesters", "owner", "description", "approvers", "log_statements")
+BOUNDED = {"max_live": (1, 1000), "approvals": (1, 10), "break_glass_per_day": (1, 100)}
+FLAGS = ("reason_required", "break_glass")
+TEXTS = ("requesters", "owner", "description", "approvers", "log_statements", "auto_approve")
+#: the fields ``jit.profile_approval_rules`` keeps, apart from ``jit.profile_set``'s
+RULES = ("auto_approve", "break_glass", "break_glass_max_ttl", "break_glass_per_day")
 
 
 @dataclass(frozen=True)
 class Profile:
-    """Every field ``jit.profile_set`` keeps; '' for no owner and no approvers."""
+    """Every field ``jit.profile_set`` and ``jit.profile_approval_rules`` keep; '' for no owner,
+    no approvers and no auto-approve role."""
 
     grants: tuple[str, ...]
     ttl: int = 900
@@ -40,6 +44,15 @@ class Profile:
     approvals: int = 1
     approval_timeout: int = 3600
     log_statements: str = "all"
+    auto_approve: str = ""
+    break_glass: bool = False
+    break_glass_max_ttl: int = 3600
+    break_glass_per_day: int = 1
+
+    def rules(self) -> tuple[object, ...]:
+        """The approval rules alone: ``apply`` calls ``jit.profile_approval_rules`` only when
+        they differ, so a change elsewhere writes one audit row, not two."""
+        return tuple(getattr(self, k) for k in RULES)
 
     def to_doc(self) -> dict[str, Any]:
         """The file's form: durations as ``15m``, grants as a list."""
@@ -68,8 +81,9 @@ def shown(value: object) -> str:
 def on_server(conn: Conn) -> dict[str, Profile]:
     """Every profile of the database, by name."""
     rows = conn.execute(statements.PROFILE_STATE).fetchall()
-    return {n: Profile(tuple(g), round(t), round(m), live, r, bool(need), o, d, a, k, round(w), log)
-            for n, g, t, m, live, r, need, o, d, a, k, w, log in rows}
+    return {n: Profile(tuple(g), round(t), round(m), live, r, bool(need), o, d, a, k, round(w), log,
+                       auto, bool(glass), round(glass_ttl), per_day)
+            for n, g, t, m, live, r, need, o, d, a, k, w, log, auto, glass, glass_ttl, per_day in rows}
 
 
 def document(profiles: Mapping[str, Profile]) -> dict[str, Any]:
@@ -114,7 +128,7 @@ def _value(key: str, value: object, where: str) -> object:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise UsageError(f"{where}: {value!r} is not a whole number from {low} to {high}")
         return value
-    if key == "reason_required":
+    if key in FLAGS:
         if not isinstance(value, bool):
             raise UsageError(f"{where}: {value!r} is not true or false")
         return value

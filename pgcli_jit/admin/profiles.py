@@ -77,7 +77,7 @@ def rules_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-RULES = ("auto_approve", "break_glass", "break_glass_max_ttl", "break_glass_per_day")
+RULES = profile_spec.RULES
 
 
 def _set_rules(conn: Conn, name: str, rules: dict[str, Any]) -> None:

@@ -148,6 +148,19 @@ class Decidable:
     needed: int
 
 
+@dataclass(frozen=True)
+class BreakGlassUse:
+    """A live lease someone took with break-glass on a profile the user approves: what the
+    approver's shell says once.  ``lease_id`` tells one use from another; every text was typed
+    by someone else."""
+
+    lease_id: str
+    requester: str
+    profile: str
+    reason: str
+    expires_at: datetime
+
+
 class Approver(Protocol):
     """What a backend that offers approvals answers (:meth:`Backend.approver`): typed, so a
     broker other than PostgreSQL (an HTTP one) can offer them the same way."""
@@ -162,6 +175,10 @@ class Approver(Protocol):
     def approves_any(self) -> bool:
         """Whether the user approves some profile's requests at all: only then does the
         session keep listening for new ones (:meth:`Backend.doorbell`)."""
+
+    def break_glass_uses(self) -> list[BreakGlassUse]:
+        """Live break-glass leases on profiles the user approves, never the user's own (the
+        broker decides who hears of what); [] from a broker without break-glass."""
 
 
 class Doorbell(Protocol):
@@ -329,6 +346,7 @@ __all__ = [
     "ApprovalPending",
     "Approver",
     "Backend",
+    "BreakGlassUse",
     "Credentials",
     "Decidable",
     "Doorbell",

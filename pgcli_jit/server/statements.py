@@ -61,6 +61,9 @@ CANCEL = "SELECT jit.cancel(%s)"
 APPROVES_ANY = "SELECT jit.approves_any()"
 PENDING = ("SELECT id, requester, profile, ttl_seconds, reason, created_at, expires_at, approvals,"
            " needed FROM jit.pending_for_me()")
+#: live break-glass leases on profiles this login approves (never its own): the shell says each once
+BREAK_GLASS_FOR_ME = ("SELECT lease_id, requester, profile, reason, issued_at, expires_at"
+                      " FROM jit.break_glass_for_me()")
 #: approve a request by id, with a comment for the audit trail
 APPROVE = "SELECT jit.approve(%s, %s)"
 #: deny a request by id, with the reason the requester is shown
@@ -400,11 +403,13 @@ HEALTH = "SELECT check_name, ok, message, detail FROM jit.health(make_interval(s
 # -- profiles as code: ``profile list --json`` and ``apply`` ---------------------------------
 
 #: every server profile as ``apply`` compares it with a file: grants as an array, durations in
-#: seconds, no owner/approvers as ''
+#: seconds, no owner/approvers/auto-approve role as '', the approval rules last
 PROFILE_STATE = ("SELECT name, grants, extract(epoch FROM ttl)::float8,"
                  " extract(epoch FROM max_ttl)::float8, max_live, requesters, reason_required,"
                  " coalesce(owner::text, ''), coalesce(description, ''), coalesce(approvers::text, ''),"
-                 " approvals, extract(epoch FROM approval_timeout)::float8, log_statements"
+                 " approvals, extract(epoch FROM approval_timeout)::float8, log_statements,"
+                 " coalesce(auto_approve, ''), break_glass, extract(epoch FROM break_glass_max_ttl)::float8,"
+                 " break_glass_per_day"
                  " FROM jit_data.profiles ORDER BY name")
 #: which of the given role names no role has: ``apply`` names the profile and key before any change
 MISSING_ROLES = ("SELECT r FROM unnest(%s::text[]) AS r"

@@ -7,8 +7,9 @@ when no transaction is open, else when it ends, as a rotation does).  ``wait_at_
 is the other shape: ``--jit PROFILE`` has no session yet, so it waits in front of the
 user, and Ctrl-C withdraws the request.
 
-The approver's side: how many requests this login may decide (for the toolbar),
-``\\jit pending``, ``\\jit approve`` and ``\\jit deny`` through the typed
+The approver's side: how many requests this login may decide (for the toolbar), the
+break-glass uses on the profiles it approves (said once each, shown in the toolbar while they
+last), ``\\jit pending``, ``\\jit approve`` and ``\\jit deny`` through the typed
 :class:`~pgcli_jit.backends.base.Approver` of the first profile whose backend offers one,
 and the table and lines both ends print (``pgcli-jit-admin pending|approve|deny`` prints
 the same words).  Every name and reason was typed by someone else: it is made printable
@@ -31,7 +32,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from pgcli_jit.backends import backend_class
-from pgcli_jit.backends.base import Approver, Backend, Decidable, PendingRequest
+from pgcli_jit.backends.base import Approver, Backend, BreakGlassUse, Decidable, PendingRequest
 from pgcli_jit.core.clock import Clock, local_time
 from pgcli_jit.core.durations import format_clock, format_duration
 from pgcli_jit.core.errors import BackendError, JitError, PermissionDenied, RequestClosed
@@ -60,6 +61,10 @@ HEARD_POLL = 15.0
 HEARD_COUNT = 30.0
 #: a ring makes a look at most this often: anyone may ring, so a flood costs one read per pace
 RING_PACE = 0.5
+#: how much of a break-glass reason the toolbar shows, and the line above the prompt
+GLASS_REASON_TOOLBAR = 40
+GLASS_REASON_LINE = 200
+Count = tuple[list[Decidable], list[BreakGlassUse]]
 PENDING_HEADERS = ("id", "requester", "profile", "ttl", "reason", "waiting since", "approvals")
 
 
@@ -110,7 +115,11 @@ class ApprovalFlow:
         self._poll: Slot[Lease | PendingRequest] = Slot(jobs)
         #: requests this login may decide, as last counted (the approver's toolbar)
         self.decidable = 0
-        self._count: Slot[list[Decidable]] = Slot(jobs)
+        self._count: Slot[Count] = Slot(jobs)
+        #: live break-glass uses on profiles this login approves, as last read, and the
+        #: leases already said (each use is said once, however often it is read)
+        self.glass: list[BreakGlassUse] = []
+        self._glass_said: set[str] = set()
         self._next_count = 0.0
         self._counting_off = False
         #: whether this login approves anything (asked once, on the worker); None: not yet
@@ -154,6 +163,22 @@ class ApprovalFlow:
         if w is not None and w.profile.name == profile:
             raise JitError(f"request {w.pending.request_id} for {w.profile.name} is still waiting for "
                            "approval", "\\jit status shows it; \\jit cancel withdraws it")
+
+    def superseded(self, profile: str) -> str:
+        """After break-glass on ``profile`` was granted: the request for it that waited is over
+        (the server withdrew it with the grant; asked again here for a server that did not),
+        so it never lands later as a second lease.  The sentence that says so, or ''."""
+        self._poll.settle()
+        self._take_poll()
+        w = self.waiting
+        if w is None or w.profile.name != profile:
+            return ""
+        self.waiting = None
+        with contextlib.suppress(JitError):
+            self.manager.backend_for(w.profile).cancel(w.pending)
+        rid = w.pending.request_id
+        self.manager.audit.record("cancel", None, profile=profile, request_id=rid, why="break-glass")
+        return f"Request {rid} for {profile} was withdrawn: break-glass took its place."
 
     def cancel(self) -> str:
         self._poll.settle()
@@ -296,7 +321,9 @@ class ApprovalFlow:
             if future is None:
                 return
             try:
-                self.decidable = len(future.result())
+                decidable, glass = future.result()
+                self.decidable = len(decidable)
+                self._glass_news(glass)
             except PermissionDenied:  # not even a requester: never ask again this session
                 self._counting_off, self.decidable = True, 0
             except JitError:
@@ -320,13 +347,32 @@ class ApprovalFlow:
         self._count_started = now
         self._count.start(self._count_for, approver)
 
-    def _count_for(self, approver: Approver) -> list[Decidable]:
-        """The worker: the requests this login may decide; the first time, also whether it
-        approves anything at all (only then is the doorbell worth a connection)."""
+    def _count_for(self, approver: Approver) -> Count:
+        """The worker: the requests this login may decide and the break-glass uses it should
+        hear of; the first time, also whether it approves anything at all (only then is the
+        doorbell worth a connection, and the break-glass uses worth asking for)."""
         if self._approves is None:
             with contextlib.suppress(JitError):  # asked again with the next count
                 self._approves = approver.approves_any()
-        return approver.waiting_for_me()
+        uses = getattr(approver, "break_glass_uses", None)  # an approver without break-glass
+        return approver.waiting_for_me(), (uses() if self._approves and uses is not None else [])
+
+    def _glass_news(self, uses: list[BreakGlassUse]) -> None:
+        """Main thread: keep the live uses for the toolbar; say each new one once."""
+        self.glass = uses
+        for use in uses:
+            if use.lease_id not in self._glass_said:
+                self._glass_said.add(use.lease_id)
+                self.say(break_glass_line(use, GLASS_REASON_LINE))
+
+    def glass_notice(self, now: float) -> str | None:
+        """The toolbar's break-glass words: the newest use that has not expired (and how many
+        more); None when there is none."""
+        live = [u for u in self.glass if u.expires_at.timestamp() > now]
+        if not live:
+            return None
+        more = f" +{len(live) - 1} more" if len(live) > 1 else ""
+        return break_glass_line(live[-1], GLASS_REASON_TOOLBAR) + more
 
     def _need_approver(self) -> Approver:
         approver = self.approver()
@@ -371,6 +417,15 @@ def closed_line(pending: PendingRequest, exc: RequestClosed) -> str:
     if exc.state == "timed_out":
         return f"Request {rid} for {pending.profile} timed out: nobody approved it in time."
     return f"Request {rid} for {pending.profile} was cancelled" + (f": {exc.note}" if exc.note else ".")
+
+
+def break_glass_line(use: BreakGlassUse, reason_limit: int) -> str:
+    """``BREAK-GLASS: alice took write until 14:05:12 (INC-7 db down)``: what an approver reads."""
+    reason = printable(use.reason)
+    if len(reason) > reason_limit:
+        reason = reason[:reason_limit - 3] + "..."
+    return (f"BREAK-GLASS: {printable(use.requester)} took {printable(use.profile)} until "
+            f"{local_time(use.expires_at)} ({reason or 'no reason'})")
 
 
 def status_rows(waiting: Waiting, now: float) -> list[tuple[str, str]]:

@@ -129,7 +129,8 @@ def _request(jit: Controller, cmd: JitCommand) -> Result:
 
 def _break_glass(jit: Controller, cmd: JitCommand) -> str:
     r"""``\jit request PROFILE --break-glass --reason TEXT``: as a request, but the server grants
-    it at once or refuses it (never pending), where the server profile allows it."""
+    it at once or refuses it (never pending), where the server profile allows it.  Granted, it
+    takes the place of this session's request for the same profile that waits."""
     from pgcli_jit.core.errors import JitError
     from pgcli_jit.session.ending import IN_TRANSACTION
 
@@ -142,12 +143,13 @@ def _break_glass(jit: Controller, cmd: JitCommand) -> str:
                          f"{profile.backend} backend", "ask as usual: \\jit request " + profile.name)
     if not cmd.reason.strip():
         raise UsageError("break-glass needs a reason", '--reason "INC-... what is on fire"')
-    jit.approvals.refuse_second(profile.name)
     try:
         lease = jit.manager.mint(profile, cmd.ttl, cmd.reason, break_glass=True)
     finally:
         jit.catalog.refresh()
-    return "Break-glass: " + jit.adopt_new(lease, profile, cmd.ttl)
+    line = "Break-glass: " + jit.adopt_new(lease, profile, cmd.ttl)
+    # a request for the same profile that waited is superseded, not a reason to refuse
+    return " ".join(filter(None, [line, jit.approvals.superseded(profile.name)]))
 
 
 def check_ttl(profile: Profile, ttl: float) -> None:

@@ -692,7 +692,8 @@ class JitShell(PGCli):  # type: ignore[misc]
         return [*toolbar.segment(manager.lease, profile.renew_before if profile else None, now,
                                  ended=jit.access.word(), offer=jit.offer()),
                 *toolbar.pending_segment(name, waiting.waited(now) if waiting else None, flow.decidable,
-                                         approved=granted is not None)]
+                                         approved=granted is not None),
+                *toolbar.glass_segment(flow.glass_notice(now))]
 
     def _start_ticker(self) -> None:
         get_app().create_background_task(self._ticker())

@@ -87,3 +87,9 @@ def pending_segment(profile: str | None, waited: float | None, decidable: int,
         plural = "s" if decidable != 1 else ""
         tokens.append((STYLES["warning"], f"  JIT: {decidable} request{plural} waiting "))
     return tokens
+
+
+def glass_segment(notice: str | None) -> Tokens:
+    """``BREAK-GLASS: alice took write until 14:05:12 (INC-7 db down)`` in alarm style while a
+    break-glass lease on a profile this login approves lasts; else nothing."""
+    return [(STYLES["alarm"], f"  {notice} ")] if notice else []

@@ -23,6 +23,7 @@ from pgcli_jit.backends.base import (
     ApprovalPending,
     Approver,
     Backend,
+    BreakGlassUse,
     Decidable,
     Doorbell,
     GrantingProfile,
@@ -351,6 +352,10 @@ class PostgresBackend(Backend):
         rows = self._call_if_installed(statements.APPROVES_ANY)
         return bool(rows and rows[0] and rows[0][0] is True)
 
+    def break_glass_uses(self) -> list[BreakGlassUse]:
+        """A schema older than ``jit.break_glass_for_me`` has nothing to tell: []."""
+        return [break_glass_use(row) for row in self._call_if_installed(statements.BREAK_GLASS_FOR_ME) or ()]
+
     def decide(self, request_id: int, approve: bool, text: str) -> dict[str, Any]:
         """The server checks who may (``jit._decidable``); its refusal is the message."""
         return dict(self._answer(statements.APPROVE if approve else statements.DENY, request_id, text).data)
@@ -427,6 +432,12 @@ def decidable(row: Sequence[Any]) -> Decidable:
     rid, requester, profile, ttl, reason, created, expires, got, needed = row
     return Decidable(int(rid), str(requester), str(profile), float(ttl), str(reason or ""),
                      created, expires, int(got), int(needed))
+
+
+def break_glass_use(row: Sequence[Any]) -> BreakGlassUse:
+    """One row of :data:`~pgcli_jit.server.statements.BREAK_GLASS_FOR_ME`."""
+    lease_id, requester, profile, reason, _issued, expires = row
+    return BreakGlassUse(str(lease_id), str(requester), str(profile), str(reason or ""), expires)
 
 
 __all__ = ["JIT_CONNINFO", "NeedsPassword", "PostgresBackend"]

@@ -50,6 +50,31 @@ BEGIN
 END
 $$;
 
+-- A break-glass lease supersedes the requester's own request for the same profile that waits
+-- (pending, or approved and not yet collected): in an emergency nobody wants the slow path to
+-- land later as a second lease.  Each is closed as 'cancelled' (the audit row names the
+-- break-glass lease), in the transaction that issues the lease: refused break-glass withdraws
+-- nothing.  The requester's row is held already (jit._request), then each request's, in the
+-- order request_status takes them.  Returns {"withdrawn": [ids]} for the answer.
+-- Called by jit._break_glass (functions/80_notify.sql).
+CREATE OR REPLACE FUNCTION jit._withdraw_for_break_glass(p_profile text, my_oid oid, p_lease_id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r jit_data.requests;
+    ids bigint[] := '{}';
+BEGIN
+    FOR r IN SELECT * FROM jit_data.requests
+              WHERE requester_oid = my_oid AND profile = p_profile AND status IN ('pending', 'approved')
+             ORDER BY id FOR NO KEY UPDATE LOOP
+        PERFORM jit._close_request(r, 'cancelled', 'withdrawn for break-glass',
+                                   jsonb_build_object('break_glass_lease_id', p_lease_id));
+        ids := ids || r.id;
+    END LOOP;
+    RETURN jsonb_build_object('withdrawn', to_jsonb(ids));
+END
+$$;
+
 -- Time out what was not decided (or, once approved, not collected) in time: a requester's
 -- own requests at the start of their calls (never another's: a transaction of theirs left
 -- open would hold those rows), every request for the reaper (p_requester NULL).  Rows another
@@ -320,6 +345,33 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
                       AND pg_has_role(session_user, p.approvers, 'MEMBER'))
 $$;
 
+-- Break-glass uses the caller should hear of now: live leases taken with break-glass on a
+-- profile whose approvers role the caller is a member of, never the caller's own.  The shell
+-- of an approver reads it when the doorbell rings (jit._break_glass rings it) and says each
+-- use once.  A temporary role, and a login that approves none of those profiles, learn
+-- nothing: not that a use happened, nor on which profile.
+CREATE OR REPLACE FUNCTION jit.break_glass_for_me()
+RETURNS TABLE (lease_id bigint, requester text, profile text, reason text, issued_at timestamptz,
+               expires_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    my_oid oid := jit._role_oid(session_user);
+BEGIN
+    IF my_oid IS NULL OR EXISTS (SELECT FROM jit_data.leases l WHERE l.role_oid = my_oid) THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT l.id, l.requester, l.profile, l.reason, l.issued_at, l.expires_at
+      FROM jit_data.leases l JOIN jit_data.profiles p ON p.name = l.profile
+     WHERE l.break_glass AND l.ended_at IS NULL AND l.expires_at > jit._clock()
+       AND l.requester_oid <> my_oid AND l.dbid = jit._mydb()
+       AND p.approvers IS NOT NULL AND EXISTS (SELECT FROM pg_roles WHERE rolname = p.approvers)
+       AND pg_has_role(session_user, p.approvers, 'MEMBER')
+     ORDER BY l.id
+     LIMIT 100;
+END
+$$;
+
 -- The caller's own requests: the open ones and those decided in the last day.
 CREATE OR REPLACE FUNCTION jit.my_requests() RETURNS SETOF jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -342,5 +394,22 @@ BEGIN
     RETURN QUERY SELECT jit._expire_requests(NULL);
 END
 $$;
+
+-- jit.break_glass_for_me() goes with jit.pending_for_me(): whoever may list what waits on them
+-- may hear of a break-glass use on the same profiles (as 90_privileges.sql and profile_set grant
+-- pending_for_me; this carries the grant to the roles given it before break_glass_for_me existed)
+REVOKE EXECUTE ON FUNCTION jit.break_glass_for_me() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jit.break_glass_for_me() TO jit_requester, jit_admin;
+DO $glass$
+DECLARE
+    r regrole;
+BEGIN
+    FOR r IN SELECT g.grantee FROM pg_proc f, aclexplode(f.proacl) g
+              WHERE f.oid = 'jit.pending_for_me()'::regprocedure AND g.privilege_type = 'EXECUTE'
+                AND g.grantee NOT IN (0, f.proowner) LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION jit.break_glass_for_me() TO %s', r);
+    END LOOP;
+END
+$glass$;
 
 RESET ROLE;

@@ -178,6 +178,7 @@ BEGIN
                               'jit.cancel(bigint)',
                               'jit.my_requests()', 'jit.pending_for_me()', 'jit.approve(bigint, text)',
                               'jit.deny(bigint, text)', 'jit.approves_any()',
+                              'jit.break_glass_for_me()',
                               'jit.request_break_glass(text, interval, text, text)',
                               'jit.profiles_granting(text, text, text, text)',
                               'jit.profiles_granting_resolved(text, text, oid, smallint)'] LOOP
@@ -187,7 +188,8 @@ BEGIN
     IF p_approvers IS NOT NULL THEN
         EXECUTE format('GRANT USAGE ON SCHEMA jit TO %I', p_approvers);
         FOREACH fn IN ARRAY ARRAY['jit.approve(bigint, text)', 'jit.deny(bigint, text)',
-                                  'jit.pending_for_me()', 'jit.approves_any()'] LOOP
+                                  'jit.pending_for_me()', 'jit.approves_any()',
+                                  'jit.break_glass_for_me()'] LOOP
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', fn, p_approvers);
         END LOOP;
     END IF;

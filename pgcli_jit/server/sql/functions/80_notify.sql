@@ -78,6 +78,8 @@ $$;
 -- break_glass_per_day times per requester in 24 hours, issued at once for at most
 -- break_glass_max_ttl (renewals included), audited 'break_glass', the approvers' doorbell rung.
 -- Every refusal is audited too: an attempt on a profile that does not allow it is news.
+-- Granted, it withdraws the requester's own waiting request for the profile
+-- (jit._withdraw_for_break_glass, functions/30_approvals.sql): the answer lists them.
 CREATE OR REPLACE FUNCTION jit._break_glass(p jit_data.profiles, me text, my_oid oid, reason text,
                                             p_ttl interval, p_verifier text) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -119,6 +121,7 @@ BEGIN
                            jsonb_build_object('lease_id', answer->'lease_id', 'approvers', p.approvers,
                                               'used_today', used + 1, 'per_day', p.break_glass_per_day,
                                               'max_ttl', extract(epoch FROM p.max_ttl)));
+        answer := answer || jit._withdraw_for_break_glass(p.name, my_oid, (answer->>'lease_id')::bigint);
         PERFORM jit._request_doorbell();
     END IF;
     RETURN answer;
