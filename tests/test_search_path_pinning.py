@@ -95,7 +95,8 @@ def test_the_planted_functions_are_live_on_a_connection_that_does_not_pin(shadow
     with shadow.connect(DB) as conn:
         conn.execute("SELECT make_interval(secs => NULL)")
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('x'))")
-    assert caught(shadow) == [("make_interval", shadow.superuser), ("pg_advisory_xact_lock", shadow.superuser)]
+    su = shadow.superuser
+    assert caught(shadow) == [("make_interval", su), ("pg_advisory_xact_lock", su)]
 
 
 def test_setup_runs_none_of_them(shadow: Cluster) -> None:
