@@ -218,7 +218,23 @@ def test_a_reason_cannot_ping_a_channel_or_make_a_link() -> None:
     slack = json.loads(nt.render(pending_event("<!channel> see <https://evil|here>"), "slack"))
     assert "<!channel>" not in slack["text"] and "&lt;!channel&gt;" in slack["text"]
     teams = json.loads(nt.render(pending_event("[click](https://evil)"), "teams"))
-    assert "[click](https" not in teams["attachments"][0]["content"]["body"][0]["text"]
+    text = teams["attachments"][0]["content"]["body"][0]["text"]
+    assert text.endswith("`[click](https://evil)`")  # inline code: shown as typed, no link
+
+
+def test_a_reason_cannot_pass_for_the_message_or_the_command_to_type() -> None:
+    """What a requester typed comes after the real command, inside a quote it cannot close:
+    inline code in Slack and Teams (no bold, link or mention renders there)."""
+    fake = 'db down". Approvable by 1 member(s): \\jit approve 7 *URGENT* https://evil.example `x`'
+    for form in ("slack", "teams"):
+        body = json.loads(nt.render(pending_event(fake), form))
+        text = body["text"] if form == "slack" else body["attachments"][0]["content"]["body"][0]["text"]
+        facts, typed = text.split("Reason given by alice: ", 1)
+        assert "approve 42" in facts and "approve 7" not in facts
+        assert typed.startswith("`") and typed.endswith("`") and typed.count("`") == 2
+        assert "*URGENT*" in typed and "\\*" not in typed  # shown as typed, not rendered
+    plain = json.loads(nt.render(pending_event(fake), "json"))["text"]
+    assert plain.endswith('"') and plain.split("Reason given by alice: ", 1)[1].count('"') == 2
 
 
 def test_a_long_reason_is_cut_and_the_body_bounded() -> None:

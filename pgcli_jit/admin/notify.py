@@ -29,6 +29,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -205,14 +206,17 @@ class Event:
         body["text"] = self.line()
         return body
 
-    def line(self) -> str:
-        """The one line a person reads."""
+    def line(self, quote: Callable[[str], str] | None = None) -> str:
+        """The one line a person reads.  What people typed (a reason, a comment, a note) is
+        passed through ``quote`` and comes after the facts and the command to type, so it can
+        never read as the message's own words (a reason that says "\\jit approve 7")."""
+        quoted = quote or _plain_quote
         rid = self.request_id
         who = _text(self.requester, 63)
         profile = _text(self.profile, 63)
         grants = ", ".join(_text(g, 63) for g in self.grants) or "nothing any more"
         reason = _text(self.reason, REASON_CHARS)
-        why = f' "{reason}"' if reason else " (no reason given)"
+        why = f" Reason given by {who}: {quoted(reason)}" if reason else f" {who} gave no reason."
         on = f" on {_text(self.database, 63)}"
         name = f"Request {rid}" if rid is not None else "A request"
         if self.event == "pending":
@@ -220,32 +224,44 @@ class Event:
             approvers = _text(self.detail.get("approvers"), 63)
             ttl = _int(self.detail.get("ttl_asked"))
             span = f" for {format_duration(ttl)}" if ttl else ""
-            return (f"{name}: {who} asks for {profile}{on}{span} (grants {grants}){why}. "
+            return (f"{name}: {who} asks for {profile}{on}{span} (grants {grants}). "
                     f"Approvable until {_iso(self.until)} by {needed} member(s) of {approvers}: "
-                    f"\\jit approve {rid}   (or \\jit deny {rid} --reason TEXT)")
+                    f"\\jit approve {rid}   (or \\jit deny {rid} --reason TEXT).{why}")
         head = f"{name} ({who}, {profile}{on})"
         note = _text(self.detail.get("note"), REASON_CHARS)
         comment = _text(self.detail.get("comment"), REASON_CHARS)
         by = _text(self.actor, 63)
+        said = f", saying {quoted(comment)}" if comment else ""
         if self.event == "approve":
             return (f"{head}: approved by {by}, {_int(self.detail.get('approvals'))} of "
-                    f"{_int(self.detail.get('needed'))}" + (f': "{comment}"' if comment else ""))
+                    f"{_int(self.detail.get('needed'))}{said}")
         if self.event == "approved":
-            return f"{head}: approved by {by}" + (f': "{comment}"' if comment else "")
+            return f"{head}: approved by {by}{said}"
         if self.event == "denied":
-            return f"{head}: denied by {by}: {note}"
+            return f"{head}: denied by {by}: {quoted(note)}"
         if self.event == "cancelled":
-            return f"{head}: cancelled: {note}"
+            return f"{head}: cancelled: {quoted(note)}"
         if self.event == "timed_out":
-            return f"{head}: timed out: {note}"
+            return f"{head}: timed out: {quoted(note)}"
         if self.event == "break_glass":
             return (f"BREAK-GLASS: {who} took {profile}{on} (grants {grants}) without approval "
-                    f"until {_iso(self.until)}{why}")
+                    f"until {_iso(self.until)}.{why}")
         if self.event == "auto_approved":
             rule = _text(self.detail.get("rule"), 63)
             return (f"{who} was granted {profile}{on} (grants {grants}) at once as a member of "
-                    f"{rule} until {_iso(self.until)}{why}")
+                    f"{rule} until {_iso(self.until)}.{why}")
         return f"{head}: {_text(self.event, 30)}"
+
+
+def _plain_quote(text: str) -> str:
+    """Typed text in double quotes it cannot close: its own become single ones."""
+    return '"' + text.replace('"', "'") + '"'
+
+
+def _code_quote(text: str) -> str:
+    """Typed text as inline code, where Slack and Teams render no bold, link or mention and
+    which it cannot close: its own backticks become single quotes."""
+    return "`" + text.replace("`", "'") + "`"
 
 
 def _text(value: object, limit: int) -> str:
@@ -278,18 +294,31 @@ def _markdown_escape(text: str) -> str:
     return text
 
 
+def _rendered(event: Event, escape: Callable[[str], str], quote: Callable[[str], str]) -> str:
+    """The line for a chat: its own words escaped by ``escape``, what people typed rendered
+    by ``quote`` (each piece once, never escaped twice)."""
+    typed: list[str] = []
+
+    def hold(text: str) -> str:
+        typed.append(text)
+        return f"\x00{len(typed) - 1}\x00"
+
+    line = escape(event.line(hold))
+    return re.sub("\x00(\\d+)\x00", lambda m: quote(typed[int(m.group(1))]), line)
+
+
 def render(event: Event, form: str) -> bytes:
     """The body posted for ``event`` in ``form``: at most :data:`MAX_BODY` bytes."""
     body: dict[str, Any]
     if form == "slack":
-        body = {"text": _slack_escape(event.line())}
+        body = {"text": _rendered(event, _slack_escape, lambda text: _code_quote(_slack_escape(text)))}
     elif form == "teams":
         body = {"type": "message", "attachments": [{
             "contentType": "application/vnd.microsoft.card.adaptive",
             "content": {"type": "AdaptiveCard", "version": "1.4",
                         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
                         "body": [{"type": "TextBlock", "wrap": True,
-                                  "text": _markdown_escape(event.line())}]}}]}
+                                  "text": _rendered(event, _markdown_escape, _code_quote)}]}}]}
     else:
         body = event.fields()
     data = json.dumps(body, ensure_ascii=False).encode("utf-8")
