@@ -13,7 +13,7 @@ import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from pgcli_jit.backends.base import RoleInfo
+from pgcli_jit.backends.base import ProfileGrants, RoleInfo
 from pgcli_jit.core.errors import BackendUnavailable, PermissionDenied
 from pgcli_jit.core.profile import Profile
 from pgcli_jit.session.catalog import LISTING, ServerCatalog
@@ -38,6 +38,12 @@ class Server:
         if self.fail is not None:
             raise self.fail
         return [RoleInfo(name, kind="server profile", approvers="") for name in self.names]
+
+    describes_grants = True
+
+    def profile_grants(self) -> list[ProfileGrants]:
+        return [ProfileGrants(name, (f"SELECT on {name}.*", "UPDATE on public.orders, public.order_lines"))
+                for name in self.names]
 
 
 class Manager:

@@ -1,4 +1,4 @@
--- pgcli-jit server-side broker, the functions: Which of my profiles would allow this? profiles_granting, profiles_granting_resolved.
+-- pgcli-jit server-side broker, the functions: Which of my profiles would allow this, and what does each grant? profiles_granting, profiles_granting_resolved, my_profile_grants.
 -- Re-applied by every `setup --apply` (CREATE OR REPLACE), after the numbered schema files,
 -- with the other files of this folder in name order.
 --
@@ -191,19 +191,120 @@ BEGIN
 END
 $$;
 
--- The lookup goes with jit.my_profiles(): a requesters role given my_profiles by profile_set
--- before the lookup existed may call it too (jit_requester and jit_lease: 90_privileges.sql).
-DO $lookup$
+-- What each profile the caller may request grants, for `\jit profiles` and completion: the
+-- privileges its grant roles hold (directly or through roles they inherit) on the tables,
+-- views (and their columns) and schemas the CALLER may name (schemas it may use; the broker's own and the system's
+-- left out), in a compact form: privileges held on every relation of a schema (two or more)
+-- read `SELECT on public.*`, a relation's full set reads `ALL`, relations with the same
+-- privileges share one item.  Bounded: at most 2000 relations are examined (beyond that
+-- `listed` is false and no item is given rather than a wrong one), at most 20 items come back.
+CREATE OR REPLACE FUNCTION jit._grants_summary(p_grants text[], p_who oid) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH g AS (SELECT r.oid FROM unnest(p_grants) n JOIN pg_roles r ON r.rolname = n),
+    rel AS (
+        SELECT c.oid, c.relname, s.nspname, coalesce(c.relacl, acldefault('r', c.relowner)) AS acl
+          FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p')
+           AND s.nspname NOT IN ('information_schema', 'jit', 'jit_data') AND s.nspname NOT LIKE 'pg\_%'
+           AND has_schema_privilege(p_who, s.oid, 'USAGE')
+         LIMIT 2001),
+    held AS (
+        SELECT DISTINCT rel.nspname, rel.relname, a.privilege_type AS priv
+          FROM rel, aclexplode(rel.acl) a
+         WHERE a.grantee <> 0 AND EXISTS (SELECT FROM g WHERE pg_has_role(g.oid, a.grantee, 'USAGE'))),
+    -- a column-level grant where the table-wide one is not held: `UPDATE on lk.orders (status)`
+    cols AS (
+        SELECT rel.nspname, rel.relname, x.privilege_type AS priv,
+               string_agg(DISTINCT quote_ident(a.attname), ', ') AS names
+          FROM rel JOIN pg_attribute a ON a.attrelid = rel.oid, aclexplode(a.attacl) x
+         WHERE a.attacl IS NOT NULL AND a.attnum > 0 AND NOT a.attisdropped AND x.grantee <> 0
+           AND EXISTS (SELECT FROM g WHERE pg_has_role(g.oid, x.grantee, 'USAGE'))
+           AND NOT EXISTS (SELECT FROM held h WHERE h.nspname = rel.nspname AND h.relname = rel.relname
+                                                AND h.priv = x.privilege_type)
+         GROUP BY rel.nspname, rel.relname, x.privilege_type),
+    wild AS (
+        SELECT h.nspname, h.priv FROM held h GROUP BY h.nspname, h.priv
+        HAVING count(*) > 1 AND count(*) = (SELECT count(*) FROM rel WHERE rel.nspname = h.nspname)),
+    items AS (
+        SELECT format('%I.*', w.nspname) AS obj, w.priv, 0 AS rank FROM wild w
+        UNION ALL
+        SELECT format('%I.%I', h.nspname, h.relname), h.priv, 1 FROM held h
+         WHERE NOT EXISTS (SELECT FROM wild w WHERE w.nspname = h.nspname AND w.priv = h.priv)
+        UNION ALL
+        SELECT format('%I.%I (%s)', c.nspname, c.relname, c.names), c.priv, 1 FROM cols c
+        UNION ALL
+        SELECT format('schema %I', s.nspname), 'CREATE', 2 FROM pg_namespace s
+         WHERE s.nspname NOT IN ('information_schema', 'jit', 'jit_data') AND s.nspname NOT LIKE 'pg\_%'
+           AND EXISTS (SELECT FROM g WHERE has_schema_privilege(g.oid, s.oid, 'CREATE'))),
+    per_obj AS (
+        SELECT obj, min(rank) AS rank,
+               CASE WHEN count(*) >= (SELECT count(*) FROM aclexplode(acldefault('r', 10::oid)))
+                    THEN 'ALL'
+                    ELSE string_agg(priv, ', ' ORDER BY array_position(ARRAY['SELECT', 'INSERT',
+                         'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER', 'MAINTAIN',
+                         'CREATE'], priv)) END AS privs
+          FROM items GROUP BY obj),
+    grouped AS (
+        SELECT privs || ' on ' || string_agg(obj, ', ' ORDER BY obj) AS item, min(rank) AS rank
+          FROM per_obj GROUP BY privs)
+    SELECT CASE WHEN (SELECT count(*) FROM rel) > 2000
+                THEN jsonb_build_object('listed', false, 'grants', '[]'::jsonb)
+                ELSE jsonb_build_object('listed', true, 'grants', coalesce(
+                    (SELECT jsonb_agg(item ORDER BY rank, item) FROM
+                        (SELECT item, rank FROM grouped ORDER BY rank, item LIMIT 20) t), '[]'::jsonb),
+                    'more', greatest((SELECT count(*) FROM grouped) - 20, 0)) END
+$$;
+
+-- `\jit profiles` for the caller: per profile it may request (the same as jit.my_profiles(),
+-- at most 100, none for a lease: a lease requests nothing), what it grants (above), whether it
+-- allows break-glass, and whether the caller's requests skip its approval (a member of its
+-- auto_approve role, as jit.request decides it: jit._auto_approves, functions/80_notify.sql).
+-- A set of jsonb, as jit.my_profile_rules(), so that it can say more later without a DROP.
+CREATE OR REPLACE FUNCTION jit.my_profile_grants() RETURNS SETOF jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    who oid := jit._role_oid(session_user);
+BEGIN
+    IF who IS NULL OR EXISTS (SELECT FROM jit_data.leases l WHERE l.role_oid = who) THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT jsonb_build_object('profile', p.name, 'break_glass', p.break_glass,
+                              'auto_approved', p.approvers IS NOT NULL AND jit._auto_approves(p, who))
+           || jit._grants_summary(p.grants, who)
+      FROM (SELECT * FROM jit_data.profiles q
+             WHERE EXISTS (SELECT FROM pg_roles WHERE rolname = q.requesters)
+               AND pg_has_role(who, q.requesters, 'MEMBER')
+             ORDER BY q.name LIMIT 100) p
+     ORDER BY p.name;
+END
+$$;
+
+-- Grant EXECUTE on p_functions to every role that may execute p_with (its owner and PUBLIC
+-- aside): functions that go with another take its grants over, including those an operator's
+-- jit.profile_set gave before they existed.  Run by setup as jit_owner.
+CREATE OR REPLACE FUNCTION jit._grant_alongside(p_with regprocedure, p_functions regprocedure[])
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r regrole;
+    f regprocedure;
 BEGIN
     FOR r IN SELECT g.grantee FROM pg_proc p, aclexplode(p.proacl) g
-              WHERE p.oid = 'jit.my_profiles()'::regprocedure AND g.privilege_type = 'EXECUTE'
+              WHERE p.oid = p_with AND g.privilege_type = 'EXECUTE'
                 AND g.grantee NOT IN (0, p.proowner) LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION jit.profiles_granting(text, text, text, text),'
-                       ' jit.profiles_granting_resolved(text, text, oid, smallint) TO %s', r);
+        FOREACH f IN ARRAY p_functions LOOP
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', f, r);
+        END LOOP;
     END LOOP;
 END
-$lookup$;
+$$;
+
+-- The lookups go with jit.my_profiles(): a requesters role given my_profiles by profile_set
+-- may call them too (jit_requester and jit_lease: 90_privileges.sql).
+SELECT jit._grant_alongside('jit.my_profiles()', ARRAY[
+    'jit.profiles_granting(text, text, text, text)',
+    'jit.profiles_granting_resolved(text, text, oid, smallint)',
+    'jit.my_profile_grants()']::regprocedure[]);
 
 RESET ROLE;
