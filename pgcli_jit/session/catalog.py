@@ -17,6 +17,7 @@ import re
 import threading
 from typing import TYPE_CHECKING
 
+from pgcli_jit.backends import SERVER_PROFILES
 from pgcli_jit.core.errors import JitError
 from pgcli_jit.core.limits import PROFILE_NAME_PATTERN
 from pgcli_jit.session.config import server_side_profile
@@ -89,9 +90,17 @@ class ServerCatalog:
         """What the server offered when last asked; empty until a fill has landed."""
         return self._names
 
-    def hint(self, name: str) -> str:
-        """What ``name`` grants, short, as last read; ``""`` when unknown."""
-        return self._hints.get(name, "")
+    def hint(self, name: str, config: Config | None = None) -> str:
+        """What profile ``name`` grants, short, as last read; ``""`` when unknown.  A config
+        profile is hinted by the server profile it asks for, and only when it asks the
+        server's broker (a profile of another backend may share a name, not the grants)."""
+        hints = self._hints
+        profile = config.profiles.get(name) if config is not None else None
+        if profile is None:
+            return hints.get(name, "")
+        if profile.backend != SERVER_PROFILES:
+            return ""
+        return hints.get(str(profile.options.get("server_profile") or name), "")
 
     def profile_names(self, config: Config | None) -> list[str]:
         """For completion: the config's profiles, then the server's that the config lacks.

@@ -203,10 +203,13 @@ class JitCompleter(Completer):
     def get_completions(self, document: Document, event: CompleteEvent) -> Iterator[Completion]:
         line = document.text_before_cursor
         if commands.is_jit(line):
-            profiles = self.shell.jit.catalog.profile_names(self.shell.jit_config)  # never waits
+            catalog, config = self.shell.jit.catalog, self.shell.jit_config
+            profiles = catalog.profile_names(config)  # never waits
             current = "" if line.endswith((" ", "\t")) else line.split()[-1]
             for word in commands.completions(line, profiles):
-                yield Completion(word, start_position=-len(current))
+                # what a profile grants, as last read (never asked here): beside its name
+                hint = catalog.hint(word, config) if word in profiles else ""
+                yield Completion(word, start_position=-len(current), display_meta=hint or None)
             return
         yield from self.inner.get_completions(document, event)
 
