@@ -155,15 +155,20 @@ def fit_profile_rows(rows: list[Row], width: int) -> list[Row] | None:
         return rows
     fixed = sum(max(len(r[i]) for r in [tuple(PROFILE_HEADERS), *rows]) for i in range(3))
     room = width - fixed - 3 * len(PROFILE_HEADERS) - 1
-    longest = [max(len(r[i]) for r in [tuple(PROFILE_HEADERS), *rows]) for i in (3, 4)]
     if room < 2 * NARROWEST:
         return None
-    grants_w = min(longest[0], max(NARROWEST, room * 3 // 5))  # the grants are what is read first
-    note_w = min(longest[1], room - grants_w)
+
+    def wrap(text: str, width: int) -> list[str]:
+        return textwrap.wrap(text, width, break_on_hyphens=False) or [""]
+
+    def lines(grants_w: int) -> int:
+        return sum(max(len(wrap(r[3], grants_w)), len(wrap(r[4], room - grants_w))) for r in rows)
+
+    # the split of the room that takes the fewest lines (the wider grants column on a tie)
+    grants_w = min(range(room - NARROWEST, NARROWEST - 1, -1), key=lines)
     out: list[Row] = []
     for name, ttl, max_ttl, grants, note in rows:
-        left = textwrap.wrap(grants, grants_w, break_on_hyphens=False) or [""]
-        right = textwrap.wrap(note, note_w, break_on_hyphens=False) or [""]
+        left, right = wrap(grants, grants_w), wrap(note, room - grants_w)
         for i in range(max(len(left), len(right))):
             first = i == 0
             out.append((name if first else "", ttl if first else "", max_ttl if first else "",
