@@ -301,3 +301,24 @@ def test_a_column_level_grant_is_offered_for_the_columns_it_covers(session: Sess
     term.run("y", r"UPDATE 1")
     with cluster.connect("app") as conn:
         assert conn.execute("SELECT status, secret FROM dn.dn_cols WHERE id = 1").fetchone() == ("done", "s")
+
+
+def test_jit_profiles_shows_what_each_profile_grants(session: Session, world: None) -> None:
+    """The grants column as the server describes it to alice, within the terminal's width:
+    dnwrite (dn_write, a member of dn_read) and never dnhidden, which alice may not request."""
+    term = start(session)
+    mark = len(term.transcript)
+    term.type("\\jit profiles\r")
+    term.wait_for(lambda _: re.search(r"\| dnwrite[^\n]*\n(?:\|[^\n]*\n)*\+-[-+]*\+", since(term, mark))
+                  is not None)
+    table = since(term, mark)
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    assert rows, table
+    start_at = next(i for i, line in enumerate(rows) if line.startswith("| dnwrite"))
+    cell = []
+    for line in rows[start_at:]:
+        if line != rows[start_at] and not line.startswith("|   "):
+            break
+        cell.append(line.split("|")[4].strip())
+    assert " ".join(cell) == "SELECT on dn.dn_cols, dn.dn_locked; SELECT, UPDATE on dn.dn_orders", table
+    assert "dnhidden" not in table
