@@ -342,3 +342,19 @@ def test_the_backend_reads_the_descriptions(cluster: Cluster, declared: None) ->
         backend.close()
     assert mine["lk-write"].summary() == "SELECT, UPDATE on lk.*"
     assert mine["lk-seq"].grants == ()
+
+
+def test_many_relations_share_one_item_and_a_full_set_reads_all(cluster: Cluster, declared: None) -> None:
+    with cluster.connect("app") as su:
+        su.execute("CREATE SCHEMA lkm; CREATE SCHEMA lka; GRANT USAGE ON SCHEMA lkm, lka TO jit_requester;"
+                   + "".join(f"CREATE TABLE lkm.t{i} (id int);" for i in range(7))
+                   + "".join(f"GRANT UPDATE ON lkm.t{i} TO lk_other;" for i in range(6))
+                   + "CREATE TABLE lka.t (id int); GRANT ALL ON lka.t TO lk_other;")
+    try:
+        with as_user(cluster, REQUESTER) as alice:
+            wide = described(alice)["lk-wide"]["grants"]
+    finally:
+        with cluster.connect("app") as su:
+            su.execute("DROP SCHEMA lkm, lka CASCADE")
+    assert wide == ["SELECT, UPDATE on lk.*", "ALL on lka.t",
+                    "UPDATE on lkm.t0, lkm.t1, lkm.t2, lkm.t3, lkm.t4 and 1 more"]
