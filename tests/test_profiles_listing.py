@@ -8,7 +8,14 @@ from typing import ClassVar
 
 from pgcli_jit.backends.base import ProfileGrants, RoleInfo
 from pgcli_jit.session.config import Config
-from pgcli_jit.session.report import PROFILE_HEADERS, fit_profile_rows, profile_rows, table_width, vertical
+from pgcli_jit.session.report import (
+    PROFILE_HEADERS,
+    fit_profile_rows,
+    profile_rows,
+    profile_table,
+    table_width,
+    vertical,
+)
 from tests.fakes import FaultyBackend, faulty_profile
 
 
@@ -101,3 +108,10 @@ def test_a_profile_the_server_does_not_describe_has_an_empty_grants_cell() -> No
                         SERVER, [])
     assert [r[3] for r in rows] == ["", ""]
     assert ProfileGrants("x", ("A on b",), more=3).summary() == "A on b; 3 more"
+
+    table = profile_table(rows, 80)   # nothing described: the listing is as it was before
+    assert table is not None and table[1] == ["profile", "ttl", "max ttl", "note"]
+    assert table[0] == [(r[0], r[1], r[2], r[4]) for r in rows]
+    described_rows = profile_rows(config, {}, SERVER, GRANTS)
+    table = profile_table(described_rows, 80)
+    assert table is not None and table[1] == PROFILE_HEADERS

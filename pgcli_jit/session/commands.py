@@ -223,7 +223,7 @@ def _profiles(jit: Controller, cmd: JitCommand) -> Result:
     import contextlib
 
     from pgcli_jit.core.errors import JitError
-    from pgcli_jit.session.report import PROFILE_HEADERS, fit_profile_rows, profile_rows, vertical
+    from pgcli_jit.session.report import profile_rows, profile_table, vertical
 
     manager = jit.manager
     cfg = manager.config
@@ -236,10 +236,10 @@ def _profiles(jit: Controller, cmd: JitCommand) -> Result:
             backends[name] = manager.backend_for(profile)
     rows = profile_rows(cfg, backends, server, grants)
     width = terminal_columns()
-    fitted = fit_profile_rows(rows, width)
-    if fitted is None:
+    table = profile_table(rows, width)
+    if table is None:
         return (None, None, None, vertical(rows, width) + unlisted)
-    return (None, fitted, PROFILE_HEADERS, unlisted.strip() or None)
+    return (None, table[0], table[1], unlisted.strip() or None)
 
 
 def server_profiles(jit: Controller) -> tuple[list[RoleInfo], list[ProfileGrants], str]:

@@ -176,6 +176,17 @@ def fit_profile_rows(rows: list[Row], width: int) -> list[Row] | None:
     return out if table_width(out, PROFILE_HEADERS) <= width else None
 
 
+def profile_table(rows: list[Row], width: int) -> tuple[list[tuple[str, ...]], list[str]] | None:
+    """The rows and headers pgcli prints, within ``width``; without the grants column when no
+    broker described any (a backend that cannot say changes nothing); None: too narrow."""
+    fitted = fit_profile_rows(rows, width)
+    if fitted is None:
+        return None
+    if any(row[3] for row in rows):
+        return list(fitted), list(PROFILE_HEADERS)
+    return [(a, b, c, e) for a, b, c, _, e in fitted], [h for h in PROFILE_HEADERS if h != "grants"]
+
+
 def vertical(rows: list[Row], width: int) -> str:
     """The profiles one to a line, what they grant and the note wrapped under them: for a
     terminal too narrow for the table (pgcli would cut it in the pager)."""
