@@ -3,6 +3,7 @@ is read on the session's worker, and ``\\jit request <Tab>`` offers what it hold
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -13,10 +14,10 @@ import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from pgcli_jit.backends.base import RoleInfo
+from pgcli_jit.backends.base import ProfileGrants, RoleInfo
 from pgcli_jit.core.errors import BackendUnavailable, PermissionDenied
 from pgcli_jit.core.profile import Profile
-from pgcli_jit.session.catalog import LISTING, ServerCatalog
+from pgcli_jit.session.catalog import HINT, LISTING, ServerCatalog
 from pgcli_jit.session.commands import parse, run
 from pgcli_jit.session.config import Config
 from pgcli_jit.session.jobs import Jobs
@@ -38,6 +39,12 @@ class Server:
         if self.fail is not None:
             raise self.fail
         return [RoleInfo(name, kind="server profile", approvers="") for name in self.names]
+
+    describes_grants = True
+
+    def profile_grants(self) -> list[ProfileGrants]:
+        return [ProfileGrants(name, (f"SELECT on {name}.*", "UPDATE on public.orders, public.order_lines"))
+                for name in self.names]
 
 
 class Manager:
@@ -184,6 +191,12 @@ def test_the_shells_completer_offers_server_only_profiles_after_jit_request(jobs
     assert words("\\jit request ") == ["read", "write", "shorter", "shortw", *options]
     assert words("\\jit request sh") == ["shorter", "shortw"]
     assert words("\\jit request shortw ") == options
+    metas = {c.text: c.display_meta_text for c in completer.get_completions(
+        Document("\\jit request sh"), CompleteEvent(completion_requested=True))}
+    assert metas == {"shorter": "SELECT on shorter.*; UPDATE on public.o…",
+                     "shortw": "SELECT on shortw.*; UPDATE on public.or…"}
+    assert all(not c.display_meta_text for c in completer.get_completions(
+        Document("\\jit request shortw "), CompleteEvent(completion_requested=True)))
 
 
 def test_a_tab_while_the_session_ends_is_no_error(jobs: Jobs) -> None:
@@ -192,3 +205,38 @@ def test_a_tab_while_the_session_ends_is_no_error(jobs: Jobs) -> None:
     jobs.shutdown()
     catalog.refresh()   # \jit request's refresh, or a Tab, after the worker has stopped
     assert catalog.profile_names(config("read")) == ["read", "a"]
+
+
+def test_each_profile_has_a_short_hint_of_what_it_grants_read_in_the_background(jobs: Jobs) -> None:
+    server = Server("shortw", "read")
+    server.go.clear()
+    catalog = ServerCatalog(jobs, Manager(server))  # type: ignore[arg-type]
+    assert catalog.profile_names(None) == [] and catalog.hint("shortw") == ""   # never waits
+    server.go.set()
+    settled(jobs)
+    assert catalog.hint("shortw") == "SELECT on shortw.*; UPDATE on public.or…"
+    assert len(catalog.hint("shortw")) == HINT
+    assert catalog.hint("nope") == ""
+
+
+def test_a_config_profile_is_hinted_by_the_server_profile_it_asks_for(jobs: Jobs) -> None:
+    from pgcli_jit.session.config import server_side_profile
+
+    catalog = ServerCatalog(jobs, Manager(Server("shortw")))  # type: ignore[arg-type]
+    catalog.warm()
+    settled(jobs)
+    mine = dataclasses.replace(server_side_profile("shortw"), name="mine")
+    other = Profile(name="shortw", backend="command", options={})
+    cfg = Config(None, MappingProxyType({"mine": mine, "shortw": other}), None, None)
+    assert catalog.hint("mine", cfg).startswith("SELECT on shortw.*")
+    assert catalog.hint("shortw", cfg) == ""   # another broker's profile of the same name
+
+
+def test_hints_kept_when_the_grants_cannot_be_read(jobs: Jobs) -> None:
+    catalog = ServerCatalog(jobs, Manager(Server("a")))  # type: ignore[arg-type]
+    catalog.warm()
+    settled(jobs)
+    catalog.store([RoleInfo("a", kind="server profile")], None)
+    assert catalog.hint("a").startswith("SELECT on a.*")
+    catalog.store([RoleInfo("a", kind="server profile")], [ProfileGrants("a", listed=False)])
+    assert catalog.hint("a") == "too many objects to list"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from pgcli_jit.devtools.cluster import Cluster
@@ -203,25 +202,90 @@ def test_a_command_line_run_prints_the_hint_only_and_exits_as_before(session: Se
     assert with_hint == without  # pgcli's own: 0 after a failed -c statement (pgcli 4.7.1)
 
 
-def test_an_approval_profile_is_submitted_and_the_statement_runs_once_approved(session: Session,
-                                                                               cluster: Cluster,
-                                                                               world: None) -> None:
-    """dnappr (a server profile, not in the config) needs one approval by dn_leads: the offer
-    submits the request; dnbob approves it; the session switches and the statement runs."""
-    term = start(session)
-    line = "update dn.dn_appr_t set x = 2 where id = 1;"
+F7 = "\x1b[18~"   # what a terminal sends for F7
+KEPT = r"When it is granted, F7 runs the statement again \(until you run another one\)\."
+
+
+def approver(session: Session) -> Terminal:
+    """dnbob's own pgcli-jit session in a second terminal: an approver of dnappr."""
+    config = session.home / "dnbob.toml"
+    config.write_text(session.config.read_text().replace('user = "alice"', 'user = "dnbob"'))
+    cluster = session.cluster
+    term = session.open("-h", cluster.host, "-p", str(cluster.port), "-U", "dnbob", "app",
+                        PGCLI_JIT_CONFIG=str(config))
+    term.wait_for(r"app>")
+    return term
+
+
+def ask_approval(session: Session, term: Terminal, line: str) -> str:
+    """The denied statement, yes to the approval profile: the request id that waits."""
     screen = run_denied(term, line, QUESTION)
     assert re.search(r"dnappr grants UPDATE on dn\.dn_appr_t \(15m, approval required\): " + QUESTION, screen)
-    screen = term.run("y", r"Run the statement again once the session has switched\.")
+    screen = term.run("y", KEPT)
     rid = re.findall(r"Request (\d+) for dnappr is waiting for approval by dn_leads", screen)
     assert rid, screen
-    with psycopg.connect(cluster.conninfo("app", user="dnbob"), autocommit=True) as bob:
-        row = bob.execute("SELECT jit.approve(%s, 'looked at it')", (int(rid[-1]),)).fetchone()
-    assert row is not None and row[0].get("status") != "denied", row
-    term.wait_for(r"Approved by dnbob: connected as jit_alice_\w+", timeout=10)
-    run_denied(term, line, r"UPDATE 1")
+    return rid[-1]
+
+
+def approve_from_shell(bob: Terminal, rid: str) -> None:
+    pending = bob.run("\\jit pending", rf"\|\s*{rid}\s*\|")
+    assert re.search(rf"\|\s*{rid}\s*\|\s*alice\s*\|\s*dnappr\s*\|", pending), pending
+    bob.run(f"\\jit approve {rid}", rf"Approved request {rid} \(alice, dnappr\)")
+
+
+def appr_x(cluster: Cluster) -> int:
     with cluster.connect("app") as conn:
-        assert conn.execute("SELECT x FROM dn.dn_appr_t WHERE id = 1").fetchone() == (2,)
+        row = conn.execute("SELECT x FROM dn.dn_appr_t WHERE id = 1").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_an_approval_profile_is_submitted_and_f7_runs_the_statement_once_approved(
+        session: Session, cluster: Cluster, world: None) -> None:
+    """dnappr (a server profile, not in the config) needs one approval by dn_leads: the offer
+    submits the request; dnbob approves it from his own pgcli-jit; alice's session switches,
+    says once that F7 runs the statement again and shows it in the toolbar; F7 runs it, once."""
+    term = start(session)
+    bob = approver(session)
+    before = appr_x(cluster)
+    line = f"update dn.dn_appr_t set x = {before + 1} where id = 1;"
+    rid = ask_approval(session, term, line)
+    term.type("select 4")   # typing when the approval lands: the line is kept, nothing runs
+    approve_from_shell(bob, rid)
+    term.wait_for(r"Approved by dnbob: connected as jit_alice_\w+", timeout=10)
+    term.wait_for(r"F7 runs the denied statement again as dnappr: update dn\.dn_appr_t", timeout=5)
+    term.wait_toolbar(r"\[F7\] run again as dnappr")
+    assert appr_x(cluster) == before
+    term.type(F7)   # a line is being typed: F7 keeps it and says so
+    term.wait_for(r"F7 runs the denied statement on an empty input line; yours is kept\.")
+    term.run("0 as typed;", r"\b40\b")   # the user's own statement ran: the denied one is
+    term.type(F7)                           # never run after it unasked
+    term.run("select 'after' as mark;", r"after")
+    assert appr_x(cluster) == before
+    assert "[F7]" not in term.toolbar()
+
+
+def test_f7_runs_the_approved_statement_once_on_an_empty_line(session: Session, cluster: Cluster,
+                                                             world: None) -> None:
+    term = start(session)
+    bob = approver(session)
+    before = appr_x(cluster)
+    line = f"update dn.dn_appr_t set x = {before + 1} where id = 1;"
+    rid = ask_approval(session, term, line)
+    approve_from_shell(bob, rid)
+    term.wait_toolbar(r"\[F7\] run again as dnappr", timeout=10)
+    mark = len(term.transcript)
+    term.type(F7)
+    term.wait_for(lambda _: re.search(rf"{DESTRUCTIVE}|UPDATE 1", since(term, mark)) is not None)
+    if re.search(DESTRUCTIVE, since(term, mark)) and "UPDATE 1" not in since(term, mark):
+        term.type("y\r")
+        term.wait_for(lambda _: "UPDATE 1" in since(term, mark))
+    assert appr_x(cluster) == before + 1
+    term.wait_toolbar(r"JIT dnappr as jit_alice_\w+")
+    assert "[F7]" not in term.toolbar()
+    term.type(F7)   # taken: a second F7 does nothing
+    term.run("select 'after' as mark;", r"after")
+    assert since(term, mark).count("UPDATE 1") == 1 and appr_x(cluster) == before + 1
 
 
 def test_a_column_level_grant_is_offered_for_the_columns_it_covers(session: Session, cluster: Cluster,
@@ -237,3 +301,24 @@ def test_a_column_level_grant_is_offered_for_the_columns_it_covers(session: Sess
     term.run("y", r"UPDATE 1")
     with cluster.connect("app") as conn:
         assert conn.execute("SELECT status, secret FROM dn.dn_cols WHERE id = 1").fetchone() == ("done", "s")
+
+
+def test_jit_profiles_shows_what_each_profile_grants(session: Session, world: None) -> None:
+    """The grants column as the server describes it to alice, within the terminal's width:
+    dnwrite (dn_write, a member of dn_read) and never dnhidden, which alice may not request."""
+    term = start(session)
+    mark = len(term.transcript)
+    term.type("\\jit profiles\r")
+    term.wait_for(lambda _: re.search(r"\| dnwrite[^\n]*\n(?:\|[^\n]*\n)*\+-[-+]*\+", since(term, mark))
+                  is not None)
+    table = since(term, mark)
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    assert rows, table
+    start_at = next(i for i, line in enumerate(rows) if line.startswith("| dnwrite"))
+    cell = []
+    for line in rows[start_at:]:
+        if line != rows[start_at] and not line.startswith("|   "):
+            break
+        cell.append(line.split("|")[4].strip())
+    assert " ".join(cell) == "SELECT on dn.dn_cols, dn.dn_locked; SELECT, UPDATE on dn.dn_orders", table
+    assert "dnhidden" not in table

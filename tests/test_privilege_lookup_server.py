@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from pgcli_jit import server
 from pgcli_jit.backends.base import Privilege
 from pgcli_jit.backends.login import Login
 from pgcli_jit.backends.postgres.backend import PostgresBackend
@@ -267,3 +268,93 @@ def test_the_backend_answers_nothing_for_a_login_in_no_requesters_role(cluster: 
         assert backend.profiles_granting(Privilege("UPDATE", "table", "lk.lk_orders")) == []
     finally:
         backend.close()
+
+
+# -- what each profile grants (\jit profiles, completion hints) --------------------------------
+
+
+def described(conn: Conn) -> dict[str, dict[str, Any]]:
+    return {row["profile"]: row for (row,) in conn.execute(statements.MY_PROFILE_GRANTS).fetchall()}
+
+
+def test_what_each_profile_grants_is_described_compactly(cluster: Cluster, declared: None) -> None:
+    """lk_write holds SELECT and UPDATE on both tables of lk: one wildcard item; lk_private is
+    a schema alice may not use, so its table is not named; a column grant names its column."""
+    with as_user(cluster, REQUESTER) as alice:
+        mine = described(alice)
+    assert {"lk-write", "lk-wide", "lk-4eyes", "lk-status", "lk-seq", "lk-read"} <= set(mine)
+    assert mine["lk-write"]["grants"] == ["SELECT, UPDATE on lk.*"]
+    assert mine["lk-write"]["listed"] is True and mine["lk-write"]["more"] == 0
+    assert mine["lk-wide"]["grants"] == mine["lk-write"]["grants"]
+    assert mine["lk-status"]["grants"] == ["UPDATE on lk.lk_orders (status)"]
+    assert mine["lk-seq"]["grants"] == []      # sequences are not described
+    assert not any("lk_private" in g for row in mine.values() for g in row["grants"])
+    assert mine["lk-4eyes"]["break_glass"] is False and mine["lk-4eyes"]["auto_approved"] is False
+
+
+def test_a_profile_the_caller_may_not_request_is_never_described(cluster: Cluster, declared: None) -> None:
+    """lk_team was made a requesters role by profile_set after setup: it holds my_profiles,
+    and setup --apply hands it the description too (until then the listing leaves it out)."""
+    with as_user(cluster, REQUESTER) as alice:
+        assert "lk-hidden" not in described(alice)
+    with as_user(cluster, "tess") as tess, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        described(tess)
+    with cluster.connect("app") as su:
+        server.apply(su)
+    with as_user(cluster, "tess") as tess:   # in lk_team only: its own profile, and the table
+        tess_sees = described(tess)          # of lk_private that tess may not name stays out
+    assert list(tess_sees) == ["lk-hidden"] and tess_sees["lk-hidden"]["grants"] == ["SELECT, UPDATE on lk.*"]
+    with as_user(cluster, "nora") as nora, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        described(nora)
+
+
+def test_break_glass_and_an_auto_approval_that_applies_are_said(cluster: Cluster, declared: None) -> None:
+    with cluster.connect("app") as su:
+        su.execute("SELECT jit.profile_approval_rules('lk-4eyes', 'jit_requester', true, NULL, NULL)")
+    try:
+        with as_user(cluster, REQUESTER) as alice:
+            row = described(alice)["lk-4eyes"]
+        assert row["break_glass"] is True and row["auto_approved"] is True
+        with as_user(cluster, REQUESTER) as alice:   # auto-approval of a profile without approvers
+            assert described(alice)["lk-write"]["auto_approved"] is False
+    finally:
+        with cluster.connect("app") as su:
+            su.execute("SELECT jit.profile_approval_rules('lk-4eyes', '', false, NULL, NULL)")
+
+
+def test_a_lease_is_described_nothing(cluster: Cluster, declared: None) -> None:
+    with as_user(cluster, REQUESTER) as alice:
+        password = new_password()
+        row = alice.execute("SELECT jit.request('lk-read', NULL, 'describe', %s)",
+                            (scram_verifier(alice, password),)).fetchone()
+    assert row is not None and row[0]["status"] == "granted", row
+    with as_user(cluster, row[0]["rolname"], password) as lease, \
+            pytest.raises(psycopg.errors.InsufficientPrivilege):
+        described(lease)
+
+
+def test_the_backend_reads_the_descriptions(cluster: Cluster, declared: None) -> None:
+    backend = backend_as(cluster, REQUESTER)
+    try:
+        assert backend.describes_grants
+        mine = {g.name: g for g in backend.profile_grants()}
+    finally:
+        backend.close()
+    assert mine["lk-write"].summary() == "SELECT, UPDATE on lk.*"
+    assert mine["lk-seq"].grants == ()
+
+
+def test_many_relations_share_one_item_and_a_full_set_reads_all(cluster: Cluster, declared: None) -> None:
+    with cluster.connect("app") as su:
+        su.execute("CREATE SCHEMA lkm; CREATE SCHEMA lka; GRANT USAGE ON SCHEMA lkm, lka TO jit_requester;"
+                   + "".join(f"CREATE TABLE lkm.t{i} (id int);" for i in range(7))
+                   + "".join(f"GRANT UPDATE ON lkm.t{i} TO lk_other;" for i in range(6))
+                   + "CREATE TABLE lka.t (id int); GRANT ALL ON lka.t TO lk_other;")
+    try:
+        with as_user(cluster, REQUESTER) as alice:
+            wide = described(alice)["lk-wide"]["grants"]
+    finally:
+        with cluster.connect("app") as su:
+            su.execute("DROP SCHEMA lkm, lka CASCADE")
+    assert wide == ["SELECT, UPDATE on lk.*", "ALL on lka.t",
+                    "UPDATE on lkm.t0, lkm.t1, lkm.t2, lkm.t3, lkm.t4 and 1 more"]

@@ -41,7 +41,8 @@ def test_jit_profiles_notes_a_logged_server_profile() -> None:
     server = [RoleInfo("read", 300.0, 1800.0, "read-only", kind="server profile", approvers="", logged=True),
               RoleInfo("quiet", 60.0, 60.0, "", kind="server profile", approvers="")]
     rows = profile_rows(config, {"read": ServerBackend(config.profiles["read"], clock=lambda: 0.0)}, server)
-    assert rows == [("read (default)", "5m", "30m", "logged; read-only"), ("quiet (server)", "1m", "1m", "")]
+    assert rows == [("read (default)", "5m", "30m", "", "logged; read-only"),
+                    ("quiet (server)", "1m", "1m", "", "")]
 
 
 def _backend(lc: LogsCluster, profile: str) -> PostgresBackend:

@@ -111,6 +111,30 @@ class GrantingProfile:
 
 
 @dataclass(frozen=True)
+class ProfileGrants:
+    """What a profile the login may request gives, as the broker describes it to this login
+    (``\\jit profiles``, the hints of ``\\jit request`` completion).  ``grants`` are compact
+    items such as ``SELECT on public.*`` or ``UPDATE on public.orders``; ``listed`` is False
+    when the broker could not list them (too many objects), ``more`` how many items it left
+    out."""
+
+    name: str
+    grants: tuple[str, ...] = ()
+    listed: bool = True
+    more: int = 0
+    #: the profile may be requested with ``--break-glass``
+    break_glass: bool = False
+    #: this login's requests for it skip its approval (an auto-approval rule applies)
+    auto_approved: bool = False
+
+    def summary(self) -> str:
+        """``SELECT on public.*; UPDATE on public.orders``, or why there is none."""
+        if not self.listed:
+            return "too many objects to list"
+        return "; ".join(self.grants) + (f"; {self.more} more" if self.more else "")
+
+
+@dataclass(frozen=True)
 class PendingRequest:
     """Asked, not yet granted: the backend waits for a second person to approve.
 
@@ -246,6 +270,9 @@ class Backend(ABC):
     #: True when :meth:`profiles_granting` answers: the broker can say which profiles the
     #: login may request hold a privilege (the shell then offers one after "permission denied")
     says_what_grants: ClassVar[bool] = False
+    #: True when :meth:`profile_grants` answers: the broker can describe what each profile the
+    #: login may request grants (``\\jit profiles``, completion hints); others are not asked
+    describes_grants: ClassVar[bool] = False
     #: True when the backend sends a request's ``break_glass`` (the server's profile decides
     #: whether it is allowed); a backend without it is never asked for break-glass
     offers_break_glass: ClassVar[bool] = False
@@ -312,6 +339,11 @@ class Backend(ABC):
         shell can offer one: a broker that resolves names in the database asks there."""
         return []
 
+    def profile_grants(self) -> list[ProfileGrants]:
+        """What each profile the login may request grants (see ``describes_grants``); none by
+        default."""
+        return []
+
     def close(self) -> None:
         """Release sessions or connections the backend holds."""
 
@@ -357,6 +389,7 @@ __all__ = [
     "PendingRequest",
     "Privilege",
     "Profile",
+    "ProfileGrants",
     "RoleInfo",
     "SessionQuery",
 ]

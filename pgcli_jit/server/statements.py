@@ -44,6 +44,9 @@ MY_PROFILES = ("SELECT name, ttl_seconds, max_ttl_seconds, reason_required, desc
 #: what a request for each of those must pass (approval: by whom, how many), one JSON object
 #: each; a schema older than the function has no answer (``\jit profiles`` says unknown)
 MY_PROFILE_RULES = "SELECT jit.my_profile_rules()"
+#: what each of those grants (compact items such as ``SELECT on public.*``), whether it allows
+#: break-glass and whether this login's requests skip its approval, one JSON object each
+MY_PROFILE_GRANTS = "SELECT jit.my_profile_grants()"
 #: the profiles this login may request that would allow a denied statement: privilege, kind
 #: of object as the error names it, the object as SQL spells it, a column's name (or NULL);
 #: smallest first (fewest grant roles, shortest max ttl)

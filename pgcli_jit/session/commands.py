@@ -26,7 +26,7 @@ from pgcli_jit.core.durations import option_duration
 from pgcli_jit.core.errors import UsageError
 
 if TYPE_CHECKING:
-    from pgcli_jit.backends.base import RoleInfo
+    from pgcli_jit.backends.base import ProfileGrants, RoleInfo
     from pgcli_jit.core.profile import Profile
     from pgcli_jit.session.controller import Controller
 
@@ -225,36 +225,40 @@ def _profiles(jit: Controller, cmd: JitCommand) -> Result:
     import contextlib
 
     from pgcli_jit.core.errors import JitError
-    from pgcli_jit.session.report import PROFILE_HEADERS, profile_rows, table_width, vertical
+    from pgcli_jit.session.report import profile_rows, profile_table, vertical
 
     manager = jit.manager
     cfg = manager.config
-    server, unlisted = server_profiles(jit)
+    server, grants, unlisted = server_profiles(jit)
     if not cfg.profiles and not server:
         return (None, None, None, f"No profiles: add [profiles.NAME] to {cfg.path}{unlisted}")
     backends = {}
     for name, profile in cfg.profiles.items():
         with contextlib.suppress(JitError):
             backends[name] = manager.backend_for(profile)
-    rows = profile_rows(cfg, backends, server)
+    rows = profile_rows(cfg, backends, server, grants)
     width = terminal_columns()
-    if table_width(rows, PROFILE_HEADERS) > width:
+    table = profile_table(rows, width)
+    if table is None:
         return (None, None, None, vertical(rows, width) + unlisted)
-    return (None, rows, PROFILE_HEADERS, unlisted.strip() or None)
+    return (None, table[0], table[1], unlisted.strip() or None)
 
 
-def server_profiles(jit: Controller) -> tuple[list[RoleInfo], str]:
+def server_profiles(jit: Controller) -> tuple[list[RoleInfo], list[ProfileGrants], str]:
     """What the connected server lets this login request by name (``\\jit request NAME``
-    with no config entry), and a line saying why it is missing when it cannot be asked."""
+    with no config entry) and what each grants (empty when it cannot say), and a line saying
+    why they are missing when they cannot be asked."""
     from pgcli_jit.core.errors import JitError
-    from pgcli_jit.session.catalog import ask_server
+    from pgcli_jit.session.catalog import ask_grants, listing_backend
 
     try:
-        server = ask_server(jit.manager)
+        backend = listing_backend(jit.manager)
+        server = backend.requestable()
     except JitError as exc:
-        return [], f"\nThe server's profiles are not listed: {exc}"
-    jit.catalog.store(server)  # completion offers what was just read
-    return server, ""
+        return [], [], f"\nThe server's profiles are not listed: {exc}"
+    grants = ask_grants(backend)
+    jit.catalog.store(server, grants)  # completion offers what was just read
+    return server, grants or [], ""
 
 
 def _pending(jit: Controller, cmd: JitCommand) -> Result:

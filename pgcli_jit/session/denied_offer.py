@@ -28,7 +28,9 @@ from pgcli_jit.session.denied import Denial, read_denial
 
 if TYPE_CHECKING:
     from pgcli_jit.backends.base import Backend, GrantingProfile, Privilege, SessionQuery
+    from pgcli_jit.core.lease import Lease
     from pgcli_jit.session.controller import Controller
+    from pgcli_jit.session.denied_rerun import Rerun
     from pgcli_jit.session.manager import LeaseManager
 
 log = logging.getLogger(__name__)
@@ -123,11 +125,16 @@ def request_command(p: GrantingProfile) -> str:
 class DeniedOffers:
     """The offer after a denied statement, for one session."""
 
-    def __init__(self, jit: Controller, ask: Asker, on_session: SessionQuery | None = None) -> None:
+    def __init__(self, jit: Controller, ask: Asker, on_session: SessionQuery | None = None,
+                 rerun: Rerun | None = None, rerun_key: str = "") -> None:
         self.jit = jit
         self.ask = ask
         #: the session's own connection, where the statement was denied (see find_offer)
         self.on_session = on_session
+        #: where a statement waits while its request waits for approval, and the key that
+        #: runs it again once granted (None: the user runs it again by hand)
+        self.rerun = rerun
+        self.rerun_key = rerun_key
 
     def after_failure(self, sqlstate: str | None, message: str | None, statement: str, *,
                       in_transaction: bool) -> str | None:
@@ -189,6 +196,15 @@ class DeniedOffers:
         self.ask.say(line)
         lease = self.jit.lease
         if lease is None or lease is before or lease.profile != p.name:
-            self.ask.say("Run the statement again once the session has switched.")
+            self._keep_for_approval(p, statement, before)
             return None
         return statement
+
+    def _keep_for_approval(self, p: GrantingProfile, statement: str, before: Lease | None) -> None:
+        waiting = self.jit.approvals.waiting if self.rerun is not None else None
+        if self.rerun is None or waiting is None or waiting.profile.name != p.name:
+            self.ask.say("Run the statement again once the session has switched.")
+            return
+        self.rerun.keep(statement, p.name, before)
+        self.ask.say(f"When it is granted, {self.rerun_key} runs the statement again "
+                     "(until you run another one).")

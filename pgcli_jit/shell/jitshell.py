@@ -208,10 +208,13 @@ class JitCompleter(Completer):
     def get_completions(self, document: Document, event: CompleteEvent) -> Iterator[Completion]:
         line = document.text_before_cursor
         if commands.is_jit(line):
-            profiles = self.shell.jit.catalog.profile_names(self.shell.jit_config)  # never waits
+            catalog, config = self.shell.jit.catalog, self.shell.jit_config
+            profiles = catalog.profile_names(config)  # never waits
             current = "" if line.endswith((" ", "\t")) else line.split()[-1]
             for word in commands.completions(line, profiles):
-                yield Completion(word, start_position=-len(current))
+                # what a profile grants, as last read (never asked here): beside its name
+                hint = catalog.hint(word, config) if word in profiles else ""
+                yield Completion(word, start_position=-len(current), display_meta=hint or None)
             return
         yield from self.inner.get_completions(document, event)
 
@@ -224,6 +227,10 @@ class JitShell(PGCli):  # type: ignore[misc]
     force_passwd_prompt: bool
     force_destructive: bool
     explain_mode: bool
+    #: a denied statement kept while its request waits for approval (made when needed),
+    #: and the one F7 has just handed to the prompt
+    _rerun: later.Rerun | None = None
+    _rerunning: str | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -302,7 +309,16 @@ class JitShell(PGCli):  # type: ignore[misc]
     def execute_command(self, text: str, handle_closed_connection: bool = True) -> Any:
         if commands.is_jit(text):
             return self._run_jit(text)
-        return self._offer_if_denied(text, self._execute_sql(text, handle_closed_connection))
+        again, self._rerunning = self._rerunning, None
+        if self._rerun is not None:  # a statement runs: the kept one is never run unasked after it
+            self._rerun.drop()
+        if again is None:
+            return self._offer_if_denied(text, self._execute_sql(text, handle_closed_connection))
+        self._denied_retry = again  # run again as the granted role: no second offer for it
+        try:
+            return self._offer_if_denied(text, self._execute_sql(text, handle_closed_connection))
+        finally:
+            self._denied_retry = None
 
     def _execute_sql(self, text: str, handle_closed_connection: bool) -> Any:
         if self._jit is None:  # \jit never used: no lease to gate, watch or renew
@@ -383,7 +399,11 @@ class JitShell(PGCli):  # type: ignore[misc]
             return result
         diag = getattr(exc, "diag", None)
         try:
-            again = later.DeniedOffers(self.jit, PgcliAsker(self), self._on_session).after_failure(
+            if self._rerun is None:
+                self._rerun = later.Rerun()
+            offers = later.DeniedOffers(self.jit, PgcliAsker(self), self._on_session, self._rerun,
+                                        later.toolbar.RERUN_KEY)
+            again = offers.after_failure(
                 "42501", getattr(diag, "message_primary", None), statement,
                 in_transaction=self.jit_connector.in_transaction())
         except KeyboardInterrupt:  # as for a \jit command: the session is kept
@@ -656,6 +676,7 @@ class JitShell(PGCli):  # type: ignore[misc]
         session.refresh_interval = 1.0
         keys = KeyBindings()
         keys.add(later.toolbar.OFFER_KEY.lower())(self._take_offer)
+        keys.add(later.toolbar.RERUN_KEY.lower())(self._take_rerun)
         session.key_bindings = merge_key_bindings([session.key_bindings, keys])
         original_prompt = session.prompt
 
@@ -689,8 +710,10 @@ class JitShell(PGCli):  # type: ignore[misc]
         flow = jit.approvals
         waiting, granted = flow.waiting, jit.handover.approval()
         name = granted.profile.name if granted else waiting.profile.name if waiting else None
+        kept = self._rerun.ready(jit) if self._rerun is not None else None
         return [*toolbar.segment(manager.lease, profile.renew_before if profile else None, now,
                                  ended=jit.access.word(), offer=jit.offer()),
+                *toolbar.rerun_segment(kept.profile if kept else None),
                 *toolbar.pending_segment(name, waiting.waited(now) if waiting else None, flow.decidable,
                                          approved=granted is not None),
                 *toolbar.glass_segment(flow.glass_notice(now))]
@@ -734,6 +757,7 @@ class JitShell(PGCli):  # type: ignore[misc]
             self.jit  # noqa: B018 (builds the controller)
         self.jit.set_waker(self._wake)
         self.jit.step()
+        self._announce_rerun()
         self.jit.access.watch_server()  # idle only: before a statement, gate() decides
 
     def _take_offer(self, _event: Any) -> None:
@@ -742,6 +766,32 @@ class JitShell(PGCli):  # type: ignore[misc]
         if self._jit is None:
             return
         self.jit_say(self.jit.accept_offer() or "")
+
+    def _announce_rerun(self) -> None:
+        """Once the approved request of a denied statement is switched in: say, once, that
+        F7 runs it again (the toolbar shows it while it stands)."""
+        kept = self._rerun.announce(self.jit) if self._rerun is not None else None
+        if kept is not None:
+            self.jit_say(f"{later.toolbar.RERUN_KEY} runs the denied statement again as {kept.profile}: "
+                         f"{' '.join(kept.statement.split())}")
+
+    def _take_rerun(self, event: Any) -> None:
+        """F7 at the prompt: the kept denied statement, once, on an empty input line, submitted
+        as if typed (pgcli's own path: its destructive question, history, output).  A line
+        being typed is never replaced: F7 then says so and does nothing."""
+        if self._jit is None or self._rerun is None or self._rerun.ready(self.jit) is None:
+            return
+        buffer = event.app.current_buffer
+        if buffer.text.strip():
+            self.jit_say(f"{later.toolbar.RERUN_KEY} runs the denied statement on an empty input line; "
+                         "yours is kept.")
+            return
+        statement = self._rerun.take(self.jit)
+        if statement is None:
+            return
+        self._rerunning = statement
+        buffer.text = statement
+        buffer.validate_and_handle()
 
     def jit_say(self, text: str) -> None:
         """One line of notice; above the prompt when it is up, so the input line survives."""

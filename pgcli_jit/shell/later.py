@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # ``as NAME``: each is a name this module hands on
     from pgcli_jit.session.config import load_config as load_config
     from pgcli_jit.session.controller import Controller as Controller
     from pgcli_jit.session.denied_offer import DeniedOffers as DeniedOffers
+    from pgcli_jit.session.denied_rerun import Rerun as Rerun
     from pgcli_jit.session.manager import LeaseManager as LeaseManager
     from pgcli_jit.session.manager import load_backend as load_backend
     from pgcli_jit.shell import session_state as session_state
@@ -46,6 +47,7 @@ WHERE = {
     "load_config": "pgcli_jit.session.config",
     "Controller": "pgcli_jit.session.controller",
     "DeniedOffers": "pgcli_jit.session.denied_offer",
+    "Rerun": "pgcli_jit.session.denied_rerun",
     "LeaseManager": "pgcli_jit.session.manager",
     "load_backend": "pgcli_jit.session.manager",
     "session_state": "pgcli_jit.shell.session_state",

@@ -57,6 +57,13 @@ def segment(lease: Lease | None, renew_before: float | None, now: float, ended: 
 
 #: the key that takes the toolbar's offer; pgcli binds F2-F4 to its own toggles
 OFFER_KEY = "F6"
+#: the key that runs a denied statement again once its approved request is switched in
+RERUN_KEY = "F7"
+
+
+def rerun_segment(profile: str | None) -> Tokens:
+    """``[F7] run again`` while a denied statement may be run again as ``profile``."""
+    return [(STYLES["offer"], f" [{RERUN_KEY}] run again as {profile} ")] if profile else []
 
 
 _STAGE = {Phase.FRESH: "fresh", Phase.WINDOW: "warning", Phase.FINAL: "alarm", Phase.EXPIRED: "expired"}

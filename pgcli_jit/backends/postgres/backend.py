@@ -31,6 +31,7 @@ from pgcli_jit.backends.base import (
     NeedsPassword,
     PendingRequest,
     Privilege,
+    ProfileGrants,
     RoleInfo,
     SessionQuery,
 )
@@ -76,6 +77,7 @@ class PostgresBackend(Backend):
     uses_session_login: ClassVar[bool] = True
     server_policy: ClassVar[bool] = True
     says_what_grants: ClassVar[bool] = True
+    describes_grants: ClassVar[bool] = True
     offers_break_glass: ClassVar[bool] = True
 
     def __init__(self, profile: Profile, *, clock: Clock = system_clock) -> None:
@@ -287,6 +289,19 @@ class PostgresBackend(Backend):
                 continue
         return rules
 
+    def profile_grants(self) -> list[ProfileGrants]:
+        """``jit.my_profile_grants()``: what each profile this login may request grants, in
+        the server's compact items; empty on a schema older than the function.  A profile
+        whose row does not read is left out, an item that does not read is left out of its
+        profile (shown as one more): this is informational, never an error."""
+        found = []
+        for (row,) in self._call_if_installed(statements.MY_PROFILE_GRANTS) or ():
+            try:
+                found.append(profile_grants(answers.document(row)))
+            except answers.AnswerError:
+                continue
+        return found
+
     def profiles_granting(self, wanted: Privilege,
                           on_session: SessionQuery | None = None) -> list[GrantingProfile]:
         """``jit.profiles_granting``, asked on the session's own connection when there is one
@@ -425,6 +440,29 @@ def granting(row: Sequence[Any]) -> GrantingProfile:
                            answers.flag(data, "reason_required", default=False),
                            answers.flag(data, "approval_required", default=False),
                            answers.whole(data, "grant_roles", low=0, high=1000))
+
+
+#: the most grant items of one profile read (the server sends at most 20)
+MAX_GRANT_ITEMS = 50
+
+
+def profile_grants(data: Mapping[str, Any]) -> ProfileGrants:
+    """One object of ``jit.my_profile_grants()``, checked field by field."""
+    name = answers.text(data, "profile", limit=MAX_NAME)
+    if not PROFILE_NAME.fullmatch(name):
+        raise answers.AnswerError("is not a profile name", "profile")
+    items = data.get("grants") or []
+    if not isinstance(items, list):
+        raise answers.AnswerError("must be a list", "grants")
+    grants = []
+    for item in items[:MAX_GRANT_ITEMS]:
+        if isinstance(item, str) and item and len(item) <= 2 * MAX_NAME and item.isprintable():
+            grants.append(item)
+    more = answers.whole(data, "more", low=0, high=1_000_000, default=0)
+    more += len(items) - len(grants)
+    return ProfileGrants(name, tuple(grants), answers.flag(data, "listed", default=True), more,
+                         answers.flag(data, "break_glass", default=False),
+                         answers.flag(data, "auto_approved", default=False))
 
 
 def decidable(row: Sequence[Any]) -> Decidable:

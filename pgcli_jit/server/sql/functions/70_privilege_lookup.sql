@@ -1,4 +1,4 @@
--- pgcli-jit server-side broker, the functions: Which of my profiles would allow this? profiles_granting, profiles_granting_resolved.
+-- pgcli-jit server-side broker, the functions: Which of my profiles would allow this, and what does each grant? profiles_granting, profiles_granting_resolved, my_profile_grants.
 -- Re-applied by every `setup --apply` (CREATE OR REPLACE), after the numbered schema files,
 -- with the other files of this folder in name order.
 --
@@ -191,19 +191,153 @@ BEGIN
 END
 $$;
 
--- The lookup goes with jit.my_profiles(): a requesters role given my_profiles by profile_set
--- before the lookup existed may call it too (jit_requester and jit_lease: 90_privileges.sql).
-DO $lookup$
+-- What each profile the caller may request grants, for `\jit profiles` and completion: the
+-- privileges its grant roles hold (directly or through roles they inherit) on the tables,
+-- views (and their columns) and schemas the CALLER may name (schemas it may use; the broker's
+-- own and the system's left out), in a compact form: privileges held on every relation of a
+-- schema (two or more) read `SELECT on public.*`, a relation's full set reads `ALL`, relations
+-- with the same privileges share one item (naming five of them at most, then how many more).
+-- The catalog is read once for all of p_names (profiles' names), and each grant role's
+-- memberships are asked once.  Bounded: at most 2000 relations are examined (beyond that
+-- `listed` is false and no item is given rather than a wrong one), at most 20 items a profile.
+CREATE OR REPLACE FUNCTION jit._grants_summary(p_names text[], p_who oid)
+RETURNS TABLE (profile text, summary jsonb)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH pg AS (   -- each profile's grant roles
+        SELECT DISTINCT p.name AS profile, r.oid AS g
+          FROM jit_data.profiles p, unnest(p.grants) n JOIN pg_roles r ON r.rolname = n
+         WHERE p.name = ANY (p_names)),
+    rel AS (
+        SELECT c.oid, c.relname, s.nspname, coalesce(c.relacl, acldefault('r', c.relowner)) AS acl
+          FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p')
+           AND s.nspname NOT IN ('information_schema', 'jit', 'jit_data') AND s.nspname NOT LIKE 'pg\_%'
+           AND has_schema_privilege(p_who, s.oid, 'USAGE')
+         LIMIT 2001),
+    listed AS (SELECT count(*) <= 2000 AS ok FROM rel),
+    acl AS (
+        SELECT rel.nspname, rel.relname, a.grantee, a.privilege_type AS priv
+          FROM rel, aclexplode(rel.acl) a WHERE a.grantee <> 0),
+    colacl AS (
+        SELECT rel.nspname, rel.relname, att.attname, x.grantee, x.privilege_type AS priv
+          FROM rel JOIN pg_attribute att ON att.attrelid = rel.oid, aclexplode(att.attacl) x
+         WHERE att.attacl IS NOT NULL AND att.attnum > 0 AND NOT att.attisdropped AND x.grantee <> 0),
+    -- which grantees each grant role has the privileges of: a few roles, asked once each
+    gmap AS (
+        SELECT DISTINCT g.g, e.grantee
+          FROM (SELECT DISTINCT pg.g FROM pg) g,
+               (SELECT grantee FROM acl UNION SELECT grantee FROM colacl) e
+         WHERE pg_has_role(g.g, e.grantee, 'USAGE')),
+    held AS (
+        SELECT DISTINCT pg.profile, acl.nspname, acl.relname, acl.priv
+          FROM acl JOIN gmap ON gmap.grantee = acl.grantee JOIN pg ON pg.g = gmap.g),
+    -- a column-level grant where the table-wide one is not held: `UPDATE on lk.orders (status)`
+    cols AS (
+        SELECT pg.profile, c.nspname, c.relname, c.priv,
+               string_agg(DISTINCT quote_ident(c.attname), ', ') AS names
+          FROM colacl c JOIN gmap ON gmap.grantee = c.grantee JOIN pg ON pg.g = gmap.g
+         WHERE NOT EXISTS (SELECT FROM held h WHERE h.profile = pg.profile AND h.nspname = c.nspname
+                                                AND h.relname = c.relname AND h.priv = c.priv)
+         GROUP BY pg.profile, c.nspname, c.relname, c.priv),
+    per_schema AS (SELECT nspname, count(*) AS n FROM rel GROUP BY nspname),
+    wild AS (
+        SELECT h.profile, h.nspname, h.priv FROM held h JOIN per_schema s ON s.nspname = h.nspname
+         GROUP BY h.profile, h.nspname, h.priv, s.n HAVING count(*) > 1 AND count(*) = s.n),
+    items AS (
+        SELECT w.profile, format('%I.*', w.nspname) AS obj, w.priv, 0 AS rank FROM wild w
+        UNION ALL
+        SELECT h.profile, format('%I.%I', h.nspname, h.relname), h.priv, 1 FROM held h
+         WHERE NOT EXISTS (SELECT FROM wild w WHERE w.profile = h.profile AND w.nspname = h.nspname
+                                                AND w.priv = h.priv)
+        UNION ALL
+        SELECT c.profile, format('%I.%I (%s)', c.nspname, c.relname, c.names), c.priv, 1 FROM cols c
+        UNION   -- two grant roles with CREATE on one schema: one item
+        SELECT pg.profile, format('schema %I', s.nspname), 'CREATE', 2
+          FROM pg, pg_namespace s
+         WHERE s.nspname NOT IN ('information_schema', 'jit', 'jit_data') AND s.nspname NOT LIKE 'pg\_%'
+           AND has_schema_privilege(pg.g, s.oid, 'CREATE')),
+    per_obj AS (
+        SELECT i.profile, i.obj, min(i.rank) AS rank,
+               CASE WHEN count(*) >= (SELECT count(*) FROM aclexplode(acldefault('r', 10::oid)))
+                    THEN 'ALL'
+                    ELSE string_agg(i.priv, ', ' ORDER BY array_position(ARRAY['SELECT', 'INSERT',
+                         'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER', 'MAINTAIN', 'CREATE'],
+                         i.priv)) END AS privs
+          FROM items i GROUP BY i.profile, i.obj),
+    grouped AS (
+        SELECT o.profile, o.privs || ' on '
+                   || array_to_string((array_agg(o.obj ORDER BY o.obj))[1:5], ', ')
+                   || CASE WHEN count(*) > 5 THEN format(' and %s more', count(*) - 5) ELSE '' END AS item,
+               min(o.rank) AS rank,
+               row_number() OVER (PARTITION BY o.profile ORDER BY min(o.rank), o.privs) AS n
+          FROM per_obj o GROUP BY o.profile, o.privs)
+    SELECT x.name,
+           CASE WHEN NOT (SELECT ok FROM listed)
+                THEN jsonb_build_object('listed', false, 'grants', '[]'::jsonb, 'more', 0)
+                ELSE jsonb_build_object('listed', true, 'grants', coalesce(
+                         (SELECT jsonb_agg(gr.item ORDER BY gr.n) FROM grouped gr
+                           WHERE gr.profile = x.name AND gr.n <= 20), '[]'::jsonb),
+                         'more', (SELECT count(*) FROM grouped gr WHERE gr.profile = x.name AND gr.n > 20))
+           END
+      FROM unnest(p_names) AS x(name)
+$$;
+
+-- `\jit profiles` for the caller: per profile it may request (the same as jit.my_profiles(),
+-- at most 100, none for a lease: a lease requests nothing), what it grants (above), whether it
+-- allows break-glass, and whether the caller's requests skip its approval (a member of its
+-- auto_approve role, as jit.request decides it: jit._auto_approves, functions/80_notify.sql).
+-- A set of jsonb, as jit.my_profile_rules(), so that it can say more later without a DROP.
+CREATE OR REPLACE FUNCTION jit.my_profile_grants() RETURNS SETOF jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    who oid := jit._role_oid(session_user);
+    names text[];
+BEGIN
+    IF who IS NULL OR EXISTS (SELECT FROM jit_data.leases l WHERE l.role_oid = who) THEN
+        RETURN;
+    END IF;
+    SELECT array_agg(q.name ORDER BY q.name) INTO names
+      FROM (SELECT p.name FROM jit_data.profiles p
+             WHERE EXISTS (SELECT FROM pg_roles WHERE rolname = p.requesters)
+               AND pg_has_role(who, p.requesters, 'MEMBER')
+             ORDER BY p.name LIMIT 100) q;
+    IF names IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT jsonb_build_object('profile', p.name, 'break_glass', p.break_glass,
+                              'auto_approved', p.approvers IS NOT NULL AND jit._auto_approves(p, who))
+           || s.summary
+      FROM jit._grants_summary(names, who) s JOIN jit_data.profiles p ON p.name = s.profile
+     ORDER BY p.name;
+END
+$$;
+
+-- Grant EXECUTE on p_functions to every role that may execute p_with (its owner and PUBLIC
+-- aside): functions that go with another take its grants over, including those an operator's
+-- jit.profile_set gave before they existed.  Run by setup as jit_owner.
+CREATE OR REPLACE FUNCTION jit._grant_alongside(p_with regprocedure, p_functions regprocedure[])
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r regrole;
+    f regprocedure;
 BEGIN
     FOR r IN SELECT g.grantee FROM pg_proc p, aclexplode(p.proacl) g
-              WHERE p.oid = 'jit.my_profiles()'::regprocedure AND g.privilege_type = 'EXECUTE'
+              WHERE p.oid = p_with AND g.privilege_type = 'EXECUTE'
                 AND g.grantee NOT IN (0, p.proowner) LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION jit.profiles_granting(text, text, text, text),'
-                       ' jit.profiles_granting_resolved(text, text, oid, smallint) TO %s', r);
+        FOREACH f IN ARRAY p_functions LOOP
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', f, r);
+        END LOOP;
     END LOOP;
 END
-$lookup$;
+$$;
+
+-- The lookups go with jit.my_profiles(): a requesters role given my_profiles by profile_set
+-- may call them too (jit_requester and jit_lease: 90_privileges.sql).
+SELECT jit._grant_alongside('jit.my_profiles()', ARRAY[
+    'jit.profiles_granting(text, text, text, text)',
+    'jit.profiles_granting_resolved(text, text, oid, smallint)',
+    'jit.my_profile_grants()']::regprocedure[]);
 
 RESET ROLE;

@@ -23,6 +23,8 @@ GRANT EXECUTE ON FUNCTION jit.renew(text, interval), jit.revoke(text), jit.finis
 -- which profiles of the caller's (a lease: of its requester's) would allow a denied statement
 GRANT EXECUTE ON FUNCTION jit.profiles_granting(text, text, text, text),
     jit.profiles_granting_resolved(text, text, oid, smallint) TO jit_requester, jit_lease;
+-- what each profile of the caller's grants (\jit profiles); a lease requests nothing
+GRANT EXECUTE ON FUNCTION jit.my_profile_grants() TO jit_requester;
 GRANT EXECUTE ON FUNCTION jit.revoke(text), jit.finish(text), jit.my_leases(),
     jit.profile_set(text, text[], interval, interval, text, boolean, text, text),
     jit.profile_set(text, text[], interval, interval, text, boolean, text, text, text, integer, interval),
@@ -40,30 +42,22 @@ GRANT EXECUTE ON FUNCTION jit.operator_revoke(text, text), jit.pending_all(), ji
 -- call the other.  profile_set grants both to a profile's requesters role; this carries the
 -- grant to the roles given my_profiles before my_profile_rules existed, and takes it from a
 -- role an operator has taken my_profiles from.
+SELECT jit._grant_alongside('jit.my_profiles()', ARRAY['jit.my_profile_rules()']::regprocedure[]);
 DO $rules$
 DECLARE
     r regrole;
 BEGIN
-    FOR r IN SELECT g.grantee FROM pg_proc p, aclexplode(p.proacl) g
-              WHERE p.oid = 'jit.my_profiles()'::regprocedure AND g.privilege_type = 'EXECUTE'
-                AND g.grantee NOT IN (0, p.proowner) LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION jit.my_profile_rules() TO %s', r);
-    END LOOP;
     FOR r IN SELECT g.grantee FROM pg_proc p, aclexplode(p.proacl) g
               WHERE p.oid = 'jit.my_profile_rules()'::regprocedure AND g.privilege_type = 'EXECUTE'
                 AND g.grantee NOT IN (0, p.proowner)
                 AND NOT has_function_privilege(g.grantee, 'jit.my_profiles()', 'EXECUTE') LOOP
         EXECUTE format('REVOKE EXECUTE ON FUNCTION jit.my_profile_rules() FROM %s', r);
     END LOOP;
-    -- jit.approves_any() goes with jit.pending_for_me() (the roles profile_set gave it to
-    -- before approves_any existed): whoever may list what waits on them may ask if anything could
-    FOR r IN SELECT g.grantee FROM pg_proc p, aclexplode(p.proacl) g
-              WHERE p.oid = 'jit.pending_for_me()'::regprocedure AND g.privilege_type = 'EXECUTE'
-                AND g.grantee NOT IN (0, p.proowner) LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION jit.approves_any() TO %s', r);
-    END LOOP;
 END
 $rules$;
+-- jit.approves_any() goes with jit.pending_for_me() (the roles profile_set gave it to before
+-- approves_any existed): whoever may list what waits on them may ask if anything could
+SELECT jit._grant_alongside('jit.pending_for_me()', ARRAY['jit.approves_any()']::regprocedure[]);
 
 -- -- settings every function depends on, pinned -------------------------------------
 -- A caller's session settings reach into a SECURITY DEFINER function unless it sets them
