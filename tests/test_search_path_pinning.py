@@ -56,8 +56,19 @@ BEGIN
     INSERT INTO public.caught VALUES ('make_interval', current_user);
     RETURN pg_catalog.make_interval(secs => secs::float8);
 END $$;
+CREATE FUNCTION public.lower(t text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.caught VALUES ('lower', current_user);
+    RETURN pg_catalog.lower(t);
+END $$;
+CREATE FUNCTION public.text_eq(a text, b text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.caught VALUES ('=', current_user);
+    RETURN pg_catalog.texteq(a, b);
+END $$;
+CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = public.text_eq);
 GRANT EXECUTE ON FUNCTION public.pg_advisory_xact_lock(integer), public.format(text, regrole),
-    public.make_interval(text) TO PUBLIC;
+    public.make_interval(text), public.lower(text), public.text_eq(text, text) TO PUBLIC;
 """
 
 
@@ -137,4 +148,17 @@ def test_a_requester_asking_without_a_ttl_and_the_reaper_run_none_of_them(shadow
         backend.revoke(lease)
     with open_conn(shadow.conninfo(DB)) as conn:
         one_pass(conn)
+    assert caught(shadow) == []
+
+
+def test_the_permission_denied_lookup_runs_none_of_them_whatever_the_callers_path(shadow: Cluster) -> None:
+    """``jit.profiles_granting`` resolves the object's name with the caller's search_path (as
+    the failed statement did), so it runs with that path; everything it calls or compares
+    names pg_catalog, even for a caller who put ``public`` before ``pg_catalog``."""
+    with psycopg.connect(shadow.conninfo(DB, user=REQUESTER), autocommit=True) as alice:
+        alice.execute("SET search_path = public, pg_catalog")
+        alice.execute("SELECT lower('X') = 'x'")  # the control: planted, and live on this path
+        assert sorted(caught(shadow)) == [("=", REQUESTER), ("lower", REQUESTER)]
+        alice.execute("SELECT * FROM jit.profiles_granting('SELECT', 'Table', 'caught')").fetchall()
+        alice.execute("SELECT * FROM jit.profiles_granting('USAGE', 'SCHEMA', 'public')").fetchall()
     assert caught(shadow) == []

@@ -174,7 +174,8 @@ BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA jit TO %I', p_requesters);
     FOREACH fn IN ARRAY ARRAY['jit.request(text, interval, text, text)', 'jit.renew(text, interval)',
                               'jit.revoke(text)', 'jit.finish(text)', 'jit.my_leases()',
-                              'jit.my_profiles()', 'jit.my_profile_rules()', 'jit.request_status(bigint)',
+                              'jit.my_profiles()', 'jit.my_profile_rules()', 'jit.my_profile_grants()',
+                              'jit.request_status(bigint)',
                               'jit.cancel(bigint)',
                               'jit.my_requests()', 'jit.pending_for_me()', 'jit.approve(bigint, text)',
                               'jit.deny(bigint, text)', 'jit.approves_any()',

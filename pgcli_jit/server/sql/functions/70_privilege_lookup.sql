@@ -128,47 +128,48 @@ RETURNS TABLE (profile text, object text, ttl_seconds double precision,
                approval_required boolean, grant_roles integer)
 LANGUAGE plpgsql STABLE SECURITY INVOKER AS $$
 DECLARE
-    kind text := CASE lower(p_object_kind)
-                     WHEN 'table' THEN 'table' WHEN 'view' THEN 'table'
-                     WHEN 'materialized view' THEN 'table' WHEN 'foreign table' THEN 'table'
-                     WHEN 'relation' THEN 'table' WHEN 'sequence' THEN 'sequence'
-                     WHEN 'schema' THEN 'schema' WHEN 'function' THEN 'function'
-                     WHEN 'procedure' THEN 'function' WHEN 'database' THEN 'database' END;
+    -- the kind by a lookup, not CASE: a CASE compares with whatever "=" the caller's
+    -- search_path finds first, and this function runs with the caller's search_path
+    kind text := (SELECT k.kind FROM (VALUES ('table', 'table'), ('view', 'table'),
+                      ('materialized view', 'table'), ('foreign table', 'table'), ('relation', 'table'),
+                      ('sequence', 'sequence'), ('schema', 'schema'), ('function', 'function'),
+                      ('procedure', 'function'), ('database', 'database')) AS k(word, kind)
+                   WHERE k.word OPERATOR(pg_catalog.=) pg_catalog.lower(p_object_kind));
     target oid;
     attnum smallint;
     named text;
     parts text[];
 BEGIN
     IF kind IS NULL OR p_privilege IS NULL OR p_object IS NULL
-       OR pg_catalog.length(p_object) > 200 OR pg_catalog.length(p_privilege) > 20
-       OR pg_catalog.length(coalesce(p_column, '')) > 200
+       OR pg_catalog.length(p_object) OPERATOR(pg_catalog.>) 200
+       OR pg_catalog.length(p_privilege) OPERATOR(pg_catalog.>) 20
+       OR pg_catalog.length(coalesce(p_column, '')) OPERATOR(pg_catalog.>) 200
        OR p_object OPERATOR(pg_catalog.~) '[[:cntrl:]]'
        OR coalesce(p_column, '') OPERATOR(pg_catalog.~) '[[:cntrl:]]'
-       OR (p_column IS NOT NULL AND kind <> 'table') THEN
+       OR (p_column IS NOT NULL AND kind OPERATOR(pg_catalog.<>) 'table') THEN
         RETURN;
     END IF;
     BEGIN
-        CASE kind
-            WHEN 'table', 'sequence' THEN
+        IF kind OPERATOR(pg_catalog.=) ANY (ARRAY['table', 'sequence']) THEN
                 target := pg_catalog.to_regclass(p_object);
                 SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) INTO named
-                  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
                  WHERE c.oid OPERATOR(pg_catalog.=) target;
-            WHEN 'function' THEN
+        ELSIF kind OPERATOR(pg_catalog.=) 'function' THEN
                 target := pg_catalog.to_regproc(p_object);
                 SELECT pg_catalog.format('%I.%I', n.nspname, f.proname) INTO named
-                  FROM pg_catalog.pg_proc f JOIN pg_catalog.pg_namespace n ON n.oid = f.pronamespace
+                  FROM pg_catalog.pg_proc f JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) f.pronamespace
                  WHERE f.oid OPERATOR(pg_catalog.=) target;
-            WHEN 'schema' THEN
+        ELSIF kind OPERATOR(pg_catalog.=) 'schema' THEN
                 target := pg_catalog.to_regnamespace(p_object);
                 named := target::pg_catalog.regnamespace::text;
-            WHEN 'database' THEN
+        ELSIF kind OPERATOR(pg_catalog.=) 'database' THEN
                 parts := pg_catalog.parse_ident(p_object);
                 IF pg_catalog.cardinality(parts) OPERATOR(pg_catalog.=) 1 THEN
                     SELECT d.oid, pg_catalog.quote_ident(d.datname) INTO target, named
                       FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) parts[1];
                 END IF;
-        END CASE;
+        END IF;
         IF target IS NOT NULL AND p_column IS NOT NULL THEN
             SELECT a.attnum INTO attnum FROM pg_catalog.pg_attribute a
              WHERE a.attrelid OPERATOR(pg_catalog.=) target AND a.attname OPERATOR(pg_catalog.=) p_column
