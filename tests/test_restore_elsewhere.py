@@ -169,6 +169,13 @@ def test_a_copy_on_another_cluster_ends_what_it_did_not_issue_and_touches_no_str
     assert role(copy, names["odd"]) == restored["odd"]
     assert after[names["odd"]][1] == "restore" and after[names["odd"]][2] is False
     assert "not clearly this lease's" in str(after[names["odd"]][3])
+    # an operator reads why the odd role was left, and the take-over in the audit trail
+    listed = run("leases", "--all", "--json", "--dsn", dsn(copy, db))
+    assert listed.exit_code == 0 and "not clearly this lease's" in listed.output, listed.output
+    audited = run("audit", "--json", "--dsn", dsn(copy, db))
+    assert audited.exit_code == 0, audited.output
+    assert audited.output.count('"event": "restore"') == 4, audited.output   # three leases, the copy
+    assert "a member of rx_other, which its profile does not grant" in audited.output
     # the copy's audit trail still verifies, and requesters may ask again
     assert run("audit", "--verify", "--dsn", dsn(copy, db)).exit_code == 0
     with psycopg.connect(dsn(copy, db, "tm_req"), autocommit=True) as conn:
