@@ -8,6 +8,7 @@ passes and requests apart from the rest of the suite.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -21,13 +22,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from pgcli_jit import server
-from pgcli_jit.admin import main, reaper
+from pgcli_jit.admin import reaper
 from pgcli_jit.backends.postgres.scram import new_password, scram_verifier
 from pgcli_jit.devtools.cluster import Cluster
-from tests.conftest import make_login
+from tests import admin_db
+from tests.admin_db import admin_database, run
 
 ADMIN = Path(sys.executable).with_name("pgcli-jit-admin")
 DB = "opr_db"
@@ -35,31 +36,20 @@ Conn = psycopg.Connection[tuple[object, ...]]
 ISO_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d reaper: ")
 
 
-def dsn(cluster: Cluster, user: str) -> str:
-    return f"host={cluster.host} port={cluster.port} dbname={DB} user={user}"
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
+dsn = functools.partial(admin_db.dsn, db=DB)
 
 
 @pytest.fixture(scope="module")
 def ops(cluster: Cluster) -> str:
     """The database with the schema, a grant role, profiles (one with approvers) and logins."""
-    cluster.execute(f"CREATE DATABASE {DB}")
-    cluster.execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1);", dbname=DB)
-    with cluster.connect(DB) as conn:
-        server.apply(conn)
-        conn.execute("CREATE ROLE opr_read NOLOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO opr_read;"
-                     "GRANT opr_read TO jit_owner WITH ADMIN OPTION; CREATE ROLE opr_leads NOLOGIN")
-    make_login(cluster, "opsy", member_of="jit_admin")
-    make_login(cluster, "dave", member_of="jit_requester")
-    make_login(cluster, "lena", member_of="opr_leads")
-    operator = dsn(cluster, "opsy")
-    for args in (["opr-read", "--ttl", "5m"], ["opr-4eyes", "--approvers", "opr_leads"]):
-        added = run("profile", "add", args[0], "--grant", "opr_read", *args[1:], "--dsn", operator)
-        assert added.exit_code == 0, added.output
-    return operator
+    return admin_database(
+        cluster, DB, operator="opsy",
+        roles_sql="CREATE TABLE t (x int); INSERT INTO t VALUES (1);"
+                  "CREATE ROLE opr_read NOLOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO opr_read;"
+                  "GRANT opr_read TO jit_owner WITH ADMIN OPTION; CREATE ROLE opr_leads NOLOGIN",
+        logins=[("opsy", "jit_admin"), ("dave", "jit_requester"), ("lena", "opr_leads")],
+        profiles=[["opr-read", "--grant", "opr_read", "--ttl", "5m"],
+                  ["opr-4eyes", "--grant", "opr_read", "--approvers", "opr_leads"]])
 
 
 def ask(cluster: Cluster, profile: str = "opr-read", ttl: float = 300,

@@ -10,6 +10,7 @@ starts at the end of the chain and it sees only what the test does.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import socket
 import threading
@@ -21,15 +22,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from pgcli_jit import server
-from pgcli_jit.admin import main
 from pgcli_jit.admin import notify as nt
 from pgcli_jit.backends.postgres.scram import new_password, scram_verifier
 from pgcli_jit.core.errors import UsageError
 from pgcli_jit.devtools.cluster import Cluster
-from tests.conftest import make_login
+from tests import admin_db
+from tests.admin_db import admin_database, run
 
 DB = "ntf_db"
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -119,29 +119,17 @@ def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
 
 # -- the database --------------------------------------------------------------------------------
 
-def dsn(cluster: Cluster, user: str) -> str:
-    return f"host={cluster.host} port={cluster.port} dbname={DB} user={user}"
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
+dsn = functools.partial(admin_db.dsn, db=DB)
 
 
 @pytest.fixture(scope="module")
 def ops(cluster: Cluster) -> str:
-    cluster.execute(f"CREATE DATABASE {DB}")
-    with cluster.connect(DB) as conn:
-        server.apply(conn)
-        conn.execute("CREATE ROLE ntf_read NOLOGIN; GRANT ntf_read TO jit_owner WITH ADMIN OPTION;"
-                     "CREATE ROLE ntf_leads NOLOGIN")
-    make_login(cluster, "ntf_ops", member_of="jit_admin")
-    make_login(cluster, "ntf_dave", member_of="jit_requester")
-    make_login(cluster, "ntf_lena", member_of="ntf_leads")
-    operator = dsn(cluster, "ntf_ops")
-    added = run("profile", "add", "ntf-4eyes", "--grant", "ntf_read", "--approvers", "ntf_leads",
-                "--dsn", operator)
-    assert added.exit_code == 0, added.output
-    return operator
+    return admin_database(
+        cluster, DB, operator="ntf_ops",
+        roles_sql="CREATE ROLE ntf_read NOLOGIN; GRANT ntf_read TO jit_owner WITH ADMIN OPTION;"
+                  "CREATE ROLE ntf_leads NOLOGIN",
+        logins=[("ntf_ops", "jit_admin"), ("ntf_dave", "jit_requester"), ("ntf_lena", "ntf_leads")],
+        profiles=[["ntf-4eyes", "--grant", "ntf_read", "--approvers", "ntf_leads"]])
 
 
 def ask(cluster: Cluster, reason: str = "INC-42 refund") -> int:

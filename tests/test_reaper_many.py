@@ -260,3 +260,45 @@ def test_all_databases_picks_up_a_new_database_and_lets_go_of_one_without_the_sc
         watcher.join(20)
     assert not watcher.is_alive()
     assert not any(dbs[2].label in line and "no longer" in line for line in said)
+
+
+@pytest.fixture(scope="module")
+def third(cluster: Cluster) -> Iterator[Cluster]:
+    """A third cluster: with ``other``, two clusters that hold only this module's databases."""
+    c = start_cluster()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def test_all_databases_with_two_service_names_watches_both_clusters(
+        other: Cluster, third: Cluster, dbs: list[Db], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator guide's line ``reap --watch --all-databases --dsn service=db1 --dsn
+    service=db2``: each service (host, port, login and a database to search from, in
+    pg_service.conf) names a cluster; every database with the schema on either is watched,
+    each line names it by its service, and a lease on each cluster ends and is dropped."""
+    near = prepare(third, "rm_svc")
+    third.execute("CREATE DATABASE rm_svc_plain")
+    services = tmp_path / "pg_service.conf"
+    services.write_text("".join(f"[{name}]\nhost={c.host}\nport={c.port}\nuser=rm_ops\ndbname=postgres\n\n"
+                                for name, c in (("rm-c2", other), ("rm-c3", third))))
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    labels = {dbs[2].name: "[rm_far@service=rm-c2]", near.name: "[rm_svc@service=rm-c3]"}
+    reaper = Reaper("--all-databases", "--dsn", "service=rm-c2", "--dsn", "service=rm-c3")
+    try:
+        reaper.wait_for(re.escape("watching for expiries in every database with the jit schema of "
+                                  "service=rm-c2, service=rm-c3"))
+        for db in (dbs[2], near):
+            reaper.wait_for(re.escape(f"{labels[db.name]} reaper: watching this database"))
+        held = [(db, *lease(db, ttl=2)) for db in (dbs[2], near)]
+        for db, name, session, until in held:
+            assert seconds_past(session, until) != float("inf"), f"{name}'s session outlived its lease"
+            line = reaper.wait_for(re.escape(f"{labels[db.name]} expired {name}"))
+            assert re.match(STAMP + " ", line), line
+            reaper.wait_for(re.escape(f"{labels[db.name]} dropped {name}"))
+    finally:
+        reaper.stop()
+    assert not any("rm_svc_plain" in line or "postgres@" in line for line in reaper.lines), reaper.lines
+    assert reaper.lines[-1].endswith("reaper: stopped"), reaper.lines

@@ -146,16 +146,24 @@ def test_the_oldest_and_the_newest_earlier_version_upgrade_with_apply(
     finally:
         session.close()
     target = tmp_path / "old.jsonl"
-    with cluster.connect(db) as su:  # archiving is jit_archiver's, and only of rows a day old
-        su.execute(sql.SQL("GRANT jit_archiver TO {}").format(sql.Identifier(OPERATOR)))
-        su.execute(AGE)
-        (cut,) = su.execute("SELECT clock_timestamp() - jit._audit_min_retention()"
-                            " - interval '1 minute'").fetchone()  # type: ignore[misc]
-    archived = run("audit", "archive", "--before", cut.isoformat(), "--to", str(target),
-                   "--dsn", dsn(cluster, db, OPERATOR))
-    assert archived.exit_code == 0 and "archived" in archived.output, archived.output
-    assert run("audit", "--verify", "--file", str(target)).exit_code == 0
-    assert run("audit", "--verify", "--dsn", dsn(cluster, db, OPERATOR)).exit_code == 0
+    # archiving is jit_archiver's (a cluster role: taken back after, so no other test finds
+    # this login in it), and only of rows a day old
+    grant = sql.SQL("GRANT jit_archiver TO {}").format(sql.Identifier(OPERATOR))
+    with cluster.connect(db) as su:
+        su.execute(grant)
+    try:
+        with cluster.connect(db) as su:
+            su.execute(AGE)
+            (cut,) = su.execute("SELECT clock_timestamp() - jit._audit_min_retention()"
+                                " - interval '1 minute'").fetchone()  # type: ignore[misc]
+        archived = run("audit", "archive", "--before", cut.isoformat(), "--to", str(target),
+                       "--dsn", dsn(cluster, db, OPERATOR))
+        assert archived.exit_code == 0 and "archived" in archived.output, archived.output
+        assert run("audit", "--verify", "--file", str(target)).exit_code == 0
+        assert run("audit", "--verify", "--dsn", dsn(cluster, db, OPERATOR)).exit_code == 0
+    finally:
+        with cluster.connect(db) as su:
+            su.execute(sql.SQL("REVOKE jit_archiver FROM {}").format(sql.Identifier(OPERATOR)))
 
 
 def assert_lease_carries_on(cluster: Cluster, db: str, lease: dict[str, Any], session: Conn) -> None:

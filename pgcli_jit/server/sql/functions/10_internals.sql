@@ -72,7 +72,16 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT oid FROM pg_database WHERE datname = current_database()
 $$;
 
+-- Whether this schema runs on another cluster than the one it was set up on (a restore
+-- there): its stored OIDs are then another cluster's numbers (011_install_identity.sql).
+CREATE OR REPLACE FUNCTION jit._restored_elsewhere() RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT NOT EXISTS (SELECT FROM jit_data.install i WHERE i.sysid = (pg_control_system()).system_identifier)
+$$;
+
 -- The first statement of every function a requester, approver or lease may call.
+-- * Nothing runs on a copy restored onto another cluster until the reaper has taken it over
+--   (jit._adopt_restored): until then its stored OIDs may name other logins.
 -- * The caller's transaction cannot be PREPAREd, so nothing the broker locks can be kept past
 --   the caller's session, where no one could end it: PostgreSQL refuses to prepare a
 --   transaction that has operated on temporary objects, and this opens the session's own
@@ -92,6 +101,11 @@ BEGIN
         RAISE EXCEPTION 'the jit functions run in READ COMMITTED transactions (this one is %)',
                         upper(current_setting('transaction_isolation'))
             USING ERRCODE = 'feature_not_supported', HINT = 'call them outside the transaction, or in autocommit';
+    END IF;
+    IF jit._restored_elsewhere() THEN
+        RAISE EXCEPTION 'this jit schema was restored onto another cluster: nothing is issued or renewed here until its operator''s reaper has taken it over'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'ask an operator to run pgcli-jit-admin reap on this database';
     END IF;
     IF guard IS NULL THEN
         CREATE TEMP TABLE jit_guard ();
@@ -293,10 +307,11 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- Who may act on a lease: its requester, the lease's own role, and (for revoke) jit_admin.
+-- A login is known by its OID and its name together (jit._lease_role says why).
 CREATE OR REPLACE FUNCTION jit._may_act(l jit_data.leases, admin_too boolean) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT l.requester_oid = jit._role_oid(session_user)
-        OR l.role_oid = jit._role_oid(session_user)
+    SELECT (l.requester_oid = jit._role_oid(session_user) AND l.requester = session_user)
+        OR (l.role_oid = jit._role_oid(session_user) AND l.rolname = session_user)
         OR (admin_too AND pg_has_role(session_user, 'jit_admin', 'MEMBER'))
 $$;
 
@@ -448,8 +463,19 @@ $$;
 -- Whether a role is a lease's (issued here): the event trigger's and the refusals' test.
 CREATE OR REPLACE FUNCTION jit._lease_of(r name) RETURNS jit_data.leases
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT l.* FROM jit_data.leases l WHERE l.role_oid = jit._role_oid(r) AND l.dropped_at IS NULL
+    SELECT l.* FROM jit_data.leases l WHERE l.role_oid = jit._role_oid(r) AND l.rolname = r
+       AND l.dropped_at IS NULL
      ORDER BY l.id DESC LIMIT 1
+$$;
+
+-- The lease's role here: the role at the lease's OID, only while it has the lease's name.  An
+-- OID alone is a number the cluster hands out: on a copy restored onto another cluster
+-- (pg_dumpall does not keep role OIDs) the lease's OID may be an unrelated role's, and the
+-- lease's restored role has another.  NULL: no role here is certainly the lease's, and
+-- nothing is done to any role for it.
+CREATE OR REPLACE FUNCTION jit._lease_role(l jit_data.leases) RETURNS oid
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT r.oid FROM pg_roles r WHERE r.oid = l.role_oid AND r.rolname = l.rolname
 $$;
 
 -- End a lease: NOLOGIN now, so nobody logs in again once this commits.  Sessions are
@@ -458,7 +484,7 @@ $$;
 CREATE OR REPLACE FUNCTION jit._end(l jit_data.leases, p_event text, p_detail jsonb DEFAULT '{}') RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF EXISTS (SELECT FROM pg_roles WHERE oid = l.role_oid) THEN
+    IF jit._lease_role(l) IS NOT NULL THEN
         EXECUTE format('ALTER ROLE %I NOLOGIN VALID UNTIL %L', l.rolname,
                        jit._valid_until(least(jit._clock(), l.expires_at)));
     END IF;
@@ -476,6 +502,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     g text;
 BEGIN
+    IF jit._lease_role(l) IS NULL THEN
+        RETURN;
+    END IF;
     PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
         WHERE usesysid = l.role_oid AND pid <> pg_backend_pid();
     FOR g IN SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
@@ -513,7 +542,12 @@ BEGIN
     IF l.dbid <> jit._mydb() THEN
         RETURN 'failed: lease of another database';
     END IF;
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE oid = l.role_oid) THEN
+    IF jit._lease_role(l) IS NULL AND jit._role_oid(l.rolname) IS NOT NULL THEN
+        UPDATE jit_data.leases SET drop_tried_at = jit._clock(), drop_error = format(
+            'role %I here is not clearly this lease''s (it is not the role the lease was bound to): '
+            'left alone; an operator decides whether to drop it', l.rolname) WHERE id = l.id;
+        RETURN 'kept';
+    ELSIF jit._lease_role(l) IS NULL THEN
         UPDATE jit_data.leases SET dropped_at = coalesce(dropped_at, jit._clock()), drop_error = NULL WHERE id = l.id;
         RETURN 'gone';
     END IF;
@@ -628,6 +662,110 @@ BEGIN
         UPDATE jit_data.leases SET drop_error = msg, drop_tried_at = jit._clock() WHERE id = l.id;
         RETURN 'failed: ' || msg;
     END;
+END
+$$;
+
+-- Why role r (the one of lease l's name here, NULL if none) is not clearly l's, or NULL when
+-- it is: named as the broker names leases, no powerful attribute, a member of nothing but its
+-- profile's grant roles, jit_lease and the install's database role, and no one but jit_owner
+-- a member of it.  LOGIN is not asked: a lease ended before the copy was taken is NOLOGIN.
+-- Which login created a role PostgreSQL does not record before 16; these are what a restored
+-- lease's role looks like, and what a role made for another purpose seldom does.
+CREATE OR REPLACE FUNCTION jit._not_the_leases(l jit_data.leases, r oid) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a pg_roles;
+    bad text;
+BEGIN
+    SELECT * INTO a FROM pg_roles WHERE oid = r;
+    IF NOT FOUND THEN
+        RETURN 'no role of its name here';
+    END IF;
+    IF a.rolname NOT LIKE 'jit\_%' OR jit._powerful_attributes(a) THEN
+        RETURN 'not named as a lease, or SUPERUSER, CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS';
+    END IF;
+    SELECT string_agg(g.rolname, ', ') INTO bad
+      FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+     WHERE m.member = r AND g.rolname <> 'jit_lease'
+       AND g.rolname <> (SELECT i.db_role FROM jit_data.install i)
+       AND g.rolname <> ALL (coalesce((SELECT p.grants FROM jit_data.profiles p WHERE p.name = l.profile), '{}'));
+    IF bad IS NOT NULL THEN
+        RETURN format('a member of %s, which its profile does not grant', bad);
+    END IF;
+    SELECT string_agg(w.rolname, ', ') INTO bad
+      FROM pg_auth_members m JOIN pg_roles w ON w.oid = m.member
+     WHERE m.roleid = r AND w.rolname <> 'jit_owner';
+    IF bad IS NOT NULL THEN
+        RETURN format('%s a member of it', bad);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- A copy restored onto another cluster takes itself over, once, before the reaper does
+-- anything else there (jit.expire_due and jit.finish_ended call this first; until then
+-- jit._guard refuses requesters).  The stored OIDs are the old cluster's numbers:
+-- * logins are bound again by name (requesters, approvers): the name is what pg_dumpall kept;
+-- * requests waiting or approved there are cancelled: this copy did not take them;
+-- * every lease of the database that issued them is this copy's to end ('restore'): its role
+--   is bound by name only when that role is clearly the lease's (jit._not_the_leases), and is
+--   then made NOLOGIN and dropped like any ended lease's; otherwise the lease is bound to no
+--   role (OID 0) and nothing is done to the role of its name, which jit._finish reports for an
+--   operator.  A role at the lease's old OID is never touched.
+-- * leases another database issued were history there and stay history (dbid 0: no database).
+-- A copy beside the original on the same cluster only records its database: role OIDs still
+-- name the same roles there, and the original's broker keeps acting on its own leases.
+-- Returns a row for each lease it ended, as jit.expire_due reports them.
+CREATE OR REPLACE FUNCTION jit._adopt_restored() RETURNS TABLE (rolname text, outcome text, sessions integer)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    i jit_data.install;
+    here bigint := (pg_control_system()).system_identifier;
+    l jit_data.leases;
+    r oid;
+    why text;
+    unbound int := 0;
+    ended int := 0;
+BEGIN
+    SELECT * INTO i FROM jit_data.install;
+    IF i.sysid = here AND i.dbid = jit._mydb() THEN
+        RETURN;
+    END IF;
+    SELECT * INTO i FROM jit_data.install FOR UPDATE;   -- one taker at a time
+    IF i.sysid = here THEN
+        UPDATE jit_data.install SET dbid = jit._mydb();
+        RETURN;
+    END IF;
+    UPDATE jit_data.leases SET dbid = 0 WHERE dbid <> i.dbid;
+    UPDATE jit_data.leases SET dbid = jit._mydb() WHERE dbid = i.dbid;
+    UPDATE jit_data.leases SET requester_oid = coalesce(jit._role_oid(requester), 0);
+    UPDATE jit_data.requests SET requester_oid = coalesce(jit._role_oid(requester), 0);
+    UPDATE jit_data.approvals SET approver_oid = coalesce(jit._role_oid(approver), 0);
+    DELETE FROM jit_data.requesters;
+    UPDATE jit_data.requests SET status = 'cancelled', decided_at = jit._clock(), decided_by = session_user,
+                                 verifier = NULL
+     WHERE status IN ('pending', 'approved');
+    FOR l IN SELECT * FROM jit_data.leases x WHERE x.dbid = jit._mydb() AND x.dropped_at IS NULL ORDER BY x.id LOOP
+        r := jit._role_oid(l.rolname);
+        why := jit._not_the_leases(l, r);
+        UPDATE jit_data.leases SET role_oid = CASE WHEN why IS NULL THEN r ELSE 0 END
+         WHERE id = l.id RETURNING * INTO l;
+        unbound := unbound + (why IS NOT NULL)::int;
+        IF l.ended_at IS NULL THEN
+            rolname := l.rolname;
+            outcome := 'ended on this restored copy';
+            sessions := (SELECT count(*) FROM pg_stat_activity a WHERE a.usesysid = jit._lease_role(l))::int;
+            PERFORM jit._end(l, 'restore', jsonb_build_object(
+                'why', 'restored onto another cluster: this copy did not issue it',
+                'role', coalesce('not clearly the lease''s: ' || why, 'the lease''s own, bound by name')));
+            ended := ended + 1;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+    UPDATE jit_data.install SET sysid = here, dbid = jit._mydb();
+    PERFORM jit._audit('restore', NULL, NULL, NULL, NULL, NULL, jsonb_build_object(
+        'why', 'this copy runs on another cluster than the one it was set up on',
+        'leases_ended', ended, 'roles_left_alone', unbound));
 END
 $$;
 

@@ -283,6 +283,8 @@ DECLARE
     unfit jsonb;
 BEGIN
     PERFORM jit._require_admin();
+    -- a copy on another cluster: its OIDs bound again, and what it did not issue ended, first
+    RETURN QUERY SELECT a.rolname, a.outcome, a.sessions FROM jit._adopt_restored() a;
     PERFORM jit._end_overdue_sessions('writing');
     PERFORM count(*) FROM jit._end_holders();
     PERFORM set_config('lock_timeout', '200ms', true);
@@ -344,6 +346,7 @@ DECLARE
     l jit_data.leases;
 BEGIN
     PERFORM jit._require_admin();
+    PERFORM count(*) FROM jit._adopt_restored();
     PERFORM jit._end_overdue_sessions('ended');
     FOR l IN SELECT * FROM jit_data.leases x WHERE x.ended_at IS NOT NULL AND x.dropped_at IS NULL
                AND x.dbid = jit._mydb()
