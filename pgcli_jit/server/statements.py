@@ -116,6 +116,19 @@ SELECT id, at, event, profile, rolname, requester, actor, host(client_addr) AS c
 """
 #: check the audit hash chain: rows read, the first bad id, what is wrong with it
 AUDIT_VERIFY = "SELECT * FROM jit.audit_verify()"
+#: the audit doorbell, rung (no payload) by every transaction that writes an audit row
+LISTEN_AUDIT = "LISTEN jit_audit"
+#: ``audit --follow``: the chained rows after a chain position, in chain order, each with its
+#: position first (the cursor) and then the columns of ``AUDIT``
+AUDIT_FOLLOW = """
+SELECT seq, id, at, event, profile, rolname, requester, actor, host(client_addr) AS client_addr,
+       reason, expires_at, detail
+  FROM jit_data.audit WHERE seq > %s ORDER BY seq LIMIT %s
+"""
+#: the last chained row: where ``audit --follow`` starts by default (none: the table is empty)
+AUDIT_LAST = "SELECT seq, id FROM jit_data.audit WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1"
+#: whether committed rows wait to be chained (another chainer held the lock): look again soon
+AUDIT_UNCHAINED = "SELECT EXISTS (SELECT FROM jit_data.audit WHERE hash IS NULL)"
 
 # -- the reaper (pgcli-jit-admin reap) -------------------------------------------------------
 
