@@ -420,6 +420,13 @@ MISSING_ROLES = ("SELECT r FROM unnest(%s::text[]) AS r"
 COLLECT_SESSION_LOGS = "SELECT jit.collect_session_logs()"
 #: every sealed lease whose collected lines no longer match its 'session' audit row
 SESSION_LOG_VERIFY = "SELECT sessions_checked, bad_lease, problem FROM jit.session_log_verify()"
+#: the sealed leases that ended before a time, each line with its lease's seal, in digest order
+SESSION_LOG_ARCHIVE_ROWS = """
+SELECT lease_id, rolname, requester, profile, seal_id, lines, digest, hashed
+  FROM jit.session_log_archive_rows(%s)
+"""
+#: remove the lines of the leases an archive file holds (their ids and digests), for a cut-off
+SESSION_LOG_ARCHIVE = "SELECT jit.session_log_archive(%s, %s, %s)"
 #: leases issued since a time, optionally one requester's or one profile's, with what was
 #: collected of them: statements (statement, execute and pgaudit lines) and every line
 SESSIONS = """
