@@ -397,6 +397,10 @@ PENDING_ALL = ("SELECT id, requester, profile, ttl_seconds, reason, created_at, 
 #: the checks a monitoring system runs: the reaper's last pass against a limit in seconds,
 #: leases not reaped, the audit chain, the grant roles; one row per check (or unfit role)
 HEALTH = "SELECT check_name, ok, message, detail FROM jit.health(make_interval(secs => %s))"
+#: whether the session-log collector read the log within a number of seconds (when it has to)
+SESSION_LOG_HEALTH = """
+SELECT check_name, ok, message, detail FROM jit.session_log_health(make_interval(secs => %s))
+"""
 
 
 # -- profiles as code: ``profile list --json`` and ``apply`` ---------------------------------

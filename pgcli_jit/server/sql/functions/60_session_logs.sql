@@ -478,8 +478,59 @@ BEGIN
 END
 $$;
 
+-- -- health: whether the collector keeps up (pgcli-jit-admin health) ----------------------
+
+-- The collector's heartbeat is its per-file cursor: every pass that reads the log directory
+-- stamps each file it reads (jit_data.session_log_files.updated_at), whether or not the file
+-- grew.  A pass that cannot read the log stamps nothing, so a collector that runs but reads
+-- nothing counts as not running, which is what matters: lines are not being collected.  Only
+-- asked while some profile logs statements; otherwise there is nothing to collect.
+CREATE OR REPLACE FUNCTION jit.session_log_health(p_max_age interval)
+RETURNS TABLE (check_name text, ok boolean, message text, detail jsonb)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    max_age interval := jit._secs(p_max_age);
+    max_s numeric;
+    logging text[];
+    last_read timestamptz;
+    age numeric;
+BEGIN
+    PERFORM jit._require_admin();
+    IF max_age IS NULL OR max_age <= interval '0' THEN
+        RAISE EXCEPTION 'the collector''s age limit must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    max_s := trim_scale(extract(epoch FROM max_age));
+    check_name := 'session logs';
+    SELECT array_agg(p.name ORDER BY p.name) INTO logging FROM jit_data.profiles p
+     WHERE p.log_statements <> 'none';
+    SELECT max(f.updated_at) INTO last_read FROM jit_data.session_log_files f;
+    age := trim_scale(round(extract(epoch FROM jit._clock() - last_read), 1));
+    detail := jsonb_build_object('logging_profiles', to_jsonb(coalesce(logging, '{}')),
+                                 'last_read_at', jit._ts(last_read), 'age_seconds', age,
+                                 'max_age_seconds', max_s);
+    IF logging IS NULL THEN
+        ok := true;
+        message := 'no profile logs statements: nothing to collect';
+    ELSIF last_read IS NULL THEN
+        ok := false;
+        message := format('the session-log collector has never read the log here, and %s profile(s) '
+                          'log statements (%s): run pgcli-jit-admin sessions collect --watch',
+                          cardinality(logging), jit._safe_text(array_to_string(logging[1:5], ', ')));
+    ELSE
+        ok := age <= max_s;
+        message := format('the session-log collector %s the log %ss ago%s',
+                          CASE WHEN ok THEN 'read' ELSE 'last read' END, age,
+                          CASE WHEN ok THEN ''
+                               ELSE format(', more than %ss, and %s profile(s) log statements (%s)', max_s,
+                                           cardinality(logging),
+                                           jit._safe_text(array_to_string(logging[1:5], ', '))) END);
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
 GRANT EXECUTE ON FUNCTION jit.collect_session_logs(bigint) TO jit_collector, jit_admin;
-GRANT EXECUTE ON FUNCTION jit.session_log_verify() TO jit_admin;
+GRANT EXECUTE ON FUNCTION jit.session_log_verify(), jit.session_log_health(interval) TO jit_admin;
 REVOKE EXECUTE ON FUNCTION jit.session_log_archive_rows(timestamptz),
     jit.session_log_archive(bigint[], text[], timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jit.session_log_archive_rows(timestamptz),
