@@ -198,7 +198,27 @@ def test_a_server_restart_loses_nothing_and_ctrl_c_exits_0(own: Cluster) -> None
     assert any("reconnecting in" in line and f"going on after row {before}" in line for line in err.lines)
     assert any(f"reconnected; going on after row {before}" in line for line in err.lines), err.lines
     assert f"stopped after row {after[-1]} (seq " in err.lines[-1]
+    assert "Traceback" not in "\n".join(err.lines)
     assert len(out.lines) == 4
+
+
+def test_a_shipper_that_goes_away_ends_it_quietly(own: Cluster) -> None:
+    """Its stdout closed, the next line cannot be written: exit 0, no traceback."""
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([str(ADMIN), "audit", "--follow", "--json", "--dsn", dsn(own, "flw_ops")],
+                            stdout=write_end, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    os.close(write_end)
+    try:
+        assert proc.stderr is not None
+        err = Lines(proc.stderr)
+        assert "audit --follow: after " in err.wait(1)[0]
+        os.close(read_end)   # the shipper is gone
+        write_row(own, "nobody reads this")
+        assert proc.wait(timeout=WAIT) == 0
+    finally:
+        proc.kill()
+    err.thread.join(5)
+    assert "Traceback" not in "\n".join(err.lines) and "Error" not in "\n".join(err.lines), err.lines
 
 
 def test_a_cursor_file_goes_on_where_the_last_run_stopped(own: Cluster, tmp_path: Path) -> None:
