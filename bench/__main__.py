@@ -22,7 +22,7 @@ from pathlib import Path
 from bench.common import Figure, table
 
 SECTIONS = ("toolbar", "startup", "request", "statement", "vault", "idle", "push", "reaper", "concurrency",
-            "session_logs")
+            "session_logs", "follow")
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 
@@ -120,10 +120,16 @@ def _session_logs(_world: object, rounds: int, args: argparse.Namespace) -> list
     return session_logs_figures(rounds, 300 if args.quick else 10000)
 
 
+def _follow(world: object, rounds: int, _args: argparse.Namespace) -> list[Figure]:
+    from bench.follow import follow_figures
+
+    return follow_figures(world, rounds)  # type: ignore[arg-type]
+
+
 SECTION_RUNNERS: dict[str, Callable[[object, int, argparse.Namespace], list[Figure]]] = {
     "toolbar": _toolbar, "startup": _startup, "request": _request, "statement": _statement, "vault": _vault,
     "idle": _idle, "push": _push, "reaper": _reaper, "concurrency": _concurrency,
-    "session_logs": _session_logs,
+    "session_logs": _session_logs, "follow": _follow,
 }
 
 

@@ -71,7 +71,8 @@ def crony(cluster: Cluster) -> Iterator[Cluster]:
         make_login(c, "cr_req", member_of="jit_requester")
         make_login(c, "cr_ops", member_of="jit_admin")
         added = CliRunner().invoke(main, ["profile", "add", "cr-read", "--grant", "cr_read",
-                                          "--ttl", "1m", "--dsn", dsn(c, "cr_ops")])
+                                          "--ttl", "1m", "--log-statements", "none",
+                                          "--dsn", dsn(c, "cr_ops")])
         assert added.exit_code == 0, added.output
         yield c
     finally:

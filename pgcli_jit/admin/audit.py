@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 import psycopg
 
-from pgcli_jit.admin import archive, fmt
-from pgcli_jit.admin.connect import Conn, connect, dsn_option
+from pgcli_jit.admin import archive, fmt, follow
+from pgcli_jit.admin.connect import Conn, check_dsn, connect, dsn_option
 from pgcli_jit.core.durations import parse_duration
 from pgcli_jit.core.errors import JitError, UsageError
 from pgcli_jit.server import statements
@@ -55,15 +55,32 @@ def _past_time(text: str, option: str, neither: str) -> datetime:
 @click.option("--verify", is_flag=True, help="Check the hash chain; exit 1 naming the first bad row.")
 @click.option("--break-glass", is_flag=True,
               help="Only break-glass uses (with --since: since then).")
+@click.option("--follow", "follow_rows", is_flag=True,
+              help="Keep running: print each row as it commits (woken by the server's doorbell), "
+                   "from the end of the chain, --after-id or --cursor-file; Ctrl-C or SIGTERM stops.")
+@click.option("--cursor-file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="With --follow: start after the row this file names (when it exists), and "
+                   "write each row printed to it: a shipper's restart loses nothing.")
 @click.option("--file", "files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="With --verify: check these archive files (in chain order), not the database.")
 @click.pass_context
 def audit(ctx: click.Context, dsn: str, since: str | None, limit: int, as_json: bool,
-          after_id: int | None, verify: bool, break_glass: bool, files: tuple[Path, ...]) -> None:
+          after_id: int | None, verify: bool, break_glass: bool, follow_rows: bool,
+          cursor_file: Path | None, files: tuple[Path, ...]) -> None:
     """Who asked for what, why, for how long, and who ended it (newest first).
 
     ``audit archive`` moves old rows to a file that verifies on its own."""
     if ctx.invoked_subcommand is not None:
+        return
+    if cursor_file is not None and not follow_rows:
+        raise UsageError("--cursor-file goes with --follow: audit --follow --cursor-file FILE")
+    if follow_rows:
+        if since or verify or break_glass or files:
+            raise UsageError("--follow streams rows from a cursor: not with --since, --verify, "
+                             "--break-glass or --file")
+        check_dsn(dsn)
+        follow.run(dsn, as_json, lambda conn: start_after(conn, after_id), cursor_file,
+                   "pgcli-jit-admin audit --follow")
         return
     if files and not verify:
         raise UsageError("--file goes with --verify: audit --verify --file FILE")
@@ -106,6 +123,13 @@ def seq_after(conn: Conn, after_id: int) -> int:
         raise JitError(f"audit row {after_id} is not in the table (archived, or never written)",
                        "--after-id 0 starts from the oldest row the table holds")
     return int(row[0])
+
+
+def start_after(conn: Conn, after_id: int | None) -> follow.Cursor:
+    """Where ``--follow`` starts without a cursor file: after ``--after-id``, else the end."""
+    if after_id is None:
+        return follow.end_of_chain(conn)
+    return follow.Cursor(seq_after(conn, after_id), after_id or None)
 
 
 def verify_table(conn: Conn) -> None:

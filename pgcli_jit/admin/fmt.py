@@ -55,6 +55,11 @@ def to_json(rows: Sequence[dict[str, Any]]) -> str:
     return json.dumps(rows, indent=2, default=_json_default)
 
 
+def json_line(row: dict[str, Any]) -> str:
+    """One object on one line (a stream's line), with ``to_json``'s conversions."""
+    return json.dumps(row, default=_json_default)
+
+
 def _json_default(value: object) -> object:
     if isinstance(value, datetime):
         return value.isoformat()

@@ -17,16 +17,17 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
 import psycopg
 
-from pgcli_jit.admin import fmt
-from pgcli_jit.admin.audit import since_time
+from pgcli_jit.admin import fmt, session_archive
+from pgcli_jit.admin.audit import before_time, current_database, since_time
 from pgcli_jit.admin.connect import Conn, check_dsn, connect, dsn_option, error_text, open_conn
 from pgcli_jit.core.durations import option_duration
-from pgcli_jit.core.errors import JitError
+from pgcli_jit.core.errors import JitError, UsageError
 from pgcli_jit.core.sanitize import printable
 from pgcli_jit.server import statements
 
@@ -249,6 +250,69 @@ def watch_loop(open_conn: Callable[[], Conn], stop: threading.Event, interval: f
         stop.wait(interval)
     if conn is not None:
         conn.close()
+
+
+@sessions.command("archive")
+@dsn_option
+@click.option("--before", metavar="DATE|DUR",
+              help="Archive the lines of sealed leases that ended before this (2026-01-01, or 90d).")
+@click.option("--to", "target", type=click.Path(dir_okay=False, path_type=Path),
+              help="The JSON-lines file to write (a new one for each archive).")
+@click.option("--verify", "check", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Instead: check an archive file on its own, with no server.")
+def archive_lines(dsn: str, before: str | None, target: Path | None, check: Path | None) -> None:
+    """Move the session-log lines of sealed leases that ended before DATE to FILE, then have
+    the server remove them (a login in jit_archiver and jit_admin).
+
+    The file is written and fsynced first; the server removes a lease's lines only when the
+    file's digest is its seal's.  Stopped in between, the same command can be run again."""
+    if check is not None:
+        if before or target:
+            raise UsageError("--verify FILE checks a file: not with --before or --to")
+        found = verify_archive(check)
+        click.echo(f"session log archive intact: {len(found.leases)} lease(s), {found.lines} line(s) "
+                   f"({check})")
+        return
+    if not before or target is None:
+        raise UsageError("sessions archive needs --before DATE and --to FILE (or --verify FILE)")
+    cutoff = before_time(before)
+    with connect(dsn) as conn:
+        try:
+            done = (verify_archive(target) if target.exists() or target.is_symlink()
+                    else _write_archive(conn, target, cutoff))
+            if done is None:
+                click.echo(f"No sealed session logs of leases that ended before {cutoff.isoformat()}.")
+                return
+            ids, digests = [lid for lid, _ in done.leases], [d for _, d in done.leases]
+            row = conn.execute(statements.SESSION_LOG_ARCHIVE, (ids, digests, cutoff)).fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            raise JitError("archiving removes session-log lines: only a login in jit_archiver may",
+                           "as a superuser: GRANT jit_archiver TO the one login that ships "
+                           "archives") from None
+    result = dict(row[0]) if row else {}
+    if result.get("status") != "archived":
+        click.echo(f"{target} holds {len(done.leases)} lease(s) archived already: nothing to do")
+        return
+    click.echo(f"archived {result['lines']} session-log line(s) of {result['leases']} lease(s) that ended "
+               f"before {cutoff.isoformat()} to {target}")
+
+
+def _write_archive(conn: Conn, target: Path, cutoff: datetime) -> session_archive.Summary | None:
+    head = session_archive.header(database=current_database(conn), before=cutoff.isoformat())
+    rows = conn.cursor().stream(statements.SESSION_LOG_ARCHIVE_ROWS, (cutoff,))
+    try:
+        return session_archive.write(target, head, session_archive.records(rows))
+    except session_archive.SessionArchiveError as exc:
+        raise JitError(f"the lines read do not match their seal, nothing written or removed: "
+                       f"{exc.problem}", "pgcli-jit-admin audit --verify says what is wrong") from None
+
+
+def verify_archive(path: Path) -> session_archive.Summary:
+    try:
+        return session_archive.verify(path)
+    except session_archive.SessionArchiveError as exc:
+        click.echo(f"session log archive broken: {exc}", err=True)
+        raise click.exceptions.Exit(1) from None
 
 
 COMMANDS = [sessions, session]

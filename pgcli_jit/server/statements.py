@@ -131,6 +131,19 @@ SELECT id, at, event, profile, rolname, requester, actor, host(client_addr) AS c
 """
 #: check the audit hash chain: rows read, the first bad id, what is wrong with it
 AUDIT_VERIFY = "SELECT * FROM jit.audit_verify()"
+#: the audit doorbell, rung (no payload) by every transaction that writes an audit row
+LISTEN_AUDIT = "LISTEN jit_audit"
+#: ``audit --follow``: the chained rows after a chain position, in chain order, each with its
+#: position first (the cursor) and then the columns of ``AUDIT``
+AUDIT_FOLLOW = """
+SELECT seq, id, at, event, profile, rolname, requester, actor, host(client_addr) AS client_addr,
+       reason, expires_at, detail
+  FROM jit_data.audit WHERE seq > %s ORDER BY seq LIMIT %s
+"""
+#: the last chained row: where ``audit --follow`` starts by default (none: the table is empty)
+AUDIT_LAST = "SELECT seq, id FROM jit_data.audit WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1"
+#: whether committed rows wait to be chained (another chainer held the lock): look again soon
+AUDIT_UNCHAINED = "SELECT EXISTS (SELECT FROM jit_data.audit WHERE hash IS NULL)"
 
 # -- the reaper (pgcli-jit-admin reap) -------------------------------------------------------
 
@@ -401,6 +414,10 @@ PENDING_ALL = ("SELECT id, requester, profile, ttl_seconds, reason, created_at, 
 #: the checks a monitoring system runs: the reaper's last pass against a limit in seconds,
 #: leases not reaped, the audit chain, the grant roles; one row per check (or unfit role)
 HEALTH = "SELECT check_name, ok, message, detail FROM jit.health(make_interval(secs => %s))"
+#: whether the session-log collector read the log within a number of seconds (when it has to)
+SESSION_LOG_HEALTH = """
+SELECT check_name, ok, message, detail FROM jit.session_log_health(make_interval(secs => %s))
+"""
 
 
 # -- profiles as code: ``profile list --json`` and ``apply`` ---------------------------------
@@ -426,6 +443,13 @@ MISSING_ROLES = ("SELECT r FROM unnest(%s::text[]) AS r"
 COLLECT_SESSION_LOGS = "SELECT jit.collect_session_logs()"
 #: every sealed lease whose collected lines no longer match its 'session' audit row
 SESSION_LOG_VERIFY = "SELECT sessions_checked, bad_lease, problem FROM jit.session_log_verify()"
+#: the sealed leases that ended before a time, each line with its lease's seal, in digest order
+SESSION_LOG_ARCHIVE_ROWS = """
+SELECT lease_id, rolname, requester, profile, seal_id, lines, digest, hashed
+  FROM jit.session_log_archive_rows(%s)
+"""
+#: remove the lines of the leases an archive file holds (their ids and digests), for a cut-off
+SESSION_LOG_ARCHIVE = "SELECT jit.session_log_archive(%s, %s, %s)"
 #: leases issued since a time, optionally one requester's or one profile's, with what was
 #: collected of them: statements (statement, execute and pgaudit lines) and every line
 SESSIONS = """

@@ -194,7 +194,10 @@ END
 $$;
 
 -- An audit row, written in the caller's transaction: it commits or rolls back with the change
--- it records.  It is chained later (jit.chain_audit), so writing it waits for no one.
+-- it records.  It is chained later (jit.chain_audit), so writing it waits for no one.  It
+-- rings the audit doorbell (no payload, delivered at commit, one per transaction) for
+-- `audit --follow`, which also looks every 30 s: a ring not rung while the NOTIFY queue is
+-- half full (jit._may_ring) delays a line, never loses it.
 CREATE OR REPLACE FUNCTION jit._audit(
     p_event text, p_profile text, p_rolname text, p_requester text, p_reason text,
     p_expires_at timestamptz, p_detail jsonb DEFAULT '{}'
@@ -206,6 +209,9 @@ BEGIN
     VALUES (nextval('jit_data.audit_id_seq'), clock_timestamp(), p_event, p_profile, p_rolname,
             p_requester, session_user, inet_client_addr(), p_reason, p_expires_at,
             coalesce(p_detail, '{}'));
+    IF jit._may_ring() THEN
+        PERFORM pg_notify('jit_audit', '');
+    END IF;
 END
 $$;
 

@@ -305,6 +305,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     a record;
     d record;
+    archived bigint[] := jit._session_archived();
 BEGIN
     PERFORM jit._require_admin();
     sessions_checked := 0;
@@ -313,6 +314,17 @@ BEGIN
                FROM jit_data.audit x WHERE x.event = 'session' ORDER BY x.id LOOP
         sessions_checked := sessions_checked + 1;
         SELECT * INTO d FROM jit._session_digest(a.lease_id);
+        IF a.lease_id = ANY(archived) THEN
+            -- its lines are in an archive file (which proves them against this row): none here
+            IF d.lines <> 0 THEN
+                bad_lease := a.lease_id;
+                problem := format('lease %s: its lines were archived, yet %s are in the table (audit row %s)',
+                                  a.lease_id, d.lines, a.id);
+                RETURN NEXT;
+                RETURN;
+            END IF;
+            CONTINUE;
+        END IF;
         IF d.lines <> a.lines OR d.digest <> a.digest THEN
             bad_lease := a.lease_id;
             problem := format('lease %s: %s collected line(s) now, %s when sealed (audit row %s)%s',
@@ -340,8 +352,189 @@ BEGIN
 END
 $$;
 
+-- -- retention: jit.session_log_archive_rows / jit.session_log_archive (jit_archiver) --------
+
+-- The leases whose lines an archive removed: named in the 'session_archive' audit rows.  An
+-- audit archive removes the chain from its start, and a lease's 'session_archive' row always
+-- comes after its 'session' seal: while the seal is in the table, so is the row naming it.
+CREATE OR REPLACE FUNCTION jit._session_archived() RETURNS bigint[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(array_agg(DISTINCT e::bigint), '{}')
+      FROM jit_data.audit x, jsonb_array_elements_text(x.detail->'lease_ids') e
+     WHERE x.event = 'session_archive'
+$$;
+
+-- The sealed leases an archive may take: ended before the cut-off, sealed by a 'session' row
+-- still in the table (the file names it and carries its count and digest), not archived yet.
+CREATE OR REPLACE FUNCTION jit._session_archivable(p_before timestamptz)
+RETURNS TABLE (lease_id bigint, seal_id bigint, lines bigint, digest text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH done AS MATERIALIZED (SELECT jit._session_archived() AS ids)
+    SELECT l.id, x.id, (x.detail->>'lines')::bigint, x.detail->>'digest'
+      FROM done, jit_data.leases l
+      JOIN jit_data.audit x ON x.event = 'session' AND (x.detail->>'lease_id')::bigint = l.id
+     WHERE l.dbid = jit._mydb() AND l.log_sealed_at IS NOT NULL AND l.ended_at < p_before
+       AND (x.detail->>'lines')::bigint > 0
+       AND NOT l.id = ANY(done.ids)
+$$;
+
+-- What a session-log archive holds: each archivable lease's seal (audit row id, count,
+-- digest) and its lines in the order the digest covers, each with the exact text hashed
+-- (jit._session_line_text): the file verifies without the server.
+CREATE OR REPLACE FUNCTION jit.session_log_archive_rows(p_before timestamptz)
+RETURNS TABLE (lease_id bigint, rolname text, requester text, profile text, seal_id bigint,
+               lines bigint, digest text, hashed text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM jit._require_archiver();
+    PERFORM jit._archive_cutoff_check(p_before);
+    RETURN QUERY
+        SELECT l.id, l.rolname, l.requester, l.profile, a.seal_id, a.lines, a.digest,
+               jit._session_line_text(s)
+          FROM jit._session_archivable(p_before) a
+          JOIN jit_data.leases l ON l.id = a.lease_id
+          JOIN jit_data.session_log s ON s.lease_id = a.lease_id
+         ORDER BY l.id, s.logged_at, s.session_id, s.line_num;
+END
+$$;
+
+-- Remove the lines of the leases an archive file now holds.  The caller says what it wrote:
+-- each lease and the digest of its lines in the file.  Nothing is removed unless, for every
+-- lease, that digest is the one its 'session' seal records and the one its lines in the
+-- table have now (a log that no longer matches its seal is evidence, never removed), and the
+-- lease ended before the cut-off.  One transaction: the 'session_archive' audit row naming
+-- the leases, and the DELETE that the append-only trigger allows for this alone.  A lease
+-- archived already is skipped, so a run stopped before its removal can be run again.
+CREATE OR REPLACE FUNCTION jit.session_log_archive(p_leases bigint[], p_digests text[],
+                                                   p_before timestamptz) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a record;
+    d record;
+    taken bigint[] := '{}';
+    lines bigint := 0;
+    removed bigint;
+    done bigint[] := jit._session_archived();
+BEGIN
+    PERFORM jit._require_archiver();
+    PERFORM jit._guard();
+    PERFORM jit._archive_cutoff_check(p_before);
+    IF coalesce(cardinality(p_leases), 0) = 0 OR cardinality(p_leases) <> cardinality(p_digests) THEN
+        RAISE EXCEPTION 'nothing to archive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- one archive at a time, and no collector sealing meanwhile
+    PERFORM FROM jit_data.session_log_config FOR UPDATE;
+    FOR a IN SELECT t.asked, t.said, x.lease_id, x.seal_id, x.lines, x.digest
+               FROM unnest(p_leases, p_digests) AS t(asked, said)
+               LEFT JOIN jit._session_archivable(p_before) x ON x.lease_id = t.asked LOOP
+        CONTINUE WHEN a.asked = ANY(done) OR a.asked = ANY(taken);
+        IF a.lease_id IS NULL THEN
+            RAISE EXCEPTION 'lease % is not a sealed lease that ended before %: nothing removed',
+                            a.asked, jit._ts(p_before) USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        SELECT * INTO d FROM jit._session_digest(a.asked);
+        IF d.digest <> a.digest OR d.lines <> a.lines THEN
+            RAISE EXCEPTION 'lease %: its lines no longer match their seal (audit row %): nothing removed',
+                            a.asked, a.seal_id USING ERRCODE = 'data_corrupted',
+                HINT = 'pgcli-jit-admin audit --verify says what is wrong; a broken log stays as evidence';
+        END IF;
+        IF a.said IS DISTINCT FROM a.digest THEN
+            RAISE EXCEPTION 'lease %: the archive''s lines are not the sealed ones: nothing removed', a.asked
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        taken := taken || a.asked;
+        lines := lines + a.lines;
+    END LOOP;
+    IF cardinality(taken) = 0 THEN
+        RETURN jsonb_build_object('status', 'done already', 'leases', 0, 'lines', 0);
+    END IF;
+    PERFORM jit._audit('session_archive', NULL, NULL, NULL, NULL, NULL, jsonb_build_object(
+        'lease_ids', to_jsonb(taken), 'leases', cardinality(taken), 'lines', lines,
+        'before', jit._ts(p_before)));
+    PERFORM set_config('jit.session_archive', pg_current_xact_id()::text, true);
+    DELETE FROM jit_data.session_log s WHERE s.lease_id = ANY(taken);
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    PERFORM set_config('jit.session_archive', '', true);
+    IF removed <> lines THEN
+        RAISE EXCEPTION 'removed % lines, not %: nothing removed', removed, lines;
+    END IF;
+    RETURN jsonb_build_object('status', 'archived', 'leases', cardinality(taken), 'lines', lines);
+END
+$$;
+
+-- Append-only, but for jit.session_log_archive's removal: only as jit_owner (inside the
+-- broker's functions, where nothing else deletes these lines), only in the transaction that
+-- marked itself archiving (a transaction-local setting, which it clears once done).
+CREATE OR REPLACE FUNCTION jit_data.session_log_is_append_only() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'DELETE' AND current_user = 'jit_owner'
+       AND current_setting('jit.session_archive', true) = pg_current_xact_id()::text THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'jit_data.session_log is append-only: % refused', TG_OP
+        USING HINT = 'collected lines are sealed into the audit chain; pgcli-jit-admin audit --verify checks them';
+END
+$$;
+
+-- -- health: whether the collector keeps up (pgcli-jit-admin health) ----------------------
+
+-- The collector's heartbeat is its per-file cursor: every pass that reads the log directory
+-- stamps each file it reads (jit_data.session_log_files.updated_at), whether or not the file
+-- grew.  A pass that cannot read the log stamps nothing, so a collector that runs but reads
+-- nothing counts as not running, which is what matters: lines are not being collected.  Only
+-- asked while some profile logs statements; otherwise there is nothing to collect.
+CREATE OR REPLACE FUNCTION jit.session_log_health(p_max_age interval)
+RETURNS TABLE (check_name text, ok boolean, message text, detail jsonb)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    max_age interval := jit._secs(p_max_age);
+    max_s numeric;
+    logging text[];
+    last_read timestamptz;
+    age numeric;
+BEGIN
+    PERFORM jit._require_admin();
+    IF max_age IS NULL OR max_age <= interval '0' THEN
+        RAISE EXCEPTION 'the collector''s age limit must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    max_s := trim_scale(extract(epoch FROM max_age));
+    check_name := 'session logs';
+    SELECT array_agg(p.name ORDER BY p.name) INTO logging FROM jit_data.profiles p
+     WHERE p.log_statements <> 'none';
+    SELECT max(f.updated_at) INTO last_read FROM jit_data.session_log_files f;
+    age := trim_scale(round(extract(epoch FROM jit._clock() - last_read), 1));
+    detail := jsonb_build_object('logging_profiles', to_jsonb(coalesce(logging, '{}')),
+                                 'last_read_at', jit._ts(last_read), 'age_seconds', age,
+                                 'max_age_seconds', max_s);
+    IF logging IS NULL THEN
+        ok := true;
+        message := 'no profile logs statements: nothing to collect';
+    ELSIF last_read IS NULL THEN
+        ok := false;
+        message := format('the session-log collector has never read the log here, and %s profile(s) '
+                          'log statements (%s): run pgcli-jit-admin sessions collect --watch',
+                          cardinality(logging), jit._safe_text(array_to_string(logging[1:5], ', ')));
+    ELSE
+        ok := age <= max_s;
+        message := format('the session-log collector %s the log %ss ago%s',
+                          CASE WHEN ok THEN 'read' ELSE 'last read' END, age,
+                          CASE WHEN ok THEN ''
+                               ELSE format(', more than %ss, and %s profile(s) log statements (%s)', max_s,
+                                           cardinality(logging),
+                                           jit._safe_text(array_to_string(logging[1:5], ', '))) END);
+    END IF;
+    RETURN NEXT;
+END
+$$;
+
 GRANT EXECUTE ON FUNCTION jit.collect_session_logs(bigint) TO jit_collector, jit_admin;
-GRANT EXECUTE ON FUNCTION jit.session_log_verify() TO jit_admin;
+GRANT EXECUTE ON FUNCTION jit.session_log_verify(), jit.session_log_health(interval) TO jit_admin;
+REVOKE EXECUTE ON FUNCTION jit.session_log_archive_rows(timestamptz),
+    jit.session_log_archive(bigint[], text[], timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jit.session_log_archive_rows(timestamptz),
+    jit.session_log_archive(bigint[], text[], timestamptz) TO jit_archiver;
 
 RESET ROLE;
 

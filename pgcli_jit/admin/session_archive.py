@@ -1,0 +1,185 @@
+"""The session-log archive file: sealed leases' lines as JSON lines that prove themselves.
+
+Line 1 is the header (format, database, cut-off).  Then, for each lease, one ``lease`` line
+with its seal (``seal_audit_id``: the ``session`` row of the audit chain, and that row's
+``lines`` and ``digest``), followed by its ``line`` lines in the order the digest covers, each
+with its fields and ``hashed``: the exact text the server hashed (``jit._session_line_text``).
+The last line is the end: how many leases and lines.
+
+:func:`verify` recomputes each lease's digest (SHA-256 of its ``hashed`` texts joined by
+newlines) and count against its seal, and each line's fields against ``hashed``: an edited,
+deleted, added or moved line fails.  The seal itself is proven by the audit chain (in the table
+or in an audit archive): its ``detail`` holds the same count and digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pgcli_jit.core.errors import JitError
+
+FORMAT = "pgcli-jit session log archive"
+VERSION = 1
+#: a line's fields, in the order of the array the server hashes (jit._session_line_text)
+FIELDS = ("session_id", "line_num", "lease_id", "rolname", "logged_at", "dbname", "pid", "remote",
+          "severity", "ps", "message", "detail")
+
+
+class SessionArchiveError(JitError):
+    """A file that is not an intact session-log archive: where, and what is wrong."""
+
+    def __init__(self, path: Path, line: int, problem: str) -> None:
+        super().__init__(f"{path}: line {line}: {problem}")
+        self.path, self.line, self.problem = path, line, problem
+
+
+@dataclass
+class Summary:
+    """What an intact archive holds: each lease with the digest of its lines."""
+
+    path: Path
+    leases: list[tuple[int, str]] = field(default_factory=list)
+    lines: int = 0
+
+
+def header(**about: Any) -> dict[str, Any]:
+    return {"archive": FORMAT, "format": VERSION, **about}
+
+
+def records(rows: Iterable[Sequence[Any]]) -> Iterator[dict[str, Any]]:
+    """The file's lease and line records from the server's rows (``lease_id, rolname,
+    requester, profile, seal_id, lines, digest, hashed``), ordered by lease."""
+    current = None
+    for lease_id, rolname, requester, profile, seal_id, lines, digest, hashed in rows:
+        if lease_id != current:
+            current = lease_id
+            yield {"type": "lease", "lease_id": lease_id, "rolname": rolname, "requester": requester,
+                   "profile": profile, "seal_audit_id": seal_id, "lines": lines, "digest": digest}
+        yield {"type": "line", **dict(zip(FIELDS, json.loads(hashed), strict=True)), "hashed": hashed}
+
+
+def digest_of(texts: Sequence[str]) -> str:
+    """As ``jit._session_digest``: SHA-256 of the hashed texts joined by newlines."""
+    return hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
+
+
+def write(path: Path, head: dict[str, Any], recs: Iterable[dict[str, Any]]) -> Summary | None:
+    """Write next to ``path`` (created new, owner-only: statements may hold personal data),
+    fsync, verify what is on disk, then link it into place and fsync the folder.  None when
+    there was nothing to archive (nothing left on disk)."""
+    partial = path.with_name(f".{path.name}.partial")
+    leases = lines = 0
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise JitError(f"{partial} exists: another archive to {path.name} is being written, or one "
+                       "stopped", "remove it once no archive runs") from None
+    try:
+        with os.fdopen(fd, "w", encoding="ascii", newline="\n") as out:
+            out.write(json.dumps(head) + "\n")
+            for rec in recs:
+                out.write(json.dumps(rec) + "\n")
+                leases += rec["type"] == "lease"
+                lines += rec["type"] == "line"
+            out.write(json.dumps({"end": True, "leases": leases, "lines": lines}) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        if not leases:
+            return None
+        found = verify(partial)
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            raise JitError(f"{path} exists: an archive never overwrites a file",
+                           "choose another file") from None
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+        found.path = path
+        return found
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def verify(path: Path) -> Summary:
+    """Check one archive file; raise :class:`SessionArchiveError` at the first thing wrong."""
+    try:
+        with open(path, encoding="ascii", newline="\n") as fh:
+            objs = list(_objects(path, fh))
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise SessionArchiveError(path, 0, f"cannot be read: {why}") from None
+    if not objs or objs[0][1].get("archive") != FORMAT or objs[0][1].get("format") != VERSION:
+        raise SessionArchiveError(path, 1, f"is not a {FORMAT} (format {VERSION}) header")
+    found = Summary(path)
+    lease: tuple[int, dict[str, Any]] | None = None
+    texts: list[str] = []
+    for number, obj in objs[1:]:
+        if obj.get("type") == "line":
+            if lease is None:
+                raise SessionArchiveError(path, number, "a line before any lease")
+            texts.append(_check_line(path, number, obj, lease[1]["lease_id"]))
+            continue
+        if lease is not None:
+            _check_lease(path, *lease, texts)
+            found.leases.append((lease[1]["lease_id"], lease[1]["digest"]))
+            found.lines += len(texts)
+        lease, texts = None, []
+        if obj.get("type") == "lease":
+            lease = (number, obj)
+        elif obj.get("end") is True:
+            if (obj.get("leases"), obj.get("lines")) != (len(found.leases), found.lines):
+                raise SessionArchiveError(path, number, f"the end line says {obj.get('leases')} leases and "
+                                          f"{obj.get('lines')} lines, the file holds {len(found.leases)} "
+                                          f"and {found.lines}: leases were deleted or added")
+            if number != len(objs):
+                raise SessionArchiveError(path, number + 1, "a line after the end: something was added")
+            return found
+        else:
+            raise SessionArchiveError(path, number, "is neither a lease, a line nor the end")
+    raise SessionArchiveError(path, len(objs), "the file stops before its end line: it was cut off")
+
+
+def _objects(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, text in enumerate(lines, 1):
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            raise SessionArchiveError(path, number, "is not JSON") from None
+        if not isinstance(obj, dict):
+            raise SessionArchiveError(path, number, "is not a JSON object")
+        yield number, obj
+
+
+def _check_line(path: Path, number: int, obj: dict[str, Any], lease_id: object) -> str:
+    hashed = obj.get("hashed")
+    if not isinstance(hashed, str):
+        raise SessionArchiveError(path, number, "a line without the text its seal covers")
+    try:
+        values = json.loads(hashed)
+    except ValueError:
+        values = None
+    if values != [obj.get(name) for name in FIELDS]:
+        raise SessionArchiveError(path, number, "has fields other than the text its seal covers: "
+                                                "the line was edited")
+    if obj.get("lease_id") != lease_id:
+        raise SessionArchiveError(path, number, f"belongs to lease {obj.get('lease_id')}, under lease "
+                                                f"{lease_id}: lines were moved")
+    return hashed
+
+
+def _check_lease(path: Path, number: int, lease: dict[str, Any], texts: list[str]) -> None:
+    said = (lease.get("lines"), lease.get("digest"))
+    if said != (len(texts), digest_of(texts)):
+        what = "a line was edited" if said[0] == len(texts) else "lines were deleted or added"
+        raise SessionArchiveError(path, number, f"lease {lease.get('lease_id')}: its seal says {said[0]} "
+                                                f"lines, and the {len(texts)} in the file do not match "
+                                                f"its digest: {what}")
