@@ -221,12 +221,13 @@ def collect(dsn: str, watch: bool, every: str) -> None:
     """Collect the server's log into jit_data.session_log and seal ended leases.
 
     Needs a login in jit_collector (or jit_admin).  Without --watch: one pass; exit 1 when
-    the log could not be read or a line did not parse (both are said, on stderr)."""
+    the log could not be read, a line did not parse or a lease's line was too long to collect
+    (each is said, on stderr)."""
     if not watch:
         with connect(dsn, APPLICATION_NAME) as conn:
             result = one_pass(conn)
         _report(result, click.echo)
-        if result.get("problem") or result.get("unparsed"):
+        if result.get("problem") or result.get("unparsed") or result.get("gaps"):
             raise click.exceptions.Exit(1)
         return
     check_dsn(dsn)

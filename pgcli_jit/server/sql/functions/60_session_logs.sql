@@ -133,12 +133,16 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- Whether a log line was written before its login was authenticated: the server's process
--- title is 'authentication' until it says 'connection authorized'.  No client chooses that
--- title (a lease's own lines carry its command tag), so a failed login that claims a lease's
--- name is told apart from the lease, whatever database name or text it sent.
+-- title is 'authentication' until it has said 'connection authenticated' and 'connection
+-- authorized' (with log_connections), and a refused login's FATAL carries an SQLSTATE of
+-- class 28.  No client chooses that title (a lease's own lines carry its command tag), so
+-- a failed login that claims a lease's name is told apart from the lease, whatever database
+-- name or text it sent.
 CREATE OR REPLACE FUNCTION jit._before_login(j jsonb) RETURNS boolean
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT (j->>'ps' = 'authentication' AND coalesce(j->>'message', '') NOT LIKE 'connection authorized:%')
+    SELECT (j->>'ps' = 'authentication'
+            AND coalesce(j->>'message', '') NOT LIKE 'connection authorized:%'
+            AND coalesce(j->>'message', '') NOT LIKE 'connection authenticated:%')
         OR coalesce(j->>'state_code', '') LIKE '28%'
 $$;
 
