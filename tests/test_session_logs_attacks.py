@@ -236,3 +236,24 @@ def test_a_fastpath_call_is_a_statement_the_lease_ran(lc: LogsCluster) -> None:
     entries = session_json(lc, lease)
     called = 'fastpath function call: "md5"'
     assert any(e["type"] == "statement" and str(e["text"]).startswith(called) for e in entries[1:]), entries
+
+
+def test_mod_is_accepted_with_a_warning_because_it_misses_writes_inside_a_statement(lc: LogsCluster) -> None:
+    """What the warning says, seen: a DO block's UPDATE and a writable CTE leave no line on a
+    mod profile, a plain UPDATE does."""
+    added = run(lc, OPERATOR, "profile", "add", "logs_mod", "--grant", "jit_write", "--requesters",
+                "jit_requester", "--log-statements", "mod")
+    assert added.exit_code == 0, added.output
+    assert "warning: log_statements mod logs top-level statements only" in added.output
+    kept = run(lc, OPERATOR, "profile", "set", "logs_mod", "--ttl", "10m")
+    assert "warning" not in kept.output   # said when mod is chosen, not on every change
+    lease = request_lease(lc, "logs_mod")
+    with lease_conn(lc, lease) as conn:
+        conn.execute("DO $$BEGIN UPDATE accounts SET balance = balance WHERE id = 1; END$$")
+        conn.execute("WITH x AS (UPDATE accounts SET balance = balance WHERE id = 1 RETURNING 1) SELECT 1")
+        conn.execute("UPDATE accounts SET balance = balance WHERE id = 2")
+    end_lease(lc, lease)
+    sealed(lc, lease)
+    statements = [str(e["text"]) for e in session_json(lc, lease)[1:] if e["type"] == "statement"]
+    assert statements == ["statement: UPDATE accounts SET balance = balance WHERE id = 2"]
+    assert run(lc, OPERATOR, "profile", "rm", "logs_mod").exit_code == 0
