@@ -257,3 +257,26 @@ def test_mod_is_accepted_with_a_warning_because_it_misses_writes_inside_a_statem
     statements = [str(e["text"]) for e in session_json(lc, lease)[1:] if e["type"] == "statement"]
     assert statements == ["statement: UPDATE accounts SET balance = balance WHERE id = 2"]
     assert run(lc, OPERATOR, "profile", "rm", "logs_mod").exit_code == 0
+
+
+def test_pgaudit_lines_of_statements_inside_a_do_block_are_statements(lc: LogsCluster) -> None:
+    """pgaudit writes its AUDIT lines without a context, nested statements too: they stay
+    statements, while a raised look-alike does not."""
+    if not lc.pgaudit:
+        pytest.skip("pgaudit is not installed for this PostgreSQL (the embedded 18 has none)")
+    chosen = run(lc, OPERATOR, "profile", "set", "logs_write", "--log-statements", "pgaudit:write")
+    assert chosen.exit_code == 0, chosen.output
+    try:
+        lease = request_lease(lc, "logs_write")
+        with lease_conn(lc, lease) as conn:
+            conn.execute("DO $$BEGIN UPDATE accounts SET balance = balance WHERE id = 2;"
+                         " RAISE LOG 'AUDIT: SESSION,1,1,WRITE,UPDATE,,,forged,<not logged>'; END$$")
+        end_lease(lc, lease)
+        sealed(lc, lease)
+        entries = session_json(lc, lease)[1:]
+        audited = [str(e["text"]) for e in entries if e["type"] == "statement"]
+        assert any(t.startswith("AUDIT: SESSION") and "UPDATE accounts" in t for t in audited), entries
+        assert not any("forged" in t for t in audited)
+        assert [e["type"] for e in entries if "forged" in str(e["text"])] == ["message"]
+    finally:
+        run(lc, OPERATOR, "profile", "set", "logs_write", "--log-statements", "all")
