@@ -137,6 +137,13 @@ def test_a_line_longer_than_a_chunk_seals_its_lease_as_incomplete(lc: LogsCluste
         conn.execute(("SELECT owner FROM accounts WHERE id = 2 /*" + "x" * (CHUNK + 1024) + "*/").encode())
         conn.execute("SELECT 'small statement'")
     end_lease(lc, lease)
+    for _ in range(50):   # the pass that meets the line says so, and exits 1
+        said = run(lc, COLLECTOR, "sessions", "collect")
+        if "too long to collect" in said.output:
+            break
+        assert said.exit_code == 0, said.output
+        time.sleep(0.1)
+    assert said.exit_code == 1 and "1 lease log line(s) too long to collect" in said.output, said.output
     detail = sealed(lc, lease)
     assert detail["complete"] is False and detail["gaps"] == 1, detail
     entries = session_json(lc, lease)
