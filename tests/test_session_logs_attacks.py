@@ -287,3 +287,30 @@ def test_pgaudit_lines_of_statements_inside_a_do_block_are_statements(lc: LogsCl
         assert [e["type"] for e in entries if "forged" in str(e["text"])] == ["message"]
     finally:
         run(lc, OPERATOR, "profile", "set", "logs_write", "--log-statements", "all")
+
+
+@pytest.mark.parametrize(("size", "newlines", "expected"), [
+    (200_000, [10], 11),                  # the last newline three blocks back from the end
+    (200_000, [10, 150_000], 150_001),
+    (200_000, [199_999], 200_000),        # the chunk ends with one
+    (200_000, [], 0),
+    (1, [0], 1),
+])
+def test_whole_lines_finds_the_last_newline(lc: LogsCluster, size: int, newlines: list[int],
+                                            expected: int) -> None:
+    chunk = bytearray(b"x" * size)
+    for at in newlines:
+        chunk[at] = 10
+    with lc.superuser() as conn:
+        row = conn.execute("SELECT jit._whole_lines(%s)", (bytes(chunk),)).fetchone()
+    assert row == (expected,)
+
+
+def test_a_chunk_is_split_into_the_same_lines_with_or_without_a_bad_byte(lc: LogsCluster) -> None:
+    lines = [b'{"a":"caf\xc3\xa9 \\\\ \\"q\\""}', b'{"b":1}', b"not json", b'{"c":"\xff"}', b'{"d":[2]}']
+    with lc.superuser() as conn:
+        got = conn.execute("SELECT j FROM jit._chunk_json(%s) j", (b"\n".join(lines) + b"\n",)).fetchall()
+        clean = conn.execute("SELECT j FROM jit._chunk_json(%s) j",
+                             (b"\n".join(lines[:3] + lines[4:]) + b"\n",)).fetchall()
+    assert [j for (j,) in got] == [{"a": 'café \\ "q"'}, {"b": 1}, None, None, {"d": [2]}]
+    assert [j for (j,) in clean] == [{"a": 'café \\ "q"'}, {"b": 1}, None, {"d": [2]}]
