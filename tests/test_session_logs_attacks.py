@@ -314,3 +314,15 @@ def test_a_chunk_is_split_into_the_same_lines_with_or_without_a_bad_byte(lc: Log
                              (b"\n".join(lines[:3] + lines[4:]) + b"\n",)).fetchall()
     assert [j for (j,) in got] == [{"a": 'café \\ "q"'}, {"b": 1}, None, None, {"d": [2]}]
     assert [j for (j,) in clean] == [{"a": 'café \\ "q"'}, {"b": 1}, None, {"d": [2]}]
+
+
+def test_a_lease_cannot_pass_its_own_lines_off_as_a_failed_login(lc: LogsCluster) -> None:
+    lease = request_lease(lc, "logs_read")
+    with lease_conn(lc, lease) as conn, pytest.raises(psycopg.Error):
+        conn.execute("DO $$BEGIN RAISE EXCEPTION 'password authentication failed for user \"x\"'"
+                     " USING ERRCODE = '28P01'; END$$")
+    end_lease(lc, lease)
+    sealed(lc, lease)
+    kinds = {str(e["text"]): e["type"] for e in session_json(lc, lease)[1:]}
+    assert kinds['password authentication failed for user "x"'] == "error"
+    assert "failed_login" not in kinds.values()

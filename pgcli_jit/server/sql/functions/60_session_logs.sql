@@ -135,15 +135,17 @@ $$;
 -- Whether a log line was written before its login was authenticated: the server's process
 -- title is 'authentication' until it has said 'connection authenticated' and 'connection
 -- authorized' (with log_connections), and a refused login's FATAL carries an SQLSTATE of
--- class 28.  No client chooses that title (a lease's own lines carry its command tag), so
--- a failed login that claims a lease's name is told apart from the lease, whatever database
--- name or text it sent.
+-- class 28 and no context.  No client chooses that title (a lease's own lines carry its
+-- command tag), and a logged-in lease can raise no FATAL (only ERROR, with a context), so a
+-- failed login that claims a lease's name is told apart from the lease, whatever database
+-- name or text it sent, and a lease cannot move its own lines out of its record.
 CREATE OR REPLACE FUNCTION jit._before_login(j jsonb) RETURNS boolean
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT (j->>'ps' = 'authentication'
             AND coalesce(j->>'message', '') NOT LIKE 'connection authorized:%'
             AND coalesce(j->>'message', '') NOT LIKE 'connection authenticated:%')
-        OR coalesce(j->>'state_code', '') LIKE '28%'
+        OR (j->>'error_severity' = 'FATAL' AND coalesce(j->>'state_code', '') LIKE '28%'
+            AND NOT j ? 'context')
 $$;
 
 -- Lines of one chunk of the log, parsed and kept when their user is a lease of this
