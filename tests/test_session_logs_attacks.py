@@ -144,6 +144,7 @@ def test_a_line_longer_than_a_chunk_seals_its_lease_as_incomplete(lc: LogsCluste
         assert said.exit_code == 0, said.output
         time.sleep(0.1)
     assert said.exit_code == 1 and "1 lease log line(s) too long to collect" in said.output, said.output
+    assert "did not parse" not in said.output   # a gap of a lease, not junk
     detail = sealed(lc, lease)
     assert detail["complete"] is False and detail["gaps"] == 1, detail
     entries = session_json(lc, lease)
