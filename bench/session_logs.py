@@ -7,6 +7,9 @@
   for being logged.
 * **Collector throughput**: one ``jit.collect_session_logs()`` pass over what each round
   wrote, in log lines read per second (every line of the file is parsed; the lease's are kept).
+* **A byte that is not UTF-8**: a pass over a file of N jsonlog lines with one such byte
+  (what a pre-authentication client can put in the log through its user name) against a pass
+  over the same file clean, same round, order alternating: the parsing is linear either way.
 
 Its own cluster (``logging_collector``, jsonlog, ``log_statement = none`` cluster-wide), so
 nothing else the bench does lands in the log it reads.
@@ -14,6 +17,7 @@ nothing else the bench does lands in the log it reads.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 
@@ -69,6 +73,40 @@ def _statements(conn: Conn, n: int) -> float:
     return time.perf_counter() - started
 
 
+def _synthetic_log(n: int, bad: bool) -> bytes:
+    """n jsonlog lines of no lease (parsed, none kept); the middle one's user has a byte that
+    is not UTF-8 when bad."""
+    lines = [(json.dumps({"timestamp": "2026-12-05 09:00:00.000 UTC", "user": "nobody", "pid": 1,
+                          "session_id": f"bench.{i}", "line_num": 1, "error_severity": "LOG",
+                          "message": f"statement: SELECT {i}"}) + "\n").encode() for i in range(n)]
+    if bad:
+        lines[n // 2] = lines[n // 2].replace(b"nobody", b"evil\xff\xfe\xc3")
+    return b"".join(lines)
+
+
+def _pass_over(cluster: Cluster, collector: Conn, name: str, content: bytes) -> float:
+    path = cluster.datadir / "log" / name
+    path.write_bytes(content)
+    try:
+        started = time.perf_counter()
+        collector.execute("SELECT jit.collect_session_logs()")
+        return time.perf_counter() - started
+    finally:
+        path.unlink()
+
+
+def bad_byte_seconds(cluster: Cluster, collector: Conn, rounds: int,
+                     n: int) -> tuple[list[float], list[float]]:
+    """Seconds of a collector pass over n lines with one byte that is not UTF-8, and clean."""
+    bad_s: list[float] = []
+    clean_s: list[float] = []
+    for r in range(rounds):
+        for bad in ((True, False) if r % 2 == 0 else (False, True)):
+            took = _pass_over(cluster, collector, f"zz-bench-{r}-{int(bad)}.json", _synthetic_log(n, bad))
+            (bad_s if bad else clean_s).append(took)
+    return bad_s, clean_s
+
+
 def session_logs_figures(rounds: int, statements: int = 10000) -> list[Figure]:
     cluster = start_cluster(settings=SETTINGS)
     try:
@@ -96,6 +134,7 @@ def session_logs_figures(rounds: int, statements: int = 10000) -> list[Figure]:
                 result = dict(row[0])  # type: ignore[call-overload]
                 lines_read.append(int(result["lines"]))
                 rates.append(int(result["lines"]) / took)
+            bad_s, clean_s = bad_byte_seconds(cluster, collector, rounds, 30000)
         ratios = per_round_ratios(logged_s, quiet_s)
         return [
             Figure(f"lease running {statements} statements, log_statements all / none", Summary.of(ratios),
@@ -104,6 +143,9 @@ def session_logs_figures(rounds: int, statements: int = 10000) -> list[Figure]:
             Figure("session log collector: log lines read per second", Summary.of(rates), "lines/s",
                    "measured (no target)", None, "python -m bench --only session_logs",
                    {"lines_per_pass": lines_read}),
+            Figure("collector pass over 30,000 lines with one byte that is not UTF-8 / clean",
+                   Summary.of(per_round_ratios(bad_s, clean_s)), "x", "measured (no target)", None,
+                   "python -m bench --only session_logs", {"bad_s": bad_s, "clean_s": clean_s}),
         ]
     finally:
         cluster.stop()

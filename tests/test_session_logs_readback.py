@@ -9,13 +9,15 @@ from typing import Any
 
 import psycopg
 
-from pgcli_jit.admin.sessions import entries, shown_statement, watch_loop
+from pgcli_jit.admin.sessions import attempt_entries, entries, gap_entries, shown_statement, watch_loop
+from pgcli_jit.server import statements
 
 AT = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
 
 
-def row(sid: str, n: int, message: str, severity: str = "LOG", detail: str | None = None) -> tuple[Any, ...]:
-    return (sid, n, AT, "app", "10.0.0.7", severity, "", message, detail)
+def row(sid: str, n: int, message: str, severity: str = "LOG", detail: str | None = None,
+        context: str | None = None) -> tuple[Any, ...]:
+    return (sid, n, AT, "app", "10.0.0.7", severity, "", message, detail, context)
 
 
 def test_each_duration_goes_to_the_statement_of_its_session() -> None:
@@ -37,6 +39,34 @@ def test_each_duration_goes_to_the_statement_of_its_session() -> None:
     assert found[0].text.endswith("from 10.0.0.7")
 
 
+def test_a_line_raised_from_plpgsql_is_a_message_never_a_statement() -> None:
+    raised = "PL/pgSQL function inline_code_block line 1 at RAISE"
+    found = entries([
+        row("a", 1, "statement: SELECT balance FROM accounts WHERE id = 2", context=raised),
+        row("a", 2, "duration: 0.001 ms", context=raised),
+        row("a", 3, 'fastpath function call: "query_to_xml" (OID 2924)'),
+        row("a", 4, "duration: 1.500 ms"),
+        row("a", 5, "AUDIT: SESSION,1,1,READ,SELECT,,,x,<not logged>", context=raised),
+        row("a", 6, "statement: SELECT 1", severity="WARNING"),
+    ])
+    # a raised "duration:" is a message too: it gives no statement a duration
+    assert [(e.kind, e.duration_ms) for e in found] == [
+        ("message", None), ("message", None), ("statement", 1.5), ("message", None)]
+    assert shown_statement(found[0]) == ("message from the lease: "
+                                         "statement: SELECT balance FROM accounts WHERE id = 2")
+    assert shown_statement(found[2]) == 'fastpath function call: "query_to_xml" (OID 2924)'
+
+
+def test_a_gap_and_a_failed_login_say_what_they_are() -> None:
+    [gap] = gap_entries([(None, "postgresql.json", 4096, 17_825_812)], AT)
+    assert gap.at == AT and gap.kind == "gap"
+    assert shown_statement(gap).startswith("NOT COLLECTED: a line of 17,825,812 bytes")
+    [tried] = attempt_entries([(AT, "10.0.0.9", "statement: DROP TABLE accounts", "FATAL",
+                                'password authentication failed for user "jit_x"', None)])
+    assert shown_statement(tried).startswith("failed login claiming this name, not the lease: password")
+    assert "10.0.0.9" in tried.text
+
+
 def test_a_statement_is_one_safe_line_and_a_long_one_is_cut() -> None:
     [hostile, long] = entries([row("a", 1, "statement: SELECT 'x\n\x1b[2J\u202e'"),
                                row("a", 2, "statement: SELECT '" + "y" * 5000 + "'")])
@@ -50,7 +80,9 @@ class FlakyConn:
         self.answers = answers
         self.closed = False
 
-    def execute(self, _query: str) -> FlakyConn:
+    def execute(self, query: str) -> FlakyConn:
+        if query == statements.COLLECT_TIMEOUT:
+            return self
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer

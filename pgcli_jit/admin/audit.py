@@ -155,6 +155,9 @@ def verify_session_logs(conn: Conn) -> None:
         click.echo(f"session log broken: {problem}", err=True)
         raise click.exceptions.Exit(1)
     click.echo(f"session logs intact: {checked} sealed lease(s)")
+    for lease_id, gaps in conn.execute(statements.SESSION_LOGS_INCOMPLETE).fetchall():
+        click.echo(f"lease {lease_id} was sealed incomplete: {gaps} line(s) too long to collect"
+                   f" (pgcli-jit-admin session {lease_id} shows where)")
 
 
 def verify_files(paths: list[Path]) -> None:

@@ -51,7 +51,10 @@ def profile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--log-statements", metavar="MODE",
                      help="What the server logs of each lease, set on its role where it cannot "
                           "unset it: all (default), mod, ddl, none, or pgaudit:CLASSES "
-                          "(e.g. pgaudit:read,write; pgaudit must be loaded)."),
+                          "(e.g. pgaudit:read,write; pgaudit must be loaded).  mod and ddl log "
+                          "top-level statements only: a write inside a DO block, a function or a "
+                          "writable CTE (WITH x AS (UPDATE ...) SELECT) leaves no line; use all "
+                          "or pgaudit:write,ddl where writes must be seen."),
         dsn_option,
     ]):
         fn = decorator(fn)
@@ -102,11 +105,21 @@ def describe_rules(conn: Conn, name: str) -> str:
     return "; ".join(parts)
 
 
+#: log_statement modes that log what a statement is at the top level, not what it does
+MISSES_WRITES = ("mod", "ddl")
+MISSES_WRITES_WARNING = (
+    "warning: log_statements {mode} logs top-level statements only: a lease's writes inside a DO"
+    " block, a function or a writable CTE leave no line in its session log; use all, or"
+    " pgaudit:write,ddl where pgaudit is loaded")
+
+
 def _set(conn: Conn, name: str, grants: tuple[str, ...], ttl: float | None, max_ttl: float | None,
          requesters: str | None, reason_required: bool | None, owner: str | None,
          description: str | None, approvers: str | None = None, approvals: int | None = None,
          approval_timeout: float | None = None, max_live: int | None = None,
          log_statements: str | None = None) -> None:
+    if log_statements in MISSES_WRITES:
+        click.echo(MISSES_WRITES_WARNING.format(mode=log_statements), err=True)
     conn.execute(statements.PROFILE_SET, (name, list(grants) or None, ttl, max_ttl, requesters,
                                           reason_required, owner, description, approvers, approvals,
                                           approval_timeout, max_live, log_statements))

@@ -34,8 +34,9 @@ from pgcli_jit.server import statements
 #: what a statement cell shows of a long statement (--json carries all of it)
 STATEMENT_WIDTH = 200
 _DURATION = re.compile(r"^duration: ([0-9.]+) ms")
-#: the log's message prefixes of what a lease ran: simple query, extended protocol, pgaudit
-_STATEMENT = re.compile(r"^(?:statement: |execute [^:]*: |AUDIT: )")
+#: the log's message prefixes of what a lease ran: simple query, extended protocol, pgaudit,
+#: a call over the function-call protocol (fastpath: the function's name, never its arguments)
+_STATEMENT = re.compile(r"^(?:statement: |execute [^:]*: |AUDIT: |fastpath function call: )")
 APPLICATION_NAME = "pgcli-jit-admin sessions collect"
 LIST_HEADERS = ("LEASE", "ROLE", "REQUESTER", "PROFILE", "FROM", "UNTIL", "ENDED", "LOGGED",
                 "STATEMENTS", "SEALED")
@@ -44,7 +45,9 @@ LIST_HEADERS = ("LEASE", "ROLE", "REQUESTER", "PROFILE", "FROM", "UNTIL", "ENDED
 @dataclass
 class Entry:
     """One thing a lease did, as its log says: a statement (with its duration when the
-    profile logs durations), a connection, a disconnection, or an error."""
+    profile logs durations), a connection, a disconnection, an error, or a message the lease
+    raised itself; or what the log says about the lease: a line too long to collect (gap), a
+    failed login that claimed its name."""
 
     at: datetime
     kind: str
@@ -61,18 +64,24 @@ class Entry:
 
 def entries(rows: Sequence[Sequence[Any]]) -> list[Entry]:
     """The lines of SESSION_LINES (log order) as entries: each ``duration:`` line is folded
-    into the statement of its session it follows (the server writes it right after)."""
+    into the statement of its session it follows (the server writes it right after).
+
+    A line with a context was raised from inside a function (PL/pgSQL's ``RAISE``), not
+    written by the server's statement logging, which never gives one: whatever its text
+    says, it is a message from the lease, not a statement."""
     out: list[Entry] = []
     last: dict[str, Entry] = {}
-    for session_id, line_num, at, _db, remote, severity, _ps, message, detail in rows:
+    for session_id, line_num, at, _db, remote, severity, _ps, message, detail, context in rows:
         text = str(message)
-        found = _DURATION.match(text)
+        found = _DURATION.match(text) if context is None else None
         if found:
             prior = last.get(session_id)
             if prior is not None and prior.kind == "statement" and prior.duration_ms is None:
                 prior.duration_ms = float(found.group(1))
             continue
-        if _STATEMENT.match(text):
+        if context is not None and severity not in ("ERROR", "FATAL", "PANIC"):
+            kind = "message"
+        elif _STATEMENT.match(text) and severity == "LOG":
             kind = "statement"
         elif text.startswith("connection authorized:"):
             kind, text = "connect", f"{text} from {remote or 'local socket'}"
@@ -88,9 +97,28 @@ def entries(rows: Sequence[Sequence[Any]]) -> list[Entry]:
     return out
 
 
+def gap_entries(rows: Sequence[Sequence[Any]], issued_at: datetime) -> list[Entry]:
+    """SESSION_GAPS as entries: where each line is that the collector could not read (a line
+    whose time could not be read is placed at the lease's start)."""
+    return [Entry(at or issued_at, "gap", f"a line of {n:,} bytes is not in this record (longer than "
+                                          f"the collector reads at once): {file} at byte {at_byte}")
+            for at, file, at_byte, n in rows]
+
+
+def attempt_entries(rows: Sequence[Sequence[Any]]) -> list[Entry]:
+    """SESSION_LOGIN_ATTEMPTS as entries: anyone may claim a name at login, so these are not
+    the lease's doing."""
+    return [Entry(at, "failed_login", f"{message} (from {remote or 'local socket'}, database {db!r})", detail)
+            for at, remote, db, _severity, message, detail in rows]
+
+
+_LABEL = {"error": "error: ", "message": "message from the lease: ", "gap": "NOT COLLECTED: ",
+          "failed_login": "failed login claiming this name, not the lease: "}
+
+
 def shown_statement(entry: Entry, width: int = STATEMENT_WIDTH) -> str:
     """The entry as one safe line: controls and newlines are ``?``, a long one is cut."""
-    text = entry.text if entry.kind != "error" else f"error: {entry.text}"
+    text = _LABEL.get(entry.kind, "") + entry.text
     if entry.detail:
         text += f" ({entry.detail})"
     safe = printable(text)
@@ -116,7 +144,12 @@ def session(lease: str, dsn: str, as_json: bool) -> None:
             raise JitError(f"no lease {printable(lease)}", "pgcli-jit-admin sessions lists them")
         header = dict(zip(names, row, strict=True))
         lines = conn.execute(statements.SESSION_LINES, (header["lease_id"],)).fetchall()
-    found = entries(lines)
+        gaps = gap_entries(conn.execute(statements.SESSION_GAPS, (header["lease_id"],)).fetchall(),
+                           header["issued_at"])
+        tried = attempt_entries(conn.execute(statements.SESSION_LOGIN_ATTEMPTS,
+                                             (header["lease_id"],)).fetchall())
+    header["gaps"], header["failed_logins"] = len(gaps), len(tried)
+    found = sorted(entries(lines) + gaps + tried, key=lambda e: e.at)
     if as_json:
         click.echo(json.dumps({"type": "lease", **header}, default=fmt._json_default))
         for entry in found:
@@ -140,6 +173,8 @@ def _header_text(h: dict[str, Any], n: int) -> str:
         ended = "live (or expired, not yet reaped)"
     sealed = (f"sealed into the audit chain at {fmt.local_time(h['sealed_at'])}" if h["sealed_at"]
               else "not sealed yet (sessions collect seals it once it has ended)")
+    if h.get("gaps"):
+        sealed += f"; INCOMPLETE: {h['gaps']} line(s) too long to collect (see NOT COLLECTED below)"
     rows = [("lease", f"{h['lease_id']} ({h['rolname']})"), ("requester", h["requester"]),
             ("profile", h["profile"]), ("reason", h["reason"] or "-"), ("approvals", approvals),
             ("from", fmt.local_time(h["issued_at"])), ("until", fmt.local_time(h["until"])),
@@ -187,12 +222,13 @@ def collect(dsn: str, watch: bool, every: str) -> None:
     """Collect the server's log into jit_data.session_log and seal ended leases.
 
     Needs a login in jit_collector (or jit_admin).  Without --watch: one pass; exit 1 when
-    the log could not be read or a line did not parse (both are said, on stderr)."""
+    the log could not be read, a line did not parse or a lease's line was too long to collect
+    (each is said, on stderr)."""
     if not watch:
         with connect(dsn, APPLICATION_NAME) as conn:
             result = one_pass(conn)
         _report(result, click.echo)
-        if result.get("problem") or result.get("unparsed"):
+        if result.get("problem") or result.get("unparsed") or result.get("gaps"):
             raise click.exceptions.Exit(1)
         return
     check_dsn(dsn)
@@ -210,6 +246,7 @@ def collect(dsn: str, watch: bool, every: str) -> None:
 
 
 def one_pass(conn: Conn) -> dict[str, Any]:
+    conn.execute(statements.COLLECT_TIMEOUT)
     row = conn.execute(statements.COLLECT_SESSION_LOGS).fetchone()
     assert row is not None
     return dict(row[0])
@@ -225,9 +262,15 @@ def _report(result: dict[str, Any], say: Callable[..., None], quiet: bool = Fals
     if result.get("unparsed"):
         say(f"{result['unparsed']} log line(s) did not parse as JSON: is log_destination jsonlog?",
             err=True)
-    if quiet and not (result.get("kept") or result.get("sealed") or result.get("late")):
+    if result.get("gaps"):
+        say(f"{result['gaps']} lease log line(s) too long to collect: their leases are sealed as "
+            "incomplete (pgcli-jit-admin session LEASE shows where each line is)", err=True)
+    if quiet and not (result.get("kept") or result.get("sealed") or result.get("late")
+                      or result.get("login_attempts")):
         return
     late = f", {result['late']} late (their lease was sealed)" if result.get("late") else ""
+    if result.get("login_attempts"):
+        late += f", {result['login_attempts']} failed login line(s) claiming a lease's name (kept apart)"
     say(f"read {result.get('lines', 0)} line(s) from {result.get('files', 0)} file(s): "
         f"kept {result.get('kept', 0)}, sealed {result.get('sealed', 0)} lease(s){late}")
 

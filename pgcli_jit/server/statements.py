@@ -441,6 +441,9 @@ MISSING_ROLES = ("SELECT r FROM unnest(%s::text[]) AS r"
 #: one collector pass: read the server's jsonlog from where the last stopped, keep the leases'
 #: lines, seal the ended ones into the audit chain; a jsonb summary
 COLLECT_SESSION_LOGS = "SELECT jit.collect_session_logs()"
+#: what the collector's connection allows one pass, whatever the log holds: the function
+#: itself stops taking chunks after 60 s, so this is only ever reached by a fault
+COLLECT_TIMEOUT = "SET statement_timeout = '5min'"
 #: every sealed lease whose collected lines no longer match its 'session' audit row
 SESSION_LOG_VERIFY = "SELECT sessions_checked, bad_lease, problem FROM jit.session_log_verify()"
 #: the sealed leases that ended before a time, each line with its lease's seal, in digest order
@@ -455,8 +458,10 @@ SESSION_LOG_ARCHIVE = "SELECT jit.session_log_archive(%s, %s, %s)"
 SESSIONS = """
 SELECT l.id AS lease_id, l.rolname, l.requester, l.profile, l.reason, l.issued_at,
        coalesce(l.ended_at, l.expires_at) AS until, l.end_event, l.log_statements,
-       (SELECT count(*) FROM jit_data.session_log s WHERE s.lease_id = l.id
-           AND (s.message LIKE 'statement: %%' OR s.message LIKE 'execute %%' OR s.message LIKE 'AUDIT: %%'))
+       (SELECT count(*) FROM jit_data.session_log s WHERE s.lease_id = l.id AND s.context IS NULL
+           AND s.severity = 'LOG'
+           AND (s.message LIKE 'statement: %%' OR s.message LIKE 'execute %%' OR s.message LIKE 'AUDIT: %%'
+                OR s.message LIKE 'fastpath function call: %%'))
            AS statements,
        (SELECT count(*) FROM jit_data.session_log s WHERE s.lease_id = l.id) AS lines,
        l.log_sealed_at AS sealed_at
@@ -479,7 +484,22 @@ SELECT l.id AS lease_id, l.rolname, l.requester, l.profile, l.reason, l.issued_a
 """
 #: a lease's collected lines in log order
 SESSION_LINES = """
-SELECT session_id, line_num, logged_at, dbname, remote, severity, ps, message, detail
+SELECT session_id, line_num, logged_at, dbname, remote, severity, ps, message, detail, context
   FROM jit_data.session_log WHERE lease_id = %s
  ORDER BY logged_at, session_id, line_num
+"""
+#: a lease's lines the collector could not read (longer than one read of the log)
+SESSION_GAPS = """
+SELECT logged_at, file, at_byte, bytes FROM jit_data.session_log_gaps WHERE lease_id = %s
+ ORDER BY logged_at NULLS LAST, file, at_byte
+"""
+#: failed logins (lines from before authentication) that claimed a lease's name
+SESSION_LOGIN_ATTEMPTS = """
+SELECT logged_at, remote, dbname, severity, message, detail FROM jit_data.login_attempts WHERE lease_id = %s
+ ORDER BY logged_at, session_id, line_num
+"""
+#: sealed leases whose seal says lines are missing: ``audit --verify`` names them
+SESSION_LOGS_INCOMPLETE = """
+SELECT (detail->>'lease_id')::bigint, (detail->>'gaps')::bigint FROM jit_data.audit
+ WHERE event = 'session' AND detail->>'complete' = 'false' ORDER BY id
 """

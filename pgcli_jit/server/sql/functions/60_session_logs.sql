@@ -21,6 +21,10 @@ GRANT SET ON PARAMETER "pgaudit.log" TO jit_owner;
 
 SET LOCAL ROLE jit_owner;
 
+-- what the collector read chunks with before it parsed them in one linear pass
+DROP FUNCTION IF EXISTS jit._collect_text(text, text);
+DROP FUNCTION IF EXISTS jit._lines_text(bytea);
+
 -- The one word a requester is shown for a profile's logging ('' when nothing is set).
 CREATE OR REPLACE FUNCTION jit._logging_word(mode text) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -73,11 +77,49 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
--- One collected line as it is hashed: independent of TimeZone and column order.
+-- One line of the log, as bytes, as JSON; NULL for a line that is not UTF-8 or not JSON.
+CREATE OR REPLACE FUNCTION jit._log_json_bytes(line bytea) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN convert_from(line, 'UTF8')::jsonb;
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
+END
+$$;
+
+-- Each line of b (whole lines) as JSON, NULL for a line that is not.  Linear in the size of
+-- b whatever it holds: a line with a byte that is not UTF-8 (a pre-authentication client
+-- can put one in its user name) must not make a pass slower than a clean one.  A clean chunk
+-- is converted at once; otherwise encode(b, 'escape') writes every byte that is not ASCII as
+-- \nnn and leaves each newline as it is, so the chunk splits into its lines in one scan and
+-- each line is decoded back and checked on its own.
+CREATE OR REPLACE FUNCTION jit._chunk_json(b bytea) RETURNS SETOF jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t text;
+BEGIN
+    BEGIN
+        t := convert_from(b, 'UTF8');
+    EXCEPTION WHEN OTHERS THEN
+        t := NULL;
+    END;
+    IF t IS NOT NULL THEN
+        RETURN QUERY SELECT jit._log_json(x) FROM string_to_table(t, E'\n') x WHERE x <> '';
+    ELSE
+        RETURN QUERY SELECT jit._log_json_bytes(decode(x, 'escape'))
+                       FROM string_to_table(encode(b, 'escape'), E'\n') x WHERE x <> '';
+    END IF;
+END
+$$;
+
+-- One collected line as it is hashed: independent of TimeZone and column order.  The
+-- context joins the hashed text only when there is one, so seals made before it was
+-- collected still verify.
 CREATE OR REPLACE FUNCTION jit._session_line_text(s jit_data.session_log) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT jsonb_build_array(s.session_id, s.line_num, s.lease_id, s.rolname, jit._ts(s.logged_at),
-                             s.dbname, s.pid, s.remote, s.severity, s.ps, s.message, s.detail)::text
+    SELECT (jsonb_build_array(s.session_id, s.line_num, s.lease_id, s.rolname, jit._ts(s.logged_at),
+                              s.dbname, s.pid, s.remote, s.severity, s.ps, s.message, s.detail)
+            || CASE WHEN s.context IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(s.context) END)::text
 $$;
 
 -- A lease's collected lines: how many, and the SHA-256 of their texts in log order.
@@ -90,45 +132,84 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
       FROM jit_data.session_log s WHERE s.lease_id = p_lease_id
 $$;
 
+-- Whether a log line was written before its login was authenticated: the server's process
+-- title is 'authentication' until it has said 'connection authenticated' and 'connection
+-- authorized' (with log_connections), and a refused login's FATAL carries an SQLSTATE of
+-- class 28 and no context.  No client chooses that title (a lease's own lines carry its
+-- command tag), and a logged-in lease can raise no FATAL (only ERROR, with a context), so a
+-- failed login that claims a lease's name is told apart from the lease, whatever database
+-- name or text it sent, and a lease cannot move its own lines out of its record.
+CREATE OR REPLACE FUNCTION jit._before_login(j jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (j->>'ps' = 'authentication'
+            AND coalesce(j->>'message', '') NOT LIKE 'connection authorized:%'
+            AND coalesce(j->>'message', '') NOT LIKE 'connection authenticated:%')
+        OR (j->>'error_severity' = 'FATAL' AND coalesce(j->>'state_code', '') LIKE '28%'
+            AND NOT j ? 'context')
+$$;
+
 -- Lines of one chunk of the log, parsed and kept when their user is a lease of this
--- database not yet sealed.  The user field is what the server authenticated: nothing a lease
--- sends (application_name, statement text; jsonlog escapes every newline) can put a line
--- under another name.  Returns (lines, unparsed, kept, late).
-CREATE OR REPLACE FUNCTION jit._collect_text(p_file text, t text,
-    OUT lines bigint, OUT unparsed bigint, OUT kept bigint, OUT late bigint)
+-- database: a lease's own lines (once it has logged in) while it is not sealed yet, in
+-- session_log; lines from before a login was authenticated apart, in login_attempts.  The
+-- user field is what the server was told at login and, once logged in, authenticated:
+-- nothing a lease sends (application_name, statement text; jsonlog escapes every newline)
+-- can put a line under another name.  Returns (lines, unparsed, kept, late, attempts).
+CREATE OR REPLACE FUNCTION jit._collect_chunk(p_file text, b bytea,
+    OUT lines bigint, OUT unparsed bigint, OUT kept bigint, OUT late bigint, OUT attempts bigint)
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     WITH parsed AS MATERIALIZED (
-        SELECT jit._log_json(x) AS j FROM string_to_table(t, E'\n') x WHERE x <> ''
-    ), mine AS MATERIALIZED (
-        SELECT p.j, l.id, l.rolname, l.log_sealed_at
+        SELECT j FROM jit._chunk_json(b) j
+    ), claimed AS MATERIALIZED (
+        SELECT p.j, l.id, l.rolname, l.log_sealed_at, jit._before_login(p.j) AS before_login
           FROM parsed p JOIN jit_data.leases l ON l.rolname = p.j->>'user' AND l.dbid = jit._mydb()
          WHERE p.j ? 'session_id' AND p.j ? 'line_num' AND p.j ? 'timestamp'
     ), ins AS (
         INSERT INTO jit_data.session_log (session_id, line_num, lease_id, rolname, logged_at, dbname,
-                                          pid, remote, severity, ps, message, detail, file)
+                                          pid, remote, severity, ps, message, detail, file, context)
         SELECT m.j->>'session_id', (m.j->>'line_num')::bigint, m.id, m.rolname,
                (m.j->>'timestamp')::timestamptz, m.j->>'dbname', (m.j->>'pid')::int,
                m.j->>'remote_host', m.j->>'error_severity', m.j->>'ps',
+               coalesce(m.j->>'message', ''), m.j->>'detail', p_file, m.j->>'context'
+          FROM claimed m WHERE m.log_sealed_at IS NULL AND NOT m.before_login
+        ON CONFLICT (session_id, line_num) DO NOTHING
+        RETURNING 1
+    ), tried AS (
+        INSERT INTO jit_data.login_attempts (session_id, line_num, lease_id, rolname, logged_at, dbname,
+                                             pid, remote, severity, state_code, message, detail, file)
+        SELECT m.j->>'session_id', (m.j->>'line_num')::bigint, m.id, m.rolname,
+               (m.j->>'timestamp')::timestamptz, m.j->>'dbname', (m.j->>'pid')::int,
+               m.j->>'remote_host', m.j->>'error_severity', m.j->>'state_code',
                coalesce(m.j->>'message', ''), m.j->>'detail', p_file
-          FROM mine m WHERE m.log_sealed_at IS NULL
+          FROM claimed m WHERE m.before_login
         ON CONFLICT (session_id, line_num) DO NOTHING
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM parsed), (SELECT count(*) FROM parsed WHERE j IS NULL),
            (SELECT count(*) FROM ins),
-           (SELECT count(*) FROM mine m WHERE m.log_sealed_at IS NOT NULL
+           (SELECT count(*) FROM claimed m WHERE m.log_sealed_at IS NOT NULL AND NOT m.before_login
                AND NOT EXISTS (SELECT FROM jit_data.session_log s
                                 WHERE s.session_id = m.j->>'session_id'
-                                  AND s.line_num = (m.j->>'line_num')::bigint))
+                                  AND s.line_num = (m.j->>'line_num')::bigint)),
+           (SELECT count(*) FROM tried)
 $$;
 
--- The byte after the last newline of b (0: there is none).
+-- The byte after the last newline of b (0: there is none).  position() scans in C; only
+-- the last block that holds a newline is walked byte by byte.
 CREATE OR REPLACE FUNCTION jit._whole_lines(b bytea) RETURNS integer
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    i integer := length(b) - 1;
+    block constant integer := 65536;
+    start integer := greatest(length(b) - block, 0);
+    i integer;
 BEGIN
-    WHILE i >= 0 LOOP
+    IF position('\x0a'::bytea IN b) = 0 THEN
+        RETURN 0;
+    END IF;
+    WHILE position('\x0a'::bytea IN substr(b, start + 1, block)) = 0 LOOP
+        start := greatest(start - block, 0);
+    END LOOP;
+    i := least(start + block, length(b)) - 1;
+    WHILE i >= start LOOP
         IF get_byte(b, i) = 10 THEN
             RETURN i + 1;
         END IF;
@@ -138,38 +219,47 @@ BEGIN
 END
 $$;
 
--- Whole lines of b as text; a line that is not valid UTF-8 becomes '' (and is counted by
--- the caller as unparsed through the '!' placeholder).
-CREATE OR REPLACE FUNCTION jit._lines_text(b bytea) RETURNS text
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+-- A field of a jsonlog line read from its first bytes only (the line is too long to read
+-- whole): the server writes timestamp, user, dbname, pid, remote_host, session_id and
+-- line_num before any text a client chose, so the first match is the field.  NULL: absent.
+CREATE OR REPLACE FUNCTION jit._head_field(head text, field text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(('"' || (regexp_match(head, '"' || field || '":"((?:[^"\\]|\\.)*)"'))[1] || '"')::jsonb #>> '{}',
+                    (regexp_match(head, '"' || field || '":([0-9]+)[,}]'))[1])
+$$;
+
+-- A line of n bytes longer than one read of the log, starting at byte at_byte of p_file,
+-- whose first bytes are head: when its user is a lease of this database not sealed yet, it
+-- is recorded as a gap in that lease's log (sealed as incomplete).  Returns 1 when recorded,
+-- 2 when the lease is sealed already (a late line), 0 when it is no lease's.
+CREATE OR REPLACE FUNCTION jit._note_gap(p_file text, at_byte bigint, n bigint, head bytea) RETURNS integer
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    out text := '';
-    pos integer := 1;
-    nl integer;
+    h text := encode(head, 'escape');
+    who text := jit._head_field(h, 'user');
+    l jit_data.leases;
 BEGIN
-    BEGIN
-        RETURN convert_from(b, 'UTF8');
-    EXCEPTION WHEN OTHERS THEN
-        NULL;   -- one line is not UTF-8: go line by line
-    END;
-    LOOP
-        nl := position('\x0a'::bytea IN substr(b, pos));
-        EXIT WHEN nl = 0;
-        BEGIN
-            out := out || convert_from(substr(b, pos, nl), 'UTF8');
-        EXCEPTION WHEN OTHERS THEN
-            out := out || E'!\n';   -- not JSON: counted as unparsed
-        END;
-        pos := pos + nl;
-    END LOOP;
-    RETURN out;
+    SELECT * INTO l FROM jit_data.leases x WHERE x.rolname = who AND x.dbid = jit._mydb();
+    IF NOT FOUND THEN
+        RETURN 0;
+    ELSIF l.log_sealed_at IS NOT NULL THEN
+        RETURN 2;   -- late: counted as such
+    END IF;
+    INSERT INTO jit_data.session_log_gaps (file, at_byte, bytes, session_id, line_num, lease_id, rolname,
+                                           logged_at)
+    VALUES (p_file, at_byte, n, jit._head_field(h, 'session_id'),
+            jit._head_field(h, 'line_num')::bigint, l.id, l.rolname,
+            jit._head_field(h, 'timestamp')::timestamptz)
+    ON CONFLICT DO NOTHING;
+    RETURN 1;
 END
 $$;
 
 -- Read the server's jsonlog files from where the last pass stopped, keep the lines of this
 -- database's leases, and seal each lease that has ended (its role gone or its sessions over
 -- for seal_after) into the audit chain: one 'session' row with the count and digest of its
--- lines.  A rotated file is read to its end before the next; a file that shrank (reused
+-- lines, and how many of its lines were too long to read (gaps: 'complete' is false when
+-- there is one).  A rotated file is read to its end before the next; a file that shrank (reused
 -- after rotation) is read again from the start, and (session_id, line_num) keeps a line
 -- from being stored twice.  One collector at a time: a second call waits for none and
 -- returns {"busy": true}.
@@ -190,10 +280,19 @@ DECLARE
     n_kept bigint := 0;
     n_late bigint := 0;
     file_unparsed bigint;
+    n_gaps bigint := 0;
+    n_attempts bigint := 0;
+    line_start bigint;
+    head bytea;
+    nl integer;
+    -- a pass stops taking new chunks after this (each chunk's parsing is linear): the next
+    -- pass goes on from there, and nothing is sealed before a pass has read to the end
+    deadline timestamptz := clock_timestamp() + interval '60 seconds';
     caught_up boolean := true;
     l jit_data.leases;
     d record;
     sealed integer := 0;
+    gaps bigint;
     problem text;
 BEGIN
     IF NOT (pg_has_role(session_user, 'jit_collector', 'MEMBER')
@@ -220,7 +319,7 @@ BEGIN
             pos := coalesce(pos, 0);
             file_unparsed := 0;
             WHILE pos < f.size LOOP
-                IF budget <= 0 THEN
+                IF budget <= 0 OR clock_timestamp() > deadline THEN
                     caught_up := false;
                     EXIT;
                 END IF;
@@ -232,14 +331,33 @@ BEGIN
                     IF length(chunk) < 16777216 THEN
                         EXIT;   -- a line still being written: the next pass reads it whole
                     END IF;
-                    -- a line longer than a chunk: counted as unparsed, and skipped to its end
-                    n_unparsed := n_unparsed + 1;
-                    file_unparsed := file_unparsed + 1;
+                    -- a line longer than a chunk: found its end, and recorded as a gap in its
+                    -- lease's log (never skipped silently); still being written: next pass
+                    line_start := pos;
+                    head := substr(chunk, 1, 65536);
                     pos := pos + length(chunk);
-                    budget := budget - length(chunk);
+                    LOOP
+                        chunk := jit_data._read_log(f.name, pos, 16777216);
+                        nl := position('\x0a'::bytea IN chunk);
+                        EXIT WHEN nl > 0 OR length(chunk) = 0;
+                        pos := pos + length(chunk);
+                    END LOOP;
+                    IF nl = 0 THEN
+                        pos := line_start;
+                        EXIT;
+                    END IF;
+                    pos := pos + nl;
+                    budget := budget - (pos - line_start);
+                    CASE jit._note_gap(f.name, line_start, pos - line_start, head)
+                        WHEN 1 THEN n_gaps := n_gaps + 1;
+                        WHEN 2 THEN n_late := n_late + 1;
+                        ELSE NULL;
+                    END CASE;
+                    n_lines := n_lines + 1;
                     CONTINUE;
                 END IF;
-                SELECT * INTO got FROM jit._collect_text(f.name, jit._lines_text(substr(chunk, 1, whole)));
+                SELECT * INTO got FROM jit._collect_chunk(f.name, substr(chunk, 1, whole));
+                n_attempts := n_attempts + got.attempts;
                 n_lines := n_lines + got.lines;
                 n_unparsed := n_unparsed + got.unparsed;
                 file_unparsed := file_unparsed + got.unparsed;
@@ -283,15 +401,18 @@ BEGIN
                     AND NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.usesysid = x.role_oid)
                   ORDER BY x.id FOR UPDATE SKIP LOCKED LOOP
             SELECT * INTO d FROM jit._session_digest(l.id);
+            SELECT count(*) INTO gaps FROM jit_data.session_log_gaps g WHERE g.lease_id = l.id;
             PERFORM jit._audit('session', l.profile, l.rolname, l.requester, NULL, NULL,
                                jsonb_build_object('lease_id', l.id, 'lines', d.lines, 'digest', d.digest,
-                                                  'log_statements', l.log_statements));
+                                                  'log_statements', l.log_statements,
+                                                  'gaps', gaps, 'complete', gaps = 0));
             UPDATE jit_data.leases SET log_sealed_at = jit._clock() WHERE id = l.id;
             sealed := sealed + 1;
         END LOOP;
     END IF;
     RETURN jsonb_build_object('files', n_files, 'lines', n_lines, 'unparsed', n_unparsed,
                               'kept', n_kept, 'late', n_late, 'sealed', sealed,
+                              'gaps', n_gaps, 'login_attempts', n_attempts,
                               'caught_up', caught_up, 'problem', problem);
 END
 $$;
@@ -310,7 +431,7 @@ BEGIN
     PERFORM jit._require_admin();
     sessions_checked := 0;
     FOR a IN SELECT (x.detail->>'lease_id')::bigint AS lease_id, (x.detail->>'lines')::bigint AS lines,
-                    x.detail->>'digest' AS digest, x.id
+                    x.detail->>'digest' AS digest, x.id, coalesce((x.detail->>'gaps')::bigint, 0) AS gaps
                FROM jit_data.audit x WHERE x.event = 'session' ORDER BY x.id LOOP
         sessions_checked := sessions_checked + 1;
         SELECT * INTO d FROM jit._session_digest(a.lease_id);
@@ -332,6 +453,13 @@ BEGIN
                               CASE WHEN d.lines = a.lines THEN ': a line was edited'
                                    WHEN d.lines > a.lines THEN ': a line was added'
                                    ELSE ': a line was deleted' END);
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        IF (SELECT count(*) FROM jit_data.session_log_gaps g WHERE g.lease_id = a.lease_id) <> a.gaps THEN
+            bad_lease := a.lease_id;
+            problem := format('lease %s: its record of lines too long to collect no longer matches its seal (audit row %s)',
+                              a.lease_id, a.id);
             RETURN NEXT;
             RETURN;
         END IF;
