@@ -156,3 +156,29 @@ def test_only_an_archiver_removes_lines_and_the_table_stays_append_only(
     with lc.login(OPERATOR) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute("SELECT jit.session_log_archive(ARRAY[1]::bigint[], ARRAY['x'],"
                      " now() - interval '30 days')")
+
+
+RAISED = "PL/pgSQL function inline_code_block line 1 at RAISE"
+
+
+def test_a_line_raised_inside_a_function_keeps_its_context_in_the_archive(tmp_path: Path) -> None:
+    """The server hashes a line's context only when it has one (a message a lease raised
+    inside a function): such lines are archived with it, verify, and an edit to it is caught."""
+    from pgcli_jit.admin import session_archive as sa
+
+    plain = json.dumps(["s.1", 1, 7, "jit_x", "2026-01-01T00:00:00.000000Z", "app", 1, None, "LOG",
+                        "idle", "statement: DO $$ ... $$", None])
+    raised = json.dumps(["s.1", 2, 7, "jit_x", "2026-01-01T00:00:00.000000Z", "app", 1, None, "LOG",
+                         "DO", "statement: SELECT 1", None, RAISED])
+    hashed = [plain, raised]
+    rows = [(7, "jit_x", "alice", "read", 99, 2, sa.digest_of(hashed), h) for h in hashed]
+    path = tmp_path / "a.jsonl"
+    found = sa.write(path, sa.header(database="app", before="x"), sa.records(rows))
+    assert found is not None and found.lines == 2
+    assert sa.verify(path).lines == 2
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r.get("context") for r in records if r.get("type") == "line"] == [None, RAISED]
+    broken = tmp_path / "b.jsonl"
+    broken.write_text(path.read_text().replace('"context": "PL/pgSQL', '"context": "PL/pgSQL edited', 1))
+    with pytest.raises(sa.SessionArchiveError, match="the line was edited"):
+        sa.verify(broken)

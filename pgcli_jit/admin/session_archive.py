@@ -29,6 +29,8 @@ VERSION = 1
 #: a line's fields, in the order of the array the server hashes (jit._session_line_text)
 FIELDS = ("session_id", "line_num", "lease_id", "rolname", "logged_at", "dbname", "pid", "remote",
           "severity", "ps", "message", "detail")
+#: the one field the server hashes only when a line has it (a message raised inside a function)
+CONTEXT = "context"
 
 
 class SessionArchiveError(JitError):
@@ -61,7 +63,19 @@ def records(rows: Iterable[Sequence[Any]]) -> Iterator[dict[str, Any]]:
             current = lease_id
             yield {"type": "lease", "lease_id": lease_id, "rolname": rolname, "requester": requester,
                    "profile": profile, "seal_audit_id": seal_id, "lines": lines, "digest": digest}
-        yield {"type": "line", **dict(zip(FIELDS, json.loads(hashed), strict=True)), "hashed": hashed}
+        yield {"type": "line", **_fields(json.loads(hashed)), "hashed": hashed}
+
+
+def _fields(values: list[Any]) -> dict[str, Any]:
+    """A hashed line's values by name: the fixed fields, and its context when it has one."""
+    names = FIELDS if len(values) == len(FIELDS) else (*FIELDS, CONTEXT)
+    return dict(zip(names, values, strict=True))
+
+
+def _values(obj: dict[str, Any]) -> list[Any]:
+    """What the server hashed for a line record: the same fields, in the same order."""
+    values = [obj.get(name) for name in FIELDS]
+    return [*values, obj[CONTEXT]] if CONTEXT in obj else values
 
 
 def digest_of(texts: Sequence[str]) -> str:
@@ -167,7 +181,7 @@ def _check_line(path: Path, number: int, obj: dict[str, Any], lease_id: object) 
         values = json.loads(hashed)
     except ValueError:
         values = None
-    if values != [obj.get(name) for name in FIELDS]:
+    if values != _values(obj):
         raise SessionArchiveError(path, number, "has fields other than the text its seal covers: "
                                                 "the line was edited")
     if obj.get("lease_id") != lease_id:
