@@ -101,4 +101,83 @@ BEGIN
 END
 $$;
 
+-- What a lease created, back with the lease's role wherever its owner is now, before the
+-- lease's end hands it over disarmed or drops it (jit._finish).  Ownership can leave the
+-- lease's role without any event trigger firing: REASSIGN OWNED BY CURRENT_USER TO a grant
+-- role needs only the grant role's privileges (INHERIT; SET FALSE does not stop it), and
+-- fires none.  So the lease's end does not trust where an object's owner says it is: every
+-- object the lease's own record (jit_data.lease_objects) says it created and that still
+-- exists is given back to the lease's role.  jit_owner acts as the current owner by ADMIN
+-- OPTION (a grant role's, jit_lease's, the database role's), for this transaction only; an
+-- owner it cannot act as stops the lease's drop, and the error names the object.  Tables
+-- come first: a sequence a column owns follows its table.  Returns how many were moved.
+CREATE OR REPLACE FUNCTION jit._reclaim_created(l jit_data.leases) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    o record;
+    now_owner oid;
+    borrowed oid[] := '{}';
+    r oid;
+    n integer := 0;
+    with_opts text := CASE WHEN current_setting('server_version_num')::int >= 160000
+                           THEN ' WITH INHERIT TRUE' ELSE '' END;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE oid = l.role_oid) THEN
+        RETURN 0;
+    END IF;
+    FOR o IN SELECT x.classid, x.objid, i.type, i.identity
+               FROM (SELECT DISTINCT y.classid, y.objid FROM jit_data.lease_objects y
+                      WHERE y.lease_id = l.id AND y.command LIKE 'CREATE%'
+                        AND y.classid IS NOT NULL AND y.objid IS NOT NULL) x
+               CROSS JOIN LATERAL pg_identify_object(x.classid, x.objid, 0) i
+              WHERE i.identity IS NOT NULL
+              ORDER BY i.type NOT IN ('table', 'foreign table'), x.classid, x.objid LOOP
+        now_owner := NULL;
+        SELECT d.refobjid INTO now_owner FROM pg_shdepend d
+         WHERE d.dbid = jit._mydb() AND d.classid = o.classid AND d.objid = o.objid
+           AND d.objsubid = 0 AND d.deptype = 'o';
+        CONTINUE WHEN now_owner IS NULL OR now_owner = l.role_oid;
+        -- jit_owner created the role, so may join it (16+: its implicit grant is ADMIN alone,
+        -- and ALTER ... OWNER TO needs SET on the new owner)
+        EXECUTE format('GRANT %I TO %I', l.rolname, current_user);
+        IF NOT pg_has_role(current_user, now_owner, 'USAGE') THEN
+            IF NOT EXISTS (SELECT FROM pg_auth_members m
+                            WHERE m.roleid = now_owner AND m.member = jit._role_oid(current_user)
+                              AND m.admin_option) THEN
+                RAISE EXCEPTION '% that lease % created now belongs to %, which the broker cannot act as',
+                                o.identity, l.rolname, now_owner::regrole
+                    USING ERRCODE = 'insufficient_privilege',
+                          HINT = format('as a superuser: ALTER ... OWNER TO %I (or drop it); the reaper then drops the lease', l.rolname);
+            END IF;
+            EXECUTE format('GRANT %s TO %I', now_owner::regrole, current_user) || with_opts;
+            borrowed := borrowed || now_owner;
+        END IF;
+        EXECUTE format('ALTER %s %s OWNER TO %I',
+                       CASE o.type WHEN 'statistics object' THEN 'STATISTICS'
+                                   WHEN 'composite type' THEN 'TYPE' ELSE upper(o.type) END,
+                       o.identity, l.rolname);
+        n := n + 1;
+    END LOOP;
+    -- large objects: made by a function (lo_create, lo_from_bytea, lo_import), they fire no
+    -- event trigger and are in no record; a grant role may own none (jit._grant_problem), so
+    -- one a grant role of this lease owns now was given to it by a lease holding that role
+    FOR o IN SELECT m.oid AS objid, m.lomowner FROM pg_largeobject_metadata m
+              WHERE m.lomowner IN (SELECT g.roleid FROM pg_auth_members g WHERE g.member = l.role_oid)
+                AND m.lomowner NOT IN (jit._role_oid('jit_lease'),
+                                       jit._role_oid((SELECT db_role FROM jit_data.install))) LOOP
+        EXECUTE format('GRANT %I TO %I', l.rolname, current_user);
+        IF NOT pg_has_role(current_user, o.lomowner, 'USAGE') THEN
+            EXECUTE format('GRANT %s TO %I', o.lomowner::regrole, current_user) || with_opts;
+            borrowed := borrowed || o.lomowner;
+        END IF;
+        EXECUTE format('ALTER LARGE OBJECT %s OWNER TO %I', o.objid, l.rolname);
+        n := n + 1;
+    END LOOP;
+    FOREACH r IN ARRAY ARRAY(SELECT DISTINCT b FROM unnest(borrowed) b) LOOP
+        EXECUTE format('REVOKE %s FROM %I', r::regrole, current_user);
+    END LOOP;
+    RETURN n;
+END
+$$;
+
 RESET ROLE;
