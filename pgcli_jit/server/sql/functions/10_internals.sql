@@ -586,6 +586,7 @@ BEGIN
                          WHERE c.relowner = l.role_oid LOOP
             EXECUTE format('DROP POLICY %I ON %s', obj, rel);
         END LOOP;
+        PERFORM jit._disarm_expressions(l);   -- defaults, checks, generated columns, ...
         -- privileges the lease granted on what it made go with it: only the owner role's remain
         FOR obj IN SELECT c.oid::regclass::text FROM pg_class c
                     WHERE c.relowner = l.role_oid AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') LOOP

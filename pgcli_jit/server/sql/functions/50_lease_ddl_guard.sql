@@ -180,4 +180,83 @@ BEGIN
 END
 $$;
 
+-- What a lease leaves for its profile's owner role, with no expression left that runs as
+-- whoever touches it.  A column default, a CHECK constraint, a generated column, an index's
+-- expression or predicate, an exclusion constraint's expressions, a statistics object's
+-- expressions and a domain's default and constraints are evaluated by whoever writes the
+-- row (a superuser's INSERT read a server file through a default; a CHECK set
+-- log_statement = none in the superuser's session) or, on VACUUM, ANALYZE and REINDEX, as
+-- the owner role.  The handover keeps the data and the shape, and removes every one of
+-- them: defaults (but a plain nextval() of a sequence, which a serial column needs) and
+-- CHECK constraints are dropped; a stored generated column keeps its values as a plain
+-- column (DROP EXPRESSION), a virtual one (18), which has no values of its own, is dropped;
+-- expression and partial indexes and the constraints they back are dropped; statistics on
+-- expressions are dropped.  Triggers, rules and policies are dropped by jit._finish.
+CREATE OR REPLACE FUNCTION jit._disarm_expressions(l jit_data.leases) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    o record;
+    n integer := 0;
+BEGIN
+    -- constraints first: an exclusion constraint owns its index, a CHECK may name a column
+    FOR o IN SELECT c.conname, c.conrelid::regclass::text AS rel, c.contypid
+               FROM pg_constraint c
+               LEFT JOIN pg_class t ON t.oid = c.conrelid
+               LEFT JOIN pg_type d ON d.oid = c.contypid
+               LEFT JOIN pg_index i ON i.indexrelid = c.conindid
+              WHERE (t.relowner = l.role_oid OR d.typowner = l.role_oid)
+                AND (c.contype = 'c'
+                     OR (c.contype IN ('x', 'u', 'p')
+                         AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL OR c.contype = 'x')))
+              ORDER BY c.contype DESC LOOP
+        IF o.contypid <> 0 THEN
+            EXECUTE format('ALTER DOMAIN %s DROP CONSTRAINT %I', o.contypid::regtype, o.conname);
+        ELSE
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', o.rel, o.conname);
+        END IF;
+        n := n + 1;
+    END LOOP;
+    FOR o IN SELECT i.indexrelid::regclass::text AS idx
+               FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
+              WHERE t.relowner = l.role_oid AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)
+                AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conindid = i.indexrelid) LOOP
+        EXECUTE format('DROP INDEX %s', o.idx);
+        n := n + 1;
+    END LOOP;
+    FOR o IN SELECT a.attrelid::regclass::text AS rel, a.attname, a.attgenerated
+               FROM pg_attribute a JOIN pg_class t ON t.oid = a.attrelid
+              WHERE t.relowner = l.role_oid AND t.relkind IN ('r', 'p', 'f')
+                AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> '' LOOP
+        IF o.attgenerated = 's' THEN
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP EXPRESSION', o.rel, o.attname);
+        ELSE
+            EXECUTE format('ALTER TABLE %s DROP COLUMN %I', o.rel, o.attname);
+        END IF;
+        n := n + 1;
+    END LOOP;
+    FOR o IN SELECT d.adrelid::regclass::text AS rel, a.attname
+               FROM pg_attrdef d
+               JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+               JOIN pg_class t ON t.oid = d.adrelid
+              WHERE t.relowner = l.role_oid AND a.attgenerated = ''
+                AND pg_get_expr(d.adbin, d.adrelid) !~ '^nextval\(''[^'']+''::regclass\)$' LOOP
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', o.rel, o.attname);
+        n := n + 1;
+    END LOOP;
+    FOR o IN SELECT t.oid::regtype::text AS dom FROM pg_type t
+              WHERE t.typowner = l.role_oid AND t.typtype = 'd' AND t.typdefaultbin IS NOT NULL LOOP
+        EXECUTE format('ALTER DOMAIN %s DROP DEFAULT', o.dom);
+        n := n + 1;
+    END LOOP;
+    FOR o IN SELECT x.oid FROM pg_statistic_ext x
+              WHERE x.stxowner = l.role_oid AND x.stxexprs IS NOT NULL LOOP
+        EXECUTE format('DROP STATISTICS %s',
+                       (SELECT format('%I.%I', x.stxnamespace::regnamespace, x.stxname)
+                          FROM pg_statistic_ext x WHERE x.oid = o.oid));
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
 RESET ROLE;
