@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 
+import psycopg
 import pytest
 
 from pgcli_jit.devtools.cluster import Cluster
@@ -84,3 +85,24 @@ def test_a_superuser_writing_into_a_handed_over_table_runs_nothing_of_the_lease(
                             " AND attgenerated <> ''", (f"rt_work.{t}",)).fetchone() == (0,)
         conn.execute(f"DROP TABLE rt_work.{t}; DROP DOMAIN rt_work.{t}_d")
 
+
+def test_a_lease_leaves_a_bounded_record_of_its_ddl(cluster: Cluster, cleanup: list[Conn]) -> None:
+    # repeated COMMENT ON its own table added a row a time to a table every operator reads
+    rolname, lease = lease_session(cluster, cleanup, DDL)
+    t = f"noisy_{secrets.token_hex(4)}"
+    lease.execute(f"CREATE TABLE rt_work.{t} (x int)")
+    with cluster.connect("app") as conn:
+        cap = conn.execute("SELECT jit._lease_objects_cap()").fetchone()
+    assert cap is not None
+    lease.execute("DO $$BEGIN FOR i IN 2..%s LOOP"
+                  f" EXECUTE 'COMMENT ON TABLE rt_work.{t} IS ''n'''; END LOOP; END$$" % int(cap[0]))
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded, match=r"at most \d+ DDL changes"):
+        lease.execute(f"COMMENT ON TABLE rt_work.{t} IS 'one too many'")
+    with cluster.connect("app") as conn:
+        rows = conn.execute("SELECT count(*) FROM jit_data.lease_objects o JOIN jit_data.leases l"
+                            " ON l.id = o.lease_id WHERE l.rolname = %s", (rolname,)).fetchone()
+        assert rows == cap
+        conn.execute("SELECT jit.revoke(%s)", (rolname,))
+        lease.close()
+        assert conn.execute("SELECT jit.finish(%s)->>'outcome'", (rolname,)).fetchone() == ("dropped",)
+        conn.execute(f"DROP TABLE IF EXISTS rt_work.{t}")

@@ -30,6 +30,14 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
                  'ALTER PROCEDURE', 'ALTER ROUTINE', 'ALTER AGGREGATE']
 $$;
 
+-- How many DDL records (jit_data.lease_objects rows) one lease may leave: each DDL command
+-- adds one per object, and a lease repeating COMMENT ON its own table added ~1,100 a second
+-- to a table every operator reads.  Past it, the lease's DDL is refused.
+CREATE OR REPLACE FUNCTION jit._lease_objects_cap() RETURNS integer
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT 10000
+$$;
+
 CREATE OR REPLACE FUNCTION jit._lease_ddl_start() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -53,6 +61,13 @@ DECLARE
 BEGIN
     IF l.id IS NULL THEN
         RETURN;
+    END IF;
+    IF (SELECT count(*) FROM jit_data.lease_objects o WHERE o.lease_id = l.id)
+       + (SELECT count(*) FROM pg_event_trigger_ddl_commands()) > jit._lease_objects_cap() THEN
+        RAISE EXCEPTION 'a temporary role may make at most % DDL changes; this lease has made them all',
+                        jit._lease_objects_cap()
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'ask for a new lease, or have an operator do the rest';
     END IF;
     FOR c IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
         -- temporary objects end with the session (the broker's own guard table among them)
