@@ -95,3 +95,16 @@ def test_an_on_call_group_some_requesters_are_not_in_is_accepted(cluster: Cluste
     with as_ops(cluster) as conn:
         conn.execute("SELECT jit.profile_approval_rules('saa-plain', 'saa_oncall', NULL, NULL, NULL)")
         conn.execute("SELECT jit.profile_approval_rules('saa-plain', '', NULL, NULL, NULL)")
+
+
+def test_a_profile_change_that_makes_the_rule_unfit_is_refused(cluster: Cluster, db: str) -> None:
+    # the rule was fit; naming its role as the approvers afterwards would make it unfit
+    with as_ops(cluster) as conn:
+        conn.execute("SELECT jit.profile_approval_rules('saa-plain', 'saa_oncall', NULL, NULL, NULL)")
+        with pytest.raises(psycopg.errors.RaiseException, match="the profile's approvers role") as refused:
+            conn.execute("SELECT jit.profile_set('saa-plain', NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
+                         " 'saa_oncall', NULL, NULL, NULL)")
+        assert "\n" not in (refused.value.diag.message_primary or "")
+        row = conn.execute("SELECT jit.profile_approval_rules('saa-plain', '', NULL, NULL, NULL)"
+                           "->>'approvers'").fetchone()
+        assert row == ("saa_leads",)

@@ -75,6 +75,7 @@ DECLARE
     g text;
     problem text;
     old jit_data.profiles;
+    saved jit_data.profiles;
     fn text;
 BEGIN
     PERFORM jit._require_admin();
@@ -169,6 +170,15 @@ BEGIN
         approvers = excluded.approvers, approvals = excluded.approvals,
         approval_timeout = excluded.approval_timeout, max_live = excluded.max_live,
         log_statements = excluded.log_statements;
+    -- an auto-approve rule stays fit for the roles the profile names now (its requesters
+    -- role, approvers, grants): jit._auto_approve_problem judges it again
+    SELECT * INTO saved FROM jit_data.profiles t WHERE t.name = p_name;
+    problem := CASE WHEN saved.auto_approve IS NOT NULL
+                    THEN jit._auto_approve_problem(saved, saved.auto_approve) END;
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'profile %: % cannot be the auto-approve role: %', p_name, saved.auto_approve, problem
+            USING HINT = 'clear it first: pgcli-jit-admin profile set NAME --auto-approve ""';
+    END IF;
     -- the requesters role may call the requester functions (it can still ask only for
     -- the profiles whose requesters it is a member of)
     EXECUTE format('GRANT USAGE ON SCHEMA jit TO %I', p_requesters);
