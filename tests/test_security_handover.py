@@ -106,3 +106,25 @@ def test_a_lease_leaves_a_bounded_record_of_its_ddl(cluster: Cluster, cleanup: l
         lease.close()
         assert conn.execute("SELECT jit.finish(%s)->>'outcome'", (rolname,)).fetchone() == ("dropped",)
         conn.execute(f"DROP TABLE IF EXISTS rt_work.{t}")
+
+
+def test_a_partitioned_table_is_handed_over_disarmed_with_its_partitions(
+        cluster: Cluster, cleanup: list[Conn]) -> None:
+    # what a partition inherits (a CHECK, a generated column, an index) goes with its parent's
+    rolname, lease = lease_session(cluster, cleanup, DDL)
+    t = f"parted_{secrets.token_hex(4)}"
+    lease.execute(f"CREATE TABLE rt_work.{t} (k int, note text, twice text GENERATED ALWAYS AS (note || note)"
+                  f" STORED, CHECK ({ARM.format(what='check')} IS NOT NULL)) PARTITION BY RANGE (k)")
+    lease.execute(f"CREATE TABLE rt_work.{t}_1 PARTITION OF rt_work.{t} FOR VALUES FROM (0) TO (100)")
+    lease.execute(f"CREATE INDEX {t}_expr ON rt_work.{t} ((lower(note)))")
+    lease.close()
+    with cluster.connect("app") as conn:
+        conn.execute("SELECT jit.revoke(%s)", (rolname,))
+        assert conn.execute("SELECT jit.finish(%s)->>'outcome'", (rolname,)).fetchone() == ("dropped",)
+        conn.execute("SET application_name = 'clean'")
+        conn.execute(f"INSERT INTO rt_work.{t} (k, note) VALUES (1, 'x')")
+        assert conn.execute("SHOW application_name").fetchone() == ("clean",)
+        assert conn.execute("SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid"
+                            " WHERE c.relname LIKE %s AND i.indexprs IS NOT NULL",
+                            (f"{t}%",)).fetchone() == (0,)
+        conn.execute(f"DROP TABLE rt_work.{t}")

@@ -220,6 +220,7 @@ BEGIN
                LEFT JOIN pg_type d ON d.oid = c.contypid
                LEFT JOIN pg_index i ON i.indexrelid = c.conindid
               WHERE (t.relowner = l.role_oid OR d.typowner = l.role_oid)
+                AND c.coninhcount = 0   -- an inherited one goes with its parent's
                 AND (c.contype = 'c'
                      OR (c.contype IN ('x', 'u', 'p')
                          AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL OR c.contype = 'x')))
@@ -234,14 +235,16 @@ BEGIN
     FOR o IN SELECT i.indexrelid::regclass::text AS idx
                FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
               WHERE t.relowner = l.role_oid AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)
-                AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conindid = i.indexrelid) LOOP
+                AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conindid = i.indexrelid)
+                AND NOT EXISTS (SELECT FROM pg_inherits h WHERE h.inhrelid = i.indexrelid) LOOP
         EXECUTE format('DROP INDEX %s', o.idx);
         n := n + 1;
     END LOOP;
     FOR o IN SELECT a.attrelid::regclass::text AS rel, a.attname, a.attgenerated
                FROM pg_attribute a JOIN pg_class t ON t.oid = a.attrelid
               WHERE t.relowner = l.role_oid AND t.relkind IN ('r', 'p', 'f')
-                AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> '' LOOP
+                AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''
+                AND a.attinhcount = 0 LOOP
         IF o.attgenerated = 's' THEN
             EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP EXPRESSION', o.rel, o.attname);
         ELSE
