@@ -132,3 +132,20 @@ def test_an_operators_revoke_still_ends_a_lease_only_once(cluster: Cluster, clea
     assert revokes == (1,)
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(cluster.conninfo("app", user=rolname, password="x"), connect_timeout=5).close()
+
+
+def test_a_requester_locking_what_the_lease_made_cannot_keep_the_reaper_from_dropping_it(
+        cluster: Cluster, cleanup: list[Conn]) -> None:
+    rolname, lease, _ = lease_with_key(cluster, cleanup, DDL)
+    lease.execute("CREATE TABLE rt_work.peeked (x int)")
+    lease.close()
+    holder = login(cluster, cleanup, REQUESTER)
+    holder.execute("BEGIN")
+    # a statement's table locks are taken when it is parsed, before privileges are checked
+    holder.execute("PREPARE peek AS SELECT * FROM rt_work.peeked")   # ACCESS SHARE, held
+    with cluster.connect("app") as conn:
+        conn.execute("SELECT jit.revoke(%s)", (rolname,))
+    rt.reap(cluster)
+    assert role_gone(cluster, rolname) and not alive(holder)
+    with cluster.connect("app") as conn:
+        conn.execute("DROP TABLE IF EXISTS rt_work.peeked")

@@ -621,6 +621,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock
 DECLARE
     msg text;
 BEGIN
+    -- the requester's and the lease's transactions that hold what the drop needs end first
+    -- (another login's lock only delays the drop, recorded and retried)
+    PERFORM count(*) FROM jit._end_lease_lockers(l);
     -- what the lease created comes back to its role first, wherever REASSIGN OWNED or
     -- ALTER ... OWNER put it (while the role still holds its grants: the owner it goes
     -- back to must be allowed in the schema); one that cannot keeps the role, powerless
