@@ -16,11 +16,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 
+from pgcli_jit.admin import main
 from pgcli_jit.backends.postgres.scram import new_password, scram_verifier
 from pgcli_jit.devtools.cluster import Cluster
 from tests import test_redteam as rt
-from tests.conftest import REQUESTER
+from tests.conftest import REQUESTER, make_login
 from tests.test_redteam import DDL, LONG, Conn, alive, login
 
 # the red team's world (profiles, logins, schema rt_work) and its per-test cleanup
@@ -149,3 +151,22 @@ def test_a_requester_locking_what_the_lease_made_cannot_keep_the_reaper_from_dro
     assert role_gone(cluster, rolname) and not alive(holder)
     with cluster.connect("app") as conn:
         conn.execute("DROP TABLE IF EXISTS rt_work.peeked")
+
+
+def test_pgcli_jit_admin_revoke_by_an_operators_login_ends_a_squatted_lease(
+        cluster: Cluster, cleanup: list[Conn]) -> None:
+    # the operator is a login in jit_admin, not a superuser: what is ended is ended by the
+    # broker's own privileges
+    make_login(cluster, "sec_ops", member_of="jit_admin")
+    rolname, lease, key = lease_with_key(cluster, cleanup, LONG)
+    squatter = login(cluster, cleanup, REQUESTER)
+    squatter.execute("SELECT pg_advisory_lock_shared(%s, %s)", (MARK_CLASS, key))   # renewals still run
+    holder = login(cluster, cleanup, REQUESTER)
+    holder.execute("BEGIN")
+    holder.execute("SELECT jit.renew(%s, interval '6 min')", (rolname,))
+    operator = f"host={cluster.host} port={cluster.port} dbname=app user=sec_ops"
+    result = CliRunner().invoke(main, ["revoke", rolname, "--reason", "INC-1 squatted", "--dsn", operator])
+    assert result.exit_code == 0, result.output
+    assert "its role is dropped" in result.output, result.output
+    assert not alive(lease) and not alive(squatter) and not alive(holder)
+    assert role_gone(cluster, rolname)
