@@ -411,6 +411,12 @@ BEGIN
     IF bad IS NOT NULL THEN
         RETURN format('role %I can grant %s (ADMIN OPTION): a lease could hand it out for good', r, bad);
     END IF;
+    -- large objects: a lease that gives one to its grant role (REASSIGN OWNED, which no
+    -- event trigger sees) leaves it for the next lease; owning none, every one a grant role
+    -- owns came from a lease, and the lease's end takes it back (jit._reclaim_created)
+    IF EXISTS (SELECT FROM pg_largeobject_metadata m WHERE m.lomowner = a.oid) THEN
+        RETURN format('role %I owns large objects: a grant role owns none (ALTER LARGE OBJECT ... OWNER TO another role)', r);
+    END IF;
     -- anything in the broker's own schema beyond calling its public functions
     SELECT string_agg(c.oid::regclass::text, ', ') INTO bad
       FROM pg_class c
@@ -620,6 +626,7 @@ BEGIN
                          WHERE c.relowner = l.role_oid LOOP
             EXECUTE format('DROP POLICY %I ON %s', obj, rel);
         END LOOP;
+        PERFORM jit._disarm_expressions(l);   -- defaults, checks, generated columns, ...
         -- privileges the lease granted on what it made go with it: only the owner role's remain
         FOR obj IN SELECT c.oid::regclass::text FROM pg_class c
                     WHERE c.relowner = l.role_oid AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') LOOP
@@ -654,6 +661,17 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock
 DECLARE
     msg text;
 BEGIN
+    -- the requester's and the lease's transactions that hold what the drop needs end first
+    -- (another login's lock only delays the drop, recorded and retried)
+    PERFORM count(*) FROM jit._end_lease_lockers(l);
+    -- what the lease created comes back to its role first, wherever REASSIGN OWNED or
+    -- ALTER ... OWNER put it (while the role still holds its grants: the owner it goes
+    -- back to must be allowed in the schema); one that cannot keeps the role, powerless
+    BEGIN
+        PERFORM jit._reclaim_created(l);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+    END;
     -- first, on its own: the role's grants go and its sessions end, even if dropping it
     -- then fails (a failure rolls back only what came after)
     BEGIN
@@ -661,6 +679,10 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
         NULL;   -- _finish tries again, and says why
     END;
+    IF msg IS NOT NULL THEN
+        UPDATE jit_data.leases SET drop_error = msg, drop_tried_at = jit._clock() WHERE id = l.id;
+        RETURN 'failed: ' || msg;
+    END IF;
     BEGIN
         RETURN jit._finish(l);
     EXCEPTION WHEN OTHERS THEN

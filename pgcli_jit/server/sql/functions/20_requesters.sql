@@ -344,14 +344,29 @@ END
 $$;
 
 -- Step two of revoke: end the role's sessions and drop it (or say why it was kept).
+-- An ended lease needs no mark (nothing renews it): an operator's finish takes none, ends
+-- the requester's and the lease's transactions that may hold the lease's row or what its
+-- role owns (jit._end_lease_lockers), and waits at most lock_timeout for the rest.
 CREATE OR REPLACE FUNCTION jit.finish(p_rolname text) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s' AS $$
 DECLARE
     l jit_data.leases;
     outcome text;
 BEGIN
     PERFORM jit._guard();
-    l := jit._my_lease(p_rolname, true);
+    SELECT * INTO l FROM jit_data.leases x WHERE x.rolname = p_rolname;
+    IF FOUND AND l.dbid = jit._mydb() AND l.ended_at IS NOT NULL AND jit._may_act(l, true)
+       AND pg_has_role(session_user, 'jit_admin', 'MEMBER') THEN
+        PERFORM count(*) FROM jit._end_lease_lockers(l);
+        BEGIN
+            SELECT * INTO l FROM jit_data.leases x WHERE x.id = l.id FOR NO KEY UPDATE;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION 'lease % is held by another operator''s or the reaper''s transaction', p_rolname
+                USING ERRCODE = 'lock_not_available', HINT = 'try again in a moment';
+        END;
+    ELSE
+        l := jit._my_lease(p_rolname, true);
+    END IF;
     IF l.id IS NULL THEN
         RETURN jit._denied(format('no lease %s of yours', p_rolname));
     END IF;

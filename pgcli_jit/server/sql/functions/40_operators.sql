@@ -75,6 +75,7 @@ DECLARE
     g text;
     problem text;
     old jit_data.profiles;
+    saved jit_data.profiles;
     fn text;
 BEGIN
     PERFORM jit._require_admin();
@@ -169,6 +170,15 @@ BEGIN
         approvers = excluded.approvers, approvals = excluded.approvals,
         approval_timeout = excluded.approval_timeout, max_live = excluded.max_live,
         log_statements = excluded.log_statements;
+    -- an auto-approve rule stays fit for the roles the profile names now (its requesters
+    -- role, approvers, grants): jit._auto_approve_problem judges it again
+    SELECT * INTO saved FROM jit_data.profiles t WHERE t.name = p_name;
+    problem := CASE WHEN saved.auto_approve IS NOT NULL
+                    THEN jit._auto_approve_problem(saved, saved.auto_approve) END;
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'profile %: % cannot be the auto-approve role: %', p_name, saved.auto_approve, problem
+            USING HINT = 'clear it first: pgcli-jit-admin profile set NAME --auto-approve ""';
+    END IF;
     -- the requesters role may call the requester functions (it can still ask only for
     -- the profiles whose requesters it is a member of)
     EXECUTE format('GRANT USAGE ON SCHEMA jit TO %I', p_requesters);
@@ -658,6 +668,41 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
        AND CASE WHEN p_lease ~ '^[0-9]{1,18}$' THEN l.id = p_lease::bigint ELSE l.rolname = p_lease END
 $$;
 
+-- The backends of a lease's requester and of the lease itself that may hold a lock an
+-- operator's revoke or finish waits on: every one that holds the lease's mark (in any mode,
+-- for its session or its transaction: a requester can compute a mark key, or read it in
+-- pg_locks, and take it exclusively), or holds a lock on a relation the lease's role owns,
+-- and, for the lease's own role, every one in a transaction that wrote (its own pg_authid
+-- row, ALTER ROLE itself PASSWORD left open).
+-- Superusers' backends never count.  Each is terminated and waited for (at most 2 s): what a
+-- requester or a lease holds never stands between an operator and the end of a lease.
+-- Returns the pids ended.
+CREATE OR REPLACE FUNCTION jit._end_lease_lockers(l jit_data.leases) RETURNS SETOF integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    holder integer;
+BEGIN
+    PERFORM pg_stat_clear_snapshot();
+    FOR holder IN
+        SELECT a.pid FROM pg_stat_activity a JOIN pg_roles who ON who.oid = a.usesysid
+         WHERE a.usesysid IN (l.requester_oid, l.role_oid) AND NOT who.rolsuper
+           AND a.pid <> pg_backend_pid()
+           AND ((a.usesysid = l.role_oid AND a.backend_xid IS NOT NULL)
+                OR EXISTS (SELECT FROM pg_locks k
+                            WHERE k.pid = a.pid AND k.granted AND k.locktype = 'advisory'
+                              AND k.classid = 1785295872 AND k.objsubid = 2
+                              AND k.objid = jit._mark_key(l) AND k.database = jit._mydb())
+                OR EXISTS (SELECT FROM pg_locks k JOIN pg_class c ON c.oid = k.relation
+                            WHERE k.pid = a.pid AND k.locktype = 'relation'
+                              AND k.database = jit._mydb() AND c.relowner = l.role_oid))
+    LOOP
+        IF pg_terminate_backend(holder, 2000) THEN
+            RETURN NEXT holder;
+        END IF;
+    END LOOP;
+END
+$$;
+
 -- An operator ends a lease now, for a reason.  Step one, as jit.revoke: NOLOGIN, committed
 -- before its sessions end (terminating first would let an automatic reconnect slip in before
 -- the commit), audited as 'revoke' (or 'expire' for a lease already past its expiry) with the
@@ -665,8 +710,11 @@ $$;
 -- Step two is jit.finish, in a transaction of its own (pgcli-jit-admin revoke calls it, the
 -- reaper does it otherwise).  A lease that has ended already is not audited again.
 -- EXECUTE is granted to jit_admin only; anyone else given it is refused here, audited.
+-- It takes no lock a requester or a lease can hold first: not the lease's mark (an advisory
+-- key they can compute), and the lease's row and role only after their transactions that may
+-- hold them are ended (jit._end_lease_lockers); every wait is bounded by lock_timeout.
 CREATE OR REPLACE FUNCTION jit.operator_revoke(p_lease text, p_reason text) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '5s' AS $$
 DECLARE
     l jit_data.leases;
     why text := coalesce(p_reason, '');
@@ -692,7 +740,13 @@ BEGIN
     IF l.dropped_at IS NOT NULL THEN
         RETURN jit._lease_json(l, 'ended') || jsonb_build_object('dropped', true);
     END IF;
-    l := jit._my_lease(l.rolname, true);   -- marked and locked, as jit.revoke takes it
+    PERFORM count(*) FROM jit._end_lease_lockers(l);
+    BEGIN
+        SELECT * INTO l FROM jit_data.leases x WHERE x.id = l.id FOR NO KEY UPDATE;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION 'lease % is held by another operator''s or the reaper''s transaction', l.rolname
+            USING ERRCODE = 'lock_not_available', HINT = 'try again in a moment';
+    END;
     IF l.ended_at IS NOT NULL THEN
         RETURN jit._lease_json(l, 'ended') || jsonb_build_object('dropped', false);
     END IF;

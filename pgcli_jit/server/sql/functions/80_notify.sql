@@ -136,6 +136,59 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT jit._request(p_profile, p_ttl, p_reason, p_verifier, true)
 $$;
 
+-- Why role r cannot be profile p's auto-approve role (NULL: it can).  Auto-approval grants a
+-- member of r at once: four eyes holds only while r is a group some requesters are not in
+-- and no approver is in by virtue of being an approver.  Refused: PUBLIC, the profile's
+-- requesters and approvers roles, a role that contains either of them (every requester or
+-- approver would be in it), a role every current requester is in anyway, the profile's grant
+-- roles, the broker's roles (jit_*) and the predefined ones (pg_*).
+CREATE OR REPLACE FUNCTION jit._auto_approve_problem(p jit_data.profiles, r text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a oid;
+BEGIN
+    IF lower(r) = 'public' THEN
+        RETURN 'PUBLIC is every login';
+    END IF;
+    a := jit._role_oid(r);
+    IF a IS NULL THEN
+        RETURN NULL;   -- "does not exist", said by the caller
+    END IF;
+    IF r = p.requesters THEN
+        RETURN 'it is the profile''s requesters role: every requester would be approved at once';
+    END IF;
+    IF r = p.approvers THEN
+        RETURN 'it is the profile''s approvers role: approvers would approve themselves';
+    END IF;
+    IF r = ANY (p.grants) THEN
+        RETURN 'it is one of the profile''s grant roles: every lease would approve the next';
+    END IF;
+    IF r LIKE 'jit\_%' OR jit._is_broker_role(r) THEN
+        RETURN 'it is one of the broker''s own roles';
+    END IF;
+    IF r LIKE 'pg\_%' THEN
+        RETURN 'it is a predefined role';
+    END IF;
+    IF pg_has_role(jit._role_oid(p.requesters), a, 'MEMBER') THEN
+        RETURN format('%s is a member of it: every requester would be approved at once', p.requesters);
+    END IF;
+    IF p.approvers IS NOT NULL AND pg_has_role(jit._role_oid(p.approvers), a, 'MEMBER') THEN
+        RETURN format('%s is a member of it: approvers would approve themselves', p.approvers);
+    END IF;
+    -- every login that may ask (a member of the requesters role, however indirectly) is in
+    -- it already: it includes every requester, whatever its name
+    IF EXISTS (SELECT FROM pg_roles m WHERE m.rolcanlogin AND NOT m.rolsuper
+                 AND pg_has_role(m.oid, jit._role_oid(p.requesters), 'MEMBER'))
+       AND NOT EXISTS (SELECT FROM pg_roles m WHERE m.rolcanlogin AND NOT m.rolsuper
+                         AND pg_has_role(m.oid, jit._role_oid(p.requesters), 'MEMBER')
+                         AND NOT pg_has_role(m.oid, a, 'MEMBER')) THEN
+        RETURN format('every login in %s is a member of it: every requester would be approved at once',
+                      p.requesters);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
 -- Set a profile's auto-approval and break-glass options (NULL: unchanged; auto_approve '':
 -- none).  Kept apart from jit.profile_set so that each keeps its own signature.
 CREATE OR REPLACE FUNCTION jit.profile_approval_rules(
@@ -154,13 +207,13 @@ BEGIN
     IF p_auto_approve = '' THEN
         p.auto_approve := NULL;
     ELSIF p_auto_approve IS NOT NULL THEN
+        IF jit._auto_approve_problem(p, p_auto_approve) IS NOT NULL THEN
+            RAISE EXCEPTION 'profile %: % cannot be the auto-approve role: %', p_name, p_auto_approve,
+                            jit._auto_approve_problem(p, p_auto_approve)
+                USING HINT = 'a group role of the people on call, e.g. oncall';
+        END IF;
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = p_auto_approve) THEN
             RAISE EXCEPTION 'profile %: auto-approve role % does not exist', p_name, p_auto_approve;
-        END IF;
-        IF p_auto_approve IN ('jit_owner', 'jit_lease', 'jit_admin', 'jit_archiver')
-           OR p_auto_approve = ANY (p.grants) THEN
-            RAISE EXCEPTION 'profile %: % cannot be the auto-approve role', p_name, p_auto_approve
-                USING HINT = 'a group role of the people on call, e.g. oncall';
         END IF;
         p.auto_approve := p_auto_approve;
     END IF;
