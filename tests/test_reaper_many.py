@@ -189,6 +189,13 @@ def test_all_databases_finds_every_database_with_the_schema(other: Cluster,
     whose leases this must not reap): rm_far and rm_near, never a database without the schema."""
     near = prepare(other, "rm_near")
     other.execute("CREATE DATABASE rm_plain")
+    # a database's owner may make a schema named jit of her own: never the operator's to call
+    other.execute("CREATE ROLE rm_tenant LOGIN")
+    other.execute("CREATE DATABASE rm_rogue OWNER rm_tenant")
+    other.execute("SET ROLE rm_tenant; CREATE SCHEMA jit;"
+                  " CREATE FUNCTION jit.expire_due() RETURNS SETOF record LANGUAGE sql"
+                  " AS 'SELECT NULL::record'",
+                  dbname="rm_rogue")
     found = reap_many.databases_with_schema(dbs[2].dsn())
     assert found == ["rm_far", "rm_near"]
     reaper = Reaper("--all-databases", "--dsn", dbs[2].dsn())
@@ -201,7 +208,7 @@ def test_all_databases_finds_every_database_with_the_schema(other: Cluster,
             reaper.wait_for(re.escape(f"[{db.label}] dropped {name}"))
     finally:
         reaper.stop()
-    assert not any("rm_plain" in line for line in reaper.lines)
+    assert not any("rm_plain" in line or "rm_rogue" in line for line in reaper.lines)
 
 
 def test_one_pass_over_several_databases_names_each(dbs: list[Db]) -> None:

@@ -67,8 +67,21 @@ BEGIN
     RETURN pg_catalog.texteq(a, b);
 END $$;
 CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = public.text_eq);
+CREATE FUNCTION public.regtype_ne(a regtype, b regtype) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.caught VALUES ('<>', current_user);
+    RETURN a::oid OPERATOR(pg_catalog.<>) b::oid;
+END $$;
+CREATE OPERATOR public.<> (LEFTARG = regtype, RIGHTARG = regtype, FUNCTION = public.regtype_ne);
+CREATE FUNCTION public.text_check(t pg_catalog.text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.caught VALUES ('text', current_user);
+    RETURN true;
+END $$;
+CREATE DOMAIN public.text AS pg_catalog.text CHECK (public.text_check(VALUE));
 GRANT EXECUTE ON FUNCTION public.pg_advisory_xact_lock(integer), public.format(text, regrole),
-    public.make_interval(text), public.lower(text), public.text_eq(text, text) TO PUBLIC;
+    public.make_interval(text), public.lower(text), public.text_eq(text, text),
+    public.regtype_ne(regtype, regtype), public.text_check(pg_catalog.text) TO PUBLIC;
 """
 
 
@@ -157,8 +170,41 @@ def test_the_permission_denied_lookup_runs_none_of_them_whatever_the_callers_pat
     names pg_catalog, even for a caller who put ``public`` before ``pg_catalog``."""
     with psycopg.connect(shadow.conninfo(DB, user=REQUESTER), autocommit=True) as alice:
         alice.execute("SET search_path = public, pg_catalog")
-        alice.execute("SELECT lower('X') = 'x'")  # the control: planted, and live on this path
-        assert sorted(caught(shadow)) == [("=", REQUESTER), ("lower", REQUESTER)]
+        alice.execute("SELECT lower('X') = 'x', 'y'::text")  # the control: planted, live on this path
+        assert sorted(caught(shadow)) == [("=", REQUESTER), ("lower", REQUESTER), ("text", REQUESTER)]
         alice.execute("SELECT * FROM jit.profiles_granting('SELECT', 'Table', 'caught')").fetchall()
         alice.execute("SELECT * FROM jit.profiles_granting('USAGE', 'SCHEMA', 'public')").fetchall()
+        alice.execute("SELECT * FROM jit.profiles_granting('SELECT', 'table', 'caught', 'what')").fetchall()
     assert caught(shadow) == []
+
+
+def refresh_completions(refresher: Any, shadow: Cluster) -> Any:
+    """pgcli's completion refresh as the session runs it (its background thread's body),
+    as the requester, on the database where the operator is planted."""
+    from pgcli.pgexecute import PGExecute
+    from pgspecial.main import PGSpecial
+
+    executor = PGExecute(DB, REQUESTER, None, shadow.host, str(shadow.port))
+    done: list[Any] = []
+    try:
+        refresher._bg_refresh(executor, PGSpecial(), done.append, None, {})
+    finally:
+        executor.conn.close()
+    assert len(done) == 1
+    return done[0]
+
+
+def test_pgcli_completion_refresh_runs_none_of_them(shadow: Cluster) -> None:
+    """pgcli refreshes completions by itself (after connecting, after every switch to a lease)
+    with ``prorettype::regtype != 'trigger'::regtype``: pgcli's own refresher calls the
+    planted operator as the user; the shell's refresher pins its connection and still lists
+    by the user's search path."""
+    from pgcli.completion_refresher import CompletionRefresher
+
+    from pgcli_jit.shell.jitshell import SafeCompletionRefresher
+
+    refresh_completions(CompletionRefresher(), shadow)  # the control
+    assert ("<>", REQUESTER) in caught(shadow)
+    completer = refresh_completions(SafeCompletionRefresher(), shadow)
+    assert caught(shadow) == []
+    assert "public" in completer.search_path and "caught" in completer.dbmetadata["tables"]["public"]

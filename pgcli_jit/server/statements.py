@@ -22,6 +22,9 @@ from psycopg import sql
 #: only, so a function or operator planted in a schema the login can see (``public`` where
 #: anyone may CREATE) is never a closer match than the built-in one (docs/security.md)
 PIN_SEARCH_PATH = "SET search_path = pg_catalog, pg_temp"
+#: the user's search path as the session has it (pgcli's completer lists by it), read before
+#: the completion refresh pins its own connection
+CURRENT_SCHEMAS = "SELECT pg_catalog.current_schemas(true)"
 #: the same for setup's one transaction
 PIN_SEARCH_PATH_LOCAL = "SET LOCAL search_path = pg_catalog, pg_temp"
 
@@ -176,8 +179,13 @@ SELECT datname FROM pg_database
  WHERE datallowconn AND NOT datistemplate AND has_database_privilege(datname, 'CONNECT')
  ORDER BY datname
 """
-#: whether the database this connection is in has the jit schema
-HAS_JIT_SCHEMA = "SELECT to_regnamespace('jit') IS NOT NULL"
+#: whether the database this connection is in has the jit schema, owned by jit_owner: a
+#: database owner may create a schema named jit of her own, which --all-databases must not
+#: call as the operator (only a member of jit_owner may give it that owner)
+HAS_JIT_SCHEMA = ("SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r"
+                  " ON r.oid OPERATOR(pg_catalog.=) n.nspowner"
+                  " WHERE n.nspname OPERATOR(pg_catalog.=) 'jit'"
+                  " AND r.rolname OPERATOR(pg_catalog.=) 'jit_owner')")
 
 # -- the reaper without a daemon: a pg_cron job (pgcli-jit-admin cron) -----------------------
 
@@ -193,10 +201,10 @@ HAS_JIT_SCHEMA = "SELECT to_regnamespace('jit') IS NOT NULL"
 #: block can run: ``pgcli-jit-admin reap`` does it (their roles are kept until then).
 CRON_JOB = """DO $reap$
 DECLARE
-    stop_at constant timestamptz := pg_catalog.date_trunc('minute', pg_catalog.clock_timestamp())
-                                    OPERATOR(pg_catalog.+) interval '1 minute';
-    next_at timestamptz;
-    nap float8;
+    stop_at constant pg_catalog.timestamptz := pg_catalog.date_trunc('minute', pg_catalog.clock_timestamp())
+                                               OPERATOR(pg_catalog.+) '1 minute'::pg_catalog.interval;
+    next_at pg_catalog.timestamptz;
+    nap pg_catalog.float8;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false);  -- PIN_SEARCH_PATH
     PERFORM pg_catalog.set_config('application_name', 'pgcli-jit reaper (pg_cron)', false);
@@ -345,9 +353,11 @@ def create_database(name: str) -> sql.Composed:
     return sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
 
 
-#: the demo's third profile, which waits for a colleague: demo_leads approve it
+#: the demo's third profile, which waits for a colleague: demo_leads approve it; demo_oncall
+#: (demo_lead is on call) is there to try ``profile set change --auto-approve demo_oncall``
 DEMO_APPROVALS = """
 CREATE ROLE demo_leads NOLOGIN;
+CREATE ROLE demo_oncall NOLOGIN;
 SELECT jit.profile_set('change', ARRAY['demo_write'], '5 minutes', '1 hour', NULL, true, NULL,
                        'read-write, once a colleague approves', 'demo_leads', 1, '1 hour');
 """

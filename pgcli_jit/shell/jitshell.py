@@ -52,6 +52,7 @@ from prompt_toolkit.styles import Style, merge_styles
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgcli_jit.core.errors import BackendError, ConfigError, ConnectionSwitchError, JitError, db_error_line
+from pgcli_jit.server import statements
 from pgcli_jit.session import commands
 from pgcli_jit.shell import later
 
@@ -88,13 +89,42 @@ class Startup:
 
 
 class SafeCompletionRefresher(CompletionRefresher):  # type: ignore[misc]
-    """pgcli's refresher, but a refused connection is logged, not a thread traceback."""
+    """pgcli's refresher on a connection of its own whose names resolve in pg_catalog only;
+    a refused connection is logged, not a thread traceback.
 
-    def _bg_refresh(self, *args: Any, **kwargs: Any) -> None:
+    pgcli refreshes its completions by itself, after connecting and after every switch to a
+    lease, with catalog queries whose operators are unqualified (``prorettype::regtype !=
+    'trigger'::regtype``): on the user's search_path an operator another login planted in
+    ``public`` would be a closer match and run as the user, the approver or the lease.  The
+    refresh reads the user's search path first (``current_schemas``, qualified) and hands it
+    to the completer, then pins its connection (``statements.PIN_SEARCH_PATH``); its queries
+    list every schema's objects, so the completions are the same."""
+
+    def _bg_refresh(self, pgexecute: Any, special: Any, callbacks: Any, history: Any = None,
+                    settings: dict[str, Any] | None = None) -> None:
         try:
-            super()._bg_refresh(*args, **kwargs)
+            executor = pgexecute.copy()  # never the session's own connection (single_connection)
+            try:
+                executor.search_path = _pinned_search_path(executor.conn)
+                # the copy is the refresh's one connection: pgcli must not copy it again
+                settings = {**(settings or {}), "single_connection": True}
+                super()._bg_refresh(executor, special, callbacks, history, settings)
+            finally:
+                if executor.conn is not None:
+                    executor.conn.close()
         except Exception as exc:
             log.warning("completion refresh failed: %s", type(exc).__name__)
+
+
+def _pinned_search_path(conn: Any) -> Callable[[], list[str]]:
+    """The user's search path, read before the connection is pinned; what pgcli's
+    ``PGExecute.search_path`` returns for the refresh."""
+    with conn.cursor() as cur:
+        cur.execute(statements.CURRENT_SCHEMAS)
+        row = cur.fetchone()
+        cur.execute(statements.PIN_SEARCH_PATH)
+    path = [str(name) for name in (row[0] if row else [])]
+    return lambda: path
 
 
 class PgcliConnector:

@@ -128,17 +128,18 @@ RETURNS TABLE (profile text, object text, ttl_seconds double precision,
                approval_required boolean, grant_roles integer)
 LANGUAGE plpgsql STABLE SECURITY INVOKER AS $$
 DECLARE
-    -- the kind by a lookup, not CASE: a CASE compares with whatever "=" the caller's
-    -- search_path finds first, and this function runs with the caller's search_path
-    kind text := (SELECT k.kind FROM (VALUES ('table', 'table'), ('view', 'table'),
+    -- it runs with the caller's search_path, so every type, function and operator here is
+    -- pg_catalog's by name; the kind by a lookup, not CASE (a CASE compares with whatever "="
+    -- that path finds first)
+    kind pg_catalog.text := (SELECT k.kind FROM (VALUES ('table', 'table'), ('view', 'table'),
                       ('materialized view', 'table'), ('foreign table', 'table'), ('relation', 'table'),
                       ('sequence', 'sequence'), ('schema', 'schema'), ('function', 'function'),
                       ('procedure', 'function'), ('database', 'database')) AS k(word, kind)
                    WHERE k.word OPERATOR(pg_catalog.=) pg_catalog.lower(p_object_kind));
-    target oid;
-    attnum smallint;
-    named text;
-    parts text[];
+    target pg_catalog.oid;
+    attnum pg_catalog.int2;
+    named pg_catalog.text;
+    parts pg_catalog.text[];
 BEGIN
     IF kind IS NULL OR p_privilege IS NULL OR p_object IS NULL
        OR pg_catalog.length(p_object) OPERATOR(pg_catalog.>) 200
@@ -162,7 +163,7 @@ BEGIN
                  WHERE f.oid OPERATOR(pg_catalog.=) target;
         ELSIF kind OPERATOR(pg_catalog.=) 'schema' THEN
                 target := pg_catalog.to_regnamespace(p_object);
-                named := target::pg_catalog.regnamespace::text;
+                named := target::pg_catalog.regnamespace::pg_catalog.text;
         ELSIF kind OPERATOR(pg_catalog.=) 'database' THEN
                 parts := pg_catalog.parse_ident(p_object);
                 IF pg_catalog.cardinality(parts) OPERATOR(pg_catalog.=) 1 THEN
