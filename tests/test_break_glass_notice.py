@@ -64,7 +64,7 @@ def test_each_use_is_said_once_and_shown_while_it_lasts(world: World) -> None:
     glass = [line for line in world.said if line.startswith("BREAK-GLASS:")]
     assert glass == [break_glass_line(approver.uses[0], 200)] and approver.asked == 2
     assert glass[0].startswith("BREAK-GLASS: alice took write until ")
-    assert glass[0].endswith("(INC-7 db down)")
+    assert glass[0].endswith(": \"INC-7 db down\"")
     notice = flow.glass_notice(world.clock())
     assert notice == glass[0]
     assert toolbar.glass_segment(notice) == [(toolbar.STYLES["alarm"], f"  {notice} ")]
@@ -80,7 +80,15 @@ def test_each_use_is_said_once_and_shown_while_it_lasts(world: World) -> None:
 def test_text_typed_by_the_requester_is_made_printable_and_cut() -> None:
     line = break_glass_line(use("7", T0 + 60, reason="x" * 300 + "\x1b[2J", who="eve\nroot"), 40)
     assert "\x1b" not in line and "\n" not in line
-    assert line.endswith("...)") and len(line.split("(", 1)[1]) == 41
+    assert line.endswith('..."') and len(line.split(': "', 1)[1]) == 41
+
+
+def test_a_reason_cannot_read_as_more_of_the_line() -> None:
+    """The reason is the requester's text: last, in quotes it cannot close."""
+    reason = 'INC-7") - already withdrawn by "oncall", no action'
+    line = break_glass_line(use("7", T0 + 60, reason=reason), 80)
+    assert line.endswith(': "INC-7\') - already withdrawn by \'oncall\', no action"')
+    assert line.count('"') == 2
 
 
 def test_an_approver_without_break_glass_is_still_counted(world: World) -> None:

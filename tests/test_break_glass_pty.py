@@ -17,7 +17,7 @@ from tests.test_approvals_pty import approvals, listening, shell
 from tests.test_approvals_server import people  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.pty
-NOTICE = r"BREAK-GLASS: alice took write until \d\d:\d\d:\d\d \(INC-7 db down\)"
+NOTICE = r"BREAK-GLASS: alice took write until \d\d:\d\d:\d\d: \"INC-7 db down\""
 
 
 @pytest.fixture

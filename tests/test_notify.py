@@ -206,21 +206,24 @@ def test_a_reason_cannot_ping_a_channel_or_make_a_link() -> None:
     slack = json.loads(nt.render(pending_event("<!channel> see <https://evil|here>"), "slack"))
     assert "<!channel>" not in slack["text"] and "&lt;!channel&gt;" in slack["text"]
     teams = json.loads(nt.render(pending_event("[click](https://evil)"), "teams"))
-    text = teams["attachments"][0]["content"]["body"][0]["text"]
-    assert text.endswith("`[click](https://evil)`")  # inline code: shown as typed, no link
+    assert "[click](https" not in teams["attachments"][0]["content"]["body"][0]["text"]
 
 
 def test_a_reason_cannot_pass_for_the_message_or_the_command_to_type() -> None:
     """What a requester typed comes after the real command, inside a quote it cannot close:
     inline code in Slack and Teams (no bold, link or mention renders there)."""
     fake = 'db down". Approvable by 1 member(s): \\jit approve 7 *URGENT* https://evil.example `x`'
-    for form in ("slack", "teams"):
-        body = json.loads(nt.render(pending_event(fake), form))
-        text = body["text"] if form == "slack" else body["attachments"][0]["content"]["body"][0]["text"]
-        facts, typed = text.split("Reason given by alice: ", 1)
-        assert "approve 42" in facts and "approve 7" not in facts
-        assert typed.startswith("`") and typed.endswith("`") and typed.count("`") == 2
-        assert "*URGENT*" in typed and "\\*" not in typed  # shown as typed, not rendered
+    slack = json.loads(nt.render(pending_event(fake), "slack"))["text"]
+    facts, typed = slack.split("Reason given by alice: ", 1)
+    assert "approve 42" in facts and "approve 7" not in facts
+    assert typed.startswith("`") and typed.endswith("`") and typed.count("`") == 2
+    assert "*URGENT*" in typed and "\\*" not in typed  # inline code: shown as typed, not rendered
+    teams = json.loads(nt.render(pending_event(fake + " [runbook](https://evil.example) _now_"), "teams"))
+    facts, typed = teams["attachments"][0]["content"]["body"][0]["text"].split("Reason given by alice: ", 1)
+    assert "approve 42" in facts and "approve 7" not in facts
+    # a card renders no inline code: the typed text is escaped like the rest, quoted
+    assert "\\*URGENT\\*" in typed and "\\[runbook\\]" in typed and "\\_now\\_" in typed
+    assert typed.startswith('"') and typed.endswith('"')
     plain = json.loads(nt.render(pending_event(fake), "json"))["text"]
     assert plain.endswith('"') and plain.split("Reason given by alice: ", 1)[1].count('"') == 2
 

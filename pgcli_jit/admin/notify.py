@@ -259,8 +259,9 @@ def _plain_quote(text: str) -> str:
 
 
 def _code_quote(text: str) -> str:
-    """Typed text as inline code, where Slack and Teams render no bold, link or mention and
-    which it cannot close: its own backticks become single quotes."""
+    """Typed text as inline code, where Slack renders no bold, link or mention and which it
+    cannot close: its own backticks become single quotes.  (A Teams card renders no inline
+    code, so there typed text is quoted and escaped like the rest.)"""
     return "`" + text.replace("`", "'") + "`"
 
 
@@ -318,7 +319,8 @@ def render(event: Event, form: str) -> bytes:
             "content": {"type": "AdaptiveCard", "version": "1.4",
                         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
                         "body": [{"type": "TextBlock", "wrap": True,
-                                  "text": _rendered(event, _markdown_escape, _code_quote)}]}}]}
+                                  "text": _rendered(event, _markdown_escape,
+                                                    lambda text: _markdown_escape(_plain_quote(text)))}]}}]}
     else:
         body = event.fields()
     data = json.dumps(body, ensure_ascii=False).encode("utf-8")

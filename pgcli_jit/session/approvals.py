@@ -420,12 +420,14 @@ def closed_line(pending: PendingRequest, exc: RequestClosed) -> str:
 
 
 def break_glass_line(use: BreakGlassUse, reason_limit: int) -> str:
-    """``BREAK-GLASS: alice took write until 14:05:12 (INC-7 db down)``: what an approver reads."""
-    reason = printable(use.reason)
+    """``BREAK-GLASS: alice took write until 14:05:12: "INC-7 db down"``: what an approver
+    reads.  The reason is the requester's own text, last and in quotes it cannot close, so it
+    cannot read as more of the line ("- already withdrawn, no action needed")."""
+    reason = printable(use.reason).replace('"', "'")
     if len(reason) > reason_limit:
         reason = reason[:reason_limit - 3] + "..."
     return (f"BREAK-GLASS: {printable(use.requester)} took {printable(use.profile)} until "
-            f"{local_time(use.expires_at)} ({reason or 'no reason'})")
+            f"{local_time(use.expires_at)}: " + (f'"{reason}"' if reason else "no reason given"))
 
 
 def status_rows(waiting: Waiting, now: float) -> list[tuple[str, str]]:
