@@ -304,8 +304,12 @@ def test_a_profile_the_caller_may_not_request_is_never_described(cluster: Cluste
 
 
 def test_break_glass_and_an_auto_approval_that_applies_are_said(cluster: Cluster, declared: None) -> None:
-    with cluster.connect("app") as su:
-        su.execute("SELECT jit.profile_approval_rules('lk-4eyes', 'jit_requester', true, NULL, NULL)")
+    make_login(cluster, "lk_offcall", member_of="jit_requester")  # a requester not on call
+    with cluster.connect("app") as su:  # alice is on call: an auto-approve role of her own
+        if su.execute("SELECT 1 FROM pg_roles WHERE rolname = 'lk_oncall'").fetchone() is None:
+            su.execute("CREATE ROLE lk_oncall NOLOGIN")
+        su.execute(f"GRANT lk_oncall TO {REQUESTER}")
+        su.execute("SELECT jit.profile_approval_rules('lk-4eyes', 'lk_oncall', true, NULL, NULL)")
     try:
         with as_user(cluster, REQUESTER) as alice:
             row = described(alice)["lk-4eyes"]

@@ -34,7 +34,8 @@ from pgcli_jit.server import statements
 
 DB = "demo"
 REQUESTER = "demo_user"
-#: a second requester who approves (in demo_leads), and an operator (in jit_admin)
+#: a second requester who approves (in demo_leads) and is on call (demo_oncall), and an
+#: operator (in jit_admin)
 APPROVER = "demo_lead"
 OPERATOR = "demo_ops"
 BANNER = """\
@@ -77,7 +78,8 @@ def prepare(cluster: Cluster, home: Path) -> dict[str, str]:
         conn.execute(statements.create_requester(REQUESTER, scram_verifier(conn, password)))
         lines = [f"{cluster.host}:{cluster.port}:*:{REQUESTER}:{password}\n"]
         conn.execute(statements.DEMO_APPROVALS.encode())
-        for name, roles in ((APPROVER, ("jit_requester", "demo_leads")), (OPERATOR, ("jit_admin",))):
+        people = ((APPROVER, ("jit_requester", "demo_leads", "demo_oncall")), (OPERATOR, ("jit_admin",)))
+        for name, roles in people:
             secret = secrets.token_urlsafe(18)
             conn.execute(statements.create_login(name, scram_verifier(conn, secret), roles))
             lines.append(f"{cluster.host}:{cluster.port}:*:{name}:{secret}\n")
