@@ -108,3 +108,26 @@ def test_a_profile_change_that_makes_the_rule_unfit_is_refused(cluster: Cluster,
         row = conn.execute("SELECT jit.profile_approval_rules('saa-plain', '', NULL, NULL, NULL)"
                            "->>'approvers'").fetchone()
         assert row == ("saa_leads",)
+
+
+def test_profile_set_with_an_unfit_rule_changes_nothing(cluster: Cluster, db: str) -> None:
+    """``profile set --ttl 9m --auto-approve saa_leads``: the rule is refused in one line, and
+    the TTL given with it is not applied either (one transaction), nor audited."""
+    from click.testing import CliRunner
+
+    from pgcli_jit.admin import main
+
+    def state() -> tuple[Any, ...]:
+        with cluster.connect(DB) as conn:
+            row = conn.execute("SELECT (SELECT ttl FROM jit_data.profiles WHERE name = 'saa-plain'),"
+                               " (SELECT count(*) FROM jit_data.audit)").fetchone()
+        assert row is not None
+        return tuple(row)
+
+    before = state()
+    dsn = f"host={cluster.host} port={cluster.port} dbname={DB} user=saa_ops"
+    done = CliRunner().invoke(main, ["profile", "set", "saa-plain", "--ttl", "9m", "--auto-approve",
+                                     "saa_leads", "--dsn", dsn])
+    assert done.exit_code == 1 and "cannot be the auto-approve role" in done.output, done.output
+    assert len(done.output.strip().splitlines()) == 1, done.output
+    assert state() == before

@@ -169,8 +169,9 @@ def _save(name: str, dsn: str, options: dict[str, Any], *, exists: bool) -> None
             verb = "set" if not exists else "add"
             raise JitError(f"profile {name} exists" if not exists else f"no profile {name}",
                            f"use: pgcli-jit-admin profile {verb} {name} ...")
-        _set(conn, name, **options)
-        _set_rules(conn, name, rules)
+        with conn.transaction():  # a refused rule (an unfit auto-approve role) changes nothing
+            _set(conn, name, **options)
+            _set_rules(conn, name, rules)
         click.echo(describe(conn, name))
         if said := describe_rules(conn, name):
             click.echo(said)
