@@ -15,15 +15,16 @@ server's checkpoint and its chained ``archive`` row record the last hash for tha
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+from pgcli_jit.admin import jsonl_file
 from pgcli_jit.core.errors import JitError
 
 FORMAT = "pgcli-jit audit archive"
@@ -68,61 +69,29 @@ def row_line(seq: int, prev_hash: bytes | None, digest: bytes, hashed: str) -> d
 
 
 def write(path: Path, head: dict[str, Any], rows: Iterable[dict[str, Any]]) -> Summary | None:
-    """Write the archive next to ``path``, fsync it, verify what is on disk, then link it into
-    place and fsync the folder: ``path`` is either absent or a whole, intact archive.
+    """Write the archive the one safe way (:func:`jsonl_file.write_linked`: created new beside
+    ``path``, owner-only since the rows hold requesters' reasons, verified on disk, then
+    linked): ``path`` is either absent or a whole, intact archive.  None when there were no
+    rows.  Raises :class:`ArchiveError` if the written file does not verify, :class:`JitError`
+    if either name exists."""
 
-    The temporary file is created new (``O_EXCL``, never through a symbolic link) and linked,
-    not renamed, to ``path``: an existing file of either name is never opened for writing or
-    replaced.  None when there were no rows (nothing is left on disk).  Owner-only (0600): the
-    rows hold requesters' reasons.  Raises :class:`ArchiveError` if the written file does not
-    verify, :class:`JitError` if either name exists."""
-    partial = path.with_name(f".{path.name}.partial")
-    count, prev_seq, prev_hash = 0, head["after_seq"], head["after_hash"]
-    try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        raise JitError(f"{partial} exists: another archive to {path.name} is being written, or one "
-                       "stopped", "remove it once no archive runs") from None
-    try:
-        with os.fdopen(fd, "w", encoding="ascii", newline="\n") as out:
-            out.write(json.dumps(head) + "\n")
-            for row in rows:
-                out.write(json.dumps(row) + "\n")
-                count, prev_seq, prev_hash = count + 1, row["seq"], row["hash"]
-            out.write(json.dumps({"end": True, "rows": count, "through_seq": prev_seq,
-                                  "through_hash": prev_hash}) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        if not count:
-            return None
-        found = verify(partial)
-        try:
-            os.link(partial, path)
-        except FileExistsError:
-            raise JitError(f"{path} exists: an archive never overwrites a file",
-                           "choose another file") from None
-        _fsync_folder(path.parent)
-        return Summary(path, found.rows, found.after_seq, found.after_hash, found.first_seq,
-                       found.through_seq, found.through_hash)
-    finally:
-        partial.unlink(missing_ok=True)
+    def lines(out: TextIO) -> bool:
+        count, prev_seq, prev_hash = 0, head["after_seq"], head["after_hash"]
+        out.write(jsonl_file.line(head))
+        for row in rows:
+            out.write(jsonl_file.line(row))
+            count, prev_seq, prev_hash = count + 1, row["seq"], row["hash"]
+        out.write(jsonl_file.line({"end": True, "rows": count, "through_seq": prev_seq,
+                                   "through_hash": prev_hash}))
+        return count > 0
 
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder or Path("."), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    found = jsonl_file.write_linked(path, lines, verify)
+    return None if found is None else dataclasses.replace(found, path=path)
 
 
 def verify(path: Path) -> Summary:
     """Check one archive file; raise :class:`ArchiveError` at the first thing that is wrong."""
-    try:
-        with open(path, encoding="ascii", newline="\n") as fh:
-            lines = list(_objects(path, fh))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArchiveError(path, 0, f"cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+    lines = jsonl_file.read(path, ArchiveError)
     if not lines or lines[0][1].get("archive") != FORMAT or lines[0][1].get("format") != VERSION:
         raise ArchiveError(path, 1, f"is not a {FORMAT} (format {VERSION}) header")
     head = lines[0][1]
@@ -137,17 +106,6 @@ def verify(path: Path) -> Summary:
         prev, seq = _check_row(path, number, obj, prev, seq)
         first = first if first is not None else seq
     raise ArchiveError(path, len(lines), "the file stops before its end line: rows were cut off")
-
-
-def _objects(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    for number, text in enumerate(lines, 1):
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            raise ArchiveError(path, number, "is not JSON") from None
-        if not isinstance(obj, dict):
-            raise ArchiveError(path, number, "is not a JSON object")
-        yield number, obj
 
 
 def _check_row(path: Path, number: int, row: dict[str, Any], prev: bytes | None,

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+from pgcli_jit.admin import jsonl_file
 from pgcli_jit.core.errors import JitError
 
 FORMAT = "pgcli-jit session log archive"
@@ -84,53 +84,29 @@ def digest_of(texts: Sequence[str]) -> str:
 
 
 def write(path: Path, head: dict[str, Any], recs: Iterable[dict[str, Any]]) -> Summary | None:
-    """Write next to ``path`` (created new, owner-only: statements may hold personal data),
-    fsync, verify what is on disk, then link it into place and fsync the folder.  None when
-    there was nothing to archive (nothing left on disk)."""
-    partial = path.with_name(f".{path.name}.partial")
-    leases = lines = 0
-    try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        raise JitError(f"{partial} exists: another archive to {path.name} is being written, or one "
-                       "stopped", "remove it once no archive runs") from None
-    try:
-        with os.fdopen(fd, "w", encoding="ascii", newline="\n") as out:
-            out.write(json.dumps(head) + "\n")
-            for rec in recs:
-                out.write(json.dumps(rec) + "\n")
-                leases += rec["type"] == "lease"
-                lines += rec["type"] == "line"
-            out.write(json.dumps({"end": True, "leases": leases, "lines": lines}) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        if not leases:
-            return None
-        found = verify(partial)
-        try:
-            os.link(partial, path)
-        except FileExistsError:
-            raise JitError(f"{path} exists: an archive never overwrites a file",
-                           "choose another file") from None
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+    """Write the archive the one safe way (:func:`jsonl_file.write_linked`: created new beside
+    ``path``, owner-only since statements may hold personal data, verified on disk, then
+    linked).  None when there was nothing to archive (nothing left on disk)."""
+
+    def lines(out: TextIO) -> bool:
+        leases = count = 0
+        out.write(jsonl_file.line(head))
+        for rec in recs:
+            out.write(jsonl_file.line(rec))
+            leases += rec["type"] == "lease"
+            count += rec["type"] == "line"
+        out.write(jsonl_file.line({"end": True, "leases": leases, "lines": count}))
+        return leases > 0
+
+    found = jsonl_file.write_linked(path, lines, verify)
+    if found is not None:
         found.path = path
-        return found
-    finally:
-        partial.unlink(missing_ok=True)
+    return found
 
 
 def verify(path: Path) -> Summary:
     """Check one archive file; raise :class:`SessionArchiveError` at the first thing wrong."""
-    try:
-        with open(path, encoding="ascii", newline="\n") as fh:
-            objs = list(_objects(path, fh))
-    except (OSError, UnicodeDecodeError) as exc:
-        why = getattr(exc, "strerror", None) or exc
-        raise SessionArchiveError(path, 0, f"cannot be read: {why}") from None
+    objs = jsonl_file.read(path, SessionArchiveError)
     if not objs or objs[0][1].get("archive") != FORMAT or objs[0][1].get("format") != VERSION:
         raise SessionArchiveError(path, 1, f"is not a {FORMAT} (format {VERSION}) header")
     found = Summary(path)
@@ -160,17 +136,6 @@ def verify(path: Path) -> Summary:
         else:
             raise SessionArchiveError(path, number, "is neither a lease, a line nor the end")
     raise SessionArchiveError(path, len(objs), "the file stops before its end line: it was cut off")
-
-
-def _objects(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    for number, text in enumerate(lines, 1):
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            raise SessionArchiveError(path, number, "is not JSON") from None
-        if not isinstance(obj, dict):
-            raise SessionArchiveError(path, number, "is not a JSON object")
-        yield number, obj
 
 
 def _check_line(path: Path, number: int, obj: dict[str, Any], lease_id: object) -> str:
