@@ -46,3 +46,16 @@ def admin_database(cluster: Cluster, db: str, *, roles_sql: str, operator: str,
         added = run("profile", "add", *args, "--dsn", operating)
         assert added.exit_code == 0, added.output
     return operating
+
+
+def end_all(cluster: Cluster, db: str) -> None:
+    """Every lease of ``db`` revoked and dropped, every waiting request withdrawn and every
+    break-glass use forgotten: each test of a module starts afresh."""
+    with cluster.connect(db) as conn:
+        live = conn.execute("SELECT rolname FROM jit_data.leases WHERE dropped_at IS NULL").fetchall()
+        for (name,) in live:
+            conn.execute("SELECT jit.revoke(%s)", (name,))
+            conn.execute("SELECT jit.finish(%s)", (name,))
+        conn.execute("UPDATE jit_data.requests SET status = 'cancelled', verifier = NULL"
+                     " WHERE status IN ('pending', 'approved')")
+        conn.execute("UPDATE jit_data.leases SET break_glass = false")

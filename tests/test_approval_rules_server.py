@@ -18,6 +18,7 @@ import pytest
 from pgcli_jit import server
 from pgcli_jit.backends.postgres.scram import new_password, scram_verifier
 from pgcli_jit.devtools.cluster import Cluster
+from tests.admin_db import end_all
 from tests.conftest import make_login
 from tests.test_notify import Receiver, notify_once
 
@@ -60,18 +61,6 @@ def audit(cluster: Cluster, event: str, requester: str = "rul_alice") -> list[tu
                             (event, requester)).fetchall()
 
 
-def end_all(cluster: Cluster) -> None:
-    """Every lease revoked and every break-glass use forgotten: each test starts afresh."""
-    with cluster.connect(DB) as conn:
-        live = conn.execute("SELECT rolname FROM jit_data.leases WHERE dropped_at IS NULL").fetchall()
-        for (name,) in live:
-            conn.execute("SELECT jit.revoke(%s)", (name,))
-            conn.execute("SELECT jit.finish(%s)", (name,))
-        conn.execute("UPDATE jit_data.requests SET status = 'cancelled', verifier = NULL"
-                     " WHERE status IN ('pending', 'approved')")
-        conn.execute("UPDATE jit_data.leases SET break_glass = false")
-
-
 @pytest.fixture(scope="module")
 def db(cluster: Cluster) -> str:
     cluster.execute(f"CREATE DATABASE {DB}")
@@ -97,9 +86,9 @@ def db(cluster: Cluster) -> str:
 def fresh(cluster: Cluster, db: str) -> Iterator[None]:
     with cluster.connect() as conn:
         conn.execute("GRANT rul_oncall TO rul_alice")
-    end_all(cluster)
+    end_all(cluster, DB)
     yield
-    end_all(cluster)
+    end_all(cluster, DB)
     with as_user(cluster, "rul_ops") as conn:
         conn.execute("SELECT jit.profile_set('rul-oncall', NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
                      " NULL, NULL, NULL, 5)")

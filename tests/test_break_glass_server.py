@@ -18,6 +18,7 @@ import pytest
 from pgcli_jit import server
 from pgcli_jit.backends.postgres.scram import new_password, scram_verifier
 from pgcli_jit.devtools.cluster import Cluster
+from tests.admin_db import end_all
 from tests.conftest import make_login
 
 DB = "bgn_db"
@@ -47,17 +48,6 @@ def uses(cluster: Cluster, user: str) -> list[tuple[Any, ...]]:
                             ).fetchall()
 
 
-def end_all(cluster: Cluster) -> None:
-    with cluster.connect(DB) as conn:
-        for (name,) in conn.execute("SELECT rolname FROM jit_data.leases WHERE dropped_at IS NULL"
-                                    ).fetchall():
-            conn.execute("SELECT jit.revoke(%s)", (name,))
-            conn.execute("SELECT jit.finish(%s)", (name,))
-        conn.execute("UPDATE jit_data.requests SET status = 'cancelled', verifier = NULL"
-                     " WHERE status IN ('pending', 'approved')")
-        conn.execute("UPDATE jit_data.leases SET break_glass = false")
-
-
 @pytest.fixture(scope="module")
 def db(cluster: Cluster) -> str:
     cluster.execute(f"CREATE DATABASE {DB}")
@@ -83,9 +73,9 @@ def db(cluster: Cluster) -> str:
 
 @pytest.fixture
 def fresh(cluster: Cluster, db: str) -> Iterator[None]:
-    end_all(cluster)
+    end_all(cluster, DB)
     yield
-    end_all(cluster)
+    end_all(cluster, DB)
 
 
 # -- who hears of a break-glass use ----------------------------------------------------------
